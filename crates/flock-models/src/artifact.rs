@@ -1,0 +1,270 @@
+//! Artifacts: typed JSON objects on the blackboard, and the drafts they are made from.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::ValidationError;
+use crate::fields::{Fields, kind, string_list};
+
+/// `produced_by` of artifacts that a client published over HTTP.
+pub const EXTERNAL_PRODUCER: &str = "external";
+
+/// An artifact type name: 1 to 256 characters of ASCII letters, digits, `.`, `_` and `-`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TypeName(String);
+
+impl TypeName {
+    /// The longest type name accepted, in characters.
+    pub const MAX_LEN: usize = 256;
+
+    /// Validates a type name.
+    ///
+    /// # Errors
+    /// An empty or too long name, or one with a character outside `[A-Za-z0-9._-]`.
+    pub fn new(name: impl Into<String>) -> Result<Self, ValidationError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(ValidationError::whole("the type name must not be empty"));
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(ValidationError::whole(format!(
+                "the type name is {} characters long; at most {} are allowed",
+                name.chars().count(),
+                Self::MAX_LEN
+            )));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+        {
+            return Err(ValidationError::whole(format!(
+                "the type name contains {bad:?}; only ASCII letters, digits, `.`, `_` and `-` are allowed"
+            )));
+        }
+        Ok(TypeName(name))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        TypeName::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl PartialEq<str> for TypeName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for TypeName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// An artifact's tags: sorted and unique; each 1 to 256 bytes without control characters, at
+/// most 64 of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Tags(Vec<String>);
+
+impl Tags {
+    /// The most tags one artifact may carry.
+    pub const MAX_COUNT: usize = 64;
+    /// The longest tag accepted, in bytes.
+    pub const MAX_LEN: usize = 256;
+
+    /// Validates tags, then sorts them and drops repeats.
+    ///
+    /// # Errors
+    /// Too many tags, or an empty, too long or control-character tag (the field is `[i]`).
+    pub fn new<I, S>(tags: I) -> Result<Self, ValidationError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut out: Vec<String> = Vec::new();
+        for (i, tag) in tags.into_iter().enumerate() {
+            let tag = tag.into();
+            let problem = if tag.is_empty() {
+                Some("a tag must not be empty".to_owned())
+            } else if tag.len() > Self::MAX_LEN {
+                Some(format!("a tag may be at most {} bytes long", Self::MAX_LEN))
+            } else if tag.chars().any(char::is_control) {
+                Some("a tag must not contain control characters".to_owned())
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                return Err(ValidationError::field(format!("[{i}]"), message));
+            }
+            out.push(tag);
+        }
+        out.sort_unstable();
+        out.dedup();
+        if out.len() > Self::MAX_COUNT {
+            return Err(ValidationError::whole(format!(
+                "{} distinct tags given; at most {} are allowed",
+                out.len(),
+                Self::MAX_COUNT
+            )));
+        }
+        Ok(Tags(out))
+    }
+
+    /// No tags.
+    pub fn empty() -> Self {
+        Tags(Vec::new())
+    }
+
+    /// Whether `tag` is one of these tags.
+    pub fn contains(&self, tag: &str) -> bool {
+        self.0.binary_search_by(|t| t.as_str().cmp(tag)).is_ok()
+    }
+
+    /// The tags in sorted order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// How many tags there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Tags::new(Vec::<String>::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a client or an agent asks to publish: a type, a JSON object and tags. The blackboard
+/// turns it into an [`Artifact`] by giving it an id, a producer, a correlation and a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactDraft {
+    /// The artifact type.
+    pub type_name: TypeName,
+    /// The JSON object the artifact carries.
+    pub payload: Map<String, Value>,
+    /// Its tags.
+    pub tags: Tags,
+}
+
+impl ArtifactDraft {
+    /// A draft with no tags.
+    pub fn new(type_name: TypeName, payload: Map<String, Value>) -> Self {
+        ArtifactDraft {
+            type_name,
+            payload,
+            tags: Tags::empty(),
+        }
+    }
+
+    /// Parses `{"type", "payload", "tags"?}`, as agents answer it; `path` names the value in
+    /// errors (for example `artifacts[0]`).
+    ///
+    /// # Errors
+    /// A missing or invalid field, or an unknown one, named with its path.
+    pub fn from_value(value: Value, path: &str) -> Result<Self, ValidationError> {
+        let mut fields = Fields::new(value, path)?;
+        let draft = read_draft(&mut fields)?;
+        fields.finish()?;
+        Ok(draft)
+    }
+}
+
+/// Reads the `type`, `payload` and `tags` fields shared by drafts and publish requests.
+pub(crate) fn read_draft(fields: &mut Fields) -> Result<ArtifactDraft, ValidationError> {
+    let type_path = fields.path_of("type");
+    let type_name = match fields.require("type")? {
+        Value::String(s) => TypeName::new(s).map_err(|e| e.within(&type_path))?,
+        other => {
+            return Err(ValidationError::field(
+                type_path,
+                format!("expected a string, found {}", kind(&other)),
+            ));
+        }
+    };
+    let payload_path = fields.path_of("payload");
+    let payload = match fields.require("payload")? {
+        Value::Object(map) => map,
+        other => {
+            return Err(ValidationError::field(
+                payload_path,
+                format!("the payload must be a JSON object, found {}", kind(&other)),
+            ));
+        }
+    };
+    let tags_path = fields.path_of("tags");
+    let tags = match fields.take("tags") {
+        None => Tags::empty(),
+        Some(value) => {
+            Tags::new(string_list(value, &tags_path)?).map_err(|e| e.within(&tags_path))?
+        }
+    };
+    Ok(ArtifactDraft {
+        type_name,
+        payload,
+        tags,
+    })
+}
+
+/// A published artifact, as the blackboard stores it and the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Its id: a UUID v7, so ids sort by creation time.
+    pub id: Uuid,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_name: TypeName,
+    /// The JSON object it carries.
+    pub payload: Map<String, Value>,
+    /// `external` for client requests, else the name of the agent that published it.
+    pub produced_by: String,
+    /// The workflow it belongs to.
+    pub correlation_id: Uuid,
+    /// Its tags, sorted and unique.
+    #[serde(default)]
+    pub tags: Tags,
+    /// When it was published, in UTC with microsecond precision.
+    #[serde(with = "crate::timestamp::micros")]
+    pub created_at: OffsetDateTime,
+}
+
+impl Artifact {
+    /// Turns a draft into an artifact with a fresh UUID v7 and the current time.
+    pub fn new(draft: ArtifactDraft, produced_by: impl Into<String>, correlation_id: Uuid) -> Self {
+        Artifact {
+            id: Uuid::now_v7(),
+            type_name: draft.type_name,
+            payload: draft.payload,
+            produced_by: produced_by.into(),
+            correlation_id,
+            tags: draft.tags,
+            created_at: crate::timestamp::now_micros(),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Webhook configuration (where to send, how to sign) and the payload every delivery carries.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use url::Url;
+use uuid::Uuid;
+
+use crate::fields::{Fields, kind};
+use crate::{Artifact, Secret, Tags, TypeName, ValidationError};
+
+/// The longest webhook URL accepted, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// A webhook URL: absolute `http` or `https` with a host, at most [`MAX_URL_BYTES`] bytes, and
+/// without user-info (credentials in a URL end up in logs).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct WebhookUrl(Url);
+
+impl WebhookUrl {
+    /// Validates a URL.
+    ///
+    /// # Errors
+    /// A URL that is too long, not absolute, not `http`/`https`, without a host, or with
+    /// user-info.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        if text.len() > MAX_URL_BYTES {
+            return Err(ValidationError::whole(format!(
+                "the URL is {} bytes long; at most {MAX_URL_BYTES} are allowed",
+                text.len()
+            )));
+        }
+        let url = Url::parse(text)
+            .map_err(|e| ValidationError::whole(format!("not an absolute URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ValidationError::whole(format!(
+                "the URL scheme must be http or https, not `{}`",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ValidationError::whole("the URL must have a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ValidationError::whole(
+                "the URL must not contain a user name or password (they would end up in logs)",
+            ));
+        }
+        Ok(WebhookUrl(url))
+    }
+
+    /// The parsed URL.
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+
+    /// The URL as a string.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL without its query and fragment, which may carry tokens: the form logs use.
+    pub fn for_logs(&self) -> String {
+        let mut url = self.0.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        url.into()
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookUrl({})", self.for_logs())
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for WebhookUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        WebhookUrl::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a workflow's webhooks go and, optionally, the secret that signs them.
+/// `Debug` shows the secret as `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The receiver.
+    pub url: WebhookUrl,
+    /// The signing secret; unsigned webhooks without one.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+impl WebhookConfig {
+    /// Validates a URL and an optional secret.
+    ///
+    /// # Errors
+    /// An invalid URL (field `url`) or secret (field `secret`).
+    pub fn new(url: &str, secret: Option<&str>) -> Result<Self, ValidationError> {
+        let url = WebhookUrl::parse(url).map_err(|e| e.within("url"))?;
+        let secret = secret
+            .map(Secret::new)
+            .transpose()
+            .map_err(|e| e.within("secret"))?;
+        Ok(WebhookConfig { url, secret })
+    }
+
+    /// Parses `{"url", "secret"?}`; `path` names the value in errors (`webhook`).
+    ///
+    /// # Errors
+    /// A missing, invalid or unknown field, named with its path.
+    pub fn from_value(value: Value, path: &str) -> Result<Self, ValidationError> {
+        let mut fields = Fields::new(value, path)?;
+        let url = expect_string(&mut fields, "url", true)?.unwrap_or_default();
+        let secret = expect_string(&mut fields, "secret", false)?;
+        fields.finish()?;
+        WebhookConfig::new(&url, secret.as_deref()).map_err(|e| e.within(path))
+    }
+}
+
+/// Takes a string field, with the error message a webhook field deserves.
+fn expect_string(
+    fields: &mut Fields,
+    name: &str,
+    required: bool,
+) -> Result<Option<String>, ValidationError> {
+    let path = fields.path_of(name);
+    match fields.take(name) {
+        None if required => Err(ValidationError::field(path, "this field is required")),
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ValidationError::field(
+            path,
+            format!("expected a string, found {}", kind(&other)),
+        )),
+    }
+}
+
+/// The webhook event type; Flock sends one kind of event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    /// An artifact was published in the workflow.
+    #[serde(rename = "artifact.created")]
+    ArtifactCreated,
+}
+
+/// The artifact as a webhook carries it (the correlation id sits one level up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookArtifact {
+    /// The artifact id.
+    pub id: Uuid,
+    /// The artifact type.
+    #[serde(rename = "type")]
+    pub type_name: TypeName,
+    /// `external` or the producing agent.
+    pub produced_by: String,
+    /// The artifact's JSON object.
+    pub payload: Map<String, Value>,
+    /// When it was published (microseconds, UTC).
+    #[serde(with = "crate::timestamp::micros")]
+    pub created_at: OffsetDateTime,
+    /// Its tags.
+    pub tags: Tags,
+}
+
+/// The body of every webhook request, field order as the wire contract fixes it:
+/// `{"event_type","correlation_id","sequence","artifact":{...},"timestamp"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPayload {
+    /// Always `artifact.created`.
+    pub event_type: EventType,
+    /// The workflow.
+    pub correlation_id: Uuid,
+    /// 1 for the request's own artifact, then +1 per artifact of the workflow.
+    pub sequence: u64,
+    /// The artifact.
+    pub artifact: WebhookArtifact,
+    /// When the payload was built (milliseconds, UTC).
+    #[serde(with = "crate::timestamp::millis")]
+    pub timestamp: OffsetDateTime,
+}
+
+impl WebhookPayload {
+    /// The payload announcing `artifact` as number `sequence` of its workflow.
+    pub fn new(artifact: &Artifact, sequence: u64, timestamp: OffsetDateTime) -> Self {
+        WebhookPayload {
+            event_type: EventType::ArtifactCreated,
+            correlation_id: artifact.correlation_id,
+            sequence,
+            artifact: WebhookArtifact {
+                id: artifact.id,
+                type_name: artifact.type_name.clone(),
+                produced_by: artifact.produced_by.clone(),
+                payload: artifact.payload.clone(),
+                created_at: artifact.created_at,
+                tags: artifact.tags.clone(),
+            },
+            timestamp,
+        }
+    }
+
+    /// The exact body bytes for `artifact` as number `sequence`: compact JSON in contract order.
+    /// Equal to serializing [`WebhookPayload::new`], without copying the artifact.
+    pub fn render(artifact: &Artifact, sequence: u64, timestamp: OffsetDateTime) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct ArtifactRef<'a> {
+            id: Uuid,
+            #[serde(rename = "type")]
+            type_name: &'a TypeName,
+            produced_by: &'a str,
+            payload: &'a Map<String, Value>,
+            #[serde(with = "crate::timestamp::micros")]
+            created_at: OffsetDateTime,
+            tags: &'a Tags,
+        }
+        #[derive(Serialize)]
+        struct PayloadRef<'a> {
+            event_type: EventType,
+            correlation_id: Uuid,
+            sequence: u64,
+            artifact: ArtifactRef<'a>,
+            #[serde(with = "crate::timestamp::millis")]
+            timestamp: OffsetDateTime,
+        }
+        let body = PayloadRef {
+            event_type: EventType::ArtifactCreated,
+            correlation_id: artifact.correlation_id,
+            sequence,
+            artifact: ArtifactRef {
+                id: artifact.id,
+                type_name: &artifact.type_name,
+                produced_by: &artifact.produced_by,
+                payload: &artifact.payload,
+                created_at: artifact.created_at,
+                tags: &artifact.tags,
+            },
+            timestamp,
+        };
+        serde_json::to_vec(&body).expect("a payload of JSON values always serializes")
+    }
+}

@@ -1,0 +1,59 @@
+//! Secrets: limits, and never in `Debug` output.
+
+use flock_models::{ArtifactPublishRequest, Secret, SyncPublishRequest, WebhookConfig};
+use serde_json::json;
+
+const SECRET: &str = "s3cr3t-value-that-must-not-leak";
+
+#[test]
+fn secret_limits() {
+    let err = Secret::new("").unwrap_err();
+    assert!(
+        err.message()
+            .contains("omit the field for unsigned webhooks"),
+        "{err}"
+    );
+    assert!(Secret::new("x".repeat(256)).is_ok());
+    assert!(
+        Secret::new("x".repeat(257))
+            .unwrap_err()
+            .message()
+            .contains("at most 256")
+    );
+    assert_eq!(Secret::new("abc").unwrap().expose(), "abc");
+}
+
+#[test]
+fn debug_of_anything_holding_a_secret_is_redacted() {
+    let secret = Secret::new(SECRET).unwrap();
+    let config = WebhookConfig::new("https://example.com/hook", Some(SECRET)).unwrap();
+    let publish = ArtifactPublishRequest::from_value(json!({
+        "type": "Idea", "payload": {}, "webhook": {"url": "https://example.com/h", "secret": SECRET}
+    }))
+    .unwrap();
+    let sync = SyncPublishRequest::from_value(json!({
+        "type": "Idea", "payload": {}, "webhook_url": "https://example.com/h", "webhook_secret": SECRET
+    }))
+    .unwrap();
+    for debug in [
+        format!("{secret:?}"),
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{publish:?}"),
+        format!("{sync:?}"),
+    ] {
+        assert!(!debug.contains(SECRET), "leaked: {debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+    }
+}
+
+#[test]
+fn secret_deserializes_with_validation() {
+    let config: WebhookConfig =
+        serde_json::from_value(json!({"url": "https://example.com/", "secret": "k"})).unwrap();
+    assert_eq!(config.secret.unwrap().expose(), "k");
+    let err =
+        serde_json::from_value::<WebhookConfig>(json!({"url": "https://e.com/", "secret": ""}))
+            .unwrap_err();
+    assert!(err.to_string().contains("omit the field"), "{err}");
+}

@@ -1,0 +1,166 @@
+//! Standard Webhooks signatures: `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`,
+//! so receivers can verify with off-the-shelf libraries.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::Mac;
+
+use crate::flock::{HmacSha256, hex_of, keyed};
+use crate::{KeyError, VerifyError};
+
+/// Secrets with this prefix carry a base64 key after it; others are used as UTF-8 bytes.
+pub const KEY_PREFIX: &str = "whsec_";
+
+/// The Standard Webhooks key for `secret`: the base64-decoded remainder of a `whsec_` secret,
+/// else the secret's UTF-8 bytes.
+///
+/// # Errors
+/// A `whsec_` secret whose remainder is empty or not base64.
+pub fn standard_key(secret: &str) -> Result<Vec<u8>, KeyError> {
+    match secret.strip_prefix(KEY_PREFIX) {
+        None => Ok(secret.as_bytes().to_vec()),
+        Some("") => Err(KeyError::EmptyKey),
+        Some(encoded) => BASE64.decode(encoded).map_err(|_| KeyError::InvalidBase64),
+    }
+}
+
+/// The `webhook-signature` value for one message: `v1,<base64>`.
+///
+/// # Errors
+/// A `whsec_` secret that is not valid (see [`standard_key`]).
+pub fn sign_standard(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, KeyError> {
+    Ok(SigningKey::new(secret)?.standard_signature(id, timestamp, body))
+}
+
+/// Verifies a `webhook-signature` header (one or more space-separated signatures; any `v1`
+/// match is enough) for the message `id`, `timestamp` header and `body`, against the current time
+/// and `tolerance`.
+///
+/// # Errors
+/// See [`verify_standard_at`].
+pub fn verify_standard(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+    tolerance: Duration,
+) -> Result<(), VerifyError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    verify_standard_at(secret, id, timestamp, signatures, body, tolerance, now)
+}
+
+/// [`verify_standard`] with the receiver's clock given as Unix seconds.
+///
+/// # Errors
+/// A malformed or out-of-tolerance timestamp, a header without any `v1,` signature, or no
+/// signature that matches (compared in constant time).
+pub fn verify_standard_at(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+    tolerance: Duration,
+    now_unix: u64,
+) -> Result<(), VerifyError> {
+    let sent: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| VerifyError::MalformedTimestamp)?;
+    let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
+    let skew = now.saturating_sub(sent);
+    let limit = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    if skew > limit {
+        return Err(VerifyError::TimestampTooOld(skew.unsigned_abs()));
+    }
+    if skew < -limit {
+        return Err(VerifyError::TimestampInFuture(skew.unsigned_abs()));
+    }
+    let key = SigningKey::new(secret)?;
+    let mut candidates = 0usize;
+    for signature in signatures.split_whitespace() {
+        let Some((version, encoded)) = signature.split_once(',') else {
+            return Err(VerifyError::MalformedHeader(
+                "each signature must be `<version>,<base64>`",
+            ));
+        };
+        if version != "v1" {
+            continue;
+        }
+        candidates += 1;
+        let Ok(expected) = BASE64.decode(encoded) else {
+            continue;
+        };
+        let mut mac = key.standard.clone();
+        feed_message(&mut mac, id, sent, body);
+        if mac.verify_slice(&expected).is_ok() {
+            return Ok(());
+        }
+    }
+    if candidates == 0 {
+        return Err(VerifyError::MalformedHeader(
+            "no `v1,` signature in the header",
+        ));
+    }
+    Err(VerifyError::Mismatch)
+}
+
+/// A webhook secret turned into ready-keyed HMACs, so that signing an attempt costs only the
+/// hash of the body: one key for `X-Flock-Signature` (the secret's bytes) and one for
+/// `webhook-signature` (see [`standard_key`]). `Debug` shows no key material.
+#[derive(Clone)]
+pub struct SigningKey {
+    flock: HmacSha256,
+    standard: HmacSha256,
+}
+
+impl SigningKey {
+    /// Prepares both keys of `secret`.
+    ///
+    /// # Errors
+    /// A `whsec_` secret that is not valid (see [`standard_key`]).
+    pub fn new(secret: &str) -> Result<Self, KeyError> {
+        Ok(SigningKey {
+            flock: keyed(secret.as_bytes()),
+            standard: keyed(&standard_key(secret)?),
+        })
+    }
+
+    /// The `X-Flock-Signature` value for `body`: `sha256=<hex>`.
+    pub fn flock_signature(&self, body: &[u8]) -> String {
+        format!("sha256={}", hex_of(self.flock.clone(), body))
+    }
+
+    /// The `webhook-signature` value for message `id` sent at `timestamp`: `v1,<base64>`.
+    pub fn standard_signature(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = self.standard.clone();
+        feed_message(&mut mac, id, timestamp, body);
+        format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey([redacted])")
+    }
+}
+
+/// Feeds `"{id}.{timestamp}.{body}"` without building the string.
+fn feed_message(mac: &mut HmacSha256, id: &str, timestamp: i64, body: &[u8]) {
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+}

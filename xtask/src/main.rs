@@ -1,0 +1,186 @@
+//! `cargo xtask`: the project's gates (format, lint, types, tests) as one command.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci [--keep-going]   run every gate: fmt, lint, check, test
+  fmt                 cargo fmt --all --check
+  lint                cargo clippy --workspace --all-targets -- -D warnings
+  check               cargo check --workspace --all-targets; cargo doc with -D warnings
+  test                cargo nextest run --workspace (or cargo test), then the doc tests
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let flags = &args[1..];
+    let keep_going = flags.iter().any(|f| f == "--keep-going");
+    if let Some(unknown) = flags.iter().find(|f| *f != "--keep-going") {
+        eprintln!("xtask: unknown option `{unknown}`\n\n{USAGE}");
+        return ExitCode::FAILURE;
+    }
+    let steps = match command.as_str() {
+        "ci" => [fmt(), lint(), check(), test()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        "fmt" => fmt(),
+        "lint" => lint(),
+        "check" => check(),
+        "test" => test(),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("xtask: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    run_steps(&steps, keep_going)
+}
+
+/// One gate: a cargo invocation with its extra environment.
+struct Step {
+    name: &'static str,
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Step {
+    fn new(name: &'static str, args: &[&'static str]) -> Self {
+        Step {
+            name,
+            args: args.to_vec(),
+            env: Vec::new(),
+        }
+    }
+
+    fn env(mut self, key: &'static str, value: &'static str) -> Self {
+        self.env.push((key, value));
+        self
+    }
+
+    /// The command line a developer pastes to reproduce this step.
+    fn reproduce(&self) -> String {
+        let env: String = self.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        format!("{env}cargo {}", self.args.join(" "))
+    }
+}
+
+fn fmt() -> Vec<Step> {
+    vec![Step::new("fmt", &["fmt", "--all", "--check"])]
+}
+
+fn lint() -> Vec<Step> {
+    vec![Step::new(
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )]
+}
+
+fn check() -> Vec<Step> {
+    vec![
+        Step::new("check", &["check", "--workspace", "--all-targets"]),
+        Step::new("doc", &["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"),
+    ]
+}
+
+fn test() -> Vec<Step> {
+    let unit = if has_nextest() {
+        Step::new(
+            "test (nextest)",
+            &["nextest", "run", "--workspace", "--no-fail-fast"],
+        )
+    } else {
+        Step::new("test", &["test", "--workspace", "--no-fail-fast"])
+    };
+    vec![
+        unit,
+        Step::new("doc tests", &["test", "--workspace", "--doc"]),
+    ]
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(project_root());
+    cmd
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn run_steps(steps: &[Step], keep_going: bool) -> ExitCode {
+    let total = Instant::now();
+    let mut failed: Vec<&Step> = Vec::new();
+    for step in steps {
+        eprintln!("\n==> {} ({})", step.name, step.reproduce());
+        let started = Instant::now();
+        let mut cmd = cargo();
+        cmd.args(&step.args);
+        for (key, value) in &step.env {
+            cmd.env(key, value);
+        }
+        let ok = match cmd.status() {
+            Ok(status) => status.success(),
+            Err(err) => {
+                eprintln!("xtask: could not start cargo: {err}");
+                false
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        if ok {
+            eprintln!("==> {} passed in {secs:.1}s", step.name);
+        } else {
+            eprintln!(
+                "==> {} FAILED after {secs:.1}s; reproduce with: {}",
+                step.name,
+                step.reproduce()
+            );
+            failed.push(step);
+            if !keep_going {
+                break;
+            }
+        }
+    }
+    let secs = total.elapsed().as_secs_f64();
+    if failed.is_empty() {
+        eprintln!("\nall {} steps passed in {secs:.1}s", steps.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("\n{} step(s) failed in {secs:.1}s:", failed.len());
+        for step in failed {
+            eprintln!("  {}: {}", step.name, step.reproduce());
+        }
+        ExitCode::FAILURE
+    }
+}
