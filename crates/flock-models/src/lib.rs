@@ -3,6 +3,7 @@
 #![doc = include_str!("../README.md")]
 
 mod artifact;
+mod delivery;
 mod error;
 mod fields;
 mod request;
@@ -11,6 +12,7 @@ pub mod timestamp;
 mod webhook;
 
 pub use artifact::{Artifact, ArtifactDraft, EXTERNAL_PRODUCER, Tags, TypeName};
+pub use delivery::NewDelivery;
 pub use error::{ErrorBody, ErrorDetail, ValidationError};
 pub use request::{
     ArtifactPublishRequest, DEFAULT_SYNC_TIMEOUT, MAX_SYNC_TIMEOUT, MIN_SYNC_TIMEOUT,

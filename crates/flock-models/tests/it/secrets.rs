@@ -57,3 +57,23 @@ fn secret_deserializes_with_validation() {
             .unwrap_err();
     assert!(err.to_string().contains("omit the field"), "{err}");
 }
+
+#[test]
+fn new_delivery_debug_hides_secret_and_body() {
+    let draft = flock_models::ArtifactDraft::from_value(
+        json!({"type": "Idea", "payload": {"private": "payload-text"}}),
+        "",
+    )
+    .unwrap();
+    let artifact = flock_models::Artifact::new(draft, "external", uuid::Uuid::now_v7());
+    let config = WebhookConfig::new("https://example.com/h?token=abc", Some(SECRET)).unwrap();
+    let delivery = flock_models::NewDelivery::new(&artifact, 1, config.url, config.secret);
+    let debug = format!("{delivery:?}");
+    for hidden in [SECRET, "payload-text", "token=abc"] {
+        assert!(!debug.contains(hidden), "{hidden} leaked: {debug}");
+    }
+    assert!(debug.contains("[redacted]"), "{debug}");
+    let body: flock_models::WebhookPayload = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(body.sequence, 1);
+    assert_eq!(body.artifact.id, artifact.id);
+}

@@ -1,0 +1,249 @@
+//! The blackboard's storage: a trait that durable backends implement, and the in-memory store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use flock_models::{Artifact, NewDelivery, TypeName};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Deliveries were given to a store that has no outbox to keep them in. Stores that hold
+    /// webhook deliveries (the delivery crate's, the durable ones) never return this.
+    #[error("this store has no outbox for webhook deliveries; use a store that has one")]
+    NoOutbox,
+    /// An artifact with this id is already stored.
+    #[error("artifact {0} is already stored")]
+    Duplicate(Uuid),
+    /// The backend failed; the text says how (never with secrets).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// Which artifacts to list. Every set criterion must hold; results come in publication order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactQuery {
+    /// Any of these types; empty for all.
+    pub type_names: Vec<TypeName>,
+    /// Produced by this agent (or `external`).
+    pub produced_by: Option<String>,
+    /// In this workflow.
+    pub correlation_id: Option<Uuid>,
+    /// Carrying this tag.
+    pub tag: Option<String>,
+    /// Created at or after this time.
+    pub from: Option<OffsetDateTime>,
+    /// Created at or before this time.
+    pub to: Option<OffsetDateTime>,
+    /// At most this many items.
+    pub limit: usize,
+    /// After skipping this many matches.
+    pub offset: usize,
+}
+
+impl Default for ArtifactQuery {
+    fn default() -> Self {
+        ArtifactQuery {
+            type_names: Vec::new(),
+            produced_by: None,
+            correlation_id: None,
+            tag: None,
+            from: None,
+            to: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+impl ArtifactQuery {
+    /// Every artifact of one workflow, in publication order.
+    pub fn correlation(correlation_id: Uuid) -> Self {
+        ArtifactQuery {
+            correlation_id: Some(correlation_id),
+            limit: usize::MAX,
+            ..Self::default()
+        }
+    }
+
+    /// Whether `artifact` meets every criterion (limit and offset aside).
+    pub fn matches(&self, artifact: &Artifact) -> bool {
+        (self.type_names.is_empty() || self.type_names.contains(&artifact.type_name))
+            && self
+                .produced_by
+                .as_ref()
+                .is_none_or(|p| *p == artifact.produced_by)
+            && self
+                .correlation_id
+                .is_none_or(|c| c == artifact.correlation_id)
+            && self.tag.as_ref().is_none_or(|t| artifact.tags.contains(t))
+            && self.from.is_none_or(|from| artifact.created_at >= from)
+            && self.to.is_none_or(|to| artifact.created_at <= to)
+    }
+}
+
+/// One page of results and how many matched in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// How many items match the query, across all pages.
+    pub total: u64,
+}
+
+/// Where the blackboard keeps artifacts.
+///
+/// [`ArtifactStore::publish`] writes an artifact together with the webhook deliveries that
+/// announce it, atomically: a durable store does both in one transaction (the transactional
+/// outbox), so a stored artifact always has its deliveries and no delivery exists for an artifact
+/// that was not stored.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync + 'static {
+    /// Stores `artifact` and enqueues `deliveries` with it, all or nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::NoOutbox`] when `deliveries` is not empty and this store cannot keep them;
+    /// [`StoreError::Duplicate`] for an id already stored; [`StoreError::Backend`] otherwise.
+    async fn publish(
+        &self,
+        artifact: &Artifact,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<(), StoreError>;
+
+    /// The artifact with this id.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError>;
+
+    /// The artifacts matching `query`, in publication order, with the total count.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError>;
+}
+
+/// Artifacts in memory, indexed by id, correlation and type. It keeps no deliveries: given any,
+/// [`ArtifactStore::publish`] answers [`StoreError::NoOutbox`] (the delivery crate wraps it with
+/// an outbox).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Indexed>,
+}
+
+#[derive(Debug, Default)]
+struct Indexed {
+    /// Every artifact in publication order.
+    artifacts: Vec<Arc<Artifact>>,
+    by_id: HashMap<Uuid, usize>,
+    by_correlation: HashMap<Uuid, Vec<usize>>,
+    by_type: HashMap<TypeName, Vec<usize>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores an artifact (no deliveries).
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] for an id already stored.
+    pub fn insert(&self, artifact: &Artifact) -> Result<(), StoreError> {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if inner.by_id.contains_key(&artifact.id) {
+            return Err(StoreError::Duplicate(artifact.id));
+        }
+        let index = inner.artifacts.len();
+        inner.artifacts.push(Arc::new(artifact.clone()));
+        inner.by_id.insert(artifact.id, index);
+        inner
+            .by_correlation
+            .entry(artifact.correlation_id)
+            .or_default()
+            .push(index);
+        inner
+            .by_type
+            .entry(artifact.type_name.clone())
+            .or_default()
+            .push(index);
+        Ok(())
+    }
+
+    /// How many artifacts are stored.
+    pub fn len(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .artifacts
+            .len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn run_query(&self, query: &ArtifactQuery) -> Page<Artifact> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        // Start from the narrowest index the query allows, in publication order.
+        let candidates: Vec<usize> = if let Some(c) = query.correlation_id {
+            inner.by_correlation.get(&c).cloned().unwrap_or_default()
+        } else if !query.type_names.is_empty() {
+            let mut merged: Vec<usize> = query
+                .type_names
+                .iter()
+                .filter_map(|t| inner.by_type.get(t))
+                .flatten()
+                .copied()
+                .collect();
+            merged.sort_unstable();
+            merged.dedup();
+            merged
+        } else {
+            (0..inner.artifacts.len()).collect()
+        };
+        let mut total = 0u64;
+        let mut items = Vec::new();
+        for artifact in candidates.into_iter().map(|i| &inner.artifacts[i]) {
+            if !query.matches(artifact) {
+                continue;
+            }
+            total += 1;
+            if total > query.offset as u64 && items.len() < query.limit {
+                items.push(Artifact::clone(artifact));
+            }
+        }
+        Page { items, total }
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for MemoryStore {
+    async fn publish(
+        &self,
+        artifact: &Artifact,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<(), StoreError> {
+        if !deliveries.is_empty() {
+            return Err(StoreError::NoOutbox);
+        }
+        self.insert(artifact)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(inner
+            .by_id
+            .get(&id)
+            .map(|&i| Artifact::clone(&inner.artifacts[i])))
+    }
+
+    async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
+        Ok(self.run_query(query))
+    }
+}
