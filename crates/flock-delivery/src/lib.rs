@@ -1,0 +1,28 @@
+//! Flock's webhook delivery engine: the outbox and its in-memory implementation, the dispatcher
+//! that sends signed POSTs with retries through one pooled HTTP client, the SSRF guard, delivery
+//! metrics, and the orchestrator component that enqueues a delivery for every artifact of a
+//! workflow with a webhook.
+#![doc = include_str!("../README.md")]
+
+mod component;
+mod config;
+mod dispatcher;
+mod memory;
+pub mod metrics;
+mod outbox;
+mod sender;
+mod ssrf;
+mod storage;
+mod time_util;
+
+pub use component::WebhookDeliveryComponent;
+pub use config::{ConfigError, DeliveryConfig};
+pub use dispatcher::{Dispatcher, DispatcherHandle, ShutdownReport};
+pub use memory::MemoryOutbox;
+pub use outbox::{
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailureReason, Lease,
+    MAX_ERROR_CHARS, Outbox, OutboxCounts, OutboxError, Resolution,
+};
+pub use sender::USER_AGENT;
+pub use ssrf::{Refused, RefusedRange, SsrfGuard};
+pub use storage::MemoryStorage;

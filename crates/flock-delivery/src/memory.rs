@@ -1,0 +1,601 @@
+//! The in-memory outbox: a due-time heap of pending deliveries and a lease index of in-flight
+//! ones, behind one short-held lock; no task or timer per delivery.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flock_models::NewDelivery;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::outbox::{
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, FailureReason, Lease, Outbox,
+    OutboxCounts, OutboxError, Resolution,
+};
+use crate::time_util::add;
+
+/// An [`Outbox`] in memory, for a single process (and for tests).
+///
+/// Pending deliveries sit in a binary heap ordered by due time; claimed ones in an index ordered
+/// by lease expiry, so an expired lease is found as cheaply as a due delivery. Enqueueing takes
+/// the lock briefly, never waits for anything else, and wakes the dispatcher. Delivered and
+/// failed deliveries keep their attempts (for listing) but drop their body and secret.
+pub struct MemoryOutbox {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<Uuid, Entry>,
+    by_correlation: HashMap<Uuid, Vec<Uuid>>,
+    /// One element per pending delivery: (due, id).
+    due: BinaryHeap<Reverse<(OffsetDateTime, Uuid)>>,
+    /// One element per in-flight delivery: (lease expiry, token) to id.
+    leases: BTreeMap<(OffsetDateTime, u64), Uuid>,
+    next_token: u64,
+    pending: u64,
+    in_flight: u64,
+}
+
+struct Entry {
+    correlation_id: Uuid,
+    artifact_id: Uuid,
+    sequence: u64,
+    created_at: OffsetDateTime,
+    attempts: Vec<AttemptView>,
+    status: Status,
+}
+
+enum Status {
+    Pending {
+        delivery: Arc<NewDelivery>,
+        due: OffsetDateTime,
+    },
+    InFlight {
+        delivery: Arc<NewDelivery>,
+        token: u64,
+        expires_at: OffsetDateTime,
+    },
+    Delivered {
+        url: String,
+        at: OffsetDateTime,
+    },
+    Failed {
+        url: String,
+        at: OffsetDateTime,
+        reason: FailureReason,
+    },
+}
+
+impl MemoryOutbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        MemoryOutbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Adds deliveries, due at once, and wakes the dispatcher; never blocks on anything but a
+    /// short lock. The synchronous form of [`Outbox::enqueue`].
+    ///
+    /// # Errors
+    /// [`OutboxError::Duplicate`] for an id already present (or given twice); nothing is added.
+    pub fn enqueue_now(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        {
+            let mut state = self.lock();
+            if deliveries.len() > 1 {
+                let mut seen = HashSet::with_capacity(deliveries.len());
+                if let Some(dup) = deliveries.iter().find(|d| !seen.insert(d.id)) {
+                    return Err(OutboxError::Duplicate(dup.id));
+                }
+            }
+            if let Some(dup) = deliveries.iter().find(|d| state.entries.contains_key(&d.id)) {
+                return Err(OutboxError::Duplicate(dup.id));
+            }
+            state.entries.reserve(deliveries.len());
+            for delivery in deliveries {
+                let id = delivery.id;
+                state
+                    .by_correlation
+                    .entry(delivery.correlation_id)
+                    .or_default()
+                    .push(id);
+                state.due.push(Reverse((now, id)));
+                state.pending += 1;
+                state.entries.insert(
+                    id,
+                    Entry {
+                        correlation_id: delivery.correlation_id,
+                        artifact_id: delivery.artifact_id,
+                        sequence: delivery.sequence,
+                        created_at: now,
+                        attempts: Vec::new(),
+                        status: Status::Pending {
+                            delivery: Arc::new(delivery),
+                            due: now,
+                        },
+                    },
+                );
+            }
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// How many deliveries it holds, done ones included.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryOutbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryOutbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryOutbox")
+            .field("deliveries", &state.entries.len())
+            .field("pending", &state.pending)
+            .field("in_flight", &state.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    fn claim(
+        &mut self,
+        now: OffsetDateTime,
+        limit: usize,
+        expires_at: OffsetDateTime,
+    ) -> Vec<Claimed> {
+        let mut out = Vec::new();
+        // Deliveries whose lease lapsed: their attempt never reported back.
+        while out.len() < limit {
+            let Some((&(lapsed, _), _)) = self.leases.first_key_value() else {
+                break;
+            };
+            if lapsed > now {
+                break;
+            }
+            let Some((_, id)) = self.leases.pop_first() else {
+                break;
+            };
+            let token = self.new_token();
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let Status::InFlight { delivery, .. } = &entry.status else {
+                continue;
+            };
+            let delivery = Arc::clone(delivery);
+            entry.status = Status::InFlight {
+                delivery: Arc::clone(&delivery),
+                token,
+                expires_at,
+            };
+            let attempt = next_attempt(entry);
+            self.leases.insert((expires_at, token), id);
+            out.push(Claimed {
+                delivery,
+                attempt,
+                token,
+            });
+        }
+        // Due deliveries, earliest first.
+        while out.len() < limit {
+            match self.due.peek() {
+                Some(Reverse((due, _))) if *due <= now => {}
+                _ => break,
+            }
+            let Some(Reverse((due, id))) = self.due.pop() else {
+                break;
+            };
+            let token = self.new_token();
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let delivery = match &entry.status {
+                Status::Pending {
+                    delivery,
+                    due: current,
+                } if *current == due => Arc::clone(delivery),
+                _ => continue,
+            };
+            entry.status = Status::InFlight {
+                delivery: Arc::clone(&delivery),
+                token,
+                expires_at,
+            };
+            let attempt = next_attempt(entry);
+            self.leases.insert((expires_at, token), id);
+            self.pending -= 1;
+            self.in_flight += 1;
+            out.push(Claimed {
+                delivery,
+                attempt,
+                token,
+            });
+        }
+        out
+    }
+
+    fn new_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Returns whether the delivery went back to waiting (so a dispatcher should look again).
+    fn record(
+        &mut self,
+        lease: &Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+    ) -> Result<bool, OutboxError> {
+        let id = lease.delivery_id;
+        let entry = self
+            .entries
+            .get_mut(&id)
+            .ok_or(OutboxError::UnknownDelivery(id))?;
+        let (delivery, expires_at) = match &entry.status {
+            Status::InFlight {
+                delivery,
+                token,
+                expires_at,
+            } if *token == lease.token => (Arc::clone(delivery), *expires_at),
+            _ => return Err(OutboxError::LeaseLost(id)),
+        };
+        self.leases.remove(&(expires_at, lease.token));
+        self.in_flight -= 1;
+        let finished = add(
+            attempt.started_at,
+            Duration::from_millis(attempt.duration_ms),
+        );
+        entry.attempts.push(attempt);
+        let requeued = match resolution {
+            Resolution::Delivered => {
+                entry.status = Status::Delivered {
+                    url: delivery.url.for_logs(),
+                    at: finished,
+                };
+                false
+            }
+            Resolution::Failed(reason) => {
+                entry.status = Status::Failed {
+                    url: delivery.url.for_logs(),
+                    at: finished,
+                    reason,
+                };
+                false
+            }
+            Resolution::RetryAt(due) => {
+                entry.status = Status::Pending { delivery, due };
+                self.due.push(Reverse((due, id)));
+                self.pending += 1;
+                true
+            }
+        };
+        Ok(requeued)
+    }
+
+    fn next_due(&self) -> Option<OffsetDateTime> {
+        let due = self.due.peek().map(|Reverse((due, _))| *due);
+        let lapse = self.leases.first_key_value().map(|(&(at, _), _)| at);
+        match (due, lapse) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn view(&self, id: Uuid) -> Option<DeliveryView> {
+        let entry = self.entries.get(&id)?;
+        let (url, state, failure, next_attempt_at, completed_at) = match &entry.status {
+            Status::Pending { delivery, due } => (
+                delivery.url.for_logs(),
+                DeliveryState::Pending,
+                None,
+                Some(*due),
+                None,
+            ),
+            Status::InFlight { delivery, .. } => (
+                delivery.url.for_logs(),
+                DeliveryState::Pending,
+                None,
+                None,
+                None,
+            ),
+            Status::Delivered { url, at } => {
+                (url.clone(), DeliveryState::Delivered, None, None, Some(*at))
+            }
+            Status::Failed { url, at, reason } => (
+                url.clone(),
+                DeliveryState::Failed,
+                Some(*reason),
+                None,
+                Some(*at),
+            ),
+        };
+        Some(DeliveryView {
+            id,
+            correlation_id: entry.correlation_id,
+            artifact_id: entry.artifact_id,
+            sequence: entry.sequence,
+            url,
+            state,
+            failure,
+            attempts: entry.attempts.clone(),
+            next_attempt_at,
+            created_at: entry.created_at,
+            completed_at,
+        })
+    }
+}
+
+fn next_attempt(entry: &Entry) -> u32 {
+    u32::try_from(entry.attempts.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+}
+
+struct Claimed {
+    delivery: Arc<NewDelivery>,
+    attempt: u32,
+    token: u64,
+}
+
+#[async_trait]
+impl Outbox for MemoryOutbox {
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
+        self.enqueue_now(deliveries)
+    }
+
+    async fn claim(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
+        let expires_at = add(now, lease_for);
+        let claimed = self.lock().claim(now, limit, expires_at);
+        Ok(claimed
+            .into_iter()
+            .map(|c| ClaimedDelivery {
+                lease: Lease {
+                    delivery_id: c.delivery.id,
+                    token: c.token,
+                    expires_at,
+                },
+                delivery: c.delivery,
+                attempt: c.attempt,
+            })
+            .collect())
+    }
+
+    async fn record(
+        &self,
+        lease: &Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+    ) -> Result<(), OutboxError> {
+        let requeued = self.lock().record(lease, attempt, resolution)?;
+        if requeued {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError> {
+        let state = self.lock();
+        let mut views: Vec<DeliveryView> = state
+            .by_correlation
+            .get(&correlation_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.view(*id))
+            .collect();
+        drop(state);
+        views.sort_by_key(|v| (v.sequence, v.created_at));
+        Ok(views)
+    }
+
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
+        Ok(self.lock().view(id))
+    }
+
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
+        Ok(self.lock().next_due())
+    }
+
+    async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
+        let state = self.lock();
+        Ok(OutboxCounts {
+            pending: state.pending,
+            in_flight: state.in_flight,
+        })
+    }
+
+    async fn enqueued(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flock_models::{Artifact, ArtifactDraft, Secret, TypeName, WebhookUrl};
+    use serde_json::Map;
+
+    use super::*;
+    use crate::outbox::ErrorKind;
+
+    fn delivery(correlation_id: Uuid, sequence: u64) -> NewDelivery {
+        let draft = ArtifactDraft::new(TypeName::new("Idea").unwrap(), Map::new());
+        let artifact = Artifact::new(draft, "external", correlation_id);
+        NewDelivery::new(
+            &artifact,
+            sequence,
+            WebhookUrl::parse("https://example.com/hook?token=abc").unwrap(),
+            Some(Secret::new("s3cret-value").unwrap()),
+        )
+    }
+
+    fn attempt(number: u32) -> AttemptView {
+        AttemptView {
+            number,
+            started_at: OffsetDateTime::now_utc(),
+            status_code: Some(500),
+            error_kind: Some(ErrorKind::HttpStatus),
+            error: Some("HTTP 500".into()),
+            duration_ms: 3,
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn claims_due_deliveries_once_in_order() {
+        let outbox = MemoryOutbox::new();
+        let cid = Uuid::now_v7();
+        outbox
+            .enqueue_now((1..=5).map(|s| delivery(cid, s)).collect())
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let first = outbox.claim(now, 3, LEASE).await.unwrap();
+        let second = outbox.claim(now, 10, LEASE).await.unwrap();
+        let sequences: Vec<u64> = first
+            .iter()
+            .chain(&second)
+            .map(|c| c.delivery.sequence)
+            .collect();
+        assert_eq!(sequences, [1, 2, 3, 4, 5]);
+        assert!(first.iter().chain(&second).all(|c| c.attempt == 1));
+        assert!(outbox.claim(now, 10, LEASE).await.unwrap().is_empty());
+        assert_eq!(
+            outbox.counts().await.unwrap(),
+            OutboxCounts {
+                pending: 0,
+                in_flight: 5
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_waits_for_its_due_time_and_counts_attempts() {
+        let outbox = MemoryOutbox::new();
+        let cid = Uuid::now_v7();
+        outbox.enqueue_now(vec![delivery(cid, 1)]).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let claimed = outbox.claim(now, 1, LEASE).await.unwrap().remove(0);
+        let retry_at = add(now, Duration::from_secs(60));
+        outbox
+            .record(&claimed.lease, attempt(1), Resolution::RetryAt(retry_at))
+            .await
+            .unwrap();
+        assert_eq!(outbox.next_due().await.unwrap(), Some(retry_at));
+        assert!(outbox.claim(now, 1, LEASE).await.unwrap().is_empty());
+        let again = outbox.claim(retry_at, 1, LEASE).await.unwrap().remove(0);
+        assert_eq!(again.attempt, 2);
+        outbox
+            .record(&again.lease, attempt(2), Resolution::Delivered)
+            .await
+            .unwrap();
+        let view = outbox.delivery(claimed.delivery.id).await.unwrap().unwrap();
+        assert_eq!(view.state, DeliveryState::Delivered);
+        assert_eq!(view.attempts.len(), 2);
+        assert_eq!(view.url, "https://example.com/hook");
+        assert_eq!(outbox.next_due().await.unwrap(), None);
+        assert_eq!(outbox.counts().await.unwrap(), OutboxCounts::default());
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_claimed_again_and_the_old_one_cannot_record() {
+        let outbox = MemoryOutbox::new();
+        outbox
+            .enqueue_now(vec![delivery(Uuid::now_v7(), 1)])
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let old = outbox.claim(now, 1, LEASE).await.unwrap().remove(0);
+        assert_eq!(outbox.next_due().await.unwrap(), Some(old.lease.expires_at));
+        assert!(outbox.claim(now, 1, LEASE).await.unwrap().is_empty());
+        let later = old.lease.expires_at;
+        let new = outbox.claim(later, 1, LEASE).await.unwrap().remove(0);
+        assert_ne!(new.lease.token, old.lease.token);
+        assert_eq!(new.attempt, 1, "the lost attempt was never recorded");
+        assert_eq!(
+            outbox
+                .record(&old.lease, attempt(1), Resolution::Delivered)
+                .await,
+            Err(OutboxError::LeaseLost(old.delivery.id))
+        );
+        outbox
+            .record(
+                &new.lease,
+                attempt(1),
+                Resolution::Failed(FailureReason::Gone),
+            )
+            .await
+            .unwrap();
+        let view = outbox.delivery(old.delivery.id).await.unwrap().unwrap();
+        assert_eq!(view.state, DeliveryState::Failed);
+        assert_eq!(view.failure, Some(FailureReason::Gone));
+        assert_eq!(view.attempts.len(), 1);
+        assert_eq!(outbox.counts().await.unwrap(), OutboxCounts::default());
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_refused_whole() {
+        let outbox = MemoryOutbox::new();
+        let d = delivery(Uuid::now_v7(), 1);
+        outbox.enqueue_now(vec![d.clone()]).unwrap();
+        let fresh = delivery(d.correlation_id, 2);
+        assert_eq!(
+            outbox.enqueue_now(vec![fresh, d.clone()]),
+            Err(OutboxError::Duplicate(d.id))
+        );
+        assert_eq!(outbox.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn lists_a_correlation_by_sequence_without_secrets() {
+        let outbox = MemoryOutbox::new();
+        let cid = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        outbox
+            .enqueue_now(vec![delivery(cid, 2), delivery(other, 1), delivery(cid, 1)])
+            .unwrap();
+        let views = outbox.deliveries(cid).await.unwrap();
+        assert_eq!(
+            views.iter().map(|v| v.sequence).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let json = serde_json::to_string(&views).unwrap();
+        assert!(!json.contains("s3cret-value"));
+        assert!(!json.contains("token=abc"));
+        assert!(!format!("{outbox:?}{views:?}").contains("s3cret-value"));
+        let back: Vec<DeliveryView> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].state, DeliveryState::Pending);
+    }
+}

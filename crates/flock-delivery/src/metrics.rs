@@ -1,0 +1,100 @@
+//! Delivery metrics through the `metrics` facade: names, labels, and handles registered once
+//! when the dispatcher starts so the hot path does no lookups.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+use crate::outbox::ErrorKind;
+
+/// Counter of deliveries by final outcome, label `outcome` = `delivered` | `failed`.
+pub const DELIVERIES_TOTAL: &str = "flock_webhook_deliveries_total";
+/// Counter of attempts by result, label `result` = `success` or an error kind (`http_status`,
+/// `connect`, `timeout`, `blocked`, `signing`, `other`).
+pub const ATTEMPTS_TOTAL: &str = "flock_webhook_attempts_total";
+/// Histogram of seconds from artifact creation to the receiver's 2xx.
+pub const DELIVERY_LATENCY_SECONDS: &str = "flock_webhook_delivery_latency_seconds";
+/// Gauge of deliveries waiting for an attempt.
+pub const DELIVERIES_PENDING: &str = "flock_webhook_deliveries_pending";
+/// Gauge of attempts in flight in this dispatcher.
+pub const DELIVERIES_IN_FLIGHT: &str = "flock_webhook_deliveries_in_flight";
+
+/// Registered handles. Register the recorder before starting the dispatcher: handles taken
+/// earlier stay no-ops.
+pub(crate) struct Metrics {
+    pub(crate) delivered: Counter,
+    pub(crate) failed: Counter,
+    attempt_success: Counter,
+    attempt_http_status: Counter,
+    attempt_connect: Counter,
+    attempt_timeout: Counter,
+    attempt_blocked: Counter,
+    attempt_signing: Counter,
+    attempt_other: Counter,
+    pub(crate) latency: Histogram,
+    pub(crate) pending: Gauge,
+    pub(crate) in_flight: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn register() -> Self {
+        let attempts = |result: &'static str| counter!(ATTEMPTS_TOTAL, "result" => result);
+        Metrics {
+            delivered: counter!(DELIVERIES_TOTAL, "outcome" => "delivered"),
+            failed: counter!(DELIVERIES_TOTAL, "outcome" => "failed"),
+            attempt_success: attempts("success"),
+            attempt_http_status: attempts(ErrorKind::HttpStatus.as_str()),
+            attempt_connect: attempts(ErrorKind::Connect.as_str()),
+            attempt_timeout: attempts(ErrorKind::Timeout.as_str()),
+            attempt_blocked: attempts(ErrorKind::Blocked.as_str()),
+            attempt_signing: attempts(ErrorKind::Signing.as_str()),
+            attempt_other: attempts(ErrorKind::Other.as_str()),
+            latency: histogram!(DELIVERY_LATENCY_SECONDS),
+            pending: gauge!(DELIVERIES_PENDING),
+            in_flight: gauge!(DELIVERIES_IN_FLIGHT),
+        }
+    }
+
+    /// Counts one attempt that ended with `kind` (`None` for a 2xx).
+    pub(crate) fn attempt(&self, kind: Option<ErrorKind>) {
+        let counter = match kind {
+            None => &self.attempt_success,
+            Some(ErrorKind::HttpStatus) => &self.attempt_http_status,
+            Some(ErrorKind::Connect) => &self.attempt_connect,
+            Some(ErrorKind::Timeout) => &self.attempt_timeout,
+            Some(ErrorKind::Blocked) => &self.attempt_blocked,
+            Some(ErrorKind::Signing) => &self.attempt_signing,
+            Some(ErrorKind::Other) => &self.attempt_other,
+        };
+        counter.increment(1);
+    }
+}
+
+/// Describes every delivery metric (unit and help text) to the installed recorder; call it once
+/// after installing one.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        DELIVERIES_TOTAL,
+        Unit::Count,
+        "Webhook deliveries by final outcome (delivered or failed)."
+    );
+    describe_counter!(
+        ATTEMPTS_TOTAL,
+        Unit::Count,
+        "Webhook delivery attempts by result (success or the error kind)."
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Time from an artifact's creation to its webhook's 2xx answer."
+    );
+    describe_gauge!(
+        DELIVERIES_PENDING,
+        Unit::Count,
+        "Webhook deliveries waiting for an attempt."
+    );
+    describe_gauge!(
+        DELIVERIES_IN_FLIGHT,
+        Unit::Count,
+        "Webhook delivery attempts in flight."
+    );
+}

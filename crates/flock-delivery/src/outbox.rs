@@ -1,0 +1,290 @@
+//! The outbox: where deliveries wait until they are due, are claimed with a lease, and keep
+//! their attempts. A trait for every backend, and the types it speaks in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flock_models::NewDelivery;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not delivered yet: waiting for its first attempt or a retry, or being attempted.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Given up; see [`FailureReason`].
+    Failed,
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// Every attempt the retry policy allows failed.
+    Exhausted,
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// The SSRF guard refused the destination address.
+    Blocked,
+    /// The webhook secret cannot sign (a `whsec_` secret that is not base64).
+    InvalidSecret,
+}
+
+impl FailureReason {
+    /// The reason as its snake-case name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Exhausted => "exhausted",
+            FailureReason::Gone => "gone",
+            FailureReason::Blocked => "blocked",
+            FailureReason::InvalidSecret => "invalid_secret",
+        }
+    }
+}
+
+/// What went wrong in an attempt that did not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The receiver answered with a status other than 2xx.
+    HttpStatus,
+    /// No connection could be made (refused, reset, name not found).
+    Connect,
+    /// The attempt took longer than its timeout.
+    Timeout,
+    /// The SSRF guard refused the destination address.
+    Blocked,
+    /// The request could not be signed.
+    Signing,
+    /// Any other failure (for example a broken response).
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind as its snake-case name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Blocked => "blocked",
+            ErrorKind::Signing => "signing",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// One attempt of a delivery, as recorded and as listed. It never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// 1 for the first attempt, then 2, 3, ...
+    pub number: u32,
+    /// When the attempt started (UTC, microseconds).
+    #[serde(with = "flock_models::timestamp::micros")]
+    pub started_at: OffsetDateTime,
+    /// The receiver's status code, if it answered.
+    pub status_code: Option<u16>,
+    /// What went wrong; `None` for a 2xx.
+    pub error_kind: Option<ErrorKind>,
+    /// What went wrong, in words (at most [`MAX_ERROR_CHARS`] characters); `None` for a 2xx.
+    pub error: Option<String>,
+    /// How long the attempt took, in whole milliseconds.
+    pub duration_ms: u64,
+}
+
+/// The longest error message kept with an attempt, in characters.
+pub const MAX_ERROR_CHARS: usize = 512;
+
+/// A delivery with its attempts, as the API lists it. It never holds the secret or the body,
+/// and its URL is shown without query or fragment (which may carry tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// The delivery id, sent as `webhook-id`.
+    pub id: Uuid,
+    /// The workflow.
+    pub correlation_id: Uuid,
+    /// The artifact it announces.
+    pub artifact_id: Uuid,
+    /// The artifact's number in its workflow.
+    pub sequence: u64,
+    /// The receiver, without query or fragment.
+    pub url: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Why it failed, when it has.
+    pub failure: Option<FailureReason>,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// When the next attempt is due, while it is waiting for one.
+    #[serde(with = "opt_micros")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// When it was enqueued.
+    #[serde(with = "flock_models::timestamp::micros")]
+    pub created_at: OffsetDateTime,
+    /// When it was delivered or given up.
+    #[serde(with = "opt_micros")]
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+/// `Option<OffsetDateTime>` as a microsecond timestamp or `null`.
+mod opt_micros {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub(super) fn serialize<S: Serializer>(
+        at: &Option<OffsetDateTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_str(&flock_models::timestamp::format_micros(*at)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        Option::<std::borrow::Cow<'de, str>>::deserialize(d)?
+            .map(|text| flock_models::timestamp::parse(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// A claim on a delivery: who holds it (an opaque token, unique per claim) and until when.
+/// Only the holder of the current lease can record the attempt's result; once the lease has
+/// expired the delivery can be claimed again, and a late result from the old lease is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The claimed delivery.
+    pub delivery_id: Uuid,
+    /// The claim's token.
+    pub token: u64,
+    /// When the claim lapses.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// The delivery, with its body and secret.
+    pub delivery: Arc<NewDelivery>,
+    /// The number this attempt will have (1 for the first).
+    pub attempt: u32,
+    /// The claim.
+    pub lease: Lease,
+}
+
+/// What an attempt's result means for its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Delivered: done.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(OffsetDateTime),
+    /// Given up.
+    Failed(FailureReason),
+}
+
+/// How many deliveries an outbox holds that are not done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxCounts {
+    /// Waiting for their first attempt or a retry.
+    pub pending: u64,
+    /// Claimed for an attempt right now.
+    pub in_flight: u64,
+}
+
+/// Why an outbox could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboxError {
+    /// The lease is no longer the delivery's current claim (it expired and the delivery was
+    /// claimed again, or the delivery is already done); the result was not recorded.
+    #[error("the lease on delivery {0} is no longer current; the result was not recorded")]
+    LeaseLost(Uuid),
+    /// No delivery has this id.
+    #[error("no delivery {0} in the outbox")]
+    UnknownDelivery(Uuid),
+    /// A delivery with this id is already in the outbox.
+    #[error("delivery {0} is already in the outbox")]
+    Duplicate(Uuid),
+    /// The backend failed; the text says how (never with secrets).
+    #[error("outbox backend failed: {0}")]
+    Backend(String),
+}
+
+/// Where deliveries wait for their attempts.
+///
+/// Every delivery has a due time and, while claimed, a lease. Nothing here relies on a single
+/// process: a durable backend claims with row locks and leases, so several dispatchers can
+/// share one outbox and a dispatcher that dies leaves work that is claimed again once its
+/// leases expire.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Adds deliveries, due at once. Never waits for HTTP.
+    ///
+    /// # Errors
+    /// [`OutboxError::Duplicate`] for an id already present (nothing is added);
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError>;
+
+    /// Claims up to `limit` deliveries due at `now` (or whose lease expired by then), each with
+    /// a lease of `lease_for`, earliest due first.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn claim(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError>;
+
+    /// Records an attempt made under `lease` and what follows from it, releasing the lease.
+    ///
+    /// # Errors
+    /// [`OutboxError::LeaseLost`] when `lease` is not the delivery's current claim (nothing is
+    /// recorded); [`OutboxError::UnknownDelivery`]; [`OutboxError::Backend`].
+    async fn record(
+        &self,
+        lease: &Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+    ) -> Result<(), OutboxError>;
+
+    /// The deliveries of workflow `correlation_id` with their attempts, by sequence.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError>;
+
+    /// One delivery with its attempts.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError>;
+
+    /// When the next delivery falls due (or a lease expires), if any is waiting.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError>;
+
+    /// How many deliveries are pending and in flight.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn counts(&self) -> Result<OutboxCounts, OutboxError>;
+
+    /// Completes when deliveries may have been enqueued (or rescheduled) since it last
+    /// completed: a hint that lets the dispatcher sleep until work arrives. It may complete
+    /// spuriously. The default never completes; the dispatcher then relies on polling.
+    async fn enqueued(&self) {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,268 @@
+//! One attempt of one delivery: the signed POST over the shared HTTP client, and what came of it.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use flock_models::NewDelivery;
+use flock_retry::{Outcome, parse_retry_after};
+use flock_signing::SigningKey;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use time::OffsetDateTime;
+
+use crate::config::{ConfigError, DeliveryConfig};
+use crate::outbox::{ErrorKind, MAX_ERROR_CHARS};
+use crate::ssrf::{GuardedResolver, Refused, SsrfGuard};
+
+/// `User-Agent` of every webhook request.
+pub const USER_AGENT: &str = concat!("flock-webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// The most response body read (and thrown away) so the connection can be reused; a longer
+/// body closes the connection instead.
+const MAX_DRAINED_BODY: usize = 64 * 1024;
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const FLOCK_SIGNATURE: HeaderName = HeaderName::from_static("x-flock-signature");
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// For the retry policy.
+    pub(crate) outcome: Outcome,
+    /// The receiver's status, if it answered.
+    pub(crate) status: Option<u16>,
+    /// What went wrong, if anything.
+    pub(crate) kind: Option<ErrorKind>,
+    /// In words, truncated.
+    pub(crate) error: Option<String>,
+}
+
+impl Sent {
+    fn failed(outcome: Outcome, kind: ErrorKind, error: &str) -> Self {
+        Sent {
+            outcome,
+            status: None,
+            kind: Some(kind),
+            error: Some(truncate(error)),
+        }
+    }
+
+    fn blocked(refused: &Refused) -> Self {
+        Sent::failed(Outcome::Blocked, ErrorKind::Blocked, &refused.to_string())
+    }
+}
+
+/// Sends attempts: one HTTP client for every delivery, guarded against SSRF.
+#[derive(Debug, Clone)]
+pub(crate) struct Sender {
+    client: reqwest::Client,
+    guard: SsrfGuard,
+}
+
+impl Sender {
+    /// The shared client for `config`: pooled connections, the configured timeouts, no
+    /// redirects, no proxy (a proxy would connect on our behalf, past the guard), no automatic
+    /// retries (every request is an attempt we record), and the guarded resolver.
+    pub(crate) fn new(config: &DeliveryConfig, guard: SsrfGuard) -> Result<Self, ConfigError> {
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .no_proxy()
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .tcp_nodelay(true)
+            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
+            .build()
+            .map_err(|e| ConfigError::Client(error_chain(&e)))?;
+        Ok(Sender { client, guard })
+    }
+
+    /// The guard this sender enforces.
+    pub(crate) fn guard(&self) -> &SsrfGuard {
+        &self.guard
+    }
+
+    /// Makes one attempt of `delivery`, stamped `at`.
+    pub(crate) async fn send(&self, delivery: &NewDelivery, at: OffsetDateTime) -> Sent {
+        if let Err(refused) = self.guard.check_literal(&delivery.url) {
+            return Sent::blocked(&refused);
+        }
+        let headers = match headers(delivery, at.unix_timestamp()) {
+            Ok(headers) => headers,
+            Err(failure) => return failure,
+        };
+        let request = self
+            .client
+            .post(delivery.url.url().clone())
+            .headers(headers)
+            .body(delivery.body.clone());
+        match request.send().await {
+            Ok(response) => answered(response).await,
+            Err(error) => failed(error),
+        }
+    }
+}
+
+/// The headers of one attempt: content type, `webhook-id`, `webhook-timestamp` and, with a
+/// secret, both signatures.
+fn headers(delivery: &NewDelivery, timestamp: i64) -> Result<HeaderMap, Sent> {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id: &str = delivery.id.hyphenated().encode_lower(&mut buf);
+    let mut headers = HeaderMap::with_capacity(5);
+    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+    headers.insert(WEBHOOK_ID, header_value(id.to_owned())?);
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+    if let Some(secret) = &delivery.secret {
+        let key = SigningKey::new(secret.expose()).map_err(|e| {
+            Sent::failed(
+                Outcome::OtherError,
+                ErrorKind::Signing,
+                &format!("the webhook secret cannot sign: {e}"),
+            )
+        })?;
+        headers.insert(
+            FLOCK_SIGNATURE,
+            header_value(key.flock_signature(&delivery.body))?,
+        );
+        headers.insert(
+            WEBHOOK_SIGNATURE,
+            header_value(key.standard_signature(id, timestamp, &delivery.body))?,
+        );
+    }
+    Ok(headers)
+}
+
+fn header_value(text: String) -> Result<HeaderValue, Sent> {
+    HeaderValue::try_from(text).map_err(|_| {
+        Sent::failed(
+            Outcome::OtherError,
+            ErrorKind::Other,
+            "a header value could not be encoded",
+        )
+    })
+}
+
+/// The receiver answered: classify the status, read `Retry-After` on 429/503, and drain a
+/// small body so the connection goes back to the pool.
+async fn answered(mut response: reqwest::Response) -> Sent {
+    let status = response.status();
+    let code = status.as_u16();
+    let retry_after = if matches!(code, 429 | 503) {
+        response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+    } else {
+        None
+    };
+    let mut drained = 0usize;
+    while drained <= MAX_DRAINED_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => drained += chunk.len(),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let (kind, error) = if status.is_success() {
+        (None, None)
+    } else {
+        let reason = status.canonical_reason().unwrap_or("");
+        (
+            Some(ErrorKind::HttpStatus),
+            Some(format!("the receiver answered {code} {reason}").trim_end().to_owned()),
+        )
+    };
+    Sent {
+        outcome: Outcome::Status { code, retry_after },
+        status: Some(code),
+        kind,
+        error,
+    }
+}
+
+/// The request failed before an answer: blocked by the guard, timed out, could not connect,
+/// or something else. The message never carries the URL (its query may hold tokens).
+fn failed(error: reqwest::Error) -> Sent {
+    let error = error.without_url();
+    if let Some(refused) = find_source::<Refused>(&error) {
+        return Sent::blocked(refused);
+    }
+    let message = error_chain(&error);
+    if error.is_timeout() {
+        Sent::failed(Outcome::Timeout, ErrorKind::Timeout, &message)
+    } else if error.is_connect() {
+        Sent::failed(Outcome::ConnectError, ErrorKind::Connect, &message)
+    } else {
+        Sent::failed(Outcome::OtherError, ErrorKind::Other, &message)
+    }
+}
+
+/// The first error of type `E` in `error`'s source chain, `error` included.
+fn find_source<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// `error` and its sources, joined with `: `, skipping a source whose text the previous one
+/// already ends with.
+fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        let part = e.to_string();
+        if !part.is_empty() && !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        current = e.source();
+    }
+    text
+}
+
+/// At most [`MAX_ERROR_CHARS`] characters of `text`, with `…` when cut.
+pub(crate) fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => {
+            let mut short = text[..cut].to_owned();
+            short.pop();
+            short.push('…');
+            short
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_at_most_the_limit_in_characters() {
+        assert_eq!(truncate("short"), "short");
+        let long = "é".repeat(MAX_ERROR_CHARS + 10);
+        let cut = truncate(&long);
+        assert_eq!(cut.chars().count(), MAX_ERROR_CHARS);
+        assert!(cut.ends_with('…'));
+        let exact = "a".repeat(MAX_ERROR_CHARS);
+        assert_eq!(truncate(&exact), exact);
+    }
+
+    #[test]
+    fn user_agent_names_the_version() {
+        assert_eq!(
+            USER_AGENT,
+            format!("flock-webhooks/{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}

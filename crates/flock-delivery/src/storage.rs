@@ -1,0 +1,114 @@
+//! `MemoryStorage`: the blackboard's in-memory artifact store and the in-memory outbox as one
+//! object, so publishing an artifact enqueues its deliveries in the same call.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flock_models::{Artifact, NewDelivery};
+use flock_orchestrator::{ArtifactQuery, ArtifactStore, MemoryStore, Page, StoreError};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::memory::MemoryOutbox;
+use crate::outbox::{
+    AttemptView, ClaimedDelivery, DeliveryView, Lease, Outbox, OutboxCounts, OutboxError,
+    Resolution,
+};
+
+/// Artifacts and webhook deliveries in memory: an [`ArtifactStore`] whose
+/// [`publish`](ArtifactStore::publish) stores the artifact and then enqueues its deliveries in
+/// the [`MemoryOutbox`], and an [`Outbox`] for the dispatcher. Share one `Arc<MemoryStorage>`
+/// as both `Arc<dyn ArtifactStore>` and `Arc<dyn Outbox>`.
+///
+/// A publish whose artifact is refused (a duplicate id) enqueues nothing; enqueueing after a
+/// stored artifact fails only for a delivery id already present, which fresh UUID v7 ids never
+/// are.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    artifacts: MemoryStore,
+    outbox: MemoryOutbox,
+}
+
+impl MemoryStorage {
+    /// Empty storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The artifacts.
+    pub fn artifacts(&self) -> &MemoryStore {
+        &self.artifacts
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &MemoryOutbox {
+        &self.outbox
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for MemoryStorage {
+    async fn publish(
+        &self,
+        artifact: &Artifact,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<(), StoreError> {
+        self.artifacts.insert(artifact)?;
+        self.outbox
+            .enqueue_now(deliveries)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {
+        self.artifacts.get(id).await
+    }
+
+    async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
+        self.artifacts.query(query).await
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryStorage {
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
+        self.outbox.enqueue_now(deliveries)
+    }
+
+    async fn claim(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
+        self.outbox.claim(now, limit, lease_for).await
+    }
+
+    async fn record(
+        &self,
+        lease: &Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+    ) -> Result<(), OutboxError> {
+        self.outbox.record(lease, attempt, resolution).await
+    }
+
+    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError> {
+        self.outbox.deliveries(correlation_id).await
+    }
+
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
+        self.outbox.delivery(id).await
+    }
+
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
+        self.outbox.next_due().await
+    }
+
+    async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
+        self.outbox.counts().await
+    }
+
+    async fn enqueued(&self) {
+        self.outbox.enqueued().await;
+    }
+}
