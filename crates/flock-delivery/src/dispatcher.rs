@@ -248,11 +248,9 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
 
     let deadline = *stop.borrow();
     let drained = match deadline {
-        Some(at) => {
-            tokio::time::timeout_at(at.into(), drain(&mut tasks))
-                .await
-                .is_ok()
-        }
+        Some(at) => tokio::time::timeout_at(at.into(), drain(&mut tasks))
+            .await
+            .is_ok(),
         None => {
             drain(&mut tasks).await;
             true

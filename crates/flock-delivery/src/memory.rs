@@ -100,7 +100,10 @@ impl MemoryOutbox {
                     return Err(OutboxError::Duplicate(dup.id));
                 }
             }
-            if let Some(dup) = deliveries.iter().find(|d| state.entries.contains_key(&d.id)) {
+            if let Some(dup) = deliveries
+                .iter()
+                .find(|d| state.entries.contains_key(&d.id))
+            {
                 return Err(OutboxError::Duplicate(dup.id));
             }
             state.entries.reserve(deliveries.len());
@@ -586,10 +589,7 @@ mod tests {
             .enqueue_now(vec![delivery(cid, 2), delivery(other, 1), delivery(cid, 1)])
             .unwrap();
         let views = outbox.deliveries(cid).await.unwrap();
-        assert_eq!(
-            views.iter().map(|v| v.sequence).collect::<Vec<_>>(),
-            [1, 2]
-        );
+        assert_eq!(views.iter().map(|v| v.sequence).collect::<Vec<_>>(), [1, 2]);
         let json = serde_json::to_string(&views).unwrap();
         assert!(!json.contains("s3cret-value"));
         assert!(!json.contains("token=abc"));

@@ -89,7 +89,7 @@ impl Sender {
 
     /// Makes one attempt of `delivery`, stamped `at`.
     pub(crate) async fn send(&self, delivery: &NewDelivery, at: OffsetDateTime) -> Sent {
-        if let Err(refused) = self.guard.check_literal(&delivery.url) {
+        if let Err(refused) = self.guard.check_ip_host(&delivery.url) {
             return Sent::blocked(&refused);
         }
         let headers = match headers(delivery, at.unix_timestamp()) {
@@ -174,7 +174,11 @@ async fn answered(mut response: reqwest::Response) -> Sent {
         let reason = status.canonical_reason().unwrap_or("");
         (
             Some(ErrorKind::HttpStatus),
-            Some(format!("the receiver answered {code} {reason}").trim_end().to_owned()),
+            Some(
+                format!("the receiver answered {code} {reason}")
+                    .trim_end()
+                    .to_owned(),
+            ),
         )
     };
     Sent {

@@ -73,7 +73,10 @@ const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Ipv4Net {
     Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), prefix)
 }
 
-#[allow(clippy::too_many_arguments, reason = "the eight segments of an IPv6 address")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the eight segments of an IPv6 address"
+)]
 const fn v6(segments: [u16; 8], prefix: u8) -> Ipv6Net {
     let [a, b, c, d, e, f, g, h] = segments;
     Ipv6Net::new_assert(Ipv6Addr::new(a, b, c, d, e, f, g, h), prefix)
@@ -87,9 +90,15 @@ const fn range(name: &'static str, block: &'static str) -> RefusedRange {
 const V4_REFUSED: &[(Ipv4Net, RefusedRange)] = &[
     (v4(0, 0, 0, 0, 8), range("this network", "0.0.0.0/8")),
     (v4(10, 0, 0, 0, 8), range("private", "10.0.0.0/8")),
-    (v4(100, 64, 0, 0, 10), range("shared address space", "100.64.0.0/10")),
+    (
+        v4(100, 64, 0, 0, 10),
+        range("shared address space", "100.64.0.0/10"),
+    ),
     (v4(127, 0, 0, 0, 8), range("loopback", "127.0.0.0/8")),
-    (v4(169, 254, 0, 0, 16), range("link-local", "169.254.0.0/16")),
+    (
+        v4(169, 254, 0, 0, 16),
+        range("link-local", "169.254.0.0/16"),
+    ),
     (v4(172, 16, 0, 0, 12), range("private", "172.16.0.0/12")),
     (
         v4(192, 0, 0, 0, 24),
@@ -101,9 +110,18 @@ const V4_REFUSED: &[(Ipv4Net, RefusedRange)] = &[
         range("6to4 relay anycast", "192.88.99.0/24"),
     ),
     (v4(192, 168, 0, 0, 16), range("private", "192.168.0.0/16")),
-    (v4(198, 18, 0, 0, 15), range("benchmarking", "198.18.0.0/15")),
-    (v4(198, 51, 100, 0, 24), range("documentation", "198.51.100.0/24")),
-    (v4(203, 0, 113, 0, 24), range("documentation", "203.0.113.0/24")),
+    (
+        v4(198, 18, 0, 0, 15),
+        range("benchmarking", "198.18.0.0/15"),
+    ),
+    (
+        v4(198, 51, 100, 0, 24),
+        range("documentation", "198.51.100.0/24"),
+    ),
+    (
+        v4(203, 0, 113, 0, 24),
+        range("documentation", "203.0.113.0/24"),
+    ),
     (v4(224, 0, 0, 0, 4), range("multicast", "224.0.0.0/4")),
     (
         v4(255, 255, 255, 255, 32),
@@ -116,7 +134,10 @@ const V4_REFUSED: &[(Ipv4Net, RefusedRange)] = &[
 /// NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) are judged by the IPv4 address they carry.
 const V6_REFUSED: &[(Ipv6Net, RefusedRange)] = &[
     (v6([0; 8], 128), range("unspecified", "::/128")),
-    (v6([0, 0, 0, 0, 0, 0, 0, 1], 128), range("loopback", "::1/128")),
+    (
+        v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
+        range("loopback", "::1/128"),
+    ),
     (
         v6([0; 8], 96),
         range("IPv4-compatible (deprecated)", "::/96"),
@@ -239,8 +260,6 @@ impl SsrfGuard {
     /// [`Refused`] for a refused literal address or a refused `localhost` name.
     pub fn check_literal(&self, url: &WebhookUrl) -> Result<(), Refused> {
         match url.url().host() {
-            Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip)),
             Some(Host::Domain(name)) if is_localhost(name) => {
                 let v4 = self.check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
                 let v6 = self.check_ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
@@ -249,6 +268,18 @@ impl SsrfGuard {
                     _ => Ok(()),
                 }
             }
+            _ => self.check_ip_host(url),
+        }
+    }
+
+    /// Checks a literal-IP host of `url` (the HTTP client does not resolve those); names pass.
+    ///
+    /// # Errors
+    /// [`Refused`] for a refused literal address.
+    pub(crate) fn check_ip_host(&self, url: &WebhookUrl) -> Result<(), Refused> {
+        match url.url().host() {
+            Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip)),
             Some(Host::Domain(_)) | None => Ok(()),
         }
     }
@@ -354,7 +385,43 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use reqwest::dns::{Name, Resolve};
+
     use super::*;
+
+    #[tokio::test]
+    async fn the_resolver_refuses_a_name_with_only_refused_addresses() {
+        let resolver = GuardedResolver::new(SsrfGuard::default());
+        let Err(error) = resolver.resolve(Name::from_str("localhost").unwrap()).await else {
+            panic!("localhost must be refused");
+        };
+        let refused = error.downcast_ref::<Refused>().expect("a Refused error");
+        assert_eq!(refused.host(), Some("localhost"));
+        assert_eq!(refused.range().name, "loopback");
+        assert!(
+            refused
+                .to_string()
+                .contains("localhost resolves only to refused")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_resolver_keeps_only_allowed_addresses() {
+        let allowed = "127.0.0.1/32".parse().unwrap();
+        let resolver = GuardedResolver::new(SsrfGuard::new([allowed]));
+        let Ok(addresses) = resolver.resolve(Name::from_str("localhost").unwrap()).await else {
+            panic!("127.0.0.1 is allowed");
+        };
+        let addresses: Vec<SocketAddr> = addresses.collect();
+        assert!(!addresses.is_empty());
+        assert!(
+            addresses
+                .iter()
+                .all(|a| a.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+    }
 
     #[test]
     fn block_texts_match_their_networks() {
@@ -368,10 +435,21 @@ mod tests {
 
     #[test]
     fn localhost_names() {
-        for name in ["localhost", "LOCALHOST", "localhost.", "a.localhost", "x.y.Localhost."] {
+        for name in [
+            "localhost",
+            "LOCALHOST",
+            "localhost.",
+            "a.localhost",
+            "x.y.Localhost.",
+        ] {
             assert!(is_localhost(name), "{name}");
         }
-        for name in ["localhost.example", "notlocalhost", "localhos", "example.com"] {
+        for name in [
+            "localhost.example",
+            "notlocalhost",
+            "localhos",
+            "example.com",
+        ] {
             assert!(!is_localhost(name), "{name}");
         }
     }

@@ -20,16 +20,16 @@ use tokio::sync::{Notify, Semaphore};
 
 /// One answer of the script.
 #[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub delay: Duration,
-    pub headers: Vec<(&'static str, String)>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) delay: Duration,
+    pub(crate) headers: Vec<(&'static str, String)>,
     /// Answer only after a permit of this semaphore is released (held, never returned).
-    pub hold: Option<Arc<Semaphore>>,
+    pub(crate) hold: Option<Arc<Semaphore>>,
 }
 
 impl Reply {
-    pub fn status(status: u16) -> Self {
+    pub(crate) fn status(status: u16) -> Self {
         Reply {
             status,
             delay: Duration::ZERO,
@@ -38,21 +38,21 @@ impl Reply {
         }
     }
 
-    pub fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         Reply::status(200)
     }
 
-    pub fn delayed(mut self, delay: Duration) -> Self {
+    pub(crate) fn delayed(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
 
-    pub fn held_by(mut self, gate: Arc<Semaphore>) -> Self {
+    pub(crate) fn held_by(mut self, gate: Arc<Semaphore>) -> Self {
         self.hold = Some(gate);
         self
     }
@@ -60,15 +60,16 @@ impl Reply {
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
-pub struct Recorded {
-    pub at: Instant,
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub(crate) struct Recorded {
+    pub(crate) at: Instant,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
@@ -81,7 +82,7 @@ struct State {
 }
 
 /// The running receiver; it stops when dropped.
-pub struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
@@ -89,12 +90,12 @@ pub struct Receiver {
 
 impl Receiver {
     /// A receiver that answers 200 to everything.
-    pub async fn ok() -> Self {
+    pub(crate) async fn ok() -> Self {
         Receiver::start(Vec::new(), Reply::ok()).await
     }
 
     /// A receiver that answers `script` in order, then `fallback` forever.
-    pub async fn start(script: Vec<Reply>, fallback: Reply) -> Self {
+    pub(crate) async fn start(script: Vec<Reply>, fallback: Reply) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
@@ -124,21 +125,21 @@ impl Receiver {
         Receiver { addr, state, task }
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
     /// `http://127.0.0.1:<port><path>`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` requests have arrived (panics after a generous minute).
-    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Recorded> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let arrived = self.state.arrived.notified();
@@ -169,7 +170,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
     let body = body
         .collect()
         .await
-        .map(|b| b.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
     let reply = {
         let mut script = state.script.lock().unwrap();
@@ -177,6 +178,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
     };
     state.requests.lock().unwrap().push(Recorded {
         at,
+        method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         headers: parts.headers,
         body,

@@ -1,0 +1,102 @@
+//! Delivered on the first try, with the headers and signatures of the wire contract.
+
+use flock_delivery::{DeliveryState, USER_AGENT};
+use flock_signing::{DEFAULT_TOLERANCE, verify_flock_signature, verify_standard};
+use time::OffsetDateTime;
+
+use crate::receiver::Receiver;
+use crate::{Harness, delivery, test_config};
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn delivered_on_the_first_try_with_both_signatures_verified() {
+    let receiver = Receiver::ok().await;
+    let harness = Harness::start(test_config());
+    for secret in [WHSEC, "a plain secret"] {
+        let before = OffsetDateTime::now_utc().unix_timestamp();
+        let d = delivery(&receiver.url("/hook?token=t1"), Some(secret));
+        let body = d.body.clone();
+        let id = harness.enqueue(d).await;
+        let view = harness.finished(id).await;
+        let after = OffsetDateTime::now_utc().unix_timestamp();
+
+        assert_eq!(view.state, DeliveryState::Delivered);
+        assert_eq!(view.failure, None);
+        assert_eq!(view.attempts.len(), 1);
+        let attempt = &view.attempts[0];
+        assert_eq!(attempt.number, 1);
+        assert_eq!(attempt.status_code, Some(200));
+        assert_eq!(attempt.error_kind, None);
+        assert_eq!(attempt.error, None);
+        assert!(view.completed_at.is_some());
+        assert_eq!(view.url, receiver.url("/hook"), "shown without the query");
+
+        let requests = receiver.requests();
+        let request = requests.last().unwrap();
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/hook");
+        assert_eq!(request.body, body, "the stored body, byte for byte");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+        assert!(USER_AGENT.starts_with("flock-webhooks/"));
+        let webhook_id = request.header("webhook-id").unwrap();
+        assert_eq!(webhook_id, id.to_string());
+        let timestamp = request.header("webhook-timestamp").unwrap();
+        let seconds: i64 = timestamp.parse().unwrap();
+        assert!((before..=after).contains(&seconds));
+
+        let flock = request
+            .header("x-flock-signature")
+            .expect("X-Flock-Signature");
+        verify_flock_signature(flock, &request.body, secret.as_bytes()).unwrap();
+        let standard = request
+            .header("webhook-signature")
+            .expect("webhook-signature");
+        verify_standard(
+            secret,
+            webhook_id,
+            timestamp,
+            standard,
+            &request.body,
+            DEFAULT_TOLERANCE,
+        )
+        .unwrap();
+    }
+    assert_eq!(receiver.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn no_signature_headers_without_a_secret() {
+    let receiver = Receiver::ok().await;
+    let harness = Harness::start(test_config());
+    let id = harness
+        .enqueue(delivery(&receiver.url("/plain"), None))
+        .await;
+    let view = harness.finished(id).await;
+    assert_eq!(view.state, DeliveryState::Delivered);
+
+    let request = &receiver.requests()[0];
+    assert!(request.headers.get("x-flock-signature").is_none());
+    assert!(request.headers.get("webhook-signature").is_none());
+    assert_eq!(request.header("webhook-id"), Some(id.to_string().as_str()));
+    assert!(request.header("webhook-timestamp").is_some());
+    assert_eq!(request.header("content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn the_body_is_the_wire_contract_payload() {
+    let receiver = Receiver::ok().await;
+    let harness = Harness::start(test_config());
+    let d = delivery(&receiver.url("/hook"), None);
+    let (correlation_id, artifact_id) = (d.correlation_id, d.artifact_id);
+    let id = harness.enqueue(d).await;
+    harness.finished(id).await;
+
+    let body: serde_json::Value = serde_json::from_slice(&receiver.requests()[0].body).unwrap();
+    assert_eq!(body["event_type"], "artifact.created");
+    assert_eq!(body["correlation_id"], correlation_id.to_string());
+    assert_eq!(body["sequence"], 1);
+    assert_eq!(body["artifact"]["id"], artifact_id.to_string());
+    assert_eq!(body["artifact"]["payload"]["text"], "hello");
+}

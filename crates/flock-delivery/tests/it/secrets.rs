@@ -1,0 +1,94 @@
+//! Secrets never show: not in `Debug` of any type, not in attempt records or views.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flock_context::{ContextRegistry, WebhookContext};
+use flock_delivery::{
+    DeliveryConfig, DeliveryState, Dispatcher, MemoryOutbox, MemoryStorage, Outbox,
+    WebhookDeliveryComponent,
+};
+use flock_models::WebhookConfig;
+use flock_orchestrator::Component;
+use flock_retry::RetryPolicy;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::receiver::{Receiver, Reply};
+use crate::{Harness, artifact, delivery, test_config};
+
+const SECRET: &str = "top-secret-value-4711";
+
+fn assert_clean(what: &str, text: &str) {
+    assert!(!text.contains(SECRET), "{what} shows the secret: {text}");
+    assert!(
+        !text.contains("token=hidden"),
+        "{what} shows the query: {text}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_debug_or_attempt_records() {
+    let receiver = Receiver::start(vec![Reply::status(500)], Reply::status(410)).await;
+    let url = receiver.url("/hook?token=hidden");
+    let config = DeliveryConfig {
+        retry: RetryPolicy {
+            base_delay: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        },
+        ..test_config()
+    };
+
+    let d = delivery(&url, Some(SECRET));
+    assert_clean("NewDelivery", &format!("{d:?}"));
+
+    // A claimed delivery, straight from an outbox.
+    let outbox = MemoryOutbox::new();
+    outbox.enqueue_now(vec![d.clone()]).unwrap();
+    let claimed = outbox
+        .claim(OffsetDateTime::now_utc(), 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_clean("ClaimedDelivery", &format!("{claimed:?}"));
+    assert_clean("MemoryOutbox", &format!("{outbox:?}"));
+
+    // The component and its registry.
+    let registry = Arc::new(ContextRegistry::new());
+    let workflow = Uuid::now_v7();
+    registry.insert(Arc::new(WebhookContext::new(
+        workflow,
+        WebhookConfig::new(&url, Some(SECRET)).unwrap(),
+    )));
+    let component = WebhookDeliveryComponent::new(Arc::clone(&registry));
+    assert_clean("WebhookDeliveryComponent", &format!("{component:?}"));
+    assert_clean("ContextRegistry", &format!("{registry:?}"));
+
+    // Attempts made through the dispatcher: one 500, then 410.
+    let harness = Harness::start(config.clone());
+    let mut pushed = Vec::new();
+    component.before_store(&artifact(workflow, 1), &mut pushed);
+    assert_clean("pushed deliveries", &format!("{pushed:?}"));
+    let id = pushed[0].id;
+    harness.storage.enqueue(pushed).await.unwrap();
+    let view = harness.finished(id).await;
+    assert_eq!(view.state, DeliveryState::Failed);
+    assert_eq!(view.attempts.len(), 2);
+    assert_clean("DeliveryView", &format!("{view:?}"));
+    assert_clean("DeliveryView JSON", &serde_json::to_string(&view).unwrap());
+    let listed = harness.storage.deliveries(workflow).await.unwrap();
+    assert_clean(
+        "listed deliveries",
+        &serde_json::to_string(&listed).unwrap(),
+    );
+    for attempt in &view.attempts {
+        assert_clean("attempt", &format!("{attempt:?}"));
+    }
+    assert_clean("MemoryStorage", &format!("{:?}", harness.storage));
+    assert_clean("DispatcherHandle", &format!("{:?}", harness.dispatcher));
+
+    let storage: Arc<dyn Outbox> = Arc::new(MemoryStorage::new());
+    let dispatcher = Dispatcher::new(storage, config.clone()).unwrap();
+    assert_clean("Dispatcher", &format!("{dispatcher:?}"));
+    assert_clean("DeliveryConfig", &format!("{config:?}"));
+}
