@@ -220,3 +220,17 @@ async fn refused_destinations_fail_at_once_and_nothing_reaches_the_receiver() {
         "a refused destination was reached"
     );
 }
+
+#[tokio::test]
+async fn a_name_is_resolved_through_the_guard_to_its_allowed_address() {
+    // `localhost` may resolve to ::1 as well; only 127.0.0.1 is allowed, and the receiver
+    // listens there, so the delivery arrives through the filtered resolution.
+    let receiver = Receiver::ok().await;
+    let harness = Harness::start(test_config());
+    let url = format!("http://localhost:{}/named", receiver.port());
+    let id = harness.enqueue(delivery(&url, None)).await;
+    let view = harness.finished(id).await;
+    assert_eq!(view.state, DeliveryState::Delivered, "{view:?}");
+    assert_eq!(view.attempts.len(), 1);
+    assert_eq!(receiver.requests()[0].path, "/named");
+}
