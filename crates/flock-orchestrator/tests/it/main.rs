@@ -1,0 +1,13 @@
+//! Integration tests of `flock-orchestrator`: real orchestrators with real agents, scripts and
+//! a local HTTP server.
+
+mod builder;
+mod command_agents;
+mod failures;
+mod hooks;
+mod http_agents;
+mod outbox;
+mod shutdown;
+mod spec;
+mod support;
+mod workflows;
