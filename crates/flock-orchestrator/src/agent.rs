@@ -165,6 +165,10 @@ pub trait Agent: Send + Sync + 'static {
     }
 
     /// Consumes `inputs` and returns the artifacts to publish.
+    ///
+    /// The orchestrator passes one consumed artifact per run. When the run times out, or is
+    /// still going when shutdown's deadline passes, this future is dropped: release resources
+    /// in `Drop`, not after an `.await`.
     async fn run(
         &self,
         ctx: AgentContext,

@@ -811,7 +811,7 @@ impl Inner {
             .store
             .query(&ArtifactQuery {
                 limit: 1,
-                offset: usize::try_from(first.total - 1).unwrap_or(usize::MAX),
+                offset: usize::try_from(first.total.saturating_sub(1)).unwrap_or(usize::MAX),
                 ..ArtifactQuery::correlation(correlation_id)
             })
             .await?;

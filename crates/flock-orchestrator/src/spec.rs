@@ -29,7 +29,9 @@ const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Both kinds receive `{"agent": name, "artifacts": [the consumed artifact]}` (on stdin, or as
 /// the POST body) and answer `{"artifacts": [{"type", "payload", "tags"?}]}` (on stdout, or as
 /// a 2xx JSON body). A command is spawned without a shell, in a process group of its own: a
-/// timeout kills the whole group. URLs must be `http://`: agents are expected next to the
+/// timeout kills the whole group. It inherits the orchestrator's environment and working
+/// directory (relative paths resolve against it); processes it leaves running after it exits
+/// are its own business. URLs must be `http://`: agents are expected next to the
 /// orchestrator (loopback, a private network or a sidecar), and keeping TLS out keeps this
 /// crate's HTTP client small; put a local proxy in front of an `https` agent.
 ///

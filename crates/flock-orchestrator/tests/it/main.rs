@@ -6,6 +6,7 @@ mod command_agents;
 mod failures;
 mod hooks;
 mod http_agents;
+mod metrics;
 mod outbox;
 mod shutdown;
 mod spec;

@@ -265,3 +265,75 @@ async fn status_serializes_for_the_api() {
     let back: flock_orchestrator::CorrelationStatus = serde_json::from_value(value).unwrap();
     assert_eq!(back, status);
 }
+
+/// A store whose writes never finish, announcing each attempt.
+struct StuckStore {
+    entered: mpsc::UnboundedSender<()>,
+}
+
+#[async_trait::async_trait]
+impl flock_orchestrator::ArtifactStore for StuckStore {
+    async fn publish(
+        &self,
+        _artifact: &flock_models::Artifact,
+        _deliveries: Vec<flock_models::NewDelivery>,
+    ) -> Result<(), flock_orchestrator::StoreError> {
+        self.entered.send(()).unwrap();
+        std::future::pending().await
+    }
+
+    async fn get(
+        &self,
+        _id: Uuid,
+    ) -> Result<Option<flock_models::Artifact>, flock_orchestrator::StoreError> {
+        Ok(None)
+    }
+
+    async fn query(
+        &self,
+        _query: &flock_orchestrator::ArtifactQuery,
+    ) -> Result<flock_orchestrator::Page<flock_models::Artifact>, flock_orchestrator::StoreError>
+    {
+        Ok(flock_orchestrator::Page {
+            items: Vec::new(),
+            total: 0,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_dropped_half_way_leaves_no_stuck_workflow() {
+    let (entered, mut store_entered) = mpsc::unbounded_channel();
+    let orchestrator = Orchestrator::builder()
+        .store(Arc::new(StuckStore { entered }))
+        .build()
+        .await
+        .unwrap();
+    let correlation = Uuid::now_v7();
+    let publishing = tokio::spawn({
+        let orchestrator = orchestrator.clone();
+        async move {
+            orchestrator
+                .publish(correlation, draft("Idea", json!({})))
+                .await
+        }
+    });
+    store_entered.recv().await.unwrap();
+    assert_eq!(
+        orchestrator
+            .status(correlation)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        WorkflowState::Active
+    );
+    // The caller goes away (a client disconnecting) while the store is writing.
+    publishing.abort();
+    assert!(publishing.await.unwrap_err().is_cancelled());
+    assert_eq!(orchestrator.status(correlation).await.unwrap(), None);
+    assert_eq!(
+        orchestrator.wait_idle(correlation, LONG).await,
+        WaitOutcome::NotFound
+    );
+}
