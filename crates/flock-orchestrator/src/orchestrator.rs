@@ -203,6 +203,10 @@ impl OrchestratorBuilder {
     /// Checks the configuration and the agents, then calls every component's `on_initialize`
     /// in priority order.
     ///
+    /// Agent runs and hook tasks run on the tokio runtime this is called on, whichever runtime
+    /// later publishes; so an HTTP server may publish from its per-worker runtimes and stop them
+    /// while runs go on.
+    ///
     /// # Errors
     /// An invalid configuration, an agent name that breaks the rules (those of type names;
     /// `external` is reserved), or two agents with the same name.
@@ -243,6 +247,7 @@ impl OrchestratorBuilder {
             not_started: AtomicUsize::new(0),
             workflow_error_type: TypeName::new(WORKFLOW_ERROR_TYPE)
                 .expect("the WorkflowError type name is valid"),
+            runtime: tokio::runtime::Handle::current(),
         });
         for component in &inner.components {
             guarded(component.name(), "on_initialize", component.on_initialize()).await;
@@ -423,6 +428,9 @@ struct Inner {
     /// Queued runs dropped by shutdown.
     not_started: AtomicUsize,
     workflow_error_type: TypeName,
+    /// The runtime `build` ran on: runs and hook tasks go there, whichever runtime publishes
+    /// (an HTTP server's per-worker runtimes, say), so they outlive the caller's runtime.
+    runtime: tokio::runtime::Handle,
 }
 
 /// How one agent run ended.
@@ -592,12 +600,13 @@ impl Inner {
             input = %input.id,
         );
         let inner = Arc::clone(self);
-        self.tracker.spawn(
+        self.tracker.spawn_on(
             async move {
                 inner.run_agent(index, input, correlation_id).await;
                 drop(pending);
             }
             .instrument(span),
+            &self.runtime,
         );
     }
 
@@ -772,10 +781,6 @@ impl Inner {
         if self.components.is_empty() {
             return;
         }
-        // Called from guards' `drop`, which may run while the runtime shuts down.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let inner = Arc::clone(self);
         self.tracker.spawn_on(
             async move {
@@ -788,7 +793,7 @@ impl Inner {
                     .await;
                 }
             },
-            &runtime,
+            &self.runtime,
         );
     }
 

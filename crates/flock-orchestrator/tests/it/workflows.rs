@@ -337,3 +337,38 @@ async fn a_publish_dropped_half_way_leaves_no_stuck_workflow() {
         WaitOutcome::NotFound
     );
 }
+
+/// A server publishes from short-lived per-worker runtimes; the runs it starts belong to the
+/// orchestrator's runtime and go on after the publishing runtime is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_outlive_the_runtime_that_published() {
+    let gate = Arc::new(Semaphore::new(0));
+    let held = Arc::clone(&gate);
+    let orchestrator = Orchestrator::builder()
+        .agent(
+            FnAgent::new("slow", &["Idea"], &["Plan"])
+                .handler(move |_ctx, _inputs| {
+                    let gate = Arc::clone(&held);
+                    async move {
+                        let _permit = gate.acquire().await.unwrap();
+                        Ok(vec![draft("Plan", json!({}))])
+                    }
+                })
+                .build(),
+        )
+        .build()
+        .await
+        .unwrap();
+    let correlation = Uuid::now_v7();
+    let publisher = orchestrator.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(publisher.publish(correlation, draft("Idea", json!({})))).unwrap();
+        // The publishing runtime ends here, with the run still held by the gate.
+    })
+    .join()
+    .unwrap();
+    gate.add_permits(1);
+    assert_eq!(orchestrator.wait_idle(correlation, LONG).await, WaitOutcome::Idle);
+    assert_eq!(types(&artifacts(&orchestrator, correlation).await), ["Idea", "Plan"]);
+}
