@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flock_models::{Artifact, ArtifactDraft, TypeName};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -129,6 +130,18 @@ pub enum AgentError {
     Http(String),
 }
 
+/// How an agent is implemented, as `GET /api/v1/agents` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    /// Rust code implementing [`Agent`] (the default).
+    Rust,
+    /// A program from configuration, spawned for each run.
+    Command,
+    /// An HTTP endpoint from configuration, POSTed to for each run.
+    Http,
+}
+
 /// An agent: a name, what it consumes, what it may publish, and the handler.
 #[async_trait]
 pub trait Agent: Send + Sync + 'static {
@@ -146,7 +159,16 @@ pub trait Agent: Send + Sync + 'static {
         None
     }
 
+    /// How it is implemented; Rust agents keep the default.
+    fn kind(&self) -> AgentKind {
+        AgentKind::Rust
+    }
+
     /// Consumes `inputs` and returns the artifacts to publish.
+    ///
+    /// The orchestrator passes one consumed artifact per run. When the run times out, or is
+    /// still going when shutdown's deadline passes, this future is dropped: release resources
+    /// in `Drop`, not after an `.await`.
     async fn run(
         &self,
         ctx: AgentContext,

@@ -4,9 +4,25 @@
 #![doc = include_str!("../README.md")]
 
 mod agent;
+mod command;
 mod component;
+mod config;
+mod exchange;
+mod http;
+mod metrics;
+mod orchestrator;
+mod spec;
 mod store;
+mod workflow;
 
-pub use agent::{Agent, AgentContext, AgentError, PayloadPredicate, Subscription};
+pub use agent::{Agent, AgentContext, AgentError, AgentKind, PayloadPredicate, Subscription};
 pub use component::{Component, Flow, ScheduleDecision};
+pub use config::OrchestratorConfig;
+pub use metrics::describe_metrics;
+pub use orchestrator::{
+    AgentInfo, BuildError, Orchestrator, OrchestratorBuilder, PublishError, ShutdownReport,
+    WORKFLOW_ERROR_TYPE,
+};
+pub use spec::AgentSpec;
 pub use store::{ArtifactQuery, ArtifactStore, MemoryStore, Page, StoreError};
+pub use workflow::{CorrelationStatus, ErrorKind, RecordedError, WaitOutcome, WorkflowState};

@@ -1,0 +1,334 @@
+//! Configuration: built-in defaults, then a TOML file, then `FLOCK__SECTION__KEY` environment
+//! variables, checked once at start with errors that name the bad key.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use flock_models::Secret;
+use flock_retry::RetryPolicy;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "FLOCK_CONFIG";
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &["webhooks.allowed_cidrs"];
+
+/// Everything `flock-api serve` can be told.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP server.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+    /// Idempotency keys on the publish routes.
+    #[serde(default)]
+    pub idempotency: IdempotencySettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on; `127.0.0.1` by default.
+    pub host: IpAddr,
+    /// Port to listen on; 8344 by default, 0 for any free port.
+    pub port: u16,
+    /// The largest request body accepted, in bytes; 1 MiB by default.
+    pub body_limit_bytes: usize,
+    /// How long a stop (SIGINT/SIGTERM) waits for running agents and in-flight deliveries.
+    pub shutdown_grace_ms: u64,
+    /// HTTP worker threads; the number of CPUs when absent.
+    pub workers: Option<usize>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8344,
+            body_limit_bytes: 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+            workers: None,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `pretty` (for people) or `json` (for log pipelines).
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `flock_delivery=debug,info`; `RUST_LOG` wins over it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Signs webhooks whose request gave no secret. `Debug` shows it as `[redacted]`.
+    pub default_secret: Option<Secret>,
+    /// Address ranges the SSRF guard lets through, such as `127.0.0.1/32` for local
+    /// development. Empty by default: no private, loopback or otherwise internal address.
+    pub allowed_cidrs: Vec<String>,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Connect timeout per attempt.
+    pub connect_timeout_ms: u64,
+    /// Total timeout per attempt.
+    pub timeout_ms: u64,
+    /// The retry schedule.
+    pub retry: RetrySettings,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            default_secret: None,
+            allowed_cidrs: Vec::new(),
+            concurrency: 64,
+            connect_timeout_ms: 5_000,
+            timeout_ms: 10_000,
+            retry: RetrySettings::default(),
+        }
+    }
+}
+
+/// `[webhooks.retry]`: after failed attempt n, wait `base_delay_ms × factor^(n-1)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Retries after the first attempt (3: four attempts in all).
+    pub max_retries: u32,
+    /// The first wait.
+    pub base_delay_ms: u64,
+    /// Growth of each wait.
+    pub factor: u32,
+    /// No wait is longer, `Retry-After` included.
+    pub max_delay_ms: u64,
+    /// Spread of each wait, 0 to 1.
+    pub jitter: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        RetrySettings {
+            max_retries: policy.max_retries,
+            base_delay_ms: millis(policy.base_delay),
+            factor: policy.factor,
+            max_delay_ms: millis(policy.max_delay),
+            jitter: policy.jitter,
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            base_delay: Duration::from_millis(self.base_delay_ms),
+            factor: self.factor,
+            max_delay: Duration::from_millis(self.max_delay_ms),
+            jitter: self.jitter,
+        }
+    }
+}
+
+/// `[idempotency]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencySettings {
+    /// How long a key is remembered.
+    pub ttl_secs: u64,
+    /// How many keys are remembered at most; the oldest go first.
+    pub max_entries: usize,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        IdempotencySettings {
+            ttl_secs: 24 * 60 * 60,
+            max_entries: 10_000,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Configuration that could not be loaded or makes no sense; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable.
+    #[error("configuration: `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the `FLOCK__...` variables of `env` (pass
+    /// `std::env::vars()`), and checks the result.
+    ///
+    /// # Errors
+    /// An unreadable file, an unknown key, a value of the wrong type or an unacceptable value,
+    /// each named by its key.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FLOCK__"))
+            .collect();
+        let mut environment = Environment::with_prefix("FLOCK")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true)
+            .source(Some(vars));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        let mut builder = Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The file named by `--config`, else by `FLOCK_CONFIG`, else none.
+    pub fn file_from(
+        flag: Option<PathBuf>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Option<PathBuf> {
+        flag.or_else(|| env(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// The first unacceptable value, named by its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.body_limit_bytes == 0 {
+            return Err(invalid("server.body_limit_bytes", "must be at least 1"));
+        }
+        if self.server.workers == Some(0) {
+            return Err(invalid("server.workers", "must be at least 1 when given"));
+        }
+        self.log_filter_check()?;
+        self.allowed_networks()?;
+        if let Some(secret) = &self.webhooks.default_secret {
+            flock_signing::SigningKey::new(secret.expose())
+                .map_err(|e| invalid("webhooks.default_secret", e.to_string()))?;
+        }
+        let w = &self.webhooks;
+        if w.concurrency == 0 {
+            return Err(invalid("webhooks.concurrency", "must be at least 1"));
+        }
+        if w.connect_timeout_ms == 0 {
+            return Err(invalid("webhooks.connect_timeout_ms", "must be at least 1"));
+        }
+        if w.timeout_ms == 0 {
+            return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
+        }
+        w.retry.policy().validate().map_err(|e| {
+            let key = match e {
+                flock_retry::PolicyError::ZeroFactor => "webhooks.retry.factor",
+                flock_retry::PolicyError::JitterOutOfRange(_) => "webhooks.retry.jitter",
+                flock_retry::PolicyError::BaseAboveMax => "webhooks.retry.base_delay_ms",
+            };
+            invalid(key, e.to_string())
+        })?;
+        if self.idempotency.max_entries == 0 {
+            return Err(invalid("idempotency.max_entries", "must be at least 1"));
+        }
+        if self.idempotency.ttl_secs == 0 {
+            return Err(invalid("idempotency.ttl_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The SSRF allow-list, parsed. A bare address counts as a single-address range.
+    ///
+    /// # Errors
+    /// An entry that is neither a CIDR nor an address, named by its index.
+    pub fn allowed_networks(&self) -> Result<Vec<IpNet>, ConfigError> {
+        self.webhooks
+            .allowed_cidrs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let text = text.trim();
+                text.parse::<IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            format!("webhooks.allowed_cidrs[{i}]"),
+                            format!("`{text}` is not a CIDR range such as 127.0.0.1/32"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn log_filter_check(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map(drop)
+            .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))
+    }
+
+    /// The grace period of a stop.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_grace_ms)
+    }
+}

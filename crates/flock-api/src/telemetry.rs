@@ -1,0 +1,53 @@
+//! Logs and metrics: `tracing-subscriber` set up from the configuration (with `RUST_LOG` winning)
+//! and the Prometheus recorder behind `GET /metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` when set, else `settings.level`; pretty
+/// or JSON lines on standard error. A second call (tests start several servers) keeps the first.
+pub fn setup_tracing(settings: &LogSettings) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| {
+            EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _already_set = match settings.format {
+        LogFormat::Pretty => builder.with_target(true).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Latency buckets in seconds, from 100 µs to 30 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// The process's Prometheus recorder, installed on first use. The `metrics` facade has one
+/// recorder per process by design, so every server in the process shares it.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; the handle then renders
+            // nothing, which /metrics shows rather than crashing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,217 @@
+//! Configuration: defaults < file < environment, and errors that name the key.
+
+use std::io::Write;
+
+use flock_api::config::{LogFormat, Settings};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn file(text: &str) -> tempfile_lite::TempFile {
+    tempfile_lite::TempFile::with(text)
+}
+
+/// A throw-away file under the target directory, removed on drop.
+mod tempfile_lite {
+    use std::path::{Path, PathBuf};
+
+    pub(crate) struct TempFile(PathBuf);
+
+    impl TempFile {
+        pub(crate) fn with(text: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("flock-config-{}", uuid::Uuid::now_v7()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("flock.toml");
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+#[test]
+fn defaults_without_file_or_env() {
+    let s = Settings::load(None, env(&[("PATH", "/bin"), ("FLOCK_CONFIG", "x")])).unwrap();
+    assert_eq!(s.server.port, 8344);
+    assert_eq!(s.server.host.to_string(), "127.0.0.1");
+    assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
+    assert_eq!(s.log.format, LogFormat::Pretty);
+    assert!(s.webhooks.allowed_cidrs.is_empty());
+    assert_eq!(
+        s.webhooks.retry.policy(),
+        flock_retry::RetryPolicy::default()
+    );
+    assert_eq!(s.idempotency.ttl_secs, 86_400);
+}
+
+#[test]
+fn file_then_environment_override() {
+    let f = file(
+        r#"
+[server]
+port = 9100
+body_limit_bytes = 2048
+
+[log]
+format = "json"
+
+[webhooks]
+allowed_cidrs = ["10.0.0.0/8"]
+default_secret = "from-file"
+
+[webhooks.retry]
+base_delay_ms = 50
+"#,
+    );
+    let s = Settings::load(Some(f.path()), env(&[])).unwrap();
+    assert_eq!(s.server.port, 9100);
+    assert_eq!(s.log.format, LogFormat::Json);
+    assert_eq!(s.webhooks.retry.base_delay_ms, 50);
+    assert_eq!(
+        s.webhooks.default_secret.as_ref().unwrap().expose(),
+        "from-file"
+    );
+
+    let s = Settings::load(
+        Some(f.path()),
+        env(&[
+            ("FLOCK__SERVER__PORT", "9000"),
+            ("FLOCK__WEBHOOKS__ALLOWED_CIDRS", "127.0.0.1/32,::1/128"),
+            ("FLOCK__WEBHOOKS__DEFAULT_SECRET", "12345"),
+            ("FLOCK__WEBHOOKS__RETRY__MAX_RETRIES", "5"),
+            ("FLOCK__LOG__LEVEL", "debug"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.server.port, 9000);
+    assert_eq!(
+        s.server.body_limit_bytes, 2048,
+        "file values stay where env says nothing"
+    );
+    assert_eq!(s.webhooks.allowed_cidrs, ["127.0.0.1/32", "::1/128"]);
+    assert_eq!(s.allowed_networks().unwrap().len(), 2);
+    assert_eq!(
+        s.webhooks.default_secret.as_ref().unwrap().expose(),
+        "12345"
+    );
+    assert_eq!(s.webhooks.retry.max_retries, 5);
+    assert_eq!(s.log.level, "debug");
+    assert!(
+        !format!("{s:?}").contains("12345"),
+        "the secret must not show in Debug"
+    );
+}
+
+#[test]
+fn single_cidr_from_environment_is_a_list() {
+    let s = Settings::load(
+        None,
+        env(&[("FLOCK__WEBHOOKS__ALLOWED_CIDRS", "127.0.0.1/32")]),
+    )
+    .unwrap();
+    assert_eq!(s.webhooks.allowed_cidrs, ["127.0.0.1/32"]);
+    let s = Settings::load(
+        None,
+        env(&[("FLOCK__WEBHOOKS__ALLOWED_CIDRS", "127.0.0.1")]),
+    )
+    .unwrap();
+    assert_eq!(s.allowed_networks().unwrap()[0].to_string(), "127.0.0.1/32");
+}
+
+#[test]
+fn errors_name_the_bad_key() {
+    let cases: Vec<(Vec<(String, String)>, Option<&str>, &str)> = vec![
+        (env(&[("FLOCK__SERVER__PORT", "eighty")]), None, "port"),
+        (env(&[("FLOCK__SERVER__PORT", "70000")]), None, "port"),
+        (env(&[("FLOCK__SERVER__PROT", "1")]), None, "prot"),
+        (env(&[("FLOCK__NOPE__X", "1")]), None, "nope"),
+        (env(&[("FLOCK__LOG__FORMAT", "xml")]), None, "xml"),
+        (
+            env(&[("FLOCK__WEBHOOKS__ALLOWED_CIDRS", "127.0.0.1/32,banana")]),
+            None,
+            "webhooks.allowed_cidrs[1]",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__DEFAULT_SECRET", "whsec_!!")]),
+            None,
+            "webhooks.default_secret",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__CONCURRENCY", "0")]),
+            None,
+            "webhooks.concurrency",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__RETRY__FACTOR", "0")]),
+            None,
+            "webhooks.retry.factor",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__RETRY__JITTER", "2")]),
+            None,
+            "webhooks.retry.jitter",
+        ),
+        (
+            env(&[("FLOCK__SERVER__BODY_LIMIT_BYTES", "0")]),
+            None,
+            "server.body_limit_bytes",
+        ),
+        (env(&[("FLOCK__LOG__LEVEL", "info,[")]), None, "log.level"),
+        (env(&[]), Some("[server]\nport = \"x\"\n"), "port"),
+        (env(&[]), Some("[server\n"), "flock.toml"),
+        (
+            env(&[]),
+            Some("[webhooks]\ndefault_secret = \"\"\n"),
+            "omit the field",
+        ),
+    ];
+    for (vars, text, words) in cases {
+        let f = text.map(file);
+        let err = Settings::load(f.as_ref().map(|f| f.path()), vars.clone()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(words), "{vars:?} {text:?}: {message}");
+    }
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let err = Settings::load(
+        Some(std::path::Path::new("/nonexistent/flock.toml")),
+        env(&[]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/flock.toml"), "{err}");
+    let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn config_file_from_flag_or_env() {
+    let from_env = |_: &str| Some("from-env.toml".to_owned());
+    assert_eq!(
+        Settings::file_from(None, from_env).unwrap().to_str(),
+        Some("from-env.toml")
+    );
+    assert_eq!(
+        Settings::file_from(Some("flag.toml".into()), from_env)
+            .unwrap()
+            .to_str(),
+        Some("flag.toml")
+    );
+    assert!(Settings::file_from(None, |_| None).is_none());
+    assert!(Settings::file_from(None, |_| Some(String::new())).is_none());
+}

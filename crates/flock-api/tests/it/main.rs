@@ -1,0 +1,3 @@
+//! Integration tests of `flock-api`.
+
+mod config;

@@ -1,0 +1,14 @@
+//! Integration tests of `flock-orchestrator`: real orchestrators with real agents, scripts and
+//! a local HTTP server.
+
+mod builder;
+mod command_agents;
+mod failures;
+mod hooks;
+mod http_agents;
+mod metrics;
+mod outbox;
+mod shutdown;
+mod spec;
+mod support;
+mod workflows;
