@@ -3,6 +3,7 @@
 
 mod component;
 mod delivery;
+mod orchestrator;
 mod receiver;
 mod retries;
 mod secrets;

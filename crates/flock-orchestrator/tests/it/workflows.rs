@@ -362,13 +362,24 @@ async fn runs_outlive_the_runtime_that_published() {
     let correlation = Uuid::now_v7();
     let publisher = orchestrator.clone();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(publisher.publish(correlation, draft("Idea", json!({})))).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(publisher.publish(correlation, draft("Idea", json!({}))))
+            .unwrap();
         // The publishing runtime ends here, with the run still held by the gate.
     })
     .join()
     .unwrap();
     gate.add_permits(1);
-    assert_eq!(orchestrator.wait_idle(correlation, LONG).await, WaitOutcome::Idle);
-    assert_eq!(types(&artifacts(&orchestrator, correlation).await), ["Idea", "Plan"]);
+    assert_eq!(
+        orchestrator.wait_idle(correlation, LONG).await,
+        WaitOutcome::Idle
+    );
+    assert_eq!(
+        types(&artifacts(&orchestrator, correlation).await),
+        ["Idea", "Plan"]
+    );
 }
