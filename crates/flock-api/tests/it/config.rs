@@ -133,9 +133,12 @@ fn single_cidr_from_environment_is_a_list() {
     assert_eq!(s.allowed_networks().unwrap()[0].to_string(), "127.0.0.1/32");
 }
 
+/// Environment, optional file text, and words the error must contain.
+type Case<'a> = (Vec<(String, String)>, Option<&'a str>, &'a str);
+
 #[test]
 fn errors_name_the_bad_key() {
-    let cases: Vec<(Vec<(String, String)>, Option<&str>, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (env(&[("FLOCK__SERVER__PORT", "eighty")]), None, "port"),
         (env(&[("FLOCK__SERVER__PORT", "70000")]), None, "port"),
         (env(&[("FLOCK__SERVER__PROT", "1")]), None, "prot"),
@@ -182,7 +185,8 @@ fn errors_name_the_bad_key() {
     ];
     for (vars, text, words) in cases {
         let f = text.map(file);
-        let err = Settings::load(f.as_ref().map(|f| f.path()), vars.clone()).unwrap_err();
+        let err = Settings::load(f.as_ref().map(tempfile_lite::TempFile::path), vars.clone())
+            .unwrap_err();
         let message = err.to_string();
         assert!(message.contains(words), "{vars:?} {text:?}: {message}");
     }
