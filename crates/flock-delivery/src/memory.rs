@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, FailureReason, Lease, Outbox,
-    OutboxCounts, OutboxError, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailureReason, Lease,
+    Outbox, OutboxCounts, OutboxError, Resolution,
 };
 use crate::time_util::add;
 
@@ -39,6 +39,8 @@ struct State {
     /// One element per in-flight delivery: (lease expiry, token) to id.
     leases: BTreeMap<(OffsetDateTime, u64), Uuid>,
     next_token: u64,
+    /// The error text of the last attempt recorded, shared by the next one when equal.
+    last_error: Option<Arc<str>>,
     pending: u64,
     in_flight: u64,
 }
@@ -48,8 +50,51 @@ struct Entry {
     artifact_id: Uuid,
     sequence: u64,
     created_at: OffsetDateTime,
-    attempts: Vec<AttemptView>,
+    attempts: Vec<StoredAttempt>,
     status: Status,
+}
+
+/// An attempt as kept in memory: [`AttemptView`] made compact, its error text shared with the
+/// previous attempt recorded when equal (a dead receiver gives every attempt the same text).
+struct StoredAttempt {
+    started_at: OffsetDateTime,
+    error: Option<Arc<str>>,
+    number: u32,
+    duration_ms: u32,
+    status_code: Option<u16>,
+    error_kind: Option<ErrorKind>,
+}
+
+impl StoredAttempt {
+    fn new(attempt: AttemptView, last_error: &mut Option<Arc<str>>) -> Self {
+        let error = attempt.error.map(|text| match last_error {
+            Some(last) if **last == *text => Arc::clone(last),
+            _ => {
+                let shared: Arc<str> = text.into();
+                *last_error = Some(Arc::clone(&shared));
+                shared
+            }
+        });
+        StoredAttempt {
+            started_at: attempt.started_at,
+            error,
+            number: attempt.number,
+            duration_ms: u32::try_from(attempt.duration_ms).unwrap_or(u32::MAX),
+            status_code: attempt.status_code,
+            error_kind: attempt.error_kind,
+        }
+    }
+
+    fn view(&self) -> AttemptView {
+        AttemptView {
+            number: self.number,
+            started_at: self.started_at,
+            status_code: self.status_code,
+            error_kind: self.error_kind,
+            error: self.error.as_deref().map(str::to_owned),
+            duration_ms: u64::from(self.duration_ms),
+        }
+    }
 }
 
 enum Status {
@@ -277,7 +322,11 @@ impl State {
             attempt.started_at,
             Duration::from_millis(attempt.duration_ms),
         );
-        entry.attempts.push(attempt);
+        // Most deliveries have one attempt: grow one at a time rather than by doubling.
+        entry.attempts.reserve_exact(1);
+        entry
+            .attempts
+            .push(StoredAttempt::new(attempt, &mut self.last_error));
         let requeued = match resolution {
             Resolution::Delivered => {
                 entry.status = Status::Delivered {
@@ -349,7 +398,7 @@ impl State {
             url,
             state,
             failure,
-            attempts: entry.attempts.clone(),
+            attempts: entry.attempts.iter().map(StoredAttempt::view).collect(),
             next_attempt_at,
             created_at: entry.created_at,
             completed_at,
@@ -451,7 +500,6 @@ mod tests {
     use serde_json::Map;
 
     use super::*;
-    use crate::outbox::ErrorKind;
 
     fn delivery(correlation_id: Uuid, sequence: u64) -> NewDelivery {
         let draft = ArtifactDraft::new(TypeName::new("Idea").unwrap(), Map::new());

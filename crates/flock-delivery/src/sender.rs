@@ -190,20 +190,36 @@ async fn answered(mut response: reqwest::Response) -> Sent {
 }
 
 /// The request failed before an answer: blocked by the guard, timed out, could not connect,
-/// or something else. The message never carries the URL (its query may hold tokens).
+/// or something else. The message names the root cause briefly (attempt records can be many)
+/// and never carries the URL (its query may hold tokens).
 fn failed(error: reqwest::Error) -> Sent {
     let error = error.without_url();
     if let Some(refused) = find_source::<Refused>(&error) {
         return Sent::blocked(refused);
     }
-    let message = error_chain(&error);
     if error.is_timeout() {
-        Sent::failed(Outcome::Timeout, ErrorKind::Timeout, &message)
+        let message = if error.is_connect() {
+            "timed out while connecting"
+        } else {
+            "timed out"
+        };
+        Sent::failed(Outcome::Timeout, ErrorKind::Timeout, message)
     } else if error.is_connect() {
+        let message = format!("could not connect: {}", root_cause(&error));
         Sent::failed(Outcome::ConnectError, ErrorKind::Connect, &message)
     } else {
+        let message = format!("request failed: {}", root_cause(&error));
         Sent::failed(Outcome::OtherError, ErrorKind::Other, &message)
     }
+}
+
+/// The innermost source of `error` (the error itself when it has none), in words.
+fn root_cause(error: &(dyn StdError + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
 }
 
 /// The first error of type `E` in `error`'s source chain, `error` included.

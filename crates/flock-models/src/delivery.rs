@@ -45,6 +45,10 @@ impl NewDelivery {
         secret: Option<Secret>,
     ) -> Self {
         let now = OffsetDateTime::now_utc();
+        let mut body = WebhookPayload::render(artifact, sequence, now);
+        // Pending deliveries can be many: keep no spare capacity (and let `Bytes` own the
+        // allocation directly instead of through a shared header).
+        body.shrink_to_fit();
         NewDelivery {
             id: Uuid::now_v7(),
             correlation_id: artifact.correlation_id,
@@ -52,7 +56,7 @@ impl NewDelivery {
             sequence,
             url,
             secret,
-            body: Bytes::from(WebhookPayload::render(artifact, sequence, now)),
+            body: Bytes::from(body),
             artifact_created_at: artifact.created_at,
         }
     }

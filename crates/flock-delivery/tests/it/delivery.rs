@@ -100,3 +100,24 @@ async fn the_body_is_the_wire_contract_payload() {
     assert_eq!(body["artifact"]["id"], artifact_id.to_string());
     assert_eq!(body["artifact"]["payload"]["text"], "hello");
 }
+
+#[tokio::test]
+async fn a_secret_that_cannot_sign_fails_at_once_without_sending() {
+    let receiver = Receiver::ok().await;
+    let harness = Harness::start(test_config());
+    let id = harness
+        .enqueue(delivery(&receiver.url("/hook"), Some("whsec_not*base64!")))
+        .await;
+    let view = harness.finished(id).await;
+    assert_eq!(view.state, DeliveryState::Failed);
+    assert_eq!(
+        view.failure,
+        Some(flock_delivery::FailureReason::InvalidSecret)
+    );
+    assert_eq!(view.attempts.len(), 1);
+    assert_eq!(
+        view.attempts[0].error_kind,
+        Some(flock_delivery::ErrorKind::Signing)
+    );
+    assert!(receiver.requests().is_empty(), "nothing unsigned was sent");
+}
