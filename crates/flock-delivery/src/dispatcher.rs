@@ -30,9 +30,11 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 /// A dispatcher, configured but not started: it owns the shared HTTP client and the SSRF guard.
 ///
 /// [`Dispatcher::start`] spawns its loop on the current tokio runtime. The loop claims due
-/// deliveries in batches (never more than the free attempt slots), runs each attempt as a
-/// task, and sleeps until the next due time, a new enqueue, a finished attempt or the poll
-/// interval, whichever comes first; no task waits per pending delivery.
+/// deliveries in batches (never more than the free attempt slots) and starts a task per slot;
+/// a slot that finished its attempt claims the next due delivery itself and ends when nothing
+/// is due, so a busy dispatcher hands work over without waking its loop. The loop sleeps until
+/// the next due time, a new enqueue, a slot that ends or the poll interval, whichever comes
+/// first; no task waits per pending delivery.
 pub struct Dispatcher {
     shared: Arc<Shared>,
 }
@@ -201,7 +203,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
             {
                 Ok(batch) => {
                     for claimed in batch {
-                        tasks.spawn(attempt(Arc::clone(&shared), claimed));
+                        tasks.spawn(work(Arc::clone(&shared), claimed, stop.clone()));
                     }
                 }
                 Err(e) => {
@@ -212,13 +214,12 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
         }
         shared.metrics.in_flight.set(tasks.len() as f64);
 
-        // Sleep until the next due time unless every slot is busy, in which case only a
-        // finished attempt (or the stop) is worth waking for.
+        // With a free slot, sleep until the next due time (or an enqueue). With every slot busy,
+        // the slots claim further work themselves; wake only for one that ends, the stop, or
+        // now and then to refresh the gauges.
         let full = tasks.len() >= config.concurrency;
-        let wait = if full {
-            None
-        } else if claim_failed {
-            Some(config.poll_interval)
+        let wait = if full || claim_failed {
+            config.poll_interval
         } else {
             let wait = match shared.outbox.next_due().await {
                 Ok(Some(at)) => until(at, OffsetDateTime::now_utc()),
@@ -228,7 +229,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                     config.poll_interval
                 }
             };
-            Some(wait.clamp(MIN_WAIT, config.poll_interval))
+            wait.clamp(MIN_WAIT, config.poll_interval)
         };
         if tasks.is_empty() || gauge_refreshed.is_none_or(|at| at.elapsed() >= GAUGE_REFRESH) {
             if let Ok(counts) = shared.outbox.counts().await {
@@ -241,8 +242,8 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
             biased;
             _ = stop.changed() => {}
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => check_joined(joined),
-            () = shared.outbox.enqueued(), if wait.is_some() => {}
-            () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            () = shared.outbox.enqueued(), if !full => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 
@@ -281,8 +282,36 @@ fn check_joined(joined: Result<(), JoinError>) {
     }
 }
 
+/// One attempt slot: makes the attempt it was given, then keeps claiming the next due
+/// delivery for itself (so a busy dispatcher hands work over without waking its loop) until
+/// nothing is due or the dispatcher stops.
+async fn work(
+    shared: Arc<Shared>,
+    claimed: ClaimedDelivery,
+    stop: watch::Receiver<Option<Instant>>,
+) {
+    let mut next = Some(claimed);
+    while let Some(claimed) = next.take() {
+        attempt(&shared, claimed).await;
+        if stop_requested(&stop) {
+            break;
+        }
+        next = match shared
+            .outbox
+            .claim(OffsetDateTime::now_utc(), 1, shared.config.lease)
+            .await
+        {
+            Ok(mut batch) => batch.pop(),
+            Err(e) => {
+                error!(error = %e, "claiming webhook deliveries failed");
+                None
+            }
+        };
+    }
+}
+
 /// One attempt: send, classify, record, log, count.
-async fn attempt(shared: Arc<Shared>, claimed: ClaimedDelivery) {
+async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
     let delivery = &*claimed.delivery;
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
