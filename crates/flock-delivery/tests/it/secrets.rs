@@ -92,3 +92,84 @@ async fn secrets_never_appear_in_debug_or_attempt_records() {
     assert_clean("Dispatcher", &format!("{dispatcher:?}"));
     assert_clean("DeliveryConfig", &format!("{config:?}"));
 }
+
+/// Log lines written into memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged in this test process from the first call on, at debug level and above.
+/// A global subscriber: a scoped one misses events when tests run in parallel threads.
+fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        captured
+    })
+}
+
+#[tokio::test]
+async fn logs_name_the_delivery_and_never_the_secret_or_the_query() {
+    let captured = captured_logs();
+    let receiver = Receiver::start(Vec::new(), Reply::status(500)).await;
+    let harness = Harness::start(DeliveryConfig {
+        retry: RetryPolicy {
+            base_delay: Duration::from_millis(20),
+            max_retries: 1,
+            ..RetryPolicy::default()
+        },
+        ..test_config()
+    });
+    let failing = delivery(&receiver.url("/hook?token=hidden"), Some(SECRET));
+    let (correlation_id, failing_id) = (failing.correlation_id, failing.id);
+    harness.enqueue(failing).await;
+    assert_eq!(
+        harness.finished(failing_id).await.state,
+        DeliveryState::Failed
+    );
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let ours: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(&failing_id.to_string()))
+        .collect();
+    let failed = ours
+        .iter()
+        .find(|l| l.contains("webhook delivery failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{logs}"));
+    assert!(failed.contains("WARN"), "{failed}");
+    assert!(failed.contains("attempts=2"), "{failed}");
+    assert!(failed.contains("reason=\"exhausted\""), "{failed}");
+    assert!(
+        failed.contains(&format!("correlation_id={correlation_id}")),
+        "{failed}"
+    );
+    assert!(failed.contains("sequence=1"), "{failed}");
+    assert!(
+        failed.contains(&format!("url={}", receiver.url("/hook"))),
+        "{failed}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("webhook attempt failed; retrying")),
+        "{logs}"
+    );
+    assert_clean("logs", &logs);
+}
