@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use flock_models::Secret;
+use flock_orchestrator::{Agent, AgentSpec, OrchestratorConfig};
 use flock_retry::RetryPolicy;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -34,6 +36,29 @@ pub struct Settings {
     /// Idempotency keys on the publish routes.
     #[serde(default)]
     pub idempotency: IdempotencySettings,
+    /// Where artifacts and deliveries live.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// Agent concurrency, timeouts and the runaway guard.
+    #[serde(default)]
+    pub orchestrator: OrchestratorConfig,
+    /// The agents, as `[[agents]]` tables.
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `memory://`: artifacts and deliveries in memory, lost on restart.
+    pub url: String,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { url: "memory://".to_owned() }
+    }
 }
 
 /// `[server]`.
@@ -295,7 +320,43 @@ impl Settings {
         if self.idempotency.ttl_secs == 0 {
             return Err(invalid("idempotency.ttl_secs", "must be at least 1"));
         }
+        if self.store.url != "memory://" {
+            return Err(invalid("store.url", format!("`{}` is not supported; use memory://", self.store.url)));
+        }
+        self.orchestrator.validate().map_err(|e| {
+            invalid(format!("orchestrator.{}", e.field_name().unwrap_or_default()), e.message())
+        })?;
+        self.build_agents()?;
         Ok(())
+    }
+
+    /// The configured agents, built.
+    ///
+    /// # Errors
+    /// An invalid agent, named as `agents[i].field`, or two agents with one name.
+    pub fn build_agents(&self) -> Result<Vec<Arc<dyn Agent>>, ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let agent = spec.build().map_err(|e| {
+                    let key = match e.field_name() {
+                        Some(f) if f.starts_with('[') => format!("agents[{i}]{f}"),
+                        Some(f) => format!("agents[{i}].{f}"),
+                        None => format!("agents[{i}]"),
+                    };
+                    invalid(key, e.message())
+                })?;
+                if !names.insert(agent.name().to_owned()) {
+                    return Err(invalid(
+                        format!("agents[{i}].name"),
+                        format!("another agent is already called `{}`", agent.name()),
+                    ));
+                }
+                Ok(agent)
+            })
+            .collect()
     }
 
     /// The SSRF allow-list, parsed. A bare address counts as a single-address range.

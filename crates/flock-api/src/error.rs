@@ -20,10 +20,6 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// A header is malformed.
     InvalidHeader,
-    /// A path parameter is malformed (not a UUID, say).
-    InvalidPath,
-    /// A query parameter is malformed.
-    InvalidQuery,
     /// No such resource.
     NotFound,
     /// The route exists but not with this method.
@@ -38,14 +34,12 @@ impl ErrorCode {
     /// The HTTP status this code answers with.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::MalformedJson | ErrorCode::InvalidHeader | ErrorCode::InvalidQuery => {
-                StatusCode::BAD_REQUEST
-            }
+            ErrorCode::MalformedJson | ErrorCode::InvalidHeader => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Validation
             | ErrorCode::WebhookAddressRefused
             | ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::InvalidPath | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -62,8 +56,6 @@ impl ErrorCode {
             ErrorCode::WebhookAddressRefused => "webhook_address_refused",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::InvalidHeader => "invalid_header",
-            ErrorCode::InvalidPath => "invalid_path",
-            ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ShuttingDown => "shutting_down",

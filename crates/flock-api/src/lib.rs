@@ -2,8 +2,17 @@
 //! orchestrator and the delivery engine; plus the `flock-api` binary's commands.
 #![doc = include_str!("../README.md")]
 
+mod app;
+mod body;
 pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod listen;
+mod openapi;
+mod routes;
+pub mod startup;
+mod state;
 pub mod telemetry;
+
+pub use app::create_app;
+pub use state::AppState;

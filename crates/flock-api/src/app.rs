@@ -1,0 +1,62 @@
+//! `create_app`: the one factory that production and tests use, with the request log and HTTP
+//! metrics around every route, and project-shaped 404 and 405 answers.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App, HttpMessage as _};
+
+use crate::routes::{self, LoggedCorrelation};
+use crate::state::AppState;
+
+/// The application: every route, shared `state`, the request log and metrics.
+pub fn create_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap_fn(|req, srv| {
+            let started = Instant::now();
+            let method = req.method().clone();
+            let path = req.path().to_owned();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let status = res.status().as_u16();
+                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                let correlation = res.request().extensions().get::<LoggedCorrelation>().map(|c| c.0);
+                let elapsed = started.elapsed();
+                let labels = [
+                    ("method", method.to_string()),
+                    ("route", route),
+                    ("status", status.to_string()),
+                ];
+                metrics::counter!("flock_http_requests_total", &labels).increment(1);
+                metrics::histogram!("flock_http_request_duration_seconds", &labels[..2])
+                    .record(elapsed.as_secs_f64());
+                let ms = elapsed.as_secs_f64() * 1000.0;
+                match correlation {
+                    Some(id) => tracing::info!(%method, %path, status, duration_ms = ms, correlation_id = %id, "request"),
+                    None => tracing::info!(%method, %path, status, duration_ms = ms, "request"),
+                }
+                Ok(res)
+            }
+        })
+        .service(
+            web::scope("/api/v1")
+                .configure(routes::artifacts::configure)
+                .configure(routes::correlations::configure)
+                .configure(routes::system::configure_api),
+        )
+        .configure(routes::system::configure_root)
+        .default_service(web::to(routes::not_found))
+}

@@ -1,0 +1,54 @@
+//! Reading a request body as JSON, within the size limit, with the project's errors: 413 for a
+//! body over the limit, 400 for one that is not JSON.
+
+use actix_web::{web, HttpRequest};
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
+
+use crate::error::{ApiError, ErrorCode};
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a `Content-Length`
+/// over the limit is refused before reading anything).
+///
+/// # Errors
+/// 413 past the limit; 400 when the connection breaks mid-body.
+pub(crate) async fn read(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => too_large(),
+            other => ApiError::new(ErrorCode::MalformedJson, format!("could not read the request body: {other}")),
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a body as JSON.
+///
+/// # Errors
+/// 400 `malformed_json`, saying where the JSON breaks.
+pub(crate) fn json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::new(ErrorCode::MalformedJson, "the request body is empty; expected a JSON object"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("the request body is not valid JSON: {e}")))
+}

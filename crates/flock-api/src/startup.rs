@@ -1,0 +1,166 @@
+//! `Application`: builds everything from the settings, binds the listener (port 0 in tests) and
+//! runs until told to stop, then stops in order: HTTP first, then agents, then deliveries.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Server;
+use actix_web::{web, HttpServer};
+use anyhow::Context as _;
+use flock_context::ContextRegistry;
+use flock_delivery::{DeliveryConfig, Dispatcher, DispatcherHandle, MemoryStorage, Outbox, WebhookDeliveryComponent};
+use flock_orchestrator::{ArtifactStore, Orchestrator};
+
+use crate::app::create_app;
+use crate::config::Settings;
+use crate::idempotency::IdempotencyCache;
+use crate::state::AppState;
+use crate::telemetry;
+
+/// Builds what the routes share: the storage, the orchestrator (with the configured agents and
+/// the webhook component) and the dispatcher, not yet started. Tests use it with
+/// `actix_web::test::init_service(create_app(state))`.
+///
+/// # Errors
+/// An invalid agent or delivery setting.
+pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppState>, Dispatcher)> {
+    let metrics = telemetry::prometheus();
+    flock_orchestrator::describe_metrics();
+    let storage = Arc::new(MemoryStorage::new());
+    let store: Arc<dyn ArtifactStore> = storage.clone();
+    let outbox: Arc<dyn Outbox> = storage;
+    let registry = Arc::new(ContextRegistry::new());
+
+    let agents = settings.build_agents()?;
+    let orchestrator = Orchestrator::builder()
+        .store(store)
+        .agents(agents)
+        .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(&registry))))
+        .config(settings.orchestrator.clone())
+        .build()
+        .await
+        .context("configuration: agents")?;
+
+    let delivery = DeliveryConfig {
+        concurrency: settings.webhooks.concurrency,
+        connect_timeout: Duration::from_millis(settings.webhooks.connect_timeout_ms),
+        request_timeout: Duration::from_millis(settings.webhooks.timeout_ms),
+        retry: settings.webhooks.retry.policy(),
+        allowed_cidrs: settings.allowed_networks()?,
+        ..DeliveryConfig::default()
+    };
+    let dispatcher =
+        Dispatcher::new(Arc::clone(&outbox), delivery).context("configuration: webhooks")?;
+    let state = web::Data::new(AppState {
+        orchestrator,
+        outbox,
+        registry,
+        guard: dispatcher.guard().clone(),
+        default_secret: settings.webhooks.default_secret.clone(),
+        idempotency: IdempotencyCache::new(
+            Duration::from_secs(settings.idempotency.ttl_secs),
+            settings.idempotency.max_entries,
+        ),
+        body_limit: settings.server.body_limit_bytes,
+        metrics,
+    });
+    Ok((state, dispatcher))
+}
+
+/// A built server, listening but not yet serving.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    orchestrator: Orchestrator,
+    dispatcher: DispatcherHandle,
+    grace: Duration,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopReport {
+    /// Agent runs still running when the grace period ended.
+    pub runs_still_running: usize,
+    /// Deliveries still in flight when the grace period ended.
+    pub deliveries_in_flight: u64,
+    /// Deliveries not yet delivered (waiting for a retry, or never attempted).
+    pub deliveries_pending: u64,
+}
+
+impl Application {
+    /// Builds the storage, orchestrator (with the configured agents and the webhook component)
+    /// and dispatcher, and binds `server.host:server.port`.
+    ///
+    /// # Errors
+    /// An invalid agent or delivery setting, or an address that cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (state, dispatcher) = build_state(&settings).await?;
+        let orchestrator = state.orchestrator.clone();
+        let requested = SocketAddr::new(settings.server.host, settings.server.port);
+        let listener =
+            TcpListener::bind(requested).with_context(|| format!("cannot listen on {requested}"))?;
+        let address = listener.local_addr()?;
+        let grace = settings.shutdown_grace();
+        let mut server = HttpServer::new(move || create_app(state.clone()))
+            .disable_signals()
+            .shutdown_timeout(grace.as_secs().max(1));
+        if let Some(workers) = settings.server.workers {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
+        let dispatcher = dispatcher.start();
+        Ok(Application { address, server, orchestrator, dispatcher, grace })
+    }
+
+    /// The address the server listens on (the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Serves until `stop` completes, then stops accepting requests, lets running agents and
+    /// in-flight deliveries finish within the grace period, and reports.
+    ///
+    /// # Errors
+    /// The HTTP server failed.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> anyhow::Result<StopReport> {
+        let Application { address, server, orchestrator, dispatcher, grace } = self;
+        let handle = server.handle();
+        let mut serving = tokio::spawn(server);
+        tracing::info!(%address, "flock-api listening on http://{address}");
+        tokio::select! {
+            result = &mut serving => {
+                result.context("HTTP server task")?.context("HTTP server")?;
+            }
+            () = stop => {}
+        }
+        let deadline = Instant::now() + grace;
+        tracing::info!(grace_ms = grace.as_millis() as u64, "stopping: no new requests; letting agents and deliveries finish");
+        handle.stop(true).await;
+        let _ = serving.await;
+        let runs = orchestrator.shutdown(deadline.saturating_duration_since(Instant::now())).await;
+        let deliveries = dispatcher.shutdown(deadline.saturating_duration_since(Instant::now())).await;
+        let report = StopReport {
+            runs_still_running: runs.runs_still_running,
+            deliveries_in_flight: deliveries.in_flight,
+            deliveries_pending: deliveries.pending,
+        };
+        if report.runs_still_running > 0 || report.deliveries_in_flight > 0 || report.deliveries_pending > 0 {
+            tracing::warn!(
+                runs_still_running = report.runs_still_running,
+                deliveries_in_flight = report.deliveries_in_flight,
+                deliveries_pending = report.deliveries_pending,
+                "stopped with work left over"
+            );
+        } else {
+            tracing::info!("stopped cleanly");
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,245 @@
+//! Test support: settings for tests, a server on 127.0.0.1:0, a recording webhook receiver, and
+//! signature checks with `flock-signing`.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use flock_api::config::Settings;
+use flock_api::startup::{Application, StopReport};
+use flock_models::WebhookPayload;
+use tokio::sync::{oneshot, Notify};
+
+/// Upper bound for anything a test waits for; only ever a failure limit.
+pub(crate) const LONG: Duration = Duration::from_secs(30);
+
+/// Settings for a test server: port 0, loopback allowed, fast retries, quiet logs.
+pub(crate) fn settings() -> Settings {
+    let mut s = Settings::load(None, Vec::new()).unwrap();
+    s.server.port = 0;
+    s.server.workers = Some(2);
+    s.server.shutdown_grace_ms = 5_000;
+    s.webhooks.allowed_cidrs = vec!["127.0.0.1/32".to_owned()];
+    s.webhooks.retry.base_delay_ms = 50;
+    s.webhooks.retry.max_delay_ms = 2_000;
+    s.webhooks.timeout_ms = 5_000;
+    s
+}
+
+/// A server running in this process.
+pub(crate) struct TestApp {
+    pub(crate) address: SocketAddr,
+    pub(crate) client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<StopReport>>>,
+}
+
+impl TestApp {
+    pub(crate) async fn start(settings: Settings) -> TestApp {
+        let app = Application::build(settings).await.expect("the server builds");
+        let address = app.address();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestApp { address, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Stops the server the way SIGTERM does and reports.
+    pub(crate) async fn stop(mut self) -> StopReport {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().unwrap().await.unwrap().unwrap()
+    }
+
+    /// Polls the deliveries of a workflow until `done` holds for them.
+    pub(crate) async fn deliveries_until(
+        &self,
+        correlation: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let body = self.get_json(&format!("/api/v1/correlations/{correlation}/webhooks")).await;
+            let deliveries = body["deliveries"].as_array().unwrap().clone();
+            if done(&deliveries) {
+                return deliveries;
+            }
+            assert!(Instant::now() < deadline, "deliveries never settled: {deliveries:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) at: Instant,
+}
+
+impl Received {
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+
+    pub(crate) fn payload(&self) -> WebhookPayload {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// Checks both signatures with `flock-signing`.
+    pub(crate) fn verify(&self, secret: &str) {
+        flock_signing::verify_flock_signature(self.header("x-flock-signature"), &self.body, secret.as_bytes())
+            .unwrap();
+        flock_signing::verify_standard(
+            secret,
+            self.header("webhook-id"),
+            self.header("webhook-timestamp"),
+            self.header("webhook-signature"),
+            &self.body,
+            flock_signing::DEFAULT_TOLERANCE,
+        )
+        .unwrap();
+    }
+}
+
+/// How a receiver answers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Script {
+    /// Answer the first N requests with 500.
+    pub(crate) fail_first: usize,
+    /// Hold every answer until [`Receiver::release`] (or forever).
+    pub(crate) hold: bool,
+    /// Wait this long before answering.
+    pub(crate) delay: Duration,
+}
+
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    count: AtomicUsize,
+    script: Script,
+    arrived: Notify,
+    released: Notify,
+    release_all: std::sync::atomic::AtomicBool,
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records every request.
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    shared: Arc<Shared>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub(crate) fn start(script: Script) -> Receiver {
+        let shared = Arc::new(Shared {
+            received: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+            script,
+            arrived: Notify::new(),
+            released: Notify::new(),
+            release_all: std::sync::atomic::AtomicBool::new(false),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let data = web::Data::from(Arc::clone(&shared));
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)
+            .unwrap()
+            .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Receiver { url, shared, server: handle }
+    }
+
+    pub(crate) fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let notified = self.shared.arrived.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "only {} of {n} requests arrived", got.len());
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+
+    /// Lets held answers go.
+    pub(crate) fn release(&self) {
+        self.shared.release_all.store(true, Ordering::SeqCst);
+        self.shared.released.notify_waiters();
+    }
+
+    pub(crate) async fn stop(self) {
+        self.release();
+        self.server.stop(false).await;
+    }
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let n = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    shared.received.lock().unwrap().push(Received { headers, body: body.to_vec(), at: Instant::now() });
+    shared.arrived.notify_waiters();
+    if shared.script.hold {
+        loop {
+            let released = shared.released.notified();
+            if shared.release_all.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
+    }
+    if !shared.script.delay.is_zero() {
+        tokio::time::sleep(shared.script.delay).await;
+    }
+    if n <= shared.script.fail_first {
+        HttpResponse::InternalServerError().finish()
+    } else {
+        HttpResponse::Ok().finish()
+    }
+}
