@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpMessage as _};
+use actix_web::{App, HttpMessage as _, web};
 
 use crate::routes::{self, LoggedCorrelation};
 use crate::state::AppState;

@@ -1,7 +1,7 @@
 //! Reading a request body as JSON, within the size limit, with the project's errors: 413 for a
 //! body over the limit, 400 for one that is not JSON.
 
-use actix_web::{web, HttpRequest};
+use actix_web::{HttpRequest, web};
 use bytes::BytesMut;
 use futures_util::StreamExt as _;
 
@@ -12,7 +12,11 @@ use crate::error::{ApiError, ErrorCode};
 ///
 /// # Errors
 /// 413 past the limit; 400 when the connection breaks mid-body.
-pub(crate) async fn read(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+pub(crate) async fn read(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -31,7 +35,10 @@ pub(crate) async fn read(req: &HttpRequest, mut payload: web::Payload, limit: us
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
             actix_web::error::PayloadError::Overflow => too_large(),
-            other => ApiError::new(ErrorCode::MalformedJson, format!("could not read the request body: {other}")),
+            other => ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("could not read the request body: {other}"),
+            ),
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -47,8 +54,15 @@ pub(crate) async fn read(req: &HttpRequest, mut payload: web::Payload, limit: us
 /// 400 `malformed_json`, saying where the JSON breaks.
 pub(crate) fn json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::new(ErrorCode::MalformedJson, "the request body is empty; expected a JSON object"));
+        return Err(ApiError::new(
+            ErrorCode::MalformedJson,
+            "the request body is empty; expected a JSON object",
+        ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })
 }

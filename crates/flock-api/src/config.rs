@@ -57,7 +57,9 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { url: "memory://".to_owned() }
+        StoreSettings {
+            url: "memory://".to_owned(),
+        }
     }
 }
 
@@ -321,10 +323,16 @@ impl Settings {
             return Err(invalid("idempotency.ttl_secs", "must be at least 1"));
         }
         if self.store.url != "memory://" {
-            return Err(invalid("store.url", format!("`{}` is not supported; use memory://", self.store.url)));
+            return Err(invalid(
+                "store.url",
+                format!("`{}` is not supported; use memory://", self.store.url),
+            ));
         }
         self.orchestrator.validate().map_err(|e| {
-            invalid(format!("orchestrator.{}", e.field_name().unwrap_or_default()), e.message())
+            invalid(
+                format!("orchestrator.{}", e.field_name().unwrap_or_default()),
+                e.message(),
+            )
         })?;
         self.build_agents()?;
         Ok(())

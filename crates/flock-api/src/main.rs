@@ -11,7 +11,11 @@ use flock_api::startup::Application;
 use flock_api::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "flock-api", version, about = "Flock: a blackboard orchestrator with signed webhook notifications")]
+#[command(
+    name = "flock-api",
+    version,
+    about = "Flock: a blackboard orchestrator with signed webhook notifications"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -40,7 +44,10 @@ enum WebhooksCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -49,9 +56,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => runtime.block_on(serve(config)),
-        Command::Webhooks { command: WebhooksCommand::Listen(options) } => {
-            runtime.block_on(listen::run(options))
-        }
+        Command::Webhooks {
+            command: WebhooksCommand::Listen(options),
+        } => runtime.block_on(listen::run(options)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

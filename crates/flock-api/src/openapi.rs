@@ -39,8 +39,12 @@ pub(crate) struct ApiDoc;
 /// The document as JSON text, built once.
 pub(crate) fn document_json() -> String {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes"))
-        .clone()
+    JSON.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
+    .clone()
 }
 
 /// Where a workflow's webhooks go.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
-use actix_web::{web, HttpServer};
+use actix_web::{HttpServer, web};
 use anyhow::Context as _;
 use flock_context::ContextRegistry;
-use flock_delivery::{DeliveryConfig, Dispatcher, DispatcherHandle, MemoryStorage, Outbox, WebhookDeliveryComponent};
+use flock_delivery::{
+    DeliveryConfig, Dispatcher, DispatcherHandle, MemoryStorage, Outbox, WebhookDeliveryComponent,
+};
 use flock_orchestrator::{ArtifactStore, Orchestrator};
 
 use crate::app::create_app;
@@ -28,6 +30,7 @@ use crate::telemetry;
 pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppState>, Dispatcher)> {
     let metrics = telemetry::prometheus();
     flock_orchestrator::describe_metrics();
+    flock_delivery::metrics::describe();
     let storage = Arc::new(MemoryStorage::new());
     let store: Arc<dyn ArtifactStore> = storage.clone();
     let outbox: Arc<dyn Outbox> = storage;
@@ -37,7 +40,9 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppSt
     let orchestrator = Orchestrator::builder()
         .store(store)
         .agents(agents)
-        .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(&registry))))
+        .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
+            &registry,
+        ))))
         .config(settings.orchestrator.clone())
         .build()
         .await
@@ -99,8 +104,8 @@ impl Application {
         let (state, dispatcher) = build_state(&settings).await?;
         let orchestrator = state.orchestrator.clone();
         let requested = SocketAddr::new(settings.server.host, settings.server.port);
-        let listener =
-            TcpListener::bind(requested).with_context(|| format!("cannot listen on {requested}"))?;
+        let listener = TcpListener::bind(requested)
+            .with_context(|| format!("cannot listen on {requested}"))?;
         let address = listener.local_addr()?;
         let grace = settings.shutdown_grace();
         let mut server = HttpServer::new(move || create_app(state.clone()))
@@ -111,7 +116,13 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         let dispatcher = dispatcher.start();
-        Ok(Application { address, server, orchestrator, dispatcher, grace })
+        Ok(Application {
+            address,
+            server,
+            orchestrator,
+            dispatcher,
+            grace,
+        })
     }
 
     /// The address the server listens on (the real port when 0 was asked for).
@@ -130,7 +141,13 @@ impl Application {
     /// # Errors
     /// The HTTP server failed.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> anyhow::Result<StopReport> {
-        let Application { address, server, orchestrator, dispatcher, grace } = self;
+        let Application {
+            address,
+            server,
+            orchestrator,
+            dispatcher,
+            grace,
+        } = self;
         let handle = server.handle();
         let mut serving = tokio::spawn(server);
         tracing::info!(%address, "flock-api listening on http://{address}");
@@ -141,17 +158,27 @@ impl Application {
             () = stop => {}
         }
         let deadline = Instant::now() + grace;
-        tracing::info!(grace_ms = grace.as_millis() as u64, "stopping: no new requests; letting agents and deliveries finish");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "stopping: no new requests; letting agents and deliveries finish"
+        );
         handle.stop(true).await;
         let _ = serving.await;
-        let runs = orchestrator.shutdown(deadline.saturating_duration_since(Instant::now())).await;
-        let deliveries = dispatcher.shutdown(deadline.saturating_duration_since(Instant::now())).await;
+        let runs = orchestrator
+            .shutdown(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        let deliveries = dispatcher
+            .shutdown(deadline.saturating_duration_since(Instant::now()))
+            .await;
         let report = StopReport {
             runs_still_running: runs.runs_still_running,
             deliveries_in_flight: deliveries.in_flight,
             deliveries_pending: deliveries.pending,
         };
-        if report.runs_still_running > 0 || report.deliveries_in_flight > 0 || report.deliveries_pending > 0 {
+        if report.runs_still_running > 0
+            || report.deliveries_in_flight > 0
+            || report.deliveries_pending > 0
+        {
             tracing::warn!(
                 runs_still_running = report.runs_still_running,
                 deliveries_in_flight = report.deliveries_in_flight,

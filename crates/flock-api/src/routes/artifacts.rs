@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use flock_context::WebhookContext;
 use flock_models::{
     ArtifactPublishRequest, PublishResponse, SyncPublishRequest, SyncPublishResponse, TypeName,
@@ -16,11 +16,11 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{method_not_allowed, path_id, LoggedCorrelation};
+use super::{LoggedCorrelation, method_not_allowed, path_id};
+use crate::body;
 use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::{self, Claim, Stored};
 use crate::state::AppState;
-use crate::body;
 
 /// The default and largest page of `GET /api/v1/artifacts`.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
@@ -68,8 +68,12 @@ pub(crate) async fn publish(
     idempotent(&req, &state, "publish", &value, || async {
         let request = ArtifactPublishRequest::from_value(value.clone())?;
         let correlation_id = start_workflow(&state, &value, request).await?;
-        req.extensions_mut().insert(LoggedCorrelation(correlation_id));
-        Ok((StatusCode::ACCEPTED, to_json(&PublishResponse::accepted(correlation_id))))
+        req.extensions_mut()
+            .insert(LoggedCorrelation(correlation_id));
+        Ok((
+            StatusCode::ACCEPTED,
+            to_json(&PublishResponse::accepted(correlation_id)),
+        ))
     })
     .await
 }
@@ -97,8 +101,12 @@ pub(crate) async fn publish_sync(
     idempotent(&req, &state, "publish_sync", &value, || async {
         let request = SyncPublishRequest::from_value(value.clone())?;
         let correlation_id = start_workflow(&state, &value, request.publish).await?;
-        req.extensions_mut().insert(LoggedCorrelation(correlation_id));
-        let outcome = state.orchestrator.wait_idle(correlation_id, request.timeout).await;
+        req.extensions_mut()
+            .insert(LoggedCorrelation(correlation_id));
+        let outcome = state
+            .orchestrator
+            .wait_idle(correlation_id, request.timeout)
+            .await;
         let page = state
             .orchestrator
             .store()
@@ -107,7 +115,11 @@ pub(crate) async fn publish_sync(
             .map_err(storage_error)?;
         let answer = SyncPublishResponse {
             correlation_id,
-            artifacts: page.items.into_iter().filter(|a| request.filters.matches(a)).collect(),
+            artifacts: page
+                .items
+                .into_iter()
+                .filter(|a| request.filters.matches(a))
+                .collect(),
             completed: outcome == WaitOutcome::Idle,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
@@ -124,8 +136,11 @@ async fn start_workflow(
     request: ArtifactPublishRequest,
 ) -> Result<Uuid, ApiError> {
     let shorthand = raw.get("webhook_url").is_some();
-    let (url_field, secret_field) =
-        if shorthand { ("webhook_url", "webhook_secret") } else { ("webhook.url", "webhook.secret") };
+    let (url_field, secret_field) = if shorthand {
+        ("webhook_url", "webhook_secret")
+    } else {
+        ("webhook.url", "webhook.secret")
+    };
     let webhook = match &request.webhook {
         None => None,
         Some(webhook) => {
@@ -136,20 +151,32 @@ async fn start_workflow(
                 )
                 .field(url_field)
             })?;
-            let secret = webhook.secret.clone().or_else(|| state.default_secret.clone());
+            let secret = webhook
+                .secret
+                .clone()
+                .or_else(|| state.default_secret.clone());
             if let Some(secret) = &secret
                 && let Err(err) = flock_signing::SigningKey::new(secret.expose())
             {
                 return Err(ValidationError::field(secret_field, err.to_string()).into());
             }
-            Some(WebhookConfig { url: webhook.url.clone(), secret })
+            Some(WebhookConfig {
+                url: webhook.url.clone(),
+                secret,
+            })
         }
     };
     let correlation_id = Uuid::now_v7();
     if let Some(webhook) = webhook {
-        state.registry.insert(Arc::new(WebhookContext::new(correlation_id, webhook)));
+        state
+            .registry
+            .insert(Arc::new(WebhookContext::new(correlation_id, webhook)));
     }
-    match state.orchestrator.publish(correlation_id, request.draft()).await {
+    match state
+        .orchestrator
+        .publish(correlation_id, request.draft())
+        .await
+    {
         Ok(_) => Ok(correlation_id),
         Err(err) => {
             state.registry.remove(&correlation_id);
@@ -181,7 +208,10 @@ where
         return Ok(json_response(status, body));
     };
     let key = key.to_str().map_err(|_| {
-        ApiError::new(ErrorCode::InvalidHeader, "X-Idempotency-Key must be visible ASCII characters")
+        ApiError::new(
+            ErrorCode::InvalidHeader,
+            "X-Idempotency-Key must be visible ASCII characters",
+        )
     })?;
     idempotency::check_key(key).map_err(|m| ApiError::new(ErrorCode::InvalidHeader, m))?;
     match state.idempotency.claim(key, route, value).await {
@@ -201,14 +231,19 @@ where
         .field("X-Idempotency-Key")),
         Claim::New(pending) => {
             let (status, body) = answer().await?;
-            pending.complete(Stored { status: status.as_u16(), body: Arc::from(body.as_slice()) });
+            pending.complete(Stored {
+                status: status.as_u16(),
+                body: Arc::from(body.as_slice()),
+            });
             Ok(json_response(status, body))
         }
     }
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
-    HttpResponse::build(status).content_type("application/json").body(body)
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
 }
 
 fn to_json(value: &impl Serialize) -> Vec<u8> {
@@ -217,7 +252,10 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 
 pub(crate) fn storage_error(err: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %err, "storage failed");
-    ApiError::new(ErrorCode::StorageUnavailable, "storage is unavailable; try again")
+    ApiError::new(
+        ErrorCode::StorageUnavailable,
+        "storage is unavailable; try again",
+    )
 }
 
 /// The answer of `GET /api/v1/artifacts`.
@@ -249,25 +287,51 @@ struct Pagination {
     ),
     responses((status = 200, body = crate::openapi::ArtifactPageDoc), (status = 422, body = crate::openapi::ErrorBodyDoc))
 )]
-pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let query = parse_query(req.query_string())?;
-    let page = state.orchestrator.store().query(&query).await.map_err(storage_error)?;
+    let page = state
+        .orchestrator
+        .store()
+        .query(&query)
+        .await
+        .map_err(storage_error)?;
     Ok(HttpResponse::Ok().json(ArtifactPage {
         items: page.items,
-        pagination: Pagination { limit: query.limit, offset: query.offset, total: page.total },
+        pagination: Pagination {
+            limit: query.limit,
+            offset: query.offset,
+            total: page.total,
+        },
     }))
 }
 
 /// Parses the list route's query string; every error names its parameter.
 pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
     let pairs: Vec<(String, String)> = web::Query::<Vec<(String, String)>>::from_query(text)
-        .map_err(|e| ApiError::new(ErrorCode::Validation, format!("the query string is malformed: {e}")))?
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Validation,
+                format!("the query string is malformed: {e}"),
+            )
+        })?
         .into_inner();
-    let mut query = ArtifactQuery { limit: DEFAULT_LIMIT, ..ArtifactQuery::default() };
-    let invalid = |field: &str, message: String| -> ApiError { ValidationError::field(field, message).into() };
+    let mut query = ArtifactQuery {
+        limit: DEFAULT_LIMIT,
+        ..ArtifactQuery::default()
+    };
+    let invalid = |field: &str, message: String| -> ApiError {
+        ValidationError::field(field, message).into()
+    };
     let time = |field: &str, value: &str| {
-        flock_models::timestamp::parse(value)
-            .map_err(|_| invalid(field, format!("`{value}` is not an RFC 3339 time such as 2026-11-28T12:00:00Z")))
+        flock_models::timestamp::parse(value).map_err(|_| {
+            invalid(
+                field,
+                format!("`{value}` is not an RFC 3339 time such as 2026-11-28T12:00:00Z"),
+            )
+        })
     };
     for (name, value) in pairs {
         match name.as_str() {
@@ -279,10 +343,10 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
             }
             "produced_by" => query.produced_by = Some(value),
             "correlation_id" => {
-                query.correlation_id = Some(
-                    Uuid::parse_str(&value)
-                        .map_err(|_| invalid("correlation_id", format!("`{value}` is not a UUID")))?,
-                );
+                query.correlation_id =
+                    Some(Uuid::parse_str(&value).map_err(|_| {
+                        invalid("correlation_id", format!("`{value}` is not a UUID"))
+                    })?);
             }
             "tag" => query.tag = Some(value),
             "from" => query.from = Some(time("from", &value)?),
@@ -292,12 +356,17 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
                     .parse()
                     .ok()
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| invalid("limit", format!("must be a whole number from 1 to {MAX_LIMIT}")))?;
+                    .ok_or_else(|| {
+                        invalid(
+                            "limit",
+                            format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                        )
+                    })?;
             }
             "offset" => {
-                query.offset = value
-                    .parse()
-                    .map_err(|_| invalid("offset", "must be a whole number, 0 or more".to_owned()))?;
+                query.offset = value.parse().map_err(|_| {
+                    invalid("offset", "must be a whole number, 0 or more".to_owned())
+                })?;
             }
             other => return Err(invalid(other, format!("unknown query parameter `{other}`"))),
         }
@@ -311,10 +380,22 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
     params(("id" = String, Path, description = "Artifact id (UUID)")),
     responses((status = 200, body = crate::openapi::ArtifactDoc), (status = 404, body = crate::openapi::ErrorBodyDoc))
 )]
-pub(crate) async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "artifact")?;
-    match state.orchestrator.store().get(id).await.map_err(storage_error)? {
+    match state
+        .orchestrator
+        .store()
+        .get(id)
+        .await
+        .map_err(storage_error)?
+    {
         Some(artifact) => Ok(HttpResponse::Ok().json(artifact)),
-        None => Err(ApiError::new(ErrorCode::NotFound, format!("no artifact has the id {id}"))),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no artifact has the id {id}"),
+        )),
     }
 }

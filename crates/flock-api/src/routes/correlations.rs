@@ -1,12 +1,12 @@
 //! `/api/v1/correlations/{id}`: a workflow's status and its webhook deliveries.
 
-use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use flock_delivery::DeliveryView;
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::artifacts::storage_error;
-use super::{method_not_allowed, path_id, LoggedCorrelation};
+use super::{LoggedCorrelation, method_not_allowed, path_id};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
@@ -24,7 +24,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn unknown(id: Uuid) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("no workflow has the correlation id {id}"))
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no workflow has the correlation id {id}"),
+    )
 }
 
 /// `GET /api/v1/correlations/{id}/status`: state, counts, times and recorded errors.
@@ -68,8 +71,18 @@ pub(crate) async fn webhooks(
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
     let deliveries = state.outbox.deliveries(id).await.map_err(storage_error)?;
-    if deliveries.is_empty() && state.orchestrator.status(id).await.map_err(storage_error)?.is_none() {
+    if deliveries.is_empty()
+        && state
+            .orchestrator
+            .status(id)
+            .await
+            .map_err(storage_error)?
+            .is_none()
+    {
         return Err(unknown(id));
     }
-    Ok(HttpResponse::Ok().json(Deliveries { correlation_id: id, deliveries }))
+    Ok(HttpResponse::Ok().json(Deliveries {
+        correlation_id: id,
+        deliveries,
+    }))
 }

@@ -28,7 +28,10 @@ pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 /// Parses an id from the path; a malformed one names nothing that exists, so it is a 404.
 pub(crate) fn path_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| {
-        ApiError::new(ErrorCode::NotFound, format!("no {what} has the id `{raw}` (ids are UUIDs)"))
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("no {what} has the id `{raw}` (ids are UUIDs)"),
+        )
     })
 }
 

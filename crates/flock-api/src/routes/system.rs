@@ -1,6 +1,6 @@
 //! Agents, health, metrics and the OpenAPI document.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{HttpResponse, web};
 use flock_orchestrator::AgentInfo;
 use serde::Serialize;
 
@@ -11,7 +11,9 @@ use crate::state::AppState;
 /// Routes under `/api/v1`.
 pub(crate) fn configure_api(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/agents").route(web::get().to(agents)).default_service(web::to(method_not_allowed)),
+        web::resource("/agents")
+            .route(web::get().to(agents))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/openapi.json")
@@ -23,10 +25,14 @@ pub(crate) fn configure_api(cfg: &mut web::ServiceConfig) {
 /// Routes at the root.
 pub(crate) fn configure_root(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/health").route(web::get().to(health)).default_service(web::to(method_not_allowed)),
+        web::resource("/health")
+            .route(web::get().to(health))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/metrics").route(web::get().to(metrics)).default_service(web::to(method_not_allowed)),
+        web::resource("/metrics")
+            .route(web::get().to(metrics))
+            .default_service(web::to(method_not_allowed)),
     );
 }
 
@@ -38,7 +44,9 @@ pub(crate) struct Agents {
 /// `GET /api/v1/agents`: every agent with what it consumes and publishes.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "system", responses((status = 200, body = crate::openapi::AgentsDoc)))]
 pub(crate) async fn agents(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(Agents { agents: state.orchestrator.agents() })
+    HttpResponse::Ok().json(Agents {
+        agents: state.orchestrator.agents(),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -52,7 +60,11 @@ pub(crate) struct Health {
 /// `GET /health`: `ok` with the version and the delivery backlog.
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = crate::openapi::HealthDoc), (status = 503, body = crate::openapi::ErrorBodyDoc)))]
 pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = state.outbox.counts().await.map_err(super::artifacts::storage_error)?;
+    let counts = state
+        .outbox
+        .counts()
+        .await
+        .map_err(super::artifacts::storage_error)?;
     Ok(HttpResponse::Ok().json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -64,11 +76,15 @@ pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, A
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
 }
 
 /// `GET /api/v1/openapi.json`: this API described as OpenAPI 3.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system", responses((status = 200, content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(crate::openapi::document_json())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::document_json())
 }

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use flock_api::create_app;
 use flock_api::startup::build_state;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::support::settings;
 
@@ -27,13 +27,28 @@ async fn call(req: TestRequest, limit: Option<usize>) -> (StatusCode, Value) {
 }
 
 fn post(path: &str, body: impl Into<Vec<u8>>) -> TestRequest {
-    TestRequest::post().uri(path).insert_header(("content-type", "application/json")).set_payload(body.into())
+    TestRequest::post()
+        .uri(path)
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.into())
 }
 
-fn assert_error(status: StatusCode, body: &Value, expected: u16, code: &str, field: Option<&str>, context: &str) {
+fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    expected: u16,
+    code: &str,
+    field: Option<&str>,
+    context: &str,
+) {
     assert_eq!(status.as_u16(), expected, "{context}: {body}");
     assert_eq!(body["error"]["code"], code, "{context}: {body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{context}: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{context}: {body}"
+    );
     match field {
         Some(field) => assert_eq!(body["error"]["field"], field, "{context}: {body}"),
         None => assert!(body["error"].get("field").is_none(), "{context}: {body}"),
@@ -53,7 +68,17 @@ async fn malformed_bodies_are_400() {
     for path in ["/api/v1/artifacts", "/api/v1/artifacts/sync"] {
         for body in &bodies {
             let (status, value) = call(post(path, body.clone()), None).await;
-            assert_error(status, &value, 400, "malformed_json", None, &format!("{path} {:?}", String::from_utf8_lossy(&body[..body.len().min(40)])));
+            assert_error(
+                status,
+                &value,
+                400,
+                "malformed_json",
+                None,
+                &format!(
+                    "{path} {:?}",
+                    String::from_utf8_lossy(&body[..body.len().min(40)])
+                ),
+            );
         }
     }
 }
@@ -76,29 +101,144 @@ async fn bodies_over_the_limit_are_413() {
 async fn invalid_fields_are_422_naming_the_field() {
     let cases: Vec<(&str, Value, &str, &str)> = vec![
         ("/api/v1/artifacts", json!([1]), "validation_error", ""),
-        ("/api/v1/artifacts", json!({"payload": {}}), "validation_error", "type"),
-        ("/api/v1/artifacts", json!({"type": "a b", "payload": {}}), "validation_error", "type"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": 3}), "validation_error", "payload"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "extra": true}), "validation_error", "extra"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "tags": [""]}), "validation_error", "tags[0]"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook": {"url": "nope"}}), "validation_error", "webhook.url"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook": {"url": "ftp://e.com"}}), "validation_error", "webhook.url"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook": {"url": "https://u:p@e.com"}}), "validation_error", "webhook.url"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook": {"url": "https://e.com", "secret": ""}}), "validation_error", "webhook.secret"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook": {"url": "https://e.com", "secret": "whsec_!!"}}), "validation_error", "webhook.secret"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook_url": "https://e.com", "webhook_secret": "whsec_"}), "validation_error", "webhook_secret"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook": {"url": "https://e.com"}, "webhook_url": "https://e.com"}), "validation_error", "webhook"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook": {"url": "http://127.0.0.1:9/h"}}), "webhook_address_refused", "webhook.url"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook_url": "http://[::ffff:127.0.0.1]/h"}), "webhook_address_refused", "webhook_url"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook_url": "http://169.254.169.254/latest"}), "webhook_address_refused", "webhook_url"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook_url": "http://localhost:8080/"}), "webhook_address_refused", "webhook_url"),
-        ("/api/v1/artifacts", json!({"type": "A", "payload": {}, "webhook_url": "http://10.1.2.3/"}), "webhook_address_refused", "webhook_url"),
-        ("/api/v1/artifacts/sync", json!({"type": "A", "payload": {}, "timeout": 0}), "validation_error", "timeout"),
-        ("/api/v1/artifacts/sync", json!({"type": "A", "payload": {}, "timeout": 301}), "validation_error", "timeout"),
-        ("/api/v1/artifacts/sync", json!({"type": "A", "payload": {}, "timeout": "soon"}), "validation_error", "timeout"),
-        ("/api/v1/artifacts/sync", json!({"type": "A", "payload": {}, "filters": {"type_names": [1]}}), "validation_error", "filters.type_names[0]"),
-        ("/api/v1/artifacts/sync", json!({"type": "A", "payload": {}, "filters": {"kinds": []}}), "validation_error", "filters.kinds"),
-        ("/api/v1/artifacts/sync", json!({"type": "A", "payload": {}, "webhook": {"url": "http://192.168.1.1/"}}), "webhook_address_refused", "webhook.url"),
+        (
+            "/api/v1/artifacts",
+            json!({"payload": {}}),
+            "validation_error",
+            "type",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "a b", "payload": {}}),
+            "validation_error",
+            "type",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": 3}),
+            "validation_error",
+            "payload",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "extra": true}),
+            "validation_error",
+            "extra",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "tags": [""]}),
+            "validation_error",
+            "tags[0]",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "nope"}}),
+            "validation_error",
+            "webhook.url",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "ftp://e.com"}}),
+            "validation_error",
+            "webhook.url",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "https://u:p@e.com"}}),
+            "validation_error",
+            "webhook.url",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "https://e.com", "secret": ""}}),
+            "validation_error",
+            "webhook.secret",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "https://e.com", "secret": "whsec_!!"}}),
+            "validation_error",
+            "webhook.secret",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook_url": "https://e.com", "webhook_secret": "whsec_"}),
+            "validation_error",
+            "webhook_secret",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "https://e.com"}, "webhook_url": "https://e.com"}),
+            "validation_error",
+            "webhook",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "http://127.0.0.1:9/h"}}),
+            "webhook_address_refused",
+            "webhook.url",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook_url": "http://[::ffff:127.0.0.1]/h"}),
+            "webhook_address_refused",
+            "webhook_url",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook_url": "http://169.254.169.254/latest"}),
+            "webhook_address_refused",
+            "webhook_url",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook_url": "http://localhost:8080/"}),
+            "webhook_address_refused",
+            "webhook_url",
+        ),
+        (
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}, "webhook_url": "http://10.1.2.3/"}),
+            "webhook_address_refused",
+            "webhook_url",
+        ),
+        (
+            "/api/v1/artifacts/sync",
+            json!({"type": "A", "payload": {}, "timeout": 0}),
+            "validation_error",
+            "timeout",
+        ),
+        (
+            "/api/v1/artifacts/sync",
+            json!({"type": "A", "payload": {}, "timeout": 301}),
+            "validation_error",
+            "timeout",
+        ),
+        (
+            "/api/v1/artifacts/sync",
+            json!({"type": "A", "payload": {}, "timeout": "soon"}),
+            "validation_error",
+            "timeout",
+        ),
+        (
+            "/api/v1/artifacts/sync",
+            json!({"type": "A", "payload": {}, "filters": {"type_names": [1]}}),
+            "validation_error",
+            "filters.type_names[0]",
+        ),
+        (
+            "/api/v1/artifacts/sync",
+            json!({"type": "A", "payload": {}, "filters": {"kinds": []}}),
+            "validation_error",
+            "filters.kinds",
+        ),
+        (
+            "/api/v1/artifacts/sync",
+            json!({"type": "A", "payload": {}, "webhook": {"url": "http://192.168.1.1/"}}),
+            "webhook_address_refused",
+            "webhook.url",
+        ),
     ];
     for (path, body, code, field) in cases {
         let (status, value) = call(post(path, body.to_string()), None).await;
@@ -121,7 +261,11 @@ async fn bad_queries_are_422_naming_the_parameter() {
         ("colour=red", "colour"),
     ];
     for (query, field) in cases {
-        let (status, value) = call(TestRequest::get().uri(&format!("/api/v1/artifacts?{query}")), None).await;
+        let (status, value) = call(
+            TestRequest::get().uri(&format!("/api/v1/artifacts?{query}")),
+            None,
+        )
+        .await;
         assert_error(status, &value, 422, "validation_error", Some(field), query);
     }
 }
@@ -153,15 +297,25 @@ async fn unknown_routes_and_ids_are_404_wrong_methods_405() {
     ];
     for req in wrong {
         let (status, value) = call(req, None).await;
-        assert_error(status, &value, 405, "method_not_allowed", None, "wrong method");
+        assert_error(
+            status,
+            &value,
+            405,
+            "method_not_allowed",
+            None,
+            "wrong method",
+        );
     }
 }
 
 #[actix_web::test]
 async fn bad_idempotency_keys_are_400() {
     for key in ["has space", &"k".repeat(256)] {
-        let req = post("/api/v1/artifacts", json!({"type": "A", "payload": {}}).to_string())
-            .insert_header(("x-idempotency-key", key));
+        let req = post(
+            "/api/v1/artifacts",
+            json!({"type": "A", "payload": {}}).to_string(),
+        )
+        .insert_header(("x-idempotency-key", key));
         let (status, value) = call(req, None).await;
         assert_error(status, &value, 400, "invalid_header", None, key);
     }
@@ -171,7 +325,12 @@ async fn bad_idempotency_keys_are_400() {
 #[actix_web::test]
 async fn no_body_produces_a_server_error() {
     let mut bodies = vec![
-        json!(null), json!(true), json!(1.5), json!("text"), json!([]), json!({}),
+        json!(null),
+        json!(true),
+        json!(1.5),
+        json!("text"),
+        json!([]),
+        json!({}),
         json!({"type": null, "payload": null}),
         json!({"type": "A", "payload": {}, "webhook": null, "tags": null}),
         json!({"type": "A", "payload": {}, "webhook": {"url": null}}),
@@ -187,7 +346,9 @@ async fn no_body_produces_a_server_error() {
     for n in 0..40u32 {
         let mut payload = serde_json::Map::new();
         payload.insert(format!("k{n}"), json!("v".repeat(n as usize)));
-        bodies.push(json!({"type": format!("T{n}"), "payload": payload, "tags": [format!("t{}", n % 3)]}));
+        bodies.push(
+            json!({"type": format!("T{n}"), "payload": payload, "tags": [format!("t{}", n % 3)]}),
+        );
     }
     for path in ["/api/v1/artifacts", "/api/v1/artifacts/sync"] {
         for body in &bodies {

@@ -3,4 +3,7 @@
 
 mod bad_input;
 mod config;
+mod process;
+mod routes;
+mod server;
 mod support;

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use flock_api::config::Settings;
 use flock_api::startup::{Application, StopReport};
 use flock_models::WebhookPayload;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{Notify, oneshot};
 
 /// Upper bound for anything a test waits for; only ever a failure limit.
 pub(crate) const LONG: Duration = Duration::from_secs(30);
@@ -39,13 +39,20 @@ pub(crate) struct TestApp {
 
 impl TestApp {
     pub(crate) async fn start(settings: Settings) -> TestApp {
-        let app = Application::build(settings).await.expect("the server builds");
+        let app = Application::build(settings)
+            .await
+            .expect("the server builds");
         let address = app.address();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        TestApp { address, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -53,7 +60,12 @@ impl TestApp {
     }
 
     pub(crate) async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
@@ -82,12 +94,17 @@ impl TestApp {
     ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + LONG;
         loop {
-            let body = self.get_json(&format!("/api/v1/correlations/{correlation}/webhooks")).await;
+            let body = self
+                .get_json(&format!("/api/v1/correlations/{correlation}/webhooks"))
+                .await;
             let deliveries = body["deliveries"].as_array().unwrap().clone();
             if done(&deliveries) {
                 return deliveries;
             }
-            assert!(Instant::now() < deadline, "deliveries never settled: {deliveries:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "deliveries never settled: {deliveries:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -106,7 +123,6 @@ impl Drop for TestApp {
 pub(crate) struct Received {
     pub(crate) headers: HashMap<String, String>,
     pub(crate) body: Vec<u8>,
-    pub(crate) at: Instant,
 }
 
 impl Received {
@@ -118,10 +134,25 @@ impl Received {
         serde_json::from_slice(&self.body).unwrap()
     }
 
-    /// Checks both signatures with `flock-signing`.
+    /// Whether both signatures verify with `secret`.
+    pub(crate) fn verify_ok(&self, secret: &str) -> bool {
+        self.check(secret).is_ok()
+    }
+
+    /// Checks both signatures with `flock-signing`, panicking with the reason if one fails.
     pub(crate) fn verify(&self, secret: &str) {
-        flock_signing::verify_flock_signature(self.header("x-flock-signature"), &self.body, secret.as_bytes())
-            .unwrap();
+        if let Err(reason) = self.check(secret) {
+            panic!("signature check failed: {reason}");
+        }
+    }
+
+    fn check(&self, secret: &str) -> Result<(), String> {
+        flock_signing::verify_flock_signature(
+            self.header("x-flock-signature"),
+            &self.body,
+            secret.as_bytes(),
+        )
+        .map_err(|e| format!("X-Flock-Signature: {e}"))?;
         flock_signing::verify_standard(
             secret,
             self.header("webhook-id"),
@@ -130,7 +161,7 @@ impl Received {
             &self.body,
             flock_signing::DEFAULT_TOLERANCE,
         )
-        .unwrap();
+        .map_err(|e| format!("webhook-signature: {e}"))
     }
 }
 
@@ -151,6 +182,7 @@ struct Shared {
     script: Script,
     arrived: Notify,
     released: Notify,
+    answered: AtomicUsize,
     release_all: std::sync::atomic::AtomicBool,
 }
 
@@ -169,21 +201,30 @@ impl Receiver {
             script,
             arrived: Notify::new(),
             released: Notify::new(),
+            answered: AtomicUsize::new(0),
             release_all: std::sync::atomic::AtomicBool::new(false),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let data = web::Data::from(Arc::clone(&shared));
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .listen(listener)
-            .unwrap()
-            .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)
+        .unwrap()
+        .run();
         let handle = server.handle();
         tokio::spawn(server);
-        Receiver { url, shared, server: handle }
+        Receiver {
+            url,
+            shared,
+            server: handle,
+        }
     }
 
     pub(crate) fn received(&self) -> Vec<Received> {
@@ -199,9 +240,18 @@ impl Receiver {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "only {} of {n} requests arrived", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} requests arrived",
+                got.len()
+            );
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
+    }
+
+    /// How many requests have been answered (or are being answered after their delay).
+    pub(crate) fn answered(&self) -> usize {
+        self.shared.answered.load(Ordering::SeqCst)
     }
 
     /// Lets held answers go.
@@ -223,7 +273,10 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
-    shared.received.lock().unwrap().push(Received { headers, body: body.to_vec(), at: Instant::now() });
+    shared.received.lock().unwrap().push(Received {
+        headers,
+        body: body.to_vec(),
+    });
     shared.arrived.notify_waiters();
     if shared.script.hold {
         loop {
@@ -237,9 +290,67 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
     if !shared.script.delay.is_zero() {
         tokio::time::sleep(shared.script.delay).await;
     }
+    shared.answered.fetch_add(1, Ordering::SeqCst);
     if n <= shared.script.fail_first {
         HttpResponse::InternalServerError().finish()
     } else {
         HttpResponse::Ok().finish()
     }
+}
+
+/// A directory for agent scripts and files, removed on drop.
+pub(crate) struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("flock-api-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes a file and returns its path as a string.
+    pub(crate) fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A command agent (python3) that answers one artifact of type `publishes` whose payload names
+/// the input it consumed, after sleeping `sleep_secs`.
+pub(crate) fn transform_agent(
+    dir: &TempDir,
+    name: &str,
+    consumes: &str,
+    publishes: &str,
+    sleep_secs: f64,
+) -> flock_orchestrator::AgentSpec {
+    let script = dir.write(
+        "transform.py",
+        r#"
+import json, sys, time
+request = json.load(sys.stdin)
+time.sleep(float(sys.argv[2]))
+consumed = request["artifacts"][0]
+print(json.dumps({"artifacts": [{
+    "type": sys.argv[1],
+    "payload": {"from": consumed["id"], "by": request["agent"]},
+    "tags": ["generated"],
+}]}))
+"#,
+    );
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "consumes": [consumes],
+        "publishes": [publishes],
+        "command": ["python3", script, publishes, sleep_secs.to_string()],
+        "timeout_ms": 20_000,
+    }))
+    .unwrap()
 }

@@ -1,0 +1,105 @@
+//! Routes through the production app factory in process (`init_service`), with access to the
+//! shared state: the webhook registry empties as workflows go idle; the default secret signs.
+
+use std::time::{Duration, Instant};
+
+use actix_web::test::{self, TestRequest};
+use flock_api::create_app;
+use flock_api::startup::build_state;
+use flock_orchestrator::WaitOutcome;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::{LONG, Receiver, Script, TestApp, settings};
+
+#[actix_web::test]
+async fn webhook_contexts_leave_the_registry_once_workflows_are_idle() {
+    let (state, _dispatcher) = build_state(&settings()).await.unwrap();
+    let app = test::init_service(create_app(state.clone())).await;
+    let mut correlations = Vec::new();
+    for i in 0..20 {
+        let req = TestRequest::post()
+            .uri("/api/v1/artifacts")
+            .set_json(json!({"type": "Idea", "payload": {"i": i},
+                             "webhook": {"url": format!("https://example.com/hook/{i}"), "secret": format!("s{i}")}}))
+            .to_request();
+        let answer: Value = test::call_and_read_body_json(&app, req).await;
+        correlations.push(Uuid::parse_str(answer["correlation_id"].as_str().unwrap()).unwrap());
+    }
+    for correlation in &correlations {
+        assert_eq!(
+            state.orchestrator.wait_idle(*correlation, LONG).await,
+            WaitOutcome::Idle
+        );
+    }
+    let deadline = Instant::now() + LONG;
+    while !state.registry.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} contexts left behind",
+            state.registry.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every workflow got its delivery, to its own URL.
+    for (i, correlation) in correlations.iter().enumerate() {
+        let deliveries = state.outbox.deliveries(*correlation).await.unwrap();
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].url, format!("https://example.com/hook/{i}"));
+    }
+}
+
+#[actix_web::test]
+async fn a_refused_publish_leaves_no_context_behind() {
+    let (state, _dispatcher) = build_state(&settings()).await.unwrap();
+    let app = test::init_service(create_app(state.clone())).await;
+    state.orchestrator.shutdown(Duration::from_millis(10)).await;
+    let req = TestRequest::post()
+        .uri("/api/v1/artifacts")
+        .set_json(json!({"type": "Idea", "payload": {}, "webhook_url": "https://example.com/h"}))
+        .to_request();
+    let response = test::call_service(&app, req).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = test::read_body_json(response).await;
+    assert_eq!(body["error"]["code"], "shutting_down");
+    assert!(state.registry.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_secret_signs_webhooks_that_name_none() {
+    let mut s = settings();
+    s.webhooks.default_secret = Some(flock_models::Secret::new("server-default").unwrap());
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    app.post(
+        "/api/v1/artifacts",
+        &json!({"type": "Idea", "payload": {}, "webhook_url": receiver.url}),
+    )
+    .await;
+    app.post(
+        "/api/v1/artifacts",
+        &json!({"type": "Idea", "payload": {}, "webhook_url": receiver.url, "webhook_secret": "own"}),
+    )
+    .await;
+    let received = receiver.wait_for(2).await;
+    let mut secrets: Vec<&str> = received
+        .iter()
+        .map(|r| {
+            let own = flock_signing::verify_flock_signature(
+                r.header("x-flock-signature"),
+                &r.body,
+                b"own",
+            )
+            .is_ok();
+            if own { "own" } else { "server-default" }
+        })
+        .collect();
+    secrets.sort_unstable();
+    assert_eq!(secrets, ["own", "server-default"]);
+    received
+        .iter()
+        .find(|r| r.verify_ok("server-default"))
+        .expect("one signed with the default");
+    receiver.stop().await;
+    app.stop().await;
+}
