@@ -325,7 +325,7 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
         match shared
             .config
             .retry
-            .decide(claimed.attempt, &sent.outcome, fastrand::f64())
+            .decide(claimed.round_attempt, &sent.outcome, fastrand::f64())
         {
             Decision::Delivered => Resolution::Delivered,
             Decision::RetryAfter(wait) => Resolution::RetryAt(add(finished, wait)),
