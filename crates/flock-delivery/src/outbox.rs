@@ -217,6 +217,15 @@ pub struct OutboxCounts {
     pub in_flight: u64,
 }
 
+/// What [`Outbox::record_and_claim`] did: the record's result and the claim's.
+#[derive(Debug)]
+pub struct RecordedAndClaimed {
+    /// As [`Outbox::record`] answers.
+    pub recorded: Result<(), OutboxError>,
+    /// As [`Outbox::claim`] answers.
+    pub claimed: Result<Vec<ClaimedDelivery>, OutboxError>,
+}
+
 /// Why an outbox could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboxError {
@@ -281,6 +290,24 @@ pub trait Outbox: Send + Sync + 'static {
         attempt: AttemptView,
         resolution: Resolution,
     ) -> Result<(), OutboxError>;
+
+    /// Records an attempt as [`Outbox::record`] does, then claims up to `limit` deliveries due
+    /// at `now` as [`Outbox::claim`] does: a dispatcher's attempt slot hands in its result and
+    /// takes its next delivery in one call. The default makes the two calls in turn; a durable
+    /// outbox does both in one write. The claim happens whatever the record's result.
+    async fn record_and_claim(
+        &self,
+        lease: &Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> RecordedAndClaimed {
+        let recorded = self.record(lease, attempt, resolution).await;
+        let claimed = self.claim(now, limit, lease_for).await;
+        RecordedAndClaimed { recorded, claimed }
+    }
 
     /// The deliveries of workflow `correlation_id` with their attempts, by sequence.
     ///

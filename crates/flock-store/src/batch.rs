@@ -1,7 +1,7 @@
 //! Batch helpers both backends use: screening publishes for repeated ids, grouping claims,
 //! handing claimed deliveries to their claims, and what a recorded attempt does to its delivery.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tracing::error;
 use uuid::Uuid;
 
 use crate::durable::ReadError;
-use crate::ops::{Done, Input, Op, Refusal};
+use crate::ops::{ClaimRequest, Done, Input, Op, Refusal};
 use crate::rows::ClaimFields;
 
 /// How a recorded attempt leaves its delivery: (state, due, failure, completed).
@@ -76,46 +76,100 @@ pub(crate) fn screen_publishes(ops: &mut [Op]) -> Vec<usize> {
     accepted
 }
 
-/// Claims grouped by lease length: each group is claimed with one statement at the earliest of
-/// its `now`s (so no claim gets a delivery due after the time it asked at).
-pub(crate) fn claim_groups(ops: &[Op]) -> Vec<(Duration, OffsetDateTime, usize, Vec<usize>)> {
-    let mut groups: Vec<(Duration, OffsetDateTime, usize, Vec<usize>)> = Vec::new();
+/// The claims of a batch with one lease length: claimed with one statement, at the earliest
+/// of their `now`s (so no claim gets a delivery due after the time it asked at), for the sum of
+/// their limits.
+pub(crate) struct ClaimGroup {
+    pub(crate) lease_for: Duration,
+    pub(crate) at: OffsetDateTime,
+    pub(crate) limit: usize,
+    /// The writes that asked, in order, with their limits.
+    pub(crate) members: Vec<(usize, usize)>,
+}
+
+/// The batch's claims (claims, and records followed by a claim), grouped by lease length.
+pub(crate) fn claim_groups(ops: &[Op]) -> Vec<ClaimGroup> {
+    let mut groups: Vec<ClaimGroup> = Vec::new();
     for (index, op) in ops.iter().enumerate() {
-        if let Input::Claim {
-            now,
-            limit,
-            lease_for,
-        } = op.input
-        {
-            match groups.iter_mut().find(|g| g.0 == lease_for) {
-                Some(group) => {
-                    group.1 = group.1.min(now);
-                    group.2 = group.2.saturating_add(limit);
-                    group.3.push(index);
-                }
-                None => groups.push((lease_for, now, limit, vec![index])),
+        let request = match op.input {
+            Input::Claim {
+                now,
+                limit,
+                lease_for,
+            } => ClaimRequest {
+                now,
+                limit,
+                lease_for,
+            },
+            Input::Record {
+                then_claim: Some(request),
+                ..
+            } => request,
+            _ => continue,
+        };
+        match groups.iter_mut().find(|g| g.lease_for == request.lease_for) {
+            Some(group) => {
+                group.at = group.at.min(request.now);
+                group.limit = group.limit.saturating_add(request.limit);
+                group.members.push((index, request.limit));
             }
+            None => groups.push(ClaimGroup {
+                lease_for: request.lease_for,
+                at: request.now,
+                limit: request.limit,
+                members: vec![(index, request.limit)],
+            }),
         }
     }
     groups
 }
 
-/// Hands claimed deliveries (in id order) to the claims of a group, in order.
-pub(crate) fn distribute(ops: &mut [Op], members: &[usize], claimed: Vec<ClaimedDelivery>) {
+/// Hands a group's claimed deliveries to its members, in order.
+pub(crate) fn distribute(
+    members: &[(usize, usize)],
+    claimed: Vec<ClaimedDelivery>,
+    to: &mut HashMap<usize, Vec<ClaimedDelivery>>,
+) {
     let mut claimed = claimed.into_iter();
-    for &index in members {
-        let limit = match ops[index].input {
-            Input::Claim { limit, .. } => limit,
-            _ => 0,
+    for &(index, limit) in members {
+        to.insert(index, claimed.by_ref().take(limit).collect());
+    }
+}
+
+/// Sets the outcomes of a committed batch's claims and records: what each claim got, and
+/// whether each record applied. A write missing from both (its results could not be read)
+/// keeps no outcome, and its caller gets an error.
+pub(crate) fn settle(
+    ops: &mut [Op],
+    mut claims: HashMap<usize, Vec<ClaimedDelivery>>,
+    records: &HashMap<usize, Result<(), Refusal>>,
+) {
+    for (index, op) in ops.iter_mut().enumerate() {
+        let outcome = match &op.input {
+            Input::Claim { .. } => claims.remove(&index).map(|c| Ok(Done::Claimed(c))),
+            Input::Record {
+                then_claim: None, ..
+            } => records.get(&index).map(|r| r.map(|()| Done::Recorded)),
+            Input::Record {
+                then_claim: Some(_),
+                ..
+            } => records.get(&index).map(|r| {
+                Ok(Done::RecordedThenClaimed {
+                    recorded: *r,
+                    claimed: claims.remove(&index).unwrap_or_default(),
+                })
+            }),
+            _ => continue,
         };
-        let mine: Vec<ClaimedDelivery> = claimed.by_ref().take(limit).collect();
-        ops[index].done(Ok(Done::Claimed(mine)));
+        if let Some(outcome) = outcome {
+            op.done(outcome);
+        }
     }
 }
 
 /// A claimed row as a [`ClaimedDelivery`]; a row that does not decode is logged and skipped
 /// (it stays claimed until its lease expires).
-pub(crate) fn claimed(
+pub(crate) fn to_claimed(
     fields: Result<ClaimFields, ReadError>,
     token: i64,
     expires_at: OffsetDateTime,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flock_delivery::{
     AttemptView, ClaimedDelivery, DeliveryView, Lease, Outbox, OutboxCounts, OutboxError,
-    Resolution,
+    RecordedAndClaimed, Resolution,
 };
 use flock_models::{Artifact, NewDelivery};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, Page, StoreError};
@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tracing::{debug, error};
 use uuid::Uuid;
 
-use crate::ops::{ArtifactRow, Done, Input, Op, OpError};
+use crate::ops::{ArtifactRow, ClaimRequest, Done, Input, Op, OpError};
 use crate::rows::DecodeError;
 
 /// The most writes one transaction takes.
@@ -69,8 +69,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Closes the connections.
     async fn close(&self);
+
+    /// How long a writer may wait for more writes to join a batch that is much smaller than
+    /// the one before: worth it where a commit is expensive (a disk flush), so that under load
+    /// the writes that arrive a moment apart share one. Zero by default.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
+#[allow(clippy::large_enum_variant)] // Nearly every message is a write; boxing would allocate each.
 enum Message {
     Write(Op),
     Close(oneshot::Sender<()>),
@@ -159,6 +167,8 @@ async fn writer<B: Backend>(
     receiver: Arc<Mutex<mpsc::Receiver<Message>>>,
     notify: Arc<Notify>,
 ) {
+    let linger = backend.linger();
+    let mut last_batch = 0usize;
     loop {
         let mut ops = Vec::new();
         let mut close = None;
@@ -176,6 +186,22 @@ async fn writer<B: Backend>(
                     Err(_) => break,
                 }
             }
+            // Under load (the last batch was large), wait a moment for the writes that are
+            // about to arrive rather than paying a commit for a few.
+            if !linger.is_zero() && ops.len() < last_batch / 2 && close.is_none() {
+                let until = tokio::time::Instant::now() + linger;
+                while ops.len() < last_batch / 2 {
+                    match tokio::time::timeout_at(until, receiver.recv()).await {
+                        Ok(Some(Message::Write(op))) => ops.push(op),
+                        Ok(Some(Message::Close(done))) => {
+                            close = Some(done);
+                            break;
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            last_batch = ops.len();
             if close.is_some() {
                 // Closing: the writes queued so far still go in, then the connections close.
                 while let Ok(message) = receiver.try_recv() {
@@ -348,11 +374,55 @@ impl<B: Backend> Outbox for Durable<B> {
                 lease: *lease,
                 attempt,
                 resolution,
+                then_claim: None,
             })
             .await?
         {
             Done::Recorded => Ok(()),
             other => Err(OutboxError::Backend(unexpected(&other))),
+        }
+    }
+
+    async fn record_and_claim(
+        &self,
+        lease: &Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> RecordedAndClaimed {
+        let answer = self
+            .submit(Input::Record {
+                lease: *lease,
+                attempt,
+                resolution,
+                then_claim: Some(ClaimRequest {
+                    now,
+                    limit,
+                    lease_for,
+                }),
+            })
+            .await;
+        match answer {
+            Ok(Done::RecordedThenClaimed { recorded, claimed }) => RecordedAndClaimed {
+                recorded: recorded.map_err(|r| OpError::Refused(r).into()),
+                claimed: Ok(claimed),
+            },
+            Ok(other) => {
+                let err = OutboxError::Backend(unexpected(&other));
+                RecordedAndClaimed {
+                    recorded: Err(err.clone()),
+                    claimed: Err(err),
+                }
+            }
+            Err(err) => {
+                let err = OutboxError::from(err);
+                RecordedAndClaimed {
+                    recorded: Err(err.clone()),
+                    claimed: Err(err),
+                }
+            }
         }
     }
 

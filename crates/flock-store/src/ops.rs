@@ -55,11 +55,12 @@ pub(crate) enum Input {
         limit: usize,
         lease_for: Duration,
     },
-    /// An attempt's result under a lease.
+    /// An attempt's result under a lease, and maybe a claim right after it.
     Record {
         lease: Lease,
         attempt: AttemptView,
         resolution: Resolution,
+        then_claim: Option<ClaimRequest>,
     },
     /// A failed delivery, queued again.
     Redeliver { id: Uuid, now: OffsetDateTime },
@@ -78,7 +79,7 @@ impl Input {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Input::Publish { .. } => "publish",
             Input::Claim { .. } => "claim",
@@ -89,12 +90,25 @@ impl Input {
     }
 }
 
+/// A claim that follows a record in the same write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimRequest {
+    pub(crate) now: OffsetDateTime,
+    pub(crate) limit: usize,
+    pub(crate) lease_for: Duration,
+}
+
 /// What a write did.
 #[derive(Debug)]
 pub(crate) enum Done {
     Stored,
     Claimed(Vec<ClaimedDelivery>),
     Recorded,
+    /// A record (applied or refused) and the claim after it.
+    RecordedThenClaimed {
+        recorded: Result<(), Refusal>,
+        claimed: Vec<ClaimedDelivery>,
+    },
     Redelivered,
     Pruned(u64),
 }
@@ -187,7 +201,7 @@ impl Op {
             Some(Ok(done)) => Ok(done),
             Some(Err(refusal)) => Err(OpError::Refused(refusal)),
             None => Err(OpError::Backend(format!(
-                "the {kind} was not applied by its batch"
+                "the store could not tell the outcome of this {kind}"
             ))),
         };
         let applied = answer.is_ok();

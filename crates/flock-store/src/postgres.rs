@@ -3,7 +3,7 @@
 //! another instance holds (`FOR UPDATE SKIP LOCKED`) and leases that let any instance take over
 //! the work of one that died, and a pool of readers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::batch::{
-    add, claim_groups, claimed, distribute, finished, is_duplicate, resolved, screen_publishes,
+    ClaimGroup, add, claim_groups, distribute, finished, is_duplicate, resolved, screen_publishes,
+    settle, to_claimed,
 };
 use crate::durable::{Backend, Durable, ReadError};
 use crate::error::OpenError;
@@ -29,10 +30,14 @@ use crate::rows::{
 use crate::url::PostgresUrl;
 
 /// Writer connections, each committing its own batches.
-const WRITERS: u32 = 4;
+const WRITERS: u32 = 2;
 
 /// Reader connections.
 const READERS: u32 = 4;
+
+/// How long the writer may wait to fill a batch under load: a commit waits for the server's
+/// disk flush (milliseconds), so sharing it is worth a short wait.
+const LINGER: Duration = Duration::from_millis(2);
 
 pub(crate) struct Postgres {
     writer: PgPool,
@@ -187,37 +192,82 @@ fn i64_of(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-impl Postgres {
-    async fn apply(conn: &mut PgConnection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let now = floor_micros(OffsetDateTime::now_utc());
-        Self::publish(conn, ops, now).await?;
-        Self::record(conn, ops).await?;
-        for op in ops.iter_mut() {
-            let outcome = match op.input {
-                Input::Redeliver { id, now } => Some(redeliver(conn, id, now).await?),
-                Input::Prune { before, limit } => Some(prune(conn, before, limit).await?),
-                _ => None,
-            };
-            if let Some(outcome) = outcome {
-                op.done(outcome);
-            }
-        }
-        for (lease_for, at, limit, members) in claim_groups(ops) {
-            let claimed = claim(conn, at, limit, lease_for).await?;
-            distribute(ops, &members, claimed);
-        }
-        Ok(())
-    }
+/// A batch's writes as one statement (data-modifying common table expressions), so a batch
+/// costs one round trip to the server whatever it holds; rows come as arrays (`UNNEST`):
+///
+/// - `$1..$7` artifacts; `$8..$15` deliveries, due at `$16`;
+/// - `$17..$28` attempts with their resolutions: each changes its delivery only while its lease
+///   is still the delivery's claim (checked again on the locked row), and only those changed
+///   get their attempt inserted; the changed deliveries come back as rows of kind 1. (The
+///   deliveries are found by `id = ANY($17)`, so that the plan looks them up by key even when
+///   the table's statistics are stale: a join on the attempts alone was planned as a scan of
+///   every pending delivery per attempt on a table that had grown since its last analysis.)
+/// - claims: up to `$30` deliveries due at `$29` (or whose lease expired by then), skipping rows
+///   other instances hold and the deliveries just recorded, leased with token `$31` until
+///   `$32`; they come back as rows of kind 2, with the due time they had.
+const BATCH: &str = "\
+WITH new_artifacts AS ( \
+    INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) \
+    SELECT r.id, r.type_name, r.payload, r.produced_by, r.correlation_id, \
+           ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.created_at \
+    FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], \
+                $7::timestamptz[]) WITH ORDINALITY \
+         AS r(id, type_name, payload, produced_by, correlation_id, tags, created_at, n) \
+    ORDER BY r.n), \
+new_deliveries AS ( \
+    INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, body, \
+                            artifact_created_at, state, due_at, created_at) \
+    SELECT r.id, r.correlation_id, r.artifact_id, r.sequence, r.url, r.secret, r.body, \
+           r.artifact_created_at, 'pending', $16, $16 \
+    FROM UNNEST($8::uuid[], $9::uuid[], $10::uuid[], $11::int8[], $12::text[], $13::text[], \
+                $14::bytea[], $15::timestamptz[]) \
+         AS r(id, correlation_id, artifact_id, sequence, url, secret, body, artifact_created_at)), \
+recorded AS ( \
+    SELECT * FROM UNNEST($17::uuid[], $18::int8[], $19::text[], $20::timestamptz[], $21::text[], \
+                         $22::timestamptz[], $23::int8[], $24::timestamptz[], $25::int8[], \
+                         $26::text[], $27::text[], $28::int8[]) \
+         AS r(id, token, state, due_at, failure, completed_at, number, started_at, status_code, \
+              error_kind, error, duration_ms)), \
+updated AS ( \
+    UPDATE deliveries AS d SET attempts = d.attempts + 1, lease_token = NULL, state = r.state, \
+        due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
+        body = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.body END, \
+        secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.secret END \
+    FROM recorded AS r \
+    WHERE d.id = ANY($17::uuid[]) AND d.id = r.id AND d.lease_token = r.token \
+      AND d.state = 'pending' \
+    RETURNING d.id), \
+new_attempts AS ( \
+    INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, \
+                          duration_ms) \
+    SELECT r.id, r.number, r.started_at, r.status_code, r.error_kind, r.error, r.duration_ms \
+    FROM recorded AS r JOIN updated AS u ON u.id = r.id), \
+picked AS ( \
+    SELECT id, due_at FROM deliveries \
+    WHERE state = 'pending' AND due_at <= $29 AND id <> ALL($17::uuid[]) \
+    ORDER BY due_at, id LIMIT $30 \
+    FOR UPDATE SKIP LOCKED), \
+leased AS ( \
+    UPDATE deliveries AS d SET lease_token = $31, due_at = $32 \
+    FROM picked WHERE d.id = picked.id \
+    RETURNING picked.due_at AS was_due, d.id, d.correlation_id, d.artifact_id, d.sequence, \
+              d.url, d.secret, d.body, d.artifact_created_at, d.attempts, d.round_start) \
+SELECT 1 AS kind, id, NULL::timestamptz AS was_due, NULL::uuid AS correlation_id, \
+       NULL::uuid AS artifact_id, NULL::int8 AS sequence, NULL::text AS url, \
+       NULL::text AS secret, NULL::bytea AS body, NULL::timestamptz AS artifact_created_at, \
+       NULL::int8 AS attempts, NULL::int8 AS round_start \
+FROM updated \
+UNION ALL \
+SELECT 2, id, was_due, correlation_id, artifact_id, sequence, url, secret, body, \
+       artifact_created_at, attempts, round_start \
+FROM leased";
 
-    async fn publish(
-        conn: &mut PgConnection,
-        ops: &mut [Op],
-        now: OffsetDateTime,
-    ) -> Result<(), sqlx::Error> {
+impl Postgres {
+    /// One batch: [`BATCH`] in one round trip (its own transaction); with redeliveries, prunes
+    /// or claims of another lease length, in a transaction with those.
+    async fn write_batch(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
+        let now = floor_micros(OffsetDateTime::now_utc());
         let accepted = screen_publishes(ops);
-        if accepted.is_empty() {
-            return Ok(());
-        }
         let mut a = ArtifactColumns::default();
         let mut d = DeliveryColumns::default();
         for &index in &accepted {
@@ -248,69 +298,22 @@ impl Postgres {
                 }
             }
         }
-        if !a.id.is_empty() {
-            sqlx::query(
-                "INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) \
-                 SELECT r.id, r.type_name, r.payload, r.produced_by, r.correlation_id, \
-                        ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.created_at \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], \
-                             $7::timestamptz[]) WITH ORDINALITY \
-                      AS r(id, type_name, payload, produced_by, correlation_id, tags, created_at, n) \
-                 ORDER BY r.n",
-            )
-            .bind(a.id)
-            .bind(a.type_name)
-            .bind(a.payload)
-            .bind(a.produced_by)
-            .bind(a.correlation_id)
-            .bind(a.tags)
-            .bind(a.created_at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !d.id.is_empty() {
-            sqlx::query(
-                "INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, body, \
-                     artifact_created_at, state, due_at, created_at) \
-                 SELECT r.id, r.correlation_id, r.artifact_id, r.sequence, r.url, r.secret, r.body, \
-                        r.artifact_created_at, 'pending', $9, $9 \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::text[], \
-                             $7::bytea[], $8::timestamptz[]) \
-                      AS r(id, correlation_id, artifact_id, sequence, url, secret, body, artifact_created_at)",
-            )
-            .bind(d.id)
-            .bind(d.correlation_id)
-            .bind(d.artifact_id)
-            .bind(d.sequence)
-            .bind(d.url)
-            .bind(d.secret)
-            .bind(d.body)
-            .bind(d.artifact_created_at)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        }
-        for index in accepted {
-            ops[index].done(Ok(Done::Stored));
-        }
-        Ok(())
-    }
-
-    async fn record(conn: &mut PgConnection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let mut records: Vec<usize> = Vec::new();
         let mut r = RecordColumns::default();
-        for (index, op) in ops.iter_mut().enumerate() {
+        let mut recorded: Vec<(usize, Uuid)> = Vec::new();
+        let mut refused: Vec<(usize, Uuid)> = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
             let Input::Record {
                 lease,
                 attempt,
                 resolution,
+                ..
             } = &op.input
             else {
                 continue;
             };
+            // A token that does not fit the column was never handed out by this store.
             let Ok(token) = i64::try_from(lease.token) else {
-                let refusal = lost_or_unknown(conn, lease.delivery_id).await?;
-                op.done(Err(refusal));
+                refused.push((index, lease.delivery_id));
                 continue;
             };
             let (state, due, failure, completed) = resolved(*resolution, finished(attempt));
@@ -320,72 +323,169 @@ impl Postgres {
             r.due_at.push(due);
             r.failure.push(failure);
             r.completed_at.push(completed);
-            records.push(index);
+            r.number.push(i64::from(attempt.number));
+            r.started_at.push(attempt.started_at);
+            r.status_code.push(attempt.status_code.map(i64::from));
+            r.error_kind.push(attempt.error_kind.map(ErrorKind::as_str));
+            r.error.push(attempt.error.clone());
+            r.duration_ms.push(i64_of(attempt.duration_ms));
+            recorded.push((index, lease.delivery_id));
         }
-        if records.is_empty() {
-            return Ok(());
+        let mut groups = claim_groups(ops);
+        let first = (!groups.is_empty()).then(|| groups.remove(0));
+        let (claim_at, claim_limit, lease_for) = first
+            .as_ref()
+            .map_or((OffsetDateTime::UNIX_EPOCH, 0, Duration::ZERO), |g| {
+                (g.at, g.limit, g.lease_for)
+            });
+        let token = rows::new_token();
+        let expires_at = floor_micros(add(claim_at, lease_for));
+        let rare = !groups.is_empty()
+            || ops
+                .iter()
+                .any(|op| matches!(op.input, Input::Redeliver { .. } | Input::Prune { .. }));
+
+        let mut conn = self.writer.acquire().await?;
+        if rare {
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
         }
-        let updated: HashSet<Uuid> = sqlx::query_scalar(
-            "UPDATE deliveries AS d SET attempts = d.attempts + 1, lease_token = NULL, \
-                 state = r.state, due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
-                 body = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.body END, \
-                 secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.secret END \
-             FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], $5::text[], \
-                         $6::timestamptz[]) AS r(id, token, state, due_at, failure, completed_at) \
-             WHERE d.id = r.id AND d.lease_token = r.token AND d.state = 'pending' \
-             RETURNING d.id",
+        let result = Self::main(
+            &mut conn,
+            a,
+            d,
+            now,
+            r,
+            claim_at,
+            claim_limit,
+            token,
+            expires_at,
+            ops,
+            groups,
+            rare,
         )
-        .bind(r.id)
-        .bind(r.token)
-        .bind(r.state)
-        .bind(r.due_at)
-        .bind(r.failure)
-        .bind(r.completed_at)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-        let mut kept = Vec::with_capacity(records.len());
-        let mut at = AttemptColumns::default();
-        for index in records {
-            let Input::Record { lease, attempt, .. } = &ops[index].input else {
-                continue;
-            };
-            if !updated.contains(&lease.delivery_id) {
-                let refusal = lost_or_unknown(conn, lease.delivery_id).await?;
-                ops[index].done(Err(refusal));
-                continue;
+        .await;
+        let (updated, mut claims) = match result {
+            Ok(found) => found,
+            Err(e) => {
+                if rare {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                }
+                return Err(e);
             }
-            at.delivery_id.push(lease.delivery_id);
-            at.number.push(i64::from(attempt.number));
-            at.started_at.push(attempt.started_at);
-            at.status_code.push(attempt.status_code.map(i64::from));
-            at.error_kind
-                .push(attempt.error_kind.map(ErrorKind::as_str));
-            at.error.push(attempt.error.clone());
-            at.duration_ms.push(i64_of(attempt.duration_ms));
-            kept.push(index);
+        };
+        // Committed: from here on nothing fails the batch.
+        if let Some(group) = first
+            && let Some(leased) = claims.remove(&usize::MAX)
+        {
+            distribute(&group.members, leased, &mut claims);
         }
-        if !kept.is_empty() {
-            sqlx::query(
-                "INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, duration_ms) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[], $4::int8[], $5::text[], \
-                                      $6::text[], $7::int8[])",
-            )
-            .bind(at.delivery_id)
-            .bind(at.number)
-            .bind(at.started_at)
-            .bind(at.status_code)
-            .bind(at.error_kind)
-            .bind(at.error)
-            .bind(at.duration_ms)
-            .execute(&mut *conn)
-            .await?;
+        for index in accepted {
+            ops[index].done(Ok(Done::Stored));
         }
-        for index in kept {
-            ops[index].done(Ok(Done::Recorded));
+        let mut results: HashMap<usize, Result<(), Refusal>> = HashMap::new();
+        for (index, id) in recorded {
+            if updated.contains(&id) {
+                results.insert(index, Ok(()));
+            } else {
+                refused.push((index, id));
+            }
         }
+        for (index, id) in refused {
+            let refusal = lost_or_unknown(&mut conn, id)
+                .await
+                .unwrap_or(Refusal::LeaseLost(id));
+            results.insert(index, Err(refusal));
+        }
+        settle(ops, claims, &results);
         Ok(())
+    }
+
+    /// Runs [`BATCH`] (and, when `rare`, the batch's other writes and the commit). Returns the
+    /// recorded deliveries, and the claims: the first group's under `usize::MAX`, other groups'
+    /// already handed to their members.
+    #[allow(clippy::too_many_arguments)] // The columns of one statement.
+    async fn main(
+        conn: &mut PgConnection,
+        a: ArtifactColumns,
+        d: DeliveryColumns,
+        now: OffsetDateTime,
+        r: RecordColumns,
+        claim_at: OffsetDateTime,
+        claim_limit: usize,
+        token: i64,
+        expires_at: OffsetDateTime,
+        ops: &mut [Op],
+        groups: Vec<ClaimGroup>,
+        rare: bool,
+    ) -> Result<(HashSet<Uuid>, HashMap<usize, Vec<ClaimedDelivery>>), sqlx::Error> {
+        let rows = sqlx::query(BATCH)
+            .bind(a.id)
+            .bind(a.type_name)
+            .bind(a.payload)
+            .bind(a.produced_by)
+            .bind(a.correlation_id)
+            .bind(a.tags)
+            .bind(a.created_at)
+            .bind(d.id)
+            .bind(d.correlation_id)
+            .bind(d.artifact_id)
+            .bind(d.sequence)
+            .bind(d.url)
+            .bind(d.secret)
+            .bind(d.body)
+            .bind(d.artifact_created_at)
+            .bind(now)
+            .bind(r.id)
+            .bind(r.token)
+            .bind(r.state)
+            .bind(r.due_at)
+            .bind(r.failure)
+            .bind(r.completed_at)
+            .bind(r.number)
+            .bind(r.started_at)
+            .bind(r.status_code)
+            .bind(r.error_kind)
+            .bind(r.error)
+            .bind(r.duration_ms)
+            .bind(floor_micros(claim_at))
+            .bind(i64::try_from(claim_limit).unwrap_or(i64::MAX))
+            .bind(token)
+            .bind(expires_at)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut updated = HashSet::new();
+        let mut leased: Vec<(OffsetDateTime, ClaimedDelivery)> = Vec::new();
+        for row in &rows {
+            let kind: i32 = row.try_get("kind")?;
+            if kind == 1 {
+                updated.insert(row.try_get::<Uuid, _>("id")?);
+            } else if let Ok(was_due) = row.try_get::<OffsetDateTime, _>("was_due")
+                && let Some(c) = to_claimed(claim_fields(row), token, expires_at)
+            {
+                leased.push((was_due, c));
+            }
+        }
+        leased.sort_by_key(|(due, c)| (*due, c.delivery.id));
+        let mut claims = HashMap::new();
+        claims.insert(usize::MAX, leased.into_iter().map(|(_, c)| c).collect());
+        if rare {
+            for op in ops.iter_mut() {
+                let outcome = match op.input {
+                    Input::Redeliver { id, now } => Some(redeliver(conn, id, now).await?),
+                    Input::Prune { before, limit } => Some(prune(conn, before, limit).await?),
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    op.done(outcome);
+                }
+            }
+            for group in groups {
+                let claimed = claim(conn, group.at, group.limit, group.lease_for).await?;
+                distribute(&group.members, claimed, &mut claims);
+            }
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+        }
+        Ok((updated, claims))
     }
 }
 
@@ -420,11 +520,6 @@ struct RecordColumns {
     due_at: Vec<Option<OffsetDateTime>>,
     failure: Vec<Option<&'static str>>,
     completed_at: Vec<Option<OffsetDateTime>>,
-}
-
-#[derive(Default)]
-struct AttemptColumns {
-    delivery_id: Vec<Uuid>,
     number: Vec<i64>,
     started_at: Vec<OffsetDateTime>,
     status_code: Vec<Option<i64>>,
@@ -524,7 +619,7 @@ async fn claim(
         .iter()
         .filter_map(|row| {
             let was_due: OffsetDateTime = row.try_get("was_due").ok()?;
-            claimed(claim_fields(row), token, expires_at).map(|c| (was_due, c))
+            to_claimed(claim_fields(row), token, expires_at).map(|c| (was_due, c))
         })
         .collect();
     ordered.sort_by_key(|(due, c)| (*due, c.delivery.id));
@@ -534,9 +629,7 @@ async fn claim(
 #[async_trait]
 impl Backend for Postgres {
     async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let mut tx = self.writer.begin().await?;
-        Self::apply(&mut tx, ops).await?;
-        tx.commit().await
+        self.write_batch(ops).await
     }
 
     async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError {
@@ -683,5 +776,9 @@ impl Backend for Postgres {
     async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
+    }
+
+    fn linger(&self) -> Duration {
+        LINGER
     }
 }

@@ -6,32 +6,38 @@
 //! included); the WAL is synced to disk at checkpoints, not at every commit, so a power loss or
 //! an operating system crash may lose the last transactions before the checkpoint (the
 //! database stays consistent). Writes from many callers share one transaction (group commit),
-//! and rows go in with multi-row statements of a few fixed sizes, each prepared once.
+//! and a batch's rows go in as JSON array parameters: one prepared statement per kind of write,
+//! whatever the batch holds.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flock_delivery::{ClaimedDelivery, DeliveryView, ErrorKind, OutboxCounts};
-use flock_models::{Artifact, NewDelivery, Secret};
+use flock_models::{Artifact, Secret};
 use flock_orchestrator::{ArtifactQuery, Page};
+use serde::Serialize;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row as _, Sqlite as Lite};
+use sqlx::{ConnectOptions as _, Connection as _, QueryBuilder, Row as _, Sqlite as Lite};
 use time::OffsetDateTime;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, warn};
 use uuid::Uuid;
 
 use crate::batch::{
-    add, claim_groups, claimed, distribute, finished, is_duplicate, resolved, screen_publishes,
+    add, claim_groups, distribute, finished, is_duplicate, resolved, screen_publishes, settle,
+    to_claimed,
 };
 use crate::durable::{Backend, Durable, ReadError};
 use crate::error::OpenError;
-use crate::ops::{ArtifactRow, Done, Input, Op, OpError, Refusal};
+use crate::ops::{Done, Input, Op, OpError, Refusal};
 use crate::rows::{
     self, ArtifactFields, AttemptFields, ClaimFields, DecodeError, DeliveryFields, from_micros,
     micros, micros_ceil,
@@ -44,18 +50,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reader connections.
 const READERS: u32 = 4;
 
-/// Rows per multi-row statement, largest first. Every batch is cut into chunks of these sizes,
-/// so only a few statement texts exist and each stays prepared.
-const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+/// How often a connection of its own copies the WAL into the database file (a passive
+/// checkpoint: it never blocks the writer), so that the writer does not stop to do it.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// SQLite-flavoured statements, one text per chunk size where they take many rows.
+/// WAL pages past which the writer checkpoints by itself anyway (64 MiB of 4 KiB pages): a
+/// safety net should the checkpointer fall behind.
+const WRITER_CHECKPOINT_PAGES: &str = "16384";
+
+/// The SQLite backend: one writer connection (the writer task is its only user) and a pool of
+/// readers.
 pub(crate) struct Sqlite {
-    writer: SqlitePool,
+    writer: Mutex<Option<SqliteConnection>>,
     readers: SqlitePool,
-    insert_artifacts: Vec<String>,
-    insert_deliveries: Vec<String>,
-    record: Vec<String>,
-    insert_attempts: Vec<String>,
+    checkpointer: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
 }
 
 /// Opens (creating it if needed, readable and writable by its owner only) and migrates the
@@ -67,10 +75,10 @@ pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sqlite>>, OpenError>
         path: shown.clone(),
         reason,
     };
-    create_private(&absolute).map_err(|e| fail(e.to_string()))?;
     if std::fs::metadata(&absolute).is_ok_and(|m| m.is_dir()) {
         return Err(fail("it is a directory".to_owned()));
     }
+    create_private(&absolute).map_err(|e| fail(e.to_string()))?;
     let options = SqliteConnectOptions::from_str("sqlite://")
         .map_err(|e| fail(e.to_string()))?
         .filename(&absolute)
@@ -81,26 +89,19 @@ pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sqlite>>, OpenError>
         .foreign_keys(false)
         .statement_cache_capacity(256)
         .pragma("cache_size", "-32768")
-        .pragma("temp_store", "memory");
-    let writer = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(60))
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options.clone())
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+        .pragma("temp_store", "memory")
+        .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES);
+    let mut writer = options.connect().await.map_err(|e| fail(e.to_string()))?;
     // A file that is not a database passes the connection pragmas in some cases; reading the
     // schema does not.
     sqlx::query("SELECT count(*) FROM sqlite_master")
-        .fetch_one(&writer)
+        .fetch_one(&mut writer)
         .await
         .map_err(|e| fail(e.to_string()))?;
     crate::migrations::migrator(crate::migrations::SQLITE)
         .await
         .map_err(|e| fail(e.to_string()))?
-        .run(&writer)
+        .run(&mut writer)
         .await
         .map_err(|e| OpenError::Migrate {
             at: shown.clone(),
@@ -109,41 +110,37 @@ pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sqlite>>, OpenError>
     let readers = SqlitePoolOptions::new()
         .max_connections(READERS)
         .min_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(60))
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
         .map_err(|e| fail(e.to_string()))?;
+    let checkpoints = options.connect().await.map_err(|e| fail(e.to_string()))?;
+    let (stop, stopped) = watch::channel(false);
+    let checkpointer = tokio::spawn(checkpoint(checkpoints, stopped));
     let backend = Sqlite {
-        writer,
+        writer: Mutex::new(Some(writer)),
         readers,
-        insert_artifacts: statements(
-            "INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) VALUES ",
-            "(?, ?, ?, ?, ?, ?, ?)",
-            "",
-        ),
-        insert_deliveries: statements(
-            "INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, body, \
-             artifact_created_at, state, due_at, created_at) VALUES ",
-            "(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            "",
-        ),
-        record: statements(
-            "UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, \
-             state = r.column3, due_at = r.column4, failure = r.column5, completed_at = r.column6, \
-             body = CASE WHEN r.column3 = 'delivered' THEN NULL ELSE body END, \
-             secret = CASE WHEN r.column3 = 'delivered' THEN NULL ELSE secret END \
-             FROM (VALUES ",
-            "(?, ?, ?, ?, ?, ?)",
-            ") AS r WHERE deliveries.id = r.column1 AND deliveries.lease_token = r.column2 \
-             AND deliveries.state = 'pending' RETURNING deliveries.id",
-        ),
-        insert_attempts: statements(
-            "INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, duration_ms) VALUES ",
-            "(?, ?, ?, ?, ?, ?, ?)",
-            "",
-        ),
+        checkpointer: Mutex::new(Some((stop, checkpointer))),
     };
     Ok(Durable::start(backend, 1))
+}
+
+/// Copies the WAL into the database file now and then, until told to stop.
+async fn checkpoint(mut conn: SqliteConnection, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            warn!(error = %e, "an SQLite checkpoint failed; the writer checkpoints by itself past its limit");
+        }
+    }
+    let _ = conn.close().await;
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -169,37 +166,146 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// `head` + `rows` copies of `row` separated by commas + `tail`, for each chunk size.
-fn statements(head: &str, row: &str, tail: &str) -> Vec<String> {
-    CHUNKS
-        .iter()
-        .map(|&n| {
-            let mut sql = String::with_capacity(head.len() + n * (row.len() + 2) + tail.len());
-            sql.push_str(head);
-            for i in 0..n {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(row);
-            }
-            sql.push_str(tail);
-            sql
-        })
-        .collect()
+/// A batch's writes as one text of statements, sent to the connection's thread in one round
+/// trip and prepared once. Rows come as JSON arrays, so the text never changes whatever the
+/// batch holds, and results come back as two rows, each one JSON array. The parameters are
+/// anonymous and bound in order, statement after statement ([`Sqlite::apply`] binds them):
+///
+/// 1. artifacts;
+/// 2. deliveries, whose bodies are slices of one blob, due now;
+/// 3. of the attempts recorded, the deliveries whose lease is still current (result row 1);
+/// 4. those attempts;
+/// 5. what they do to their deliveries;
+/// 6. up to a limit of deliveries due at a time (or whose lease expired by then), earliest due
+///    first (result row 2);
+/// 7. their lease, with a token until an expiry.
+///
+/// Statements that find nothing to do (an empty array, a limit of 0) cost next to nothing.
+/// This relies on sqlx's SQLite driver running every statement of a text (sqlx 0.8).
+const BATCH: &str = "\
+INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) \
+    SELECT unhex(j.value ->> 'i', '-'), j.value ->> 't', j.value ->> 'p', j.value ->> 'b', \
+           unhex(j.value ->> 'c', '-'), j.value ->> 'g', j.value ->> 'a' \
+    FROM json_each(?) AS j ORDER BY j.key; \
+INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, body, \
+                        artifact_created_at, state, due_at, created_at) \
+    SELECT unhex(j.value ->> 'i', '-'), unhex(j.value ->> 'c', '-'), unhex(j.value ->> 'r', '-'), \
+           j.value ->> 's', j.value ->> 'u', j.value ->> 'k', \
+           substr(?, j.value ->> 'o', j.value ->> 'n'), \
+           j.value ->> 'a', 'pending', ?, ? \
+    FROM json_each(?) AS j ORDER BY j.key; \
+SELECT json_group_array(lower(hex(d.id))) \
+    FROM json_each(?) AS j JOIN deliveries AS d ON d.id = unhex(j.value ->> 'i', '-') \
+    WHERE d.lease_token = j.value ->> 'k' AND d.state = 'pending'; \
+INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, duration_ms) \
+    SELECT d.id, j.value ->> 'n', j.value ->> 't', j.value ->> 'h', j.value ->> 'e', \
+           j.value ->> 'x', j.value ->> 'm' \
+    FROM json_each(?) AS j JOIN deliveries AS d ON d.id = unhex(j.value ->> 'i', '-') \
+    WHERE d.lease_token = j.value ->> 'k' AND d.state = 'pending'; \
+UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.s, due_at = r.d, \
+        failure = r.f, completed_at = r.c, \
+        body = CASE WHEN r.s = 'delivered' THEN NULL ELSE body END, \
+        secret = CASE WHEN r.s = 'delivered' THEN NULL ELSE secret END \
+    FROM (SELECT unhex(value ->> 'i', '-') AS i, value ->> 'k' AS k, value ->> 's' AS s, \
+                 value ->> 'd' AS d, value ->> 'f' AS f, value ->> 'c' AS c \
+          FROM json_each(?)) AS r \
+    WHERE deliveries.id = r.i AND deliveries.lease_token = r.k AND deliveries.state = 'pending'; \
+SELECT json_group_array(json_array(lower(hex(id)), lower(hex(correlation_id)), \
+        lower(hex(artifact_id)), sequence, url, secret, \
+        iif(body IS NULL, NULL, lower(hex(body))), artifact_created_at, attempts, round_start, \
+        due_at)) \
+    FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= ? \
+          ORDER BY due_at, id LIMIT ?); \
+UPDATE deliveries SET lease_token = ?, due_at = ? WHERE id IN ( \
+    SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= ? \
+    ORDER BY due_at, id LIMIT ?);";
+
+/// [`BATCH`] in its transaction, committed.
+static BATCH_COMMITTED: LazyLock<String> =
+    LazyLock::new(|| format!("BEGIN IMMEDIATE; {BATCH} COMMIT;"));
+
+/// [`BATCH`] in its transaction, left open for the batch's rarer writes.
+static BATCH_OPEN: LazyLock<String> = LazyLock::new(|| format!("BEGIN IMMEDIATE; {BATCH}"));
+
+/// Claims of a further lease length: up to `?2` deliveries due at `?1`, as [`BATCH`]'s second
+/// result row; then [`LEASE`]. (Numbered placeholders are fine in a text of one statement; in a
+/// text of several, sqlx's SQLite driver binds them wrongly when one skips a number.)
+const DUE: &str = "\
+SELECT json_group_array(json_array(lower(hex(id)), lower(hex(correlation_id)), \
+        lower(hex(artifact_id)), sequence, url, secret, \
+        iif(body IS NULL, NULL, lower(hex(body))), artifact_created_at, attempts, round_start, \
+        due_at)) \
+    FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= ?1 \
+          ORDER BY due_at, id LIMIT ?2)";
+
+/// Leases what [`DUE`] found, with token `?3` until `?4`.
+const LEASE: &str = "\
+UPDATE deliveries SET lease_token = ?3, due_at = ?4 WHERE id IN ( \
+    SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= ?1 \
+    ORDER BY due_at, id LIMIT ?2)";
+
+/// A delivery found due: `[id, correlation, artifact, sequence, url, secret, body, artifact
+/// time, attempts, round start, due]`, ids and body in hex.
+type DueRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+/// An artifact in the `?1` array.
+#[derive(Serialize)]
+struct ArtifactJson<'a> {
+    i: Uuid,
+    t: &'a str,
+    p: &'a str,
+    b: &'a str,
+    c: Uuid,
+    g: String,
+    a: i64,
 }
 
-/// Cuts `items` into chunks of the sizes in [`CHUNKS`]; yields (statement index, chunk).
-fn chunked<T>(items: &[T]) -> impl Iterator<Item = (usize, &[T])> {
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let index = CHUNKS.iter().position(|&n| n <= rest.len())?;
-        let (chunk, tail) = rest.split_at(CHUNKS[index]);
-        rest = tail;
-        Some((index, chunk))
-    })
+/// A delivery for [`INSERT_DELIVERIES`]; its body is `n` bytes at `o` (from 1) of the bodies'
+/// blob.
+#[derive(Serialize)]
+struct DeliveryJson<'a> {
+    i: Uuid,
+    c: Uuid,
+    r: Uuid,
+    s: i64,
+    u: &'a str,
+    k: Option<&'a str>,
+    o: usize,
+    n: usize,
+    a: i64,
+}
+
+/// An attempt and its resolution in the `?4` array.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    i: Uuid,
+    k: i64,
+    s: &'static str,
+    d: Option<i64>,
+    f: Option<&'static str>,
+    c: Option<i64>,
+    n: u32,
+    t: i64,
+    h: Option<u16>,
+    e: Option<&'static str>,
+    x: Option<&'a str>,
+    m: i64,
+}
+
+fn json<T: Serialize>(items: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(items).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 fn opt_micros(value: Option<i64>) -> Result<Option<OffsetDateTime>, DecodeError> {
@@ -255,21 +361,6 @@ fn attempt_fields(row: &SqliteRow) -> Result<AttemptFields, ReadError> {
     })
 }
 
-fn claim_fields(row: &SqliteRow) -> Result<ClaimFields, ReadError> {
-    Ok(ClaimFields {
-        id: row.try_get("id")?,
-        correlation_id: row.try_get("correlation_id")?,
-        artifact_id: row.try_get("artifact_id")?,
-        sequence: row.try_get("sequence")?,
-        url: row.try_get("url")?,
-        secret: row.try_get("secret")?,
-        body: row.try_get("body")?,
-        artifact_created_at: from_micros(row.try_get("artifact_created_at")?)?,
-        attempts: row.try_get("attempts")?,
-        round_start: row.try_get("round_start")?,
-    })
-}
-
 fn push_filters(builder: &mut QueryBuilder<'_, Lite>, query: &ArtifactQuery) {
     builder.push(" WHERE 1 = 1");
     if !query.type_names.is_empty() {
@@ -307,159 +398,189 @@ fn push_filters(builder: &mut QueryBuilder<'_, Lite>, query: &ArtifactQuery) {
 }
 
 impl Sqlite {
-    async fn apply(&self, conn: &mut SqliteConnection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let now = OffsetDateTime::now_utc();
-        self.publish(conn, ops, now).await?;
-        self.record(conn, ops).await?;
-        for op in ops.iter_mut() {
-            let outcome = match op.input {
-                Input::Redeliver { id, now } => Some(redeliver(conn, id, now).await?),
-                Input::Prune { before, limit } => Some(prune(conn, before, limit).await?),
-                _ => None,
-            };
-            if let Some(outcome) = outcome {
-                op.done(outcome);
-            }
-        }
-        for (lease_for, at, limit, members) in claim_groups(ops) {
-            let claimed = claim(conn, at, limit, lease_for).await?;
-            distribute(ops, &members, claimed);
-        }
-        Ok(())
-    }
-
-    async fn publish(
-        &self,
-        conn: &mut SqliteConnection,
-        ops: &mut [Op],
-        now: OffsetDateTime,
-    ) -> Result<(), sqlx::Error> {
+    /// One batch in one transaction: [`BATCH`] in one round trip, then, only when the batch
+    /// holds them, redeliveries, prunes and claims of another lease length one by one.
+    async fn apply(conn: &mut SqliteConnection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
+        let now = micros(OffsetDateTime::now_utc());
         let accepted = screen_publishes(ops);
-        if accepted.is_empty() {
-            return Ok(());
-        }
-        let mut artifacts: Vec<&ArtifactRow> = Vec::new();
-        let mut deliveries: Vec<&NewDelivery> = Vec::new();
+        let mut artifacts: Vec<ArtifactJson<'_>> = Vec::new();
+        let mut deliveries: Vec<DeliveryJson<'_>> = Vec::new();
+        let mut bodies: Vec<u8> = Vec::new();
         for &index in &accepted {
-            if let Input::Publish {
+            let Input::Publish {
                 artifact,
                 deliveries: new,
             } = &ops[index].input
-            {
-                artifacts.extend(artifact.as_ref());
-                deliveries.extend(new.iter());
+            else {
+                continue;
+            };
+            if let Some(a) = artifact {
+                artifacts.push(ArtifactJson {
+                    i: a.id,
+                    t: &a.type_name,
+                    p: &a.payload,
+                    b: &a.produced_by,
+                    c: a.correlation_id,
+                    g: a.tags_json(),
+                    a: micros(a.created_at),
+                });
+            }
+            for d in new {
+                deliveries.push(DeliveryJson {
+                    i: d.id,
+                    c: d.correlation_id,
+                    r: d.artifact_id,
+                    s: i64::try_from(d.sequence).unwrap_or(i64::MAX),
+                    u: d.url.as_str(),
+                    k: d.secret.as_ref().map(Secret::expose),
+                    o: bodies.len() + 1,
+                    n: d.body.len(),
+                    a: micros(d.artifact_created_at),
+                });
+                bodies.extend_from_slice(&d.body);
             }
         }
-        for (statement, chunk) in chunked(&artifacts) {
-            let mut query = sqlx::query(&self.insert_artifacts[statement]);
-            for a in chunk {
-                query = query
-                    .bind(a.id)
-                    .bind(a.type_name.as_str())
-                    .bind(a.payload.as_str())
-                    .bind(a.produced_by.as_str())
-                    .bind(a.correlation_id)
-                    .bind(a.tags_json())
-                    .bind(micros(a.created_at));
-            }
-            query.execute(&mut *conn).await?;
+        let mut records: Vec<RecordJson<'_>> = Vec::new();
+        let mut refused: Vec<(usize, Uuid)> = Vec::new();
+        let mut recorded: Vec<(usize, Uuid)> = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
+            let Input::Record {
+                lease,
+                attempt,
+                resolution,
+                ..
+            } = &op.input
+            else {
+                continue;
+            };
+            // A token that does not fit the column was never handed out by this store.
+            let Ok(token) = i64::try_from(lease.token) else {
+                refused.push((index, lease.delivery_id));
+                continue;
+            };
+            let (state, due, failure, completed) = resolved(*resolution, finished(attempt));
+            records.push(RecordJson {
+                i: lease.delivery_id,
+                k: token,
+                s: state,
+                d: due.map(micros),
+                f: failure,
+                c: completed.map(micros),
+                n: attempt.number,
+                t: micros(attempt.started_at),
+                h: attempt.status_code,
+                e: attempt.error_kind.map(ErrorKind::as_str),
+                x: attempt.error.as_deref(),
+                m: i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
+            });
+            recorded.push((index, lease.delivery_id));
         }
-        let now = micros(now);
-        for (statement, chunk) in chunked(&deliveries) {
-            let mut query = sqlx::query(&self.insert_deliveries[statement]);
-            for d in chunk {
-                query = query
-                    .bind(d.id)
-                    .bind(d.correlation_id)
-                    .bind(d.artifact_id)
-                    .bind(i64::try_from(d.sequence).unwrap_or(i64::MAX))
-                    .bind(d.url.as_str())
-                    .bind(d.secret.as_ref().map(Secret::expose))
-                    .bind(&d.body[..])
-                    .bind(micros(d.artifact_created_at))
-                    .bind(now)
-                    .bind(now);
-            }
-            query.execute(&mut *conn).await?;
+
+        let mut groups = claim_groups(ops);
+        let first = (!groups.is_empty()).then(|| groups.remove(0));
+        let (claim_at, claim_limit, lease_for) = first
+            .as_ref()
+            .map_or((OffsetDateTime::UNIX_EPOCH, 0, Duration::ZERO), |g| {
+                (g.at, g.limit, g.lease_for)
+            });
+        let token = rows::new_token();
+        let expires_at = rows::floor_micros(add(claim_at, lease_for));
+        let rare = !groups.is_empty()
+            || ops
+                .iter()
+                .any(|op| matches!(op.input, Input::Redeliver { .. } | Input::Prune { .. }));
+        let text = if rare {
+            BATCH_OPEN.as_str()
+        } else {
+            BATCH_COMMITTED.as_str()
+        };
+        let records = json(&records)?;
+        let (claim_at, claim_limit) = (
+            micros(claim_at),
+            i64::try_from(claim_limit).unwrap_or(i64::MAX),
+        );
+        // In the order of [`BATCH`]'s placeholders.
+        let results: Vec<String> = sqlx::query_scalar(text)
+            .bind(json(&artifacts)?)
+            .bind(bodies)
+            .bind(now)
+            .bind(now)
+            .bind(json(&deliveries)?)
+            .bind(records.clone())
+            .bind(records.clone())
+            .bind(records)
+            .bind(claim_at)
+            .bind(claim_limit)
+            .bind(token)
+            .bind(micros(expires_at))
+            .bind(claim_at)
+            .bind(claim_limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        let [current, due] = results.as_slice() else {
+            return Err(sqlx::Error::Protocol(format!(
+                "a batch answered {} result rows instead of 2",
+                results.len()
+            )));
+        };
+        // Once committed, nothing fails the batch: a result that does not decode leaves its
+        // writes without an outcome (their callers get an error; claims lapse and are claimed
+        // again).
+        let updated: Option<HashSet<Uuid>> = serde_json::from_str::<Vec<String>>(current)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| Uuid::parse_str(id).ok())
+                    .collect()
+            })
+            .inspect_err(|e| error!(error = %e, "the batch's recorded deliveries cannot be read"))
+            .ok();
+        let mut claims = HashMap::new();
+        if let Some(group) = first
+            && let Some(claimed) = due_claims(due, token, expires_at)
+        {
+            distribute(&group.members, claimed, &mut claims);
         }
+        if rare {
+            for op in ops.iter_mut() {
+                let outcome = match op.input {
+                    Input::Redeliver { id, now } => Some(redeliver(conn, id, now).await?),
+                    Input::Prune { before, limit } => Some(prune(conn, before, limit).await?),
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    op.done(outcome);
+                }
+            }
+            for group in groups {
+                if let Some(claimed) = claim(conn, group.at, group.limit, group.lease_for).await? {
+                    distribute(&group.members, claimed, &mut claims);
+                }
+            }
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+        }
+
         for index in accepted {
             ops[index].done(Ok(Done::Stored));
         }
-        Ok(())
-    }
-
-    async fn record(&self, conn: &mut SqliteConnection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let mut records: Vec<usize> = Vec::new();
-        for (index, op) in ops.iter_mut().enumerate() {
-            if let Input::Record { lease, .. } = &op.input {
-                // A token that does not fit the column was never handed out by this store.
-                if i64::try_from(lease.token).is_ok() {
-                    records.push(index);
+        let mut results: HashMap<usize, Result<(), Refusal>> = HashMap::new();
+        if let Some(updated) = updated {
+            for (index, id) in recorded {
+                if updated.contains(&id) {
+                    results.insert(index, Ok(()));
                 } else {
-                    let id = lease.delivery_id;
-                    let refusal = lost_or_unknown(conn, id).await?;
-                    op.done(Err(refusal));
+                    refused.push((index, id));
                 }
             }
         }
-        if records.is_empty() {
-            return Ok(());
+        // Records that did not apply are refused; say why (a lease that cannot be looked up
+        // is as good as lost).
+        for (index, id) in refused {
+            let refusal = lost_or_unknown(conn, id)
+                .await
+                .unwrap_or(Refusal::LeaseLost(id));
+            results.insert(index, Err(refusal));
         }
-        let mut updated: HashSet<Uuid> = HashSet::with_capacity(records.len());
-        for (statement, chunk) in chunked(&records) {
-            let mut query = sqlx::query(&self.record[statement]);
-            for &index in chunk {
-                if let Input::Record {
-                    lease,
-                    attempt,
-                    resolution,
-                } = &ops[index].input
-                {
-                    let (state, due, failure, completed) = resolved(*resolution, finished(attempt));
-                    query = query
-                        .bind(lease.delivery_id)
-                        .bind(i64::try_from(lease.token).unwrap_or(0))
-                        .bind(state)
-                        .bind(due.map(micros))
-                        .bind(failure)
-                        .bind(completed.map(micros));
-                }
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                updated.insert(row.try_get(0)?);
-            }
-        }
-        let mut kept: Vec<usize> = Vec::with_capacity(records.len());
-        for index in records {
-            let Input::Record { lease, .. } = &ops[index].input else {
-                continue;
-            };
-            if updated.contains(&lease.delivery_id) {
-                kept.push(index);
-            } else {
-                let refusal = lost_or_unknown(conn, lease.delivery_id).await?;
-                ops[index].done(Err(refusal));
-            }
-        }
-        for (statement, chunk) in chunked(&kept) {
-            let mut query = sqlx::query(&self.insert_attempts[statement]);
-            for &index in chunk {
-                if let Input::Record { lease, attempt, .. } = &ops[index].input {
-                    query = query
-                        .bind(lease.delivery_id)
-                        .bind(i64::from(attempt.number))
-                        .bind(micros(attempt.started_at))
-                        .bind(attempt.status_code.map(i64::from))
-                        .bind(attempt.error_kind.map(ErrorKind::as_str))
-                        .bind(attempt.error.as_deref())
-                        .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX));
-                }
-            }
-            query.execute(&mut *conn).await?;
-        }
-        for index in kept {
-            ops[index].done(Ok(Done::Recorded));
-        }
+        settle(ops, claims, &results);
         Ok(())
     }
 }
@@ -537,36 +658,84 @@ async fn claim(
     now: OffsetDateTime,
     limit: usize,
     lease_for: Duration,
-) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+) -> Result<Option<Vec<ClaimedDelivery>>, sqlx::Error> {
     let token = rows::new_token();
     let expires_at = rows::floor_micros(add(now, lease_for));
-    let rows = sqlx::query(
-        "UPDATE deliveries SET lease_token = ?1, due_at = ?2 WHERE id IN (\
-             SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= ?3 \
-             ORDER BY due_at, id LIMIT ?4) \
-         RETURNING id, correlation_id, artifact_id, sequence, url, secret, body, \
-             artifact_created_at, attempts, round_start",
-    )
-    .bind(token)
-    .bind(micros(expires_at))
-    .bind(micros(now))
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut claimed: Vec<ClaimedDelivery> = rows
-        .iter()
-        .filter_map(|row| claimed(claim_fields(row), token, expires_at))
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let due: String = sqlx::query_scalar(DUE)
+        .bind(micros(now))
+        .bind(limit)
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(LEASE)
+        .bind(micros(now))
+        .bind(limit)
+        .bind(token)
+        .bind(micros(expires_at))
+        .execute(&mut *conn)
+        .await?;
+    Ok(due_claims(&due, token, expires_at))
+}
+
+/// The deliveries a claim found due (a JSON array of [`DueRow`]s), leased with `token` until
+/// `expires_at`, earliest due first; `None` (logged) when the array cannot be read.
+fn due_claims(due: &str, token: i64, expires_at: OffsetDateTime) -> Option<Vec<ClaimedDelivery>> {
+    let rows: Vec<DueRow> = serde_json::from_str(due)
+        .inspect_err(|e| {
+            error!(error = %e, "claimed deliveries cannot be read; they are claimed again when their lease expires");
+        })
+        .ok()?;
+    let mut claimed: Vec<(i64, ClaimedDelivery)> = rows
+        .into_iter()
+        .filter_map(|row| {
+            let due = row.10;
+            to_claimed(due_fields(row), token, expires_at).map(|c| (due, c))
+        })
         .collect();
-    claimed.sort_by_key(|c| c.delivery.id);
-    Ok(claimed)
+    claimed.sort_by_key(|(due, c)| (*due, c.delivery.id));
+    Some(claimed.into_iter().map(|(_, c)| c).collect())
+}
+
+/// A row of [`DUE`] as a claimed delivery's fields.
+fn due_fields(row: DueRow) -> Result<ClaimFields, ReadError> {
+    let (id, correlation_id, artifact_id, sequence, url, secret, body, created, attempts, round, _) =
+        row;
+    let uuid = |text: &str| {
+        Uuid::parse_str(text).map_err(|e| ReadError(format!("unreadable stored id: {e}")))
+    };
+    let body = body
+        .map(|hex| {
+            base16ct::lower::decode_vec(hex)
+                .map_err(|e| ReadError(format!("unreadable stored body: {e}")))
+        })
+        .transpose()?;
+    Ok(ClaimFields {
+        id: uuid(&id)?,
+        correlation_id: uuid(&correlation_id)?,
+        artifact_id: uuid(&artifact_id)?,
+        sequence,
+        url,
+        secret,
+        body,
+        artifact_created_at: from_micros(created)?,
+        attempts,
+        round_start: round,
+    })
 }
 
 #[async_trait]
 impl Backend for Sqlite {
     async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        self.apply(&mut tx, ops).await?;
-        tx.commit().await
+        let mut conn = self.writer.lock().await;
+        let Some(conn) = conn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let result = Self::apply(conn, ops).await;
+        if result.is_err() {
+            // Whatever failed, leave no transaction open (there may be none: ignore errors).
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        result
     }
 
     async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError {
@@ -704,34 +873,13 @@ impl Backend for Sqlite {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
-        self.readers.close().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_cover_every_item_once_with_few_statements() {
-        for n in 0..200usize {
-            let items: Vec<usize> = (0..n).collect();
-            let chunks: Vec<(usize, &[usize])> = chunked(&items).collect();
-            let flat: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
-            assert_eq!(flat, items);
-            for (statement, chunk) in &chunks {
-                assert_eq!(CHUNKS[*statement], chunk.len());
-            }
-            assert!(chunks.len() <= n / 64 + 6, "{n}: {}", chunks.len());
+        if let Some((stop, task)) = self.checkpointer.lock().await.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
         }
-    }
-
-    #[test]
-    fn statements_repeat_the_row_once_per_chunk_row() {
-        let texts = statements("INSERT INTO t VALUES ", "(?, ?)", ";");
-        assert_eq!(texts.len(), CHUNKS.len());
-        assert_eq!(texts[CHUNKS.len() - 1], "INSERT INTO t VALUES (?, ?);");
-        assert_eq!(texts[0].matches("(?, ?)").count(), 64);
+        if let Some(writer) = self.writer.lock().await.take() {
+            let _ = writer.close().await;
+        }
+        self.readers.close().await;
     }
 }

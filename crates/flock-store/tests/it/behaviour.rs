@@ -601,3 +601,108 @@ async fn two_instances_claim_each_delivery_once(place: &crate::support::Place) {
     second.close().await;
 }
 on_durable_backends!(two_instances_claim_each_delivery_once);
+
+async fn a_slot_records_and_claims_its_next_delivery_in_one_call(store: &Storage) {
+    let outbox = store.outbox();
+    let cid = Uuid::now_v7();
+    let a = artifact(cid, "Idea");
+    outbox
+        .enqueue((1..=3).map(|s| delivery(&a, s)).collect())
+        .await
+        .unwrap();
+    let at = later(now(), 1);
+    let first = outbox.claim(at, 1, LEASE).await.unwrap().remove(0);
+    let both = outbox
+        .record_and_claim(
+            &first.lease,
+            attempt(1),
+            Resolution::Delivered,
+            at,
+            1,
+            LEASE,
+        )
+        .await;
+    both.recorded.unwrap();
+    let second = both.claimed.unwrap().remove(0);
+    assert_eq!(second.delivery.sequence, 2);
+    // A lost lease is refused, and the slot still gets its next delivery.
+    let both = outbox
+        .record_and_claim(
+            &first.lease,
+            attempt(1),
+            Resolution::Delivered,
+            at,
+            5,
+            LEASE,
+        )
+        .await;
+    assert_eq!(
+        both.recorded,
+        Err(OutboxError::LeaseLost(first.delivery.id))
+    );
+    let rest = both.claimed.unwrap();
+    assert_eq!(
+        rest.iter().map(|c| c.delivery.sequence).collect::<Vec<_>>(),
+        [3]
+    );
+    let views = outbox.deliveries(cid).await.unwrap();
+    assert_eq!(views[0].state, DeliveryState::Delivered);
+    assert_eq!(views[0].attempts.len(), 1);
+    assert_eq!(
+        outbox.counts().await.unwrap(),
+        OutboxCounts {
+            pending: 0,
+            in_flight: 2
+        }
+    );
+}
+on_every_backend!(a_slot_records_and_claims_its_next_delivery_in_one_call);
+
+async fn many_slots_recording_and_claiming_at_once_deliver_everything_once(store: &Storage) {
+    let outbox = store.outbox();
+    let cid = Uuid::now_v7();
+    let a = artifact(cid, "Idea");
+    outbox
+        .enqueue((1..=500).map(|s| delivery(&a, s)).collect())
+        .await
+        .unwrap();
+    let mut slots = Vec::new();
+    for _ in 0..32 {
+        let outbox = Arc::clone(&outbox);
+        slots.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            let mut next = outbox.claim(later(now(), 1), 1, LEASE).await.unwrap().pop();
+            for _ in 0..1000 {
+                let Some(c) = next.take() else { break };
+                done.push(c.delivery.id);
+                let both = outbox
+                    .record_and_claim(
+                        &c.lease,
+                        attempt(1),
+                        Resolution::Delivered,
+                        later(now(), 1),
+                        1,
+                        LEASE,
+                    )
+                    .await;
+                both.recorded.unwrap();
+                next = both.claimed.unwrap().pop();
+            }
+            done
+        }));
+    }
+    let mut all = Vec::new();
+    for slot in slots {
+        all.extend(slot.await.unwrap());
+    }
+    let distinct: HashSet<Uuid> = all.iter().copied().collect();
+    assert_eq!((all.len(), distinct.len()), (500, 500));
+    let views = outbox.deliveries(cid).await.unwrap();
+    assert!(
+        views
+            .iter()
+            .all(|v| v.state == DeliveryState::Delivered && v.attempts.len() == 1)
+    );
+    assert_eq!(outbox.counts().await.unwrap(), OutboxCounts::default());
+}
+on_every_backend!(many_slots_recording_and_claiming_at_once_deliver_everything_once);
