@@ -14,6 +14,8 @@ commands:
   lint                cargo clippy --workspace --all-targets -- -D warnings
   check               cargo check --workspace --all-targets; cargo doc with -D warnings
   test                cargo nextest run --workspace (or cargo test), then the doc tests
+  bench [ARGS...]     build flock-api and flock-bench in release, run flock-bench ARGS
+                      (not part of ci; `bench --quick` for smaller counts, `bench --help`)
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +25,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let flags = &args[1..];
+    if command == "bench" {
+        return bench(flags);
+    }
     let keep_going = flags.iter().any(|f| f == "--keep-going");
     if let Some(unknown) = flags.iter().find(|f| *f != "--keep-going") {
         eprintln!("xtask: unknown option `{unknown}`\n\n{USAGE}");
@@ -115,6 +120,55 @@ fn test() -> Vec<Step> {
         unit,
         Step::new("doc tests", &["test", "--workspace", "--doc"]),
     ]
+}
+
+/// `cargo xtask bench`: a release build of the server and the benchmark program, then the
+/// program, its arguments passed through.
+fn bench(args: &[String]) -> ExitCode {
+    let build = Step::new(
+        "build (release)",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "flock-api",
+            "--bin",
+            "flock-api",
+            "-p",
+            "flock-e2e",
+            "--bin",
+            "flock-bench",
+        ],
+    );
+    if run_steps(&[build], false) != ExitCode::SUCCESS {
+        return ExitCode::FAILURE;
+    }
+    let release = env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| project_root().join("target"), PathBuf::from)
+        .join("release");
+    let exe = env::consts::EXE_SUFFIX;
+    let program = release.join(format!("flock-bench{exe}"));
+    let server = release.join(format!("flock-api{exe}"));
+    eprintln!(
+        "\n==> {} --server {} {}",
+        program.display(),
+        server.display(),
+        args.join(" ")
+    );
+    match Command::new(&program)
+        .arg("--server")
+        .arg(&server)
+        .args(args)
+        .current_dir(project_root())
+        .status()
+    {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("xtask: could not start {}: {err}", program.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn has_nextest() -> bool {
