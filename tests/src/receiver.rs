@@ -26,7 +26,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct Behaviour {
     /// Answer the first N requests with 500, then 200.
     pub fail_first: usize,
-    /// Hold every answer until [`Receiver::release`]; with [`Behaviour::never_answer`], forever.
+    /// Hold every answer until [`Receiver::release`].
     pub hold: bool,
     /// Never answer at all: read the request, then keep the connection open until the client
     /// gives up (the "dead receiver" of the memory benchmark).
@@ -112,7 +112,8 @@ struct Shared {
     answered: AtomicUsize,
     arrived: Notify,
     released: Notify,
-    release_all: AtomicBool,
+    /// While set, answers wait (see [`Receiver::hold`]).
+    holding: AtomicBool,
     /// When on, each body's `artifact.created_at` is read and the arrival latency kept.
     measuring: AtomicBool,
     latencies_us: Mutex<Vec<i64>>,
@@ -142,13 +143,13 @@ impl Receiver {
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            holding: AtomicBool::new(behaviour.hold),
             behaviour,
             received: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             answered: AtomicUsize::new(0),
             arrived: Notify::new(),
             released: Notify::new(),
-            release_all: AtomicBool::new(false),
             measuring: AtomicBool::new(false),
             latencies_us: Mutex::new(Vec::new()),
         });
@@ -218,9 +219,14 @@ impl Receiver {
         }
     }
 
-    /// Lets every held answer go (now and from now on).
+    /// Holds every answer from now on until [`Receiver::release`].
+    pub fn hold(&self) {
+        self.shared.holding.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets every held answer go, and answers at once from now on.
     pub fn release(&self) {
-        self.shared.release_all.store(true, Ordering::SeqCst);
+        self.shared.holding.store(false, Ordering::SeqCst);
         self.shared.released.notify_waiters();
     }
 
@@ -311,14 +317,12 @@ async fn handle(
     if shared.behaviour.never_answer {
         std::future::pending::<()>().await;
     }
-    if shared.behaviour.hold {
-        loop {
-            let released = shared.released.notified();
-            if shared.release_all.load(Ordering::SeqCst) {
-                break;
-            }
-            released.await;
+    loop {
+        let released = shared.released.notified();
+        if !shared.holding.load(Ordering::SeqCst) {
+            break;
         }
+        released.await;
     }
     let status = if n <= shared.behaviour.fail_first {
         StatusCode::INTERNAL_SERVER_ERROR

@@ -271,6 +271,25 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// Stops it: SIGTERM, then up to `limit` for it to exit, then SIGKILL.
+    ///
+    /// # Errors
+    /// The signal cannot be sent, or the process could not be waited for.
+    pub fn stop(mut self, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        if !self.is_running() {
+            return Ok(self.child.try_wait()?);
+        }
+        self.terminate()?;
+        match self.wait_exit(limit) {
+            Ok(status) => Ok(Some(status)),
+            Err(_) => {
+                self.child.kill()?;
+                self.child.wait()?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

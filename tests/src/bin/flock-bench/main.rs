@@ -47,6 +47,22 @@ struct Options {
     /// The `flock-api` binary (default: beside this program).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// Run only these measurements (for profiling one of them); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
+}
+
+/// One measurement of the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// 1 and 2: the ceiling and Flock's deliveries per second.
+    Throughput,
+    /// 3: publish latency with and without a webhook.
+    Publish,
+    /// 4: creation-to-delivery latency at a fixed rate.
+    Fixed,
+    /// 5: peak memory with deliveries pending.
+    Memory,
 }
 
 /// The counts of one run of the program.
@@ -78,6 +94,12 @@ impl Options {
     }
 }
 
+impl Options {
+    fn runs(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
+    }
+}
+
 fn main() -> ExitCode {
     let options = Options::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -102,7 +124,7 @@ fn main() -> ExitCode {
 
 /// The server as the benchmark runs it: the product's defaults (64 deliveries in flight,
 /// 10 s per attempt, retries after 1 s, 2 s, 4 s), loopback allowed, memory store, logs at
-/// `warn` so that per-request log lines are not what is measured.
+/// `warn` (and the start-up lines) so that per-request log lines are not what is measured.
 fn server_config() -> ServerConfig {
     ServerConfig {
         allow_loopback: true,
@@ -111,7 +133,7 @@ fn server_config() -> ServerConfig {
         webhook_timeout_ms: 10_000,
         shutdown_grace_ms: 10_000,
         workers: None,
-        log_level: "warn".to_owned(),
+        log_level: "warn,flock_api::startup=info".to_owned(),
         ..ServerConfig::default()
     }
 }
@@ -122,6 +144,13 @@ async fn start_server(binary: PathBuf, dir: &Workdir) -> anyhow::Result<ServerPr
         ServerProcess::spawn(&binary, &config, Duration::from_secs(60))
     })
     .await?
+}
+
+/// Stops a server with SIGTERM (so a profiler wrapping it can write its data), killing it
+/// if it has not exited after 30 s.
+async fn stop(server: ServerProcess) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(30))).await??;
+    Ok(())
 }
 
 async fn run(options: &Options) -> anyhow::Result<()> {
@@ -144,47 +173,142 @@ async fn run(options: &Options) -> anyhow::Result<()> {
     println!("payload:  1,024-byte JSON object; {CONNECTIONS} connections per closed-loop client");
     println!();
 
+    let mut table = Vec::new();
     let receiver = Receiver::start(Behaviour::default()).await?;
-    let dir = Workdir::new()?;
-    let server = start_server(binary.clone(), &dir).await?;
-    let api = format!("http://{}", server.address());
     let client = measure::client(CONNECTIONS)?;
-    let bodies = Arc::new(measure::signed_webhooks(1_000)?);
+    if options.runs(Phase::Throughput) || options.runs(Phase::Publish) || options.runs(Phase::Fixed)
+    {
+        let dir = Workdir::new()?;
+        let server = start_server(binary.clone(), &dir).await?;
+        println!("flock-api pid {} at {}", server.pid(), server.address());
+        let api = format!("http://{}", server.address());
+        // Warm-up: connections, allocators, the server's first workflows.
+        let bodies = Arc::new(measure::signed_webhooks(1_000)?);
+        let warm = plan.count.min(2_000);
+        measure::ceiling(&client, &receiver, Arc::clone(&bodies), warm).await?;
+        measure::flock(&client, &api, &receiver, warm).await?;
+        if options.runs(Phase::Throughput) {
+            throughput(&plan, &client, &api, &receiver, bodies, &mut table).await?;
+        }
+        if options.runs(Phase::Publish) {
+            publish_latency(&plan, &api, &receiver, &mut table).await?;
+        }
+        if options.runs(Phase::Fixed) {
+            fixed_rate(&plan, &client, &api, &receiver, &mut table).await?;
+        }
+        stop(server).await?;
+    }
+    if options.runs(Phase::Memory) {
+        let mut peaks = Vec::new();
+        for run in 1..=plan.runs.min(3) {
+            let (idle, peak) = memory(&binary, &client, plan.pending).await?;
+            println!(
+                "memory run {run}: {} pending; flock-api resident at start {idle:.1} MiB, peak \
+                 {peak:.1} MiB",
+                plan.pending
+            );
+            peaks.push(peak);
+        }
+        let peak = median(&peaks);
+        table.push(format!(
+            "| 5 | flock-api peak resident memory (VmHWM), {} pending | {peak:.1} MiB \
+             ({:.1} MB) | < 200 MB | {} |",
+            plan.pending,
+            peak * 1.048_576,
+            verdict(peak * 1.048_576 < 200.0)
+        ));
+    }
 
-    // Warm-up: connections, allocators, the server's first workflows.
-    let warm = plan.count.min(2_000);
-    measure::ceiling(&client, &receiver, Arc::clone(&bodies), warm).await?;
-    measure::flock(&client, &api, &receiver, warm).await?;
+    println!();
+    println!("| # | measure | median | target | |");
+    println!("|---|---|---|---|---|");
+    for row in table {
+        println!("{row}");
+    }
+    println!();
+    println!("whole program: {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
 
-    // 1 and 2: the ceiling and Flock, alternating run by run.
-    let (mut ceilings, mut flocks, mut publishes) = (Vec::new(), Vec::new(), Vec::new());
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// 1 and 2: the ceiling and Flock, alternating run by run.
+async fn throughput(
+    plan: &Plan,
+    client: &reqwest::Client,
+    api: &str,
+    receiver: &Receiver,
+    bodies: Arc<Vec<measure::Prepared>>,
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let (mut ceilings, mut drains, mut flocks, mut publishes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=plan.runs {
-        let ceiling = measure::ceiling(&client, &receiver, Arc::clone(&bodies), plan.count).await?;
-        let (flock, publish) = measure::flock(&client, &api, &receiver, plan.count).await?;
+        let ceiling = measure::ceiling(client, receiver, Arc::clone(&bodies), plan.count).await?;
+        let drain = measure::drain(client, api, receiver, plan.count).await?;
+        let (flock, publish) = measure::flock(client, api, receiver, plan.count).await?;
         println!(
-            "throughput run {run}: ceiling {ceiling:>7.0} req/s; flock {flock:>7.0} deliveries/s \
-             ({:.2}); publishes {publish:>7.0}/s",
+            "throughput run {run}: ceiling {ceiling:>6.0} req/s; flock delivering \
+             {drain:>6.0}/s ({:.2}); publish and deliver {flock:>6.0}/s ({:.2}), publishes \
+             answered {publish:>6.0}/s",
+            drain / ceiling,
             flock / ceiling
         );
         ceilings.push(ceiling);
+        drains.push(drain);
         flocks.push(flock);
         publishes.push(publish);
     }
+    let ratio = |xs: &[f64]| {
+        median(
+            &xs.iter()
+                .zip(&ceilings)
+                .map(|(x, c)| x / c)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (drain_ratio, flock_ratio) = (ratio(&drains), ratio(&flocks));
+    table.push(format!(
+        "| 1 | ceiling: plain pooled client, {CONNECTIONS} connections | {:.0} requests/s | | |",
+        median(&ceilings)
+    ));
+    table.push(format!(
+        "| 2 | Flock delivering: published through the API while the receiver held, then \
+         released | {:.0} deliveries/s, {drain_ratio:.2} of the ceiling | ≥ 0.5 | {} |",
+        median(&drains),
+        verdict(drain_ratio >= 0.5)
+    ));
+    table.push(format!(
+        "| 2 | Flock publishing and delivering at once, first publish to last delivery | {:.0} \
+         deliveries/s, {flock_ratio:.2} of the ceiling ({:.0} publishes/s answered) | (≥ 0.5) | {} |",
+        median(&flocks),
+        median(&publishes),
+        verdict(flock_ratio >= 0.5)
+    ));
+    Ok(())
+}
 
-    // 3: publish latency with and without a webhook, interleaved.
+/// 3: publish latency with and without a webhook, interleaved.
+async fn publish_latency(
+    plan: &Plan,
+    api: &str,
+    receiver: &Receiver,
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let (mut with50, mut with99, mut without50, mut without99) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=plan.runs {
-        let (mut with, mut without) =
-            measure::publish_latency(&api, &receiver, plan.samples).await?;
+        let (mut with, mut without) = measure::publish_latency(api, receiver, plan.samples).await?;
         let (w50, w99) = (percentile(&mut with, 50.0), percentile(&mut with, 99.0));
         let (n50, n99) = (
             percentile(&mut without, 50.0),
             percentile(&mut without, 99.0),
         );
         println!(
-            "publish latency run {run}: with webhook p50 {w50:.0} µs p99 {w99:.0} µs; without \
-             p50 {n50:.0} µs p99 {n99:.0} µs; ratio p50 {:.3}",
+            "publish latency run {run}: with webhook p50 {w50:.0} µs p99 {w99:.0} µs; \
+             without p50 {n50:.0} µs p99 {n99:.0} µs; ratio p50 {:.3}",
             w50 / n50
         );
         with50.push(w50);
@@ -192,13 +316,37 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         without50.push(n50);
         without99.push(n99);
     }
+    let (w50, w99, n50, n99) = (
+        median(&with50),
+        median(&with99),
+        median(&without50),
+        median(&without99),
+    );
+    table.push(format!(
+        "| 3 | publish latency without a webhook (one at a time, interleaved) | p50 {n50:.0} µs, p99 {n99:.0} µs | | |"
+    ));
+    table.push(format!(
+        "| 3 | publish latency with a webhook (one at a time, interleaved) | p50 {w50:.0} µs, p99 {w99:.0} µs; ratio \
+         p50 {:.3}, p99 {:.3} | p50 ≤ 1.05 | {} |",
+        w50 / n50,
+        w99 / n99,
+        verdict(w50 / n50 <= 1.05)
+    ));
+    Ok(())
+}
 
-    // 4: creation to receiver 2xx at a fixed rate.
+/// 4: creation to receiver 2xx at a fixed rate.
+async fn fixed_rate(
+    plan: &Plan,
+    client: &reqwest::Client,
+    api: &str,
+    receiver: &Receiver,
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let (mut p50s, mut p95s, mut p99s, mut rates) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=plan.runs.min(3) {
-        let mut fixed =
-            measure::fixed_rate(&client, &api, &receiver, plan.rate, plan.seconds).await?;
+        let mut fixed = measure::fixed_rate(client, api, receiver, plan.rate, plan.seconds).await?;
         let l = &mut fixed.latencies_ms;
         let (p50, p95, p99, max) = (
             percentile(l, 50.0),
@@ -217,72 +365,14 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         p99s.push(p99);
         rates.push(fixed.sent_per_sec);
     }
-    drop(server);
-
-    // 5: peak memory with deliveries pending against a receiver that never answers.
-    let mut peaks = Vec::new();
-    for run in 1..=plan.runs.min(3) {
-        let (idle, peak) = memory(&binary, &client, plan.pending).await?;
-        println!(
-            "memory run {run}: {} pending; flock-api resident at start {:.1} MiB, peak {:.1} MiB",
-            plan.pending, idle, peak
-        );
-        peaks.push(peak);
-    }
-
-    let ceiling = median(&ceilings);
-    let flock = median(&flocks);
-    let ratio = median(
-        &flocks
-            .iter()
-            .zip(&ceilings)
-            .map(|(f, c)| f / c)
-            .collect::<Vec<_>>(),
-    );
-    let (w50, w99, n50, n99) = (
-        median(&with50),
-        median(&with99),
-        median(&without50),
-        median(&without99),
-    );
     let (p50, p95, p99) = (median(&p50s), median(&p95s), median(&p99s));
-    let peak = median(&peaks);
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    println!();
-    println!("| # | measure | median | target | |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| 1 | ceiling: plain pooled client, {CONNECTIONS} connections | {ceiling:.0} requests/s | | |"
-    );
-    println!(
-        "| 2 | Flock: published through the API, delivered | {flock:.0} deliveries/s, {ratio:.2} of the ceiling | ≥ 0.5 | {} |",
-        verdict(ratio >= 0.5)
-    );
-    println!(
-        "| 2 | (publishes accepted during those runs) | {:.0} publishes/s | | |",
-        median(&publishes)
-    );
-    println!("| 3 | publish latency without a webhook | p50 {n50:.0} µs, p99 {n99:.0} µs | | |");
-    println!(
-        "| 3 | publish latency with a webhook | p50 {w50:.0} µs, p99 {w99:.0} µs; ratio p50 {:.3}, p99 {:.3} | p50 ≤ 1.05 | {} |",
-        w50 / n50,
-        w99 / n99,
-        verdict(w50 / n50 <= 1.05)
-    );
-    println!(
-        "| 4 | creation → receiver, {}/s open loop ({:.0}/s achieved) | p50 {p50:.2} ms, p95 {p95:.2} ms, p99 {p99:.2} ms | p99 < 10 ms | {} |",
+    table.push(format!(
+        "| 4 | creation → receiver 2xx, {}/s open loop ({:.0}/s achieved) | p50 {p50:.2} ms, \
+         p95 {p95:.2} ms, p99 {p99:.2} ms | p99 < 10 ms | {} |",
         plan.rate,
         median(&rates),
         verdict(p99 < 10.0)
-    );
-    println!(
-        "| 5 | flock-api peak resident memory (VmHWM), {} pending | {peak:.1} MiB ({:.1} MB) | < 200 MB | {} |",
-        plan.pending,
-        peak * 1.048_576,
-        verdict(peak * 1.048_576 < 200.0)
-    );
-    println!();
-    println!("whole program: {:.0} s", started.elapsed().as_secs_f64());
+    ));
     Ok(())
 }
 
@@ -302,6 +392,11 @@ async fn memory(
     let server = start_server(binary.to_path_buf(), &dir).await?;
     let api_url = format!("http://{}", server.address());
     let api = Api::new(server.address())?;
+    println!(
+        "memory: flock-api pid {} at {}",
+        server.pid(),
+        server.address()
+    );
     let idle = server.memory_kib("VmRSS")? as f64 / 1024.0;
     let url = format!("{api_url}/api/v1/artifacts");
     let body = Arc::new(vec![measure::publish_body(Some(&dead.url()))]);
@@ -324,7 +419,7 @@ async fn memory(
     // Let the first attempts time out and be recorded, then read the peak.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let peak = server.memory_kib("VmHWM").context("VmHWM")? as f64 / 1024.0;
-    drop(server);
+    stop(server).await?;
     Ok((idle, peak))
 }
 

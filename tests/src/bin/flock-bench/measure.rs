@@ -209,8 +209,30 @@ pub(crate) async fn flock(
     Ok((count as f64 / secs, count as f64 / publish_secs))
 }
 
+/// Flock's delivery rate alone: `count` artifacts published through the API with a webhook
+/// while the receiver holds its answers (so deliveries queue in the server's outbox), then
+/// the deliveries per second from the receiver's release until it has counted all of them.
+pub(crate) async fn drain(
+    client: &reqwest::Client,
+    api: &str,
+    receiver: &Receiver,
+    count: usize,
+) -> anyhow::Result<f64> {
+    let before = receiver.count();
+    let publish = Arc::new(vec![publish_body(Some(&receiver.url()))]);
+    let url = format!("{api}/api/v1/artifacts");
+    receiver.hold();
+    let published = closed_loop(client, &url, publish, count, 202).await;
+    let started = Instant::now();
+    receiver.release();
+    published?;
+    until_counted(receiver, before + count, limit_for(count)).await?;
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Publish round trips in microseconds, one request at a time over one connection, with and
-/// without a webhook interleaved (alternating which goes first), `samples` of each.
+/// without a webhook interleaved (alternating which goes first), `samples` of each, back to
+/// back: deliveries run while the next publishes are answered, as they would in use.
 pub(crate) async fn publish_latency(
     api: &str,
     receiver: &Receiver,
