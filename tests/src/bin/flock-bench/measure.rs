@@ -35,11 +35,13 @@ pub(crate) fn limit_for(count: usize) -> Duration {
     Duration::from_secs_f64((count as f64 / 200.0).max(60.0))
 }
 
-/// A pooled client with `connections` idle connections kept.
+/// A pooled client with `connections` idle connections kept, each for at most 2 s (the server
+/// closes idle connections after 5 s; reusing one just as it does fails the request).
 pub(crate) fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(connections)
+        .pool_idle_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()?)
