@@ -233,8 +233,10 @@ pub(crate) async fn drain(
 }
 
 /// Publish round trips in microseconds, one request at a time over one connection, with and
-/// without a webhook interleaved (alternating which goes first), `samples` of each, back to
-/// back: deliveries run while the next publishes are answered, as they would in use.
+/// without a webhook interleaved, `samples` of each, back to back: deliveries run while the
+/// next publishes are answered, as they would in use. Which of a pair goes first is drawn at
+/// random: with a fixed pattern (with, without, without, with, ...) each delivery, which
+/// starts a millisecond after its publish, kept landing on a publish of the same kind.
 pub(crate) async fn publish_latency(
     api: &str,
     receiver: &Receiver,
@@ -249,12 +251,13 @@ pub(crate) async fn publish_latency(
     let (mut with_us, mut without_us) = (Vec::new(), Vec::new());
     // Warm the connection.
     post_once(&client, &url, &without).await?;
+    let mut coin = Coin::seeded();
     for i in 0..samples {
         anyhow::ensure!(
             Instant::now() < deadline,
             "publish latency: only {i} of {samples} pairs done in time"
         );
-        let order = if i % 2 == 0 {
+        let order = if coin.flip() {
             [true, false]
         } else {
             [false, true]
@@ -272,6 +275,25 @@ pub(crate) async fn publish_latency(
     }
     until_counted(receiver, before + samples, limit_for(samples)).await?;
     Ok((with_us, without_us))
+}
+
+/// Coin flips from a xorshift generator seeded by the clock: no dependency, no pattern.
+struct Coin(u64);
+
+impl Coin {
+    fn seeded() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Coin(u64::from(nanos) | 1)
+    }
+
+    fn flip(&mut self) -> bool {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 & 1 == 1
+    }
 }
 
 async fn post_once(client: &reqwest::Client, url: &str, request: &Prepared) -> anyhow::Result<()> {
