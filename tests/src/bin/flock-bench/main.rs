@@ -188,7 +188,8 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         measure::ceiling(&client, &receiver, Arc::clone(&bodies), warm).await?;
         measure::flock(&client, &api, &receiver, warm).await?;
         if options.runs(Phase::Throughput) {
-            throughput(&plan, &client, &api, &receiver, bodies, &mut table).await?;
+            let server = Some(server.pid());
+            throughput(&plan, &client, &api, &receiver, bodies, server, &mut table).await?;
         }
         if options.runs(Phase::Publish) {
             publish_latency(&plan, &api, &receiver, &mut table).await?;
@@ -241,20 +242,30 @@ async fn throughput(
     api: &str,
     receiver: &Receiver,
     bodies: Arc<Vec<measure::Prepared>>,
+    server: Option<u32>,
     table: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let (mut ceilings, mut drains, mut flocks, mut publishes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut drain_cpu, mut flock_cpu) = (Vec::new(), Vec::new());
+    let per_delivery = |cpu: f64| cpu / plan.count as f64 * 1e6;
     for run in 1..=plan.runs {
         let ceiling = measure::ceiling(client, receiver, Arc::clone(&bodies), plan.count).await?;
+        let cpu = cpu_seconds(server);
         let drain = measure::drain(client, api, receiver, plan.count).await?;
+        let cpu_drained = cpu_seconds(server);
         let (flock, publish) = measure::flock(client, api, receiver, plan.count).await?;
+        let cpu_flocked = cpu_seconds(server);
+        drain_cpu.push(per_delivery(cpu_drained - cpu));
+        flock_cpu.push(per_delivery(cpu_flocked - cpu_drained));
         println!(
             "throughput run {run}: ceiling {ceiling:>6.0} req/s; flock delivering \
              {drain:>6.0}/s ({:.2}); publish and deliver {flock:>6.0}/s ({:.2}), publishes \
-             answered {publish:>6.0}/s",
+             answered {publish:>6.0}/s; flock-api CPU per delivery {:.0} µs (publish and \
+             deliver, both phases)",
             drain / ceiling,
-            flock / ceiling
+            flock / ceiling,
+            per_delivery(cpu_flocked - cpu),
         );
         ceilings.push(ceiling);
         drains.push(drain);
@@ -287,6 +298,14 @@ async fn throughput(
         median(&publishes),
         verdict(flock_ratio >= 0.5)
     ));
+    if server.is_some() {
+        table.push(format!(
+            "| 2 | flock-api CPU time per delivery: publish (while held) and deliver; publish and \
+             deliver at once | {:.0} µs; {:.0} µs | | |",
+            median(&drain_cpu),
+            median(&flock_cpu)
+        ));
+    }
     Ok(())
 }
 
@@ -421,6 +440,27 @@ async fn memory(
     let peak = server.memory_kib("VmHWM").context("VmHWM")? as f64 / 1024.0;
     stop(server).await?;
     Ok((idle, peak))
+}
+
+/// CPU seconds (user and system, all threads) a process has used so far; 0 without `/proc`.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks of 1/100 s.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn today() -> String {
