@@ -261,11 +261,11 @@ async fn throughput(
         println!(
             "throughput run {run}: ceiling {ceiling:>6.0} req/s; flock delivering \
              {drain:>6.0}/s ({:.2}); publish and deliver {flock:>6.0}/s ({:.2}), publishes \
-             answered {publish:>6.0}/s; flock-api CPU per delivery {:.0} µs (publish and \
-             deliver, both phases)",
+             answered {publish:>6.0}/s; flock-api CPU per delivery {:.0} µs and {:.0} µs",
             drain / ceiling,
             flock / ceiling,
-            per_delivery(cpu_flocked - cpu),
+            per_delivery(cpu_drained - cpu),
+            per_delivery(cpu_flocked - cpu_drained),
         );
         ceilings.push(ceiling);
         drains.push(drain);
