@@ -26,8 +26,9 @@ const GAUGE_REFRESH: Duration = Duration::from_millis(200);
 
 /// How long an idle dispatcher woken by an enqueue waits before claiming. The publish that
 /// enqueued answers its client first instead of sharing the CPU with its own delivery (on two
-/// cores that made publishes with a webhook take 1.8 times as long as those without), and deliveries
-/// enqueued meanwhile are claimed as one batch. A busy dispatcher's slots do not wait.
+/// cores that made publishes with a webhook take 1.8 times as long as those without), and
+/// deliveries enqueued meanwhile are claimed as one batch. A busy dispatcher's slots do not
+/// wait.
 const ENQUEUE_COALESCE: Duration = Duration::from_millis(1);
 
 /// The shortest sleep between two looks at the outbox when nothing woke the dispatcher.
