@@ -238,3 +238,51 @@ fn run_steps(steps: &[Step], keep_going: bool) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(steps: &[Step]) -> Vec<&'static str> {
+        steps.iter().map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn ci_runs_every_gate_in_order() {
+        let ci: Vec<Step> = [fmt(), lint(), check(), test()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let names = names(&ci);
+        assert_eq!(&names[..4], ["fmt", "clippy", "check", "doc"]);
+        assert!(names[4].starts_with("test"), "{names:?}");
+        assert_eq!(names[5], "doc tests");
+    }
+
+    #[test]
+    fn each_step_says_how_to_reproduce_it() {
+        assert_eq!(fmt()[0].reproduce(), "cargo fmt --all --check");
+        assert_eq!(
+            lint()[0].reproduce(),
+            "cargo clippy --workspace --all-targets -- -D warnings"
+        );
+        let check = check();
+        assert_eq!(
+            check[0].reproduce(),
+            "cargo check --workspace --all-targets"
+        );
+        assert_eq!(
+            check[1].reproduce(),
+            "RUSTDOCFLAGS=-D warnings cargo doc --workspace --no-deps"
+        );
+        let test = test();
+        assert!(test[0].reproduce().contains("--workspace"));
+        assert_eq!(test[1].reproduce(), "cargo test --workspace --doc");
+    }
+
+    #[test]
+    fn the_project_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"));
+    }
+}
