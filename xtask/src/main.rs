@@ -14,6 +14,8 @@ commands:
   lint                cargo clippy --workspace --all-targets -- -D warnings
   check               cargo check --workspace --all-targets; cargo doc with -D warnings
   test                cargo nextest run --workspace (or cargo test), then the doc tests
+  bench [ARGS...]     build flock-api and flock-bench in release, run flock-bench ARGS
+                      (not part of ci; `bench --quick` for smaller counts, `bench --help`)
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +25,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let flags = &args[1..];
+    if command == "bench" {
+        return bench(flags);
+    }
     let keep_going = flags.iter().any(|f| f == "--keep-going");
     if let Some(unknown) = flags.iter().find(|f| *f != "--keep-going") {
         eprintln!("xtask: unknown option `{unknown}`\n\n{USAGE}");
@@ -117,6 +122,55 @@ fn test() -> Vec<Step> {
     ]
 }
 
+/// `cargo xtask bench`: a release build of the server and the benchmark program, then the
+/// program, its arguments passed through.
+fn bench(args: &[String]) -> ExitCode {
+    let build = Step::new(
+        "build (release)",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "flock-api",
+            "--bin",
+            "flock-api",
+            "-p",
+            "flock-e2e",
+            "--bin",
+            "flock-bench",
+        ],
+    );
+    if run_steps(&[build], false) != ExitCode::SUCCESS {
+        return ExitCode::FAILURE;
+    }
+    let release = env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| project_root().join("target"), PathBuf::from)
+        .join("release");
+    let exe = env::consts::EXE_SUFFIX;
+    let program = release.join(format!("flock-bench{exe}"));
+    let server = release.join(format!("flock-api{exe}"));
+    eprintln!(
+        "\n==> {} --server {} {}",
+        program.display(),
+        server.display(),
+        args.join(" ")
+    );
+    match Command::new(&program)
+        .arg("--server")
+        .arg(&server)
+        .args(args)
+        .current_dir(project_root())
+        .status()
+    {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("xtask: could not start {}: {err}", program.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn has_nextest() -> bool {
     cargo()
         .args(["nextest", "--version"])
@@ -182,5 +236,53 @@ fn run_steps(steps: &[Step], keep_going: bool) -> ExitCode {
             eprintln!("  {}: {}", step.name, step.reproduce());
         }
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(steps: &[Step]) -> Vec<&'static str> {
+        steps.iter().map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn ci_runs_every_gate_in_order() {
+        let ci: Vec<Step> = [fmt(), lint(), check(), test()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let names = names(&ci);
+        assert_eq!(&names[..4], ["fmt", "clippy", "check", "doc"]);
+        assert!(names[4].starts_with("test"), "{names:?}");
+        assert_eq!(names[5], "doc tests");
+    }
+
+    #[test]
+    fn each_step_says_how_to_reproduce_it() {
+        assert_eq!(fmt()[0].reproduce(), "cargo fmt --all --check");
+        assert_eq!(
+            lint()[0].reproduce(),
+            "cargo clippy --workspace --all-targets -- -D warnings"
+        );
+        let check = check();
+        assert_eq!(
+            check[0].reproduce(),
+            "cargo check --workspace --all-targets"
+        );
+        assert_eq!(
+            check[1].reproduce(),
+            "RUSTDOCFLAGS=-D warnings cargo doc --workspace --no-deps"
+        );
+        let test = test();
+        assert!(test[0].reproduce().contains("--workspace"));
+        assert_eq!(test[1].reproduce(), "cargo test --workspace --doc");
+    }
+
+    #[test]
+    fn the_project_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"));
     }
 }

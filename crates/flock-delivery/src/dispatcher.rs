@@ -24,6 +24,13 @@ use crate::time_util::{add, millis, until};
 /// How often, at most, the pending gauge is refreshed while attempts keep completing.
 const GAUGE_REFRESH: Duration = Duration::from_millis(200);
 
+/// How long an idle dispatcher woken by an enqueue waits before claiming. The publish that
+/// enqueued answers its client first instead of sharing the CPU with its own delivery (on two
+/// cores that made publishes with a webhook take 1.8 times as long as those without), and
+/// deliveries enqueued meanwhile are claimed as one batch. A busy dispatcher's slots do not
+/// wait.
+const ENQUEUE_COALESCE: Duration = Duration::from_millis(1);
+
 /// The shortest sleep between two looks at the outbox when nothing woke the dispatcher.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
@@ -33,8 +40,9 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 /// deliveries in batches (never more than the free attempt slots) and starts a task per slot;
 /// a slot that finished its attempt claims the next due delivery itself and ends when nothing
 /// is due, so a busy dispatcher hands work over without waking its loop. The loop sleeps until
-/// the next due time, a new enqueue, a slot that ends or the poll interval, whichever comes
-/// first; no task waits per pending delivery.
+/// the next due time, a new enqueue (then a millisecond more, so that the publish answers
+/// first and a burst is claimed at once), a slot that ends or the poll interval, whichever
+/// comes first; no task waits per pending delivery.
 pub struct Dispatcher {
     shared: Arc<Shared>,
 }
@@ -242,7 +250,9 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
             biased;
             _ = stop.changed() => {}
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => check_joined(joined),
-            () = shared.outbox.enqueued(), if !full => {}
+            () = shared.outbox.enqueued(), if !full => {
+                tokio::time::sleep(ENQUEUE_COALESCE).await;
+            }
             () = tokio::time::sleep(wait) => {}
         }
     }

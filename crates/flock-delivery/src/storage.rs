@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flock_models::{Artifact, NewDelivery};
+use flock_models::{Artifact, NewDelivery, WebhookPayload};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, MemoryStore, Page, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -19,6 +19,9 @@ use crate::outbox::{
 /// [`publish`](ArtifactStore::publish) stores the artifact and then enqueues its deliveries in
 /// the [`MemoryOutbox`], and an [`Outbox`] for the dispatcher. Share one `Arc<MemoryStorage>`
 /// as both `Arc<dyn ArtifactStore>` and `Arc<dyn Outbox>`.
+///
+/// An artifact published with a delivery is stored as the span of the delivery's body that
+/// holds it (`MemoryStore::insert_rendered`): its payload is in memory once, not twice.
 ///
 /// A publish is all or nothing: its delivery ids are checked before the artifact is stored, so
 /// a refused delivery leaves no artifact behind, and a refused artifact (a duplicate id)
@@ -57,7 +60,14 @@ impl ArtifactStore for MemoryStorage {
         self.outbox
             .check_new(&deliveries)
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.artifacts.insert(artifact)?;
+        // The artifact's JSON inside its webhook body is kept once, by the store and the outbox.
+        let shared = deliveries.first().and_then(|delivery| {
+            WebhookPayload::artifact_span(&delivery.body).map(|span| delivery.body.slice(span))
+        });
+        match shared {
+            Some(json) => self.artifacts.insert_rendered(artifact, json)?,
+            None => self.artifacts.insert(artifact)?,
+        }
         self.outbox
             .enqueue_now(deliveries)
             .map_err(|e| StoreError::Backend(e.to_string()))
@@ -122,5 +132,51 @@ impl Outbox for MemoryStorage {
 
     async fn enqueued(&self) {
         self.outbox.enqueued().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flock_models::{ArtifactDraft, Secret, Tags, TypeName, WebhookUrl};
+    use serde_json::json;
+
+    use super::*;
+
+    fn artifact(correlation_id: Uuid) -> Artifact {
+        let payload = json!({"text": "x".repeat(1_000), "nested": {"timestamp": "t", "n": 1.5}});
+        let mut draft = ArtifactDraft::new(
+            TypeName::new("Idea").unwrap(),
+            payload.as_object().unwrap().clone(),
+        );
+        draft.tags = Tags::new(["b", "a"]).unwrap();
+        Artifact::new(draft, "external", correlation_id)
+    }
+
+    #[tokio::test]
+    async fn artifacts_read_back_equal_with_and_without_a_delivery() {
+        let storage = MemoryStorage::new();
+        let correlation_id = Uuid::now_v7();
+        let with = artifact(correlation_id);
+        let delivery = NewDelivery::new(
+            &with,
+            1,
+            WebhookUrl::parse("https://example.com/hook").unwrap(),
+            Some(Secret::new("s3cret").unwrap()),
+        );
+        storage.publish(&with, vec![delivery]).await.unwrap();
+        let without = artifact(correlation_id);
+        storage.publish(&without, Vec::new()).await.unwrap();
+
+        assert_eq!(storage.get(with.id).await.unwrap(), Some(with.clone()));
+        assert_eq!(
+            storage.get(without.id).await.unwrap(),
+            Some(without.clone())
+        );
+        let page = storage
+            .query(&ArtifactQuery::correlation(correlation_id))
+            .await
+            .unwrap();
+        assert_eq!(page.items, [with, without]);
+        assert_eq!(storage.outbox().len(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! Webhook configuration (where to send, how to sign) and the payload every delivery carries.
 
 use std::fmt;
+use std::ops::Range;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -220,17 +221,6 @@ impl WebhookPayload {
     /// Equal to serializing [`WebhookPayload::new`], without copying the artifact.
     pub fn render(artifact: &Artifact, sequence: u64, timestamp: OffsetDateTime) -> Vec<u8> {
         #[derive(Serialize)]
-        struct ArtifactRef<'a> {
-            id: Uuid,
-            #[serde(rename = "type")]
-            type_name: &'a TypeName,
-            produced_by: &'a str,
-            payload: &'a Map<String, Value>,
-            #[serde(with = "crate::timestamp::micros")]
-            created_at: OffsetDateTime,
-            tags: &'a Tags,
-        }
-        #[derive(Serialize)]
         struct PayloadRef<'a> {
             event_type: EventType,
             correlation_id: Uuid,
@@ -243,16 +233,90 @@ impl WebhookPayload {
             event_type: EventType::ArtifactCreated,
             correlation_id: artifact.correlation_id,
             sequence,
-            artifact: ArtifactRef {
-                id: artifact.id,
-                type_name: &artifact.type_name,
-                produced_by: &artifact.produced_by,
-                payload: &artifact.payload,
-                created_at: artifact.created_at,
-                tags: &artifact.tags,
-            },
+            artifact: ArtifactRef::of(artifact),
             timestamp,
         };
         serde_json::to_vec(&body).expect("a payload of JSON values always serializes")
+    }
+
+    /// Where the `artifact` object sits in a body made by [`WebhookPayload::render`]: those
+    /// bytes equal [`WebhookArtifact::render`] of the artifact, so a store can keep them instead
+    /// of a copy. `None` for bytes not shaped like a rendered body.
+    pub fn artifact_span(body: &[u8]) -> Option<Range<usize>> {
+        const HEAD: &[u8] = br#"{"event_type":"artifact.created","correlation_id":""#;
+        const SEQUENCE: &[u8] = br#"","sequence":"#;
+        const ARTIFACT: &[u8] = br#","artifact":"#;
+        const TIMESTAMP: &[u8] = br#","timestamp":""#;
+        let uuid_end = HEAD.len() + 36;
+        if !body.starts_with(HEAD) || !body.get(uuid_end..)?.starts_with(SEQUENCE) {
+            return None;
+        }
+        let digits_at = uuid_end + SEQUENCE.len();
+        let digits = body
+            .get(digits_at..)?
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let start = digits_at + digits + ARTIFACT.len();
+        if digits == 0 || !body.get(digits_at + digits..)?.starts_with(ARTIFACT) {
+            return None;
+        }
+        // The timestamp is the last field; the artifact's own keys come before it.
+        let end = body
+            .windows(TIMESTAMP.len())
+            .rposition(|w| w == TIMESTAMP)?;
+        let ends_right = body.ends_with(b"\"}")
+            && body.get(start) == Some(&b'{')
+            && end > start
+            && body.get(end - 1) == Some(&b'}');
+        ends_right.then_some(start..end)
+    }
+}
+
+/// The artifact's fields in the order a webhook carries them, borrowed.
+#[derive(Serialize)]
+struct ArtifactRef<'a> {
+    id: Uuid,
+    #[serde(rename = "type")]
+    type_name: &'a TypeName,
+    produced_by: &'a str,
+    payload: &'a Map<String, Value>,
+    #[serde(with = "crate::timestamp::micros")]
+    created_at: OffsetDateTime,
+    tags: &'a Tags,
+}
+
+impl<'a> ArtifactRef<'a> {
+    fn of(artifact: &'a Artifact) -> Self {
+        ArtifactRef {
+            id: artifact.id,
+            type_name: &artifact.type_name,
+            produced_by: &artifact.produced_by,
+            payload: &artifact.payload,
+            created_at: artifact.created_at,
+            tags: &artifact.tags,
+        }
+    }
+}
+
+impl WebhookArtifact {
+    /// `artifact` as compact JSON, exactly as the `artifact` field of its webhook body
+    /// ([`WebhookPayload::artifact_span`] finds these bytes in a body).
+    pub fn render(artifact: &Artifact) -> Vec<u8> {
+        serde_json::to_vec(&ArtifactRef::of(artifact))
+            .expect("an artifact of JSON values always serializes")
+    }
+
+    /// The artifact again, with the correlation id the webhook carries one level up.
+    pub fn into_artifact(self, correlation_id: Uuid) -> Artifact {
+        Artifact {
+            id: self.id,
+            type_name: self.type_name,
+            payload: self.payload,
+            produced_by: self.produced_by,
+            correlation_id,
+            tags: self.tags,
+            created_at: self.created_at,
+        }
     }
 }

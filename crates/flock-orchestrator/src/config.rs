@@ -38,8 +38,9 @@ pub struct OrchestratorConfig {
         deserialize_with = "millis::deserialize"
     )]
     pub default_agent_timeout: Duration,
-    /// How many workflows are tracked in memory (default 100,000). Past it the idle ones are
+    /// How many workflows are tracked in memory (default 10,000). Past it the idle ones are
     /// forgotten, least recently active first; their status is then rebuilt from the store.
+    /// Each tracked workflow costs about 600 bytes (its idle signal, publish lock and counts).
     pub max_tracked_workflows: usize,
     /// How many errors are kept per workflow for its status (default 100): the first ones,
     /// which usually explain the rest. All of them are counted.
@@ -52,7 +53,7 @@ impl Default for OrchestratorConfig {
             max_concurrent_runs: 16,
             max_artifacts_per_correlation: 1_000,
             default_agent_timeout: Duration::from_secs(30),
-            max_tracked_workflows: 100_000,
+            max_tracked_workflows: 10_000,
             max_recorded_errors: 100,
         }
     }

@@ -1,10 +1,11 @@
 //! The blackboard's storage: a trait that durable backends implement, and the in-memory store.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 use async_trait::async_trait;
-use flock_models::{Artifact, NewDelivery, TypeName};
+use bytes::Bytes;
+use flock_models::{Artifact, NewDelivery, Tags, TypeName, WebhookArtifact};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -71,11 +72,21 @@ impl ArtifactQuery {
 
     /// Whether `artifact` meets every criterion (limit and offset aside).
     pub fn matches(&self, artifact: &Artifact) -> bool {
-        (self.type_names.is_empty() || self.type_names.contains(&artifact.type_name))
+        self.matches_fields(&Fields {
+            type_name: &artifact.type_name,
+            produced_by: &artifact.produced_by,
+            correlation_id: artifact.correlation_id,
+            tags: &artifact.tags,
+            created_at: artifact.created_at,
+        })
+    }
+
+    fn matches_fields(&self, artifact: &Fields<'_>) -> bool {
+        (self.type_names.is_empty() || self.type_names.contains(artifact.type_name))
             && self
                 .produced_by
                 .as_ref()
-                .is_none_or(|p| *p == artifact.produced_by)
+                .is_none_or(|p| p == artifact.produced_by)
             && self
                 .correlation_id
                 .is_none_or(|c| c == artifact.correlation_id)
@@ -83,6 +94,15 @@ impl ArtifactQuery {
             && self.from.is_none_or(|from| artifact.created_at >= from)
             && self.to.is_none_or(|to| artifact.created_at <= to)
     }
+}
+
+/// What a query filters on, borrowed from an artifact or from a stored record.
+struct Fields<'a> {
+    type_name: &'a TypeName,
+    produced_by: &'a str,
+    correlation_id: Uuid,
+    tags: &'a Tags,
+    created_at: OffsetDateTime,
 }
 
 /// One page of results and how many matched in all.
@@ -129,15 +149,50 @@ pub trait ArtifactStore: Send + Sync + 'static {
 /// Artifacts in memory, indexed by id, correlation and type. It keeps no deliveries: given any,
 /// [`ArtifactStore::publish`] answers [`StoreError::NoOutbox`] (the delivery crate wraps it with
 /// an outbox).
+///
+/// Each artifact is kept as the fields queries filter on plus its JSON as a webhook carries it
+/// ([`WebhookArtifact::render`]); reading one parses that JSON. A store that also keeps the
+/// artifact's webhook body can hand over the artifact's bytes within it
+/// ([`MemoryStore::insert_rendered`]), so the payload is held once, not twice.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: RwLock<Indexed>,
 }
 
+/// One stored artifact: what queries filter on, and the rest as JSON.
+#[derive(Debug)]
+struct Stored {
+    correlation_id: Uuid,
+    type_name: TypeName,
+    produced_by: String,
+    tags: Tags,
+    created_at: OffsetDateTime,
+    /// [`WebhookArtifact::render`] of the artifact, possibly a slice of a webhook body.
+    json: Bytes,
+}
+
+impl Stored {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            type_name: &self.type_name,
+            produced_by: &self.produced_by,
+            correlation_id: self.correlation_id,
+            tags: &self.tags,
+            created_at: self.created_at,
+        }
+    }
+
+    fn artifact(&self) -> Result<Artifact, StoreError> {
+        serde_json::from_slice::<WebhookArtifact>(&self.json)
+            .map(|a| a.into_artifact(self.correlation_id))
+            .map_err(|e| StoreError::Backend(format!("a stored artifact does not parse: {e}")))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Indexed {
     /// Every artifact in publication order.
-    artifacts: Vec<Arc<Artifact>>,
+    artifacts: Vec<Stored>,
     by_id: HashMap<Uuid, usize>,
     by_correlation: HashMap<Uuid, Vec<usize>>,
     by_type: HashMap<TypeName, Vec<usize>>,
@@ -154,12 +209,35 @@ impl MemoryStore {
     /// # Errors
     /// [`StoreError::Duplicate`] for an id already stored.
     pub fn insert(&self, artifact: &Artifact) -> Result<(), StoreError> {
+        self.insert_rendered(artifact, Bytes::from(WebhookArtifact::render(artifact)))
+    }
+
+    /// Stores an artifact whose JSON is already rendered: `json` must be
+    /// [`WebhookArtifact::render`] of `artifact`, for example the span of its webhook body that
+    /// [`WebhookPayload::artifact_span`](flock_models::WebhookPayload::artifact_span) finds
+    /// (then the body's bytes are shared, not copied). Debug builds check that it is.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] for an id already stored.
+    pub fn insert_rendered(&self, artifact: &Artifact, json: Bytes) -> Result<(), StoreError> {
+        debug_assert_eq!(
+            json.as_ref(),
+            WebhookArtifact::render(artifact).as_slice(),
+            "the JSON handed to insert_rendered is the artifact's"
+        );
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if inner.by_id.contains_key(&artifact.id) {
             return Err(StoreError::Duplicate(artifact.id));
         }
         let index = inner.artifacts.len();
-        inner.artifacts.push(Arc::new(artifact.clone()));
+        inner.artifacts.push(Stored {
+            correlation_id: artifact.correlation_id,
+            type_name: artifact.type_name.clone(),
+            produced_by: artifact.produced_by.clone(),
+            tags: artifact.tags.clone(),
+            created_at: artifact.created_at,
+            json,
+        });
         inner.by_id.insert(artifact.id, index);
         inner
             .by_correlation
@@ -188,7 +266,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn run_query(&self, query: &ArtifactQuery) -> Page<Artifact> {
+    fn run_query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         // Start from the narrowest index the query allows, in publication order.
         let candidates: Vec<usize> = if let Some(c) = query.correlation_id {
@@ -209,16 +287,16 @@ impl MemoryStore {
         };
         let mut total = 0u64;
         let mut items = Vec::new();
-        for artifact in candidates.into_iter().map(|i| &inner.artifacts[i]) {
-            if !query.matches(artifact) {
+        for stored in candidates.into_iter().map(|i| &inner.artifacts[i]) {
+            if !query.matches_fields(&stored.fields()) {
                 continue;
             }
             total += 1;
             if total > query.offset as u64 && items.len() < query.limit {
-                items.push(Artifact::clone(artifact));
+                items.push(stored.artifact()?);
             }
         }
-        Page { items, total }
+        Ok(Page { items, total })
     }
 }
 
@@ -237,13 +315,14 @@ impl ArtifactStore for MemoryStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(inner
+        inner
             .by_id
             .get(&id)
-            .map(|&i| Artifact::clone(&inner.artifacts[i])))
+            .map(|&i| inner.artifacts[i].artifact())
+            .transpose()
     }
 
     async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
-        Ok(self.run_query(query))
+        self.run_query(query)
     }
 }

@@ -1,7 +1,8 @@
 //! The exact bytes of a webhook body, as the wire contract fixes them.
 
 use flock_models::{
-    Artifact, ArtifactDraft, EXTERNAL_PRODUCER, Tags, TypeName, WebhookPayload, timestamp,
+    Artifact, ArtifactDraft, EXTERNAL_PRODUCER, Tags, TypeName, WebhookArtifact, WebhookPayload,
+    timestamp,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -59,4 +60,39 @@ fn other_event_types_are_rejected() {
     let other = GOLDEN.replace("artifact.created", "artifact.deleted");
     let err = serde_json::from_str::<WebhookPayload>(&other).unwrap_err();
     assert!(err.to_string().contains("artifact.deleted"), "{err}");
+}
+
+#[test]
+fn the_artifact_span_of_a_body_is_the_artifact_alone() {
+    let mut artifact = sample();
+    // Keys that look like the body's own fields inside the payload do not mislead the search.
+    artifact.payload.insert(
+        "inner".into(),
+        json!({"timestamp": "x", "artifact": {"sequence": 2}}),
+    );
+    for sequence in [1, 9, 10, 123_456_789] {
+        let at = timestamp::parse("2026-11-28T12:00:00.125Z").unwrap();
+        let body = WebhookPayload::render(&artifact, sequence, at);
+        let span = WebhookPayload::artifact_span(&body).unwrap();
+        let alone = WebhookArtifact::render(&artifact);
+        assert_eq!(&body[span.clone()], alone.as_slice(), "sequence {sequence}");
+        let back: WebhookArtifact = serde_json::from_slice(&body[span]).unwrap();
+        assert_eq!(back.into_artifact(artifact.correlation_id), artifact);
+    }
+    let golden_span = WebhookPayload::artifact_span(GOLDEN.as_bytes()).unwrap();
+    assert!(GOLDEN[golden_span].starts_with(r#"{"id":"0193a1b2"#));
+}
+
+#[test]
+fn bytes_not_shaped_like_a_body_have_no_artifact_span() {
+    let body = WebhookPayload::render(&sample(), 1, timestamp::now_micros());
+    for bad in [
+        &b""[..],
+        b"{}",
+        &body[..body.len() - 1],
+        &body[1..],
+        br#"{"event_type":"artifact.created","correlation_id":"x","sequence":1,"artifact":{},"timestamp":"t"}"#,
+    ] {
+        assert_eq!(WebhookPayload::artifact_span(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
 }
