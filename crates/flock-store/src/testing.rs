@@ -1,10 +1,10 @@
-//! Test helpers (the `testing` feature): a throw-away Postgres database per test, on the server
-//! that `FLOCK_TEST_POSTGRES_URL` names.
+//! Test helpers (the `testing` feature): a throw-away Postgres database per test (or benchmark
+//! run), on the server that `FLOCK_TEST_POSTGRES_URL` names.
 
 use std::fmt;
 use std::str::FromStr as _;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _};
 
 use crate::url::{PostgresUrl, StoreUrl};
@@ -32,19 +32,38 @@ impl PostgresTestDatabase {
             eprintln!("skipped {test}: set {POSTGRES_ENV} to run it against Postgres");
             return None;
         };
+        match PostgresTestDatabase::create_on(&admin).await {
+            Ok(db) => Some(db),
+            Err(e) => panic!("{POSTGRES_ENV}: {e}"),
+        }
+    }
+
+    /// Creates a fresh database on the server `admin` (a Postgres URL whose user may create
+    /// databases) names.
+    ///
+    /// # Errors
+    /// A URL that is not a Postgres URL, a server that cannot be reached, or a database that
+    /// cannot be created; the text says which.
+    pub async fn create_on(admin: &str) -> Result<PostgresTestDatabase, String> {
         let name = format!("flock_test_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = connect(&admin).await;
+        let mut conn = PgConnectOptions::from_str(admin)
+            .map_err(|e| format!("not a Postgres URL: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+            .map_err(|e| format!("cannot create the database {name}: {e}"))?;
         let _ = conn.close().await;
-        let mut url =
-            url::Url::parse(&admin).unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a URL: {e}"));
+        let mut url = url::Url::parse(admin).map_err(|e| format!("not a URL: {e}"))?;
         url.set_path(&format!("/{name}"));
-        let url = StoreUrl::parse(url.as_str())
-            .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a Postgres URL: {e}"));
-        Some(PostgresTestDatabase { admin, name, url })
+        let url = StoreUrl::parse(url.as_str()).map_err(|e| e.to_string())?;
+        Ok(PostgresTestDatabase {
+            admin: admin.to_owned(),
+            name,
+            url,
+        })
     }
 
     /// The database's URL.
@@ -67,14 +86,6 @@ impl PostgresTestDatabase {
             _ => None,
         }
     }
-}
-
-async fn connect(url: &str) -> PgConnection {
-    PgConnectOptions::from_str(url)
-        .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a Postgres URL: {e}"))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}: {e}"))
 }
 
 impl Drop for PostgresTestDatabase {

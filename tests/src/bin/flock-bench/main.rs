@@ -50,6 +50,11 @@ struct Options {
     /// Run only these measurements (for profiling one of them); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// A Postgres server for the durable measurement (a URL whose user may create databases;
+    /// the benchmark creates one and drops it). Default: the `FLOCK_TEST_POSTGRES_URL`
+    /// variable; without either, the Postgres figures are skipped.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 /// One measurement of the program.
@@ -63,6 +68,8 @@ enum Phase {
     Fixed,
     /// 5: peak memory with deliveries pending.
     Memory,
+    /// 6: deliveries per second with each store: memory, SQLite, Postgres.
+    Durable,
 }
 
 /// The counts of one run of the program.
@@ -199,6 +206,9 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         }
         stop(server).await?;
     }
+    if options.runs(Phase::Durable) {
+        durable(&plan, options, &binary, &client, &receiver, &mut table).await?;
+    }
     if options.runs(Phase::Memory) {
         let mut peaks = Vec::new();
         for run in 1..=plan.runs.min(3) {
@@ -310,6 +320,118 @@ async fn throughput(
             median(&flock_cpu)
         ));
     }
+    Ok(())
+}
+
+/// 6: the delivering and the publishing-and-delivering measurements of row 2, with each store,
+/// each on a server of its own started for it (a fresh SQLite file in a temporary directory; a
+/// fresh Postgres database, dropped after): memory beside the durable stores, in one run.
+async fn durable(
+    plan: &Plan,
+    options: &Options,
+    binary: &std::path::Path,
+    client: &reqwest::Client,
+    receiver: &Receiver,
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let postgres = options
+        .postgres
+        .clone()
+        .or_else(|| std::env::var("FLOCK_TEST_POSTGRES_URL").ok())
+        .filter(|url| !url.is_empty());
+    let mut stores: Vec<(&str, Option<String>)> = vec![("memory", None), ("SQLite", None)];
+    if postgres.is_some() {
+        stores.push(("Postgres", postgres));
+    } else {
+        println!("durable: no Postgres server (--postgres or FLOCK_TEST_POSTGRES_URL); skipped");
+    }
+    let (mut delivering, mut at_once, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, admin) in stores {
+        let dir = Workdir::new()?;
+        let database = match &admin {
+            Some(admin) => Some(
+                flock_store::testing::PostgresTestDatabase::create_on(admin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("Postgres: {e}"))?,
+            ),
+            None => None,
+        };
+        let store_url = match (&database, name) {
+            (Some(db), _) => db.url_text(),
+            (None, "SQLite") => format!("sqlite://{}", dir.path().join("flock.db").display()),
+            (None, _) => "memory://".to_owned(),
+        };
+        let config = ServerConfig {
+            store_url,
+            ..server_config()
+        }
+        .write(&dir)?;
+        let binary = binary.to_path_buf();
+        let server = tokio::task::spawn_blocking(move || {
+            ServerProcess::spawn(&binary, &config, Duration::from_secs(60))
+        })
+        .await??;
+        println!(
+            "durable: {name}: flock-api pid {} at {}",
+            server.pid(),
+            server.address()
+        );
+        let api = format!("http://{}", server.address());
+        let pid = Some(server.pid());
+        measure::flock(client, &api, receiver, plan.count.min(2_000)).await?;
+        let (mut drains, mut flocks, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=plan.runs {
+            let before = cpu_seconds(pid);
+            let drain = measure::drain(client, &api, receiver, plan.count).await?;
+            let between = cpu_seconds(pid);
+            let (flock, publish) = measure::flock(client, &api, receiver, plan.count).await?;
+            let after = cpu_seconds(pid);
+            let per = |cpu: f64| cpu / plan.count as f64 * 1e6;
+            println!(
+                "durable run {run}: {name}: delivering {drain:>6.0}/s; publish and deliver \
+                 {flock:>6.0}/s (publishes answered {publish:>6.0}/s); flock-api CPU per \
+                 delivery {:.0} µs and {:.0} µs",
+                per(between - before),
+                per(after - between)
+            );
+            drains.push(drain);
+            flocks.push(flock);
+            cpus.push((per(between - before), per(after - between)));
+        }
+        stop(server).await?;
+        drop(database);
+        let (drain_cpu, flock_cpu): (Vec<f64>, Vec<f64>) = cpus.into_iter().unzip();
+        delivering.push((name, median(&drains)));
+        at_once.push((name, median(&flocks)));
+        cpu.push((name, median(&drain_cpu), median(&flock_cpu)));
+    }
+    let list = |xs: &[(&str, f64)]| {
+        xs.iter()
+            .map(|(name, rate)| format!("{name} {rate:.0}/s"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let sqlite = delivering
+        .iter()
+        .find(|(name, _)| *name == "SQLite")
+        .map_or(0.0, |(_, rate)| *rate);
+    table.push(format!(
+        "| 6 | deliveries per second by store, delivering (published while the receiver held, \
+         then released), each store on a fresh server | {} | SQLite ≥ 10,000/s | {} |",
+        list(&delivering),
+        verdict(sqlite >= 10_000.0)
+    ));
+    table.push(format!(
+        "| 6 | by store, publishing and delivering at once, first publish to last delivery | {} | | |",
+        list(&at_once)
+    ));
+    table.push(format!(
+        "| 6 | flock-api CPU time per delivery by store: publish (while held) and deliver; at once | {} | | |",
+        cpu.iter()
+            .map(|(name, a, b)| format!("{name} {a:.0} µs, {b:.0} µs"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
     Ok(())
 }
 
