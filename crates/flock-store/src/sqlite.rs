@@ -54,6 +54,9 @@ const READERS: u32 = 4;
 /// checkpoint: it never blocks the writer), so that the writer does not stop to do it.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// The writer connection's page cache, in KiB (negative: a size rather than a page count).
+const WRITER_CACHE_KIB: &str = "-16384";
+
 /// WAL pages past which the writer checkpoints by itself anyway (64 MiB of 4 KiB pages): a
 /// safety net should the checkpointer fall behind.
 const WRITER_CHECKPOINT_PAGES: &str = "16384";
@@ -88,10 +91,17 @@ pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sqlite>>, OpenError>
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(false)
         .statement_cache_capacity(256)
-        .pragma("cache_size", "-32768")
         .pragma("temp_store", "memory")
         .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES);
-    let mut writer = options.connect().await.map_err(|e| fail(e.to_string()))?;
+    // The writer keeps a larger page cache (the pages it appends to and the indexes it
+    // updates); readers and the checkpointer keep SQLite's default (about 2 MB), so that memory
+    // does not grow with the number of connections times the database's size.
+    let mut writer = options
+        .clone()
+        .pragma("cache_size", WRITER_CACHE_KIB)
+        .connect()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     // A file that is not a database passes the connection pragmas in some cases; reading the
     // schema does not.
     sqlx::query("SELECT count(*) FROM sqlite_master")
