@@ -53,3 +53,13 @@ CREATE TABLE attempts (
     duration_ms BIGINT      NOT NULL,
     PRIMARY KEY (delivery_id, number)
 );
+
+-- Deliveries churn (every claim and every record writes a new row version): vacuum and analyze
+-- them often, so that claims do not wade through dead index entries and plans follow the size of
+-- the queue.
+ALTER TABLE deliveries SET (
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0.01,
+    autovacuum_analyze_threshold = 1000
+);
