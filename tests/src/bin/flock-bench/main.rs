@@ -351,7 +351,8 @@ async fn durable(
     } else {
         println!("durable: no Postgres server (--postgres or FLOCK_TEST_POSTGRES_URL); skipped");
     }
-    let (mut delivering, mut at_once, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut delivering, mut at_once, mut cpu, mut latency) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (name, admin) in stores {
         let dir = Workdir::new()?;
         let database = match &admin {
@@ -404,8 +405,23 @@ async fn durable(
             flocks.push(flock);
             cpus.push((per(between - before), per(after - between)));
         }
+        // Publish latency with and without a webhook on this store, as in measurement 3.
+        let (mut with50, mut without50) = (Vec::new(), Vec::new());
+        for run in 1..=plan.runs.min(3) {
+            let (mut with, mut without) =
+                measure::publish_latency(&api, receiver, plan.samples).await?;
+            let (w50, n50) = (percentile(&mut with, 50.0), percentile(&mut without, 50.0));
+            println!(
+                "durable publish latency run {run}: {name}: with webhook p50 {w50:.0} µs; \
+                 without p50 {n50:.0} µs; ratio p50 {:.3}",
+                w50 / n50
+            );
+            with50.push(w50);
+            without50.push(n50);
+        }
         stop(server).await?;
         drop(database);
+        latency.push((name, median(&without50), median(&with50)));
         let (drain_cpu, flock_cpu): (Vec<f64>, Vec<f64>) = cpus.into_iter().unzip();
         delivering.push((name, median(&drains)));
         at_once.push((name, median(&flocks)));
@@ -430,6 +446,17 @@ async fn durable(
     table.push(format!(
         "| 6 | by store, publishing and delivering at once, first publish to last delivery | {} | | |",
         list(&at_once)
+    ));
+    table.push(format!(
+        "| 6 | publish latency p50 by store, without / with a webhook (one at a time, interleaved) | {} | ≤ 1.05 | |",
+        latency
+            .iter()
+            .map(|(name, without, with)| format!(
+                "{name} {without:.0} / {with:.0} µs, ratio {:.3}",
+                with / without
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
     ));
     table.push(format!(
         "| 6 | flock-api CPU time per delivery by store: publish (while held) and deliver; at once | {} | | |",
