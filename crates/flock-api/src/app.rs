@@ -55,6 +55,7 @@ pub fn create_app(
             web::scope("/api/v1")
                 .configure(routes::artifacts::configure)
                 .configure(routes::correlations::configure)
+                .configure(routes::webhooks::configure)
                 .configure(routes::system::configure_api),
         )
         .configure(routes::system::configure_root)

@@ -11,6 +11,7 @@ use config::{Config, Environment, File, FileFormat};
 use flock_models::Secret;
 use flock_orchestrator::{Agent, AgentSpec, OrchestratorConfig};
 use flock_retry::RetryPolicy;
+use flock_store::{Retention, StoreUrl};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -48,18 +49,61 @@ pub struct Settings {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
-    /// `memory://`: artifacts and deliveries in memory, lost on restart.
+    /// Where artifacts and webhook deliveries live: `sqlite://flock.db` by default (a file
+    /// relative to the working directory; `sqlite:///abs/path.db` for an absolute path),
+    /// `postgres://USER:PASSWORD@HOST/DATABASE` for several instances on one database, or
+    /// `memory://` (lost on restart). `Debug` hides a Postgres password.
     pub url: String,
+    /// How long delivered and failed deliveries (and their attempts) are kept after they were
+    /// completed; 7 days by default. Artifacts are kept.
+    pub retention_secs: u64,
+    /// How often done deliveries past their retention are pruned; every minute by default.
+    pub prune_interval_ms: u64,
 }
+
+/// The default `store.url`.
+pub const DEFAULT_STORE_URL: &str = "sqlite://flock.db";
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
-            url: "memory://".to_owned(),
+            url: DEFAULT_STORE_URL.to_owned(),
+            retention_secs: 7 * 24 * 60 * 60,
+            prune_interval_ms: 60_000,
         }
+    }
+}
+
+impl StoreSettings {
+    /// The URL, parsed.
+    ///
+    /// # Errors
+    /// A URL that names no supported store, named by its key.
+    pub fn store_url(&self) -> Result<StoreUrl, ConfigError> {
+        StoreUrl::parse(&self.url).map_err(|e| invalid("store.url", e.to_string()))
+    }
+
+    /// The retention and pruning period.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            keep_for: Duration::from_secs(self.retention_secs),
+            every: Duration::from_millis(self.prune_interval_ms),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url =
+            StoreUrl::parse(&self.url).map_or_else(|_| "(invalid)".to_owned(), |u| u.to_string());
+        f.debug_struct("StoreSettings")
+            .field("url", &url)
+            .field("retention_secs", &self.retention_secs)
+            .field("prune_interval_ms", &self.prune_interval_ms)
+            .finish()
     }
 }
 
@@ -135,6 +179,13 @@ pub struct WebhookSettings {
     pub connect_timeout_ms: u64,
     /// Total timeout per attempt.
     pub timeout_ms: u64,
+    /// How long a claim on a delivery lasts: when an instance dies (or is killed) with attempts
+    /// in flight, their deliveries are attempted again once it lapses. Must exceed
+    /// `timeout_ms`; 60 s by default.
+    pub lease_ms: u64,
+    /// The longest the dispatcher sleeps without looking at the outbox (for deliveries that
+    /// other instances enqueued, and leases that expired); 1 s by default.
+    pub poll_interval_ms: u64,
     /// The retry schedule.
     pub retry: RetrySettings,
 }
@@ -147,6 +198,8 @@ impl Default for WebhookSettings {
             concurrency: 64,
             connect_timeout_ms: 5_000,
             timeout_ms: 10_000,
+            lease_ms: 60_000,
+            poll_interval_ms: 1_000,
             retry: RetrySettings::default(),
         }
     }
@@ -322,11 +375,24 @@ impl Settings {
         if self.idempotency.ttl_secs == 0 {
             return Err(invalid("idempotency.ttl_secs", "must be at least 1"));
         }
-        if self.store.url != "memory://" {
+        if w.lease_ms <= w.timeout_ms {
             return Err(invalid(
-                "store.url",
-                format!("`{}` is not supported; use memory://", self.store.url),
+                "webhooks.lease_ms",
+                format!(
+                    "must exceed webhooks.timeout_ms ({}), or attempts still running would be claimed again",
+                    w.timeout_ms
+                ),
             ));
+        }
+        if w.poll_interval_ms == 0 {
+            return Err(invalid("webhooks.poll_interval_ms", "must be at least 1"));
+        }
+        self.store.store_url()?;
+        if self.store.retention_secs == 0 {
+            return Err(invalid("store.retention_secs", "must be at least 1"));
+        }
+        if self.store.prune_interval_ms == 0 {
+            return Err(invalid("store.prune_interval_ms", "must be at least 1"));
         }
         self.orchestrator.validate().map_err(|e| {
             invalid(

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     NotFound,
     /// The route exists but not with this method.
     MethodNotAllowed,
+    /// The resource is not in a state that allows this (a delivery that is not failed cannot
+    /// be redelivered).
+    Conflict,
     /// The server is stopping.
     ShuttingDown,
     /// Storage failed; the request may be retried.
@@ -41,6 +44,7 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -58,6 +62,7 @@ impl ErrorCode {
             ErrorCode::InvalidHeader => "invalid_header",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StorageUnavailable => "storage_unavailable",
         }

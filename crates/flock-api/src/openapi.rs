@@ -23,6 +23,7 @@ use crate::routes;
         routes::artifacts::get,
         routes::correlations::status,
         routes::correlations::webhooks,
+        routes::webhooks::redeliver,
         routes::system::agents,
         routes::system::health,
         routes::system::metrics,
@@ -31,6 +32,7 @@ use crate::routes;
     tags(
         (name = "artifacts", description = "Publish and read artifacts"),
         (name = "correlations", description = "Workflows and their webhook deliveries"),
+        (name = "webhooks", description = "Acting on webhook deliveries"),
         (name = "system", description = "Agents, health, metrics, this document"),
     )
 )]

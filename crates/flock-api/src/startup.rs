@@ -11,9 +11,10 @@ use actix_web::{HttpServer, web};
 use anyhow::Context as _;
 use flock_context::ContextRegistry;
 use flock_delivery::{
-    DeliveryConfig, Dispatcher, DispatcherHandle, MemoryStorage, Outbox, WebhookDeliveryComponent,
+    DeliveryConfig, Dispatcher, DispatcherHandle, Outbox, WebhookDeliveryComponent,
 };
 use flock_orchestrator::{ArtifactStore, Orchestrator};
+use flock_store::{Pruner, Storage};
 
 use crate::app::create_app;
 use crate::config::Settings;
@@ -21,19 +22,24 @@ use crate::idempotency::IdempotencyCache;
 use crate::state::AppState;
 use crate::telemetry;
 
-/// Builds what the routes share: the storage, the orchestrator (with the configured agents and
-/// the webhook component) and the dispatcher, not yet started. Tests use it with
+/// Builds what the routes share: the storage `store.url` names (opened, and created and
+/// migrated if needed), the orchestrator (with the configured agents and the webhook component)
+/// and the dispatcher, not yet started. Tests use it with
 /// `actix_web::test::init_service(create_app(state))`.
 ///
 /// # Errors
-/// An invalid agent or delivery setting.
+/// A store that cannot be opened (the message names `store.url`, the file or server, and the
+/// reason), or an invalid agent or delivery setting.
 pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppState>, Dispatcher)> {
     let metrics = telemetry::prometheus();
     flock_orchestrator::describe_metrics();
     flock_delivery::metrics::describe();
-    let storage = Arc::new(MemoryStorage::new());
-    let store: Arc<dyn ArtifactStore> = storage.clone();
-    let outbox: Arc<dyn Outbox> = storage;
+    let url = settings.store.store_url()?;
+    let storage = Storage::open(&url)
+        .await
+        .with_context(|| format!("store.url `{url}`"))?;
+    let store: Arc<dyn ArtifactStore> = storage.artifacts();
+    let outbox: Arc<dyn Outbox> = storage.outbox();
     let registry = Arc::new(ContextRegistry::new());
 
     let agents = settings.build_agents()?;
@@ -54,12 +60,15 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppSt
         request_timeout: Duration::from_millis(settings.webhooks.timeout_ms),
         retry: settings.webhooks.retry.policy(),
         allowed_cidrs: settings.allowed_networks()?,
+        lease: Duration::from_millis(settings.webhooks.lease_ms),
+        poll_interval: Duration::from_millis(settings.webhooks.poll_interval_ms),
         ..DeliveryConfig::default()
     };
     let dispatcher =
         Dispatcher::new(Arc::clone(&outbox), delivery).context("configuration: webhooks")?;
     let state = web::Data::new(AppState {
         orchestrator,
+        storage,
         outbox,
         registry,
         guard: dispatcher.guard().clone(),
@@ -80,6 +89,8 @@ pub struct Application {
     server: Server,
     orchestrator: Orchestrator,
     dispatcher: DispatcherHandle,
+    pruner: Pruner,
+    storage: Storage,
     grace: Duration,
 }
 
@@ -96,13 +107,17 @@ pub struct StopReport {
 
 impl Application {
     /// Builds the storage, orchestrator (with the configured agents and the webhook component)
-    /// and dispatcher, and binds `server.host:server.port`.
+    /// and dispatcher, and binds `server.host:server.port`. Deliveries left pending by an
+    /// earlier run (a durable store) are sent once due; those that were in flight once their
+    /// lease expires. Done deliveries are pruned past `store.retention_secs`.
     ///
     /// # Errors
-    /// An invalid agent or delivery setting, or an address that cannot be bound.
+    /// A store that cannot be opened, an invalid agent or delivery setting, or an address that
+    /// cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (state, dispatcher) = build_state(&settings).await?;
         let orchestrator = state.orchestrator.clone();
+        let storage = state.storage.clone();
         let requested = SocketAddr::new(settings.server.host, settings.server.port);
         let listener = TcpListener::bind(requested)
             .with_context(|| format!("cannot listen on {requested}"))?;
@@ -116,11 +131,15 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         let dispatcher = dispatcher.start();
+        let pruner = Pruner::start(storage.outbox(), settings.store.retention());
+        tracing::info!(store = %storage.url(), "store opened");
         Ok(Application {
             address,
             server,
             orchestrator,
             dispatcher,
+            pruner,
+            storage,
             grace,
         })
     }
@@ -146,6 +165,8 @@ impl Application {
             server,
             orchestrator,
             dispatcher,
+            pruner,
+            storage,
             grace,
         } = self;
         let handle = server.handle();
@@ -170,6 +191,8 @@ impl Application {
         let deliveries = dispatcher
             .shutdown(deadline.saturating_duration_since(Instant::now()))
             .await;
+        pruner.stop().await;
+        storage.close().await;
         let report = StopReport {
             runs_still_running: runs.runs_still_running,
             deliveries_in_flight: deliveries.in_flight,

@@ -7,6 +7,7 @@ use flock_context::ContextRegistry;
 use flock_delivery::{Outbox, SsrfGuard};
 use flock_models::Secret;
 use flock_orchestrator::Orchestrator;
+use flock_store::Storage;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::idempotency::IdempotencyCache;
@@ -15,6 +16,8 @@ use crate::idempotency::IdempotencyCache;
 pub struct AppState {
     /// The blackboard.
     pub orchestrator: Orchestrator,
+    /// Where artifacts and deliveries live (the orchestrator's store and `outbox` are its).
+    pub storage: Storage,
     /// Webhook deliveries, for the status routes.
     pub outbox: Arc<dyn Outbox>,
     /// Webhook contexts of running workflows, by correlation id.
@@ -34,6 +37,7 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
+            .field("store", self.storage.url())
             .field("workflows_with_webhooks", &self.registry.len())
             .field("default_secret", &self.default_secret)
             .field("body_limit", &self.body_limit)

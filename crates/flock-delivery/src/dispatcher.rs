@@ -302,26 +302,17 @@ async fn work(
 ) {
     let mut next = Some(claimed);
     while let Some(claimed) = next.take() {
-        attempt(&shared, claimed).await;
-        if stop_requested(&stop) {
-            break;
-        }
-        next = match shared
-            .outbox
-            .claim(OffsetDateTime::now_utc(), 1, shared.config.lease)
-            .await
-        {
-            Ok(mut batch) => batch.pop(),
-            Err(e) => {
-                error!(error = %e, "claiming webhook deliveries failed");
-                None
-            }
-        };
+        next = attempt(&shared, claimed, &stop).await;
     }
 }
 
-/// One attempt: send, classify, record, log, count.
-async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
+/// One attempt: send, classify, record (and, unless the dispatcher is stopping, claim the
+/// slot's next delivery in the same call), log, count. Returns the next delivery, if any.
+async fn attempt(
+    shared: &Shared,
+    claimed: ClaimedDelivery,
+    stop: &watch::Receiver<Option<Instant>>,
+) -> Option<ClaimedDelivery> {
     let delivery = &*claimed.delivery;
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
@@ -335,7 +326,7 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
         match shared
             .config
             .retry
-            .decide(claimed.attempt, &sent.outcome, fastrand::f64())
+            .decide(claimed.round_attempt, &sent.outcome, fastrand::f64())
         {
             Decision::Delivered => Resolution::Delivered,
             Decision::RetryAfter(wait) => Resolution::RetryAt(add(finished, wait)),
@@ -356,11 +347,34 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
     let error_kind = record.error_kind.map(ErrorKind::as_str);
     let error_text = record.error.clone();
 
-    match shared
-        .outbox
-        .record(&claimed.lease, record, resolution)
-        .await
-    {
+    let (recorded, next) = if stop_requested(stop) {
+        let recorded = shared
+            .outbox
+            .record(&claimed.lease, record, resolution)
+            .await;
+        (recorded, None)
+    } else {
+        let both = shared
+            .outbox
+            .record_and_claim(
+                &claimed.lease,
+                record,
+                resolution,
+                OffsetDateTime::now_utc(),
+                1,
+                shared.config.lease,
+            )
+            .await;
+        let next = match both.claimed {
+            Ok(mut batch) => batch.pop(),
+            Err(e) => {
+                error!(error = %e, "claiming webhook deliveries failed");
+                None
+            }
+        };
+        (both.recorded, next)
+    };
+    match recorded {
         Ok(()) => {}
         Err(OutboxError::LeaseLost(_)) => {
             debug!(
@@ -370,7 +384,7 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
                 attempt = claimed.attempt,
                 "webhook attempt finished after its lease lapsed; its result was dropped"
             );
-            return;
+            return next;
         }
         Err(e) => {
             error!(
@@ -381,7 +395,7 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
                 error = %e,
                 "recording a webhook attempt failed"
             );
-            return;
+            return next;
         }
     }
 
@@ -429,4 +443,5 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery) {
             );
         }
     }
+    next
 }

@@ -21,7 +21,7 @@ pub use dispatcher::{Dispatcher, DispatcherHandle, ShutdownReport};
 pub use memory::MemoryOutbox;
 pub use outbox::{
     AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailureReason, Lease,
-    MAX_ERROR_CHARS, Outbox, OutboxCounts, OutboxError, Resolution,
+    MAX_ERROR_CHARS, Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution,
 };
 pub use sender::USER_AGENT;
 pub use ssrf::{Refused, RefusedRange, SsrfGuard};

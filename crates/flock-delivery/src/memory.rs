@@ -23,8 +23,9 @@ use crate::time_util::add;
 ///
 /// Pending deliveries sit in a binary heap ordered by due time; claimed ones in an index ordered
 /// by lease expiry, so an expired lease is found as cheaply as a due delivery. Enqueueing takes
-/// the lock briefly, never waits for anything else, and wakes the dispatcher. Delivered and
-/// failed deliveries keep their attempts (for listing) but drop their body and secret.
+/// the lock briefly, never waits for anything else, and wakes the dispatcher. Delivered
+/// deliveries keep their attempts (for listing) but drop their body and secret; failed ones keep
+/// them too, so that they can be redelivered, until they are pruned.
 pub struct MemoryOutbox {
     state: Mutex<State>,
     notify: Notify,
@@ -51,6 +52,8 @@ struct Entry {
     sequence: u64,
     created_at: OffsetDateTime,
     attempts: Vec<StoredAttempt>,
+    /// How many attempts were recorded before the delivery was last redelivered.
+    round_start: u32,
     status: Status,
 }
 
@@ -112,7 +115,7 @@ enum Status {
         at: OffsetDateTime,
     },
     Failed {
-        url: String,
+        delivery: Arc<NewDelivery>,
         at: OffsetDateTime,
         reason: FailureReason,
     },
@@ -169,6 +172,7 @@ impl MemoryOutbox {
                         sequence: delivery.sequence,
                         created_at: now,
                         attempts: Vec::new(),
+                        round_start: 0,
                         status: Status::Pending {
                             delivery: Arc::new(delivery),
                             due: now,
@@ -179,6 +183,22 @@ impl MemoryOutbox {
         }
         self.notify.notify_one();
         Ok(())
+    }
+
+    /// Checks that `deliveries` could be enqueued: no id given twice or already present.
+    ///
+    /// # Errors
+    /// [`OutboxError::Duplicate`] naming the first such id.
+    pub(crate) fn check_new(&self, deliveries: &[NewDelivery]) -> Result<(), OutboxError> {
+        let state = self.lock();
+        let mut seen = HashSet::with_capacity(deliveries.len());
+        match deliveries
+            .iter()
+            .find(|d| !seen.insert(d.id) || state.entries.contains_key(&d.id))
+        {
+            Some(dup) => Err(OutboxError::Duplicate(dup.id)),
+            None => Ok(()),
+        }
     }
 
     /// How many deliveries it holds, done ones included.
@@ -245,11 +265,12 @@ impl State {
                 token,
                 expires_at,
             };
-            let attempt = next_attempt(entry);
+            let (attempt, round_attempt) = next_attempt(entry);
             self.leases.insert((expires_at, token), id);
             out.push(Claimed {
                 delivery,
                 attempt,
+                round_attempt,
                 token,
             });
         }
@@ -278,13 +299,14 @@ impl State {
                 token,
                 expires_at,
             };
-            let attempt = next_attempt(entry);
+            let (attempt, round_attempt) = next_attempt(entry);
             self.leases.insert((expires_at, token), id);
             self.pending -= 1;
             self.in_flight += 1;
             out.push(Claimed {
                 delivery,
                 attempt,
+                round_attempt,
                 token,
             });
         }
@@ -337,7 +359,7 @@ impl State {
             }
             Resolution::Failed(reason) => {
                 entry.status = Status::Failed {
-                    url: delivery.url.for_logs(),
+                    delivery,
                     at: finished,
                     reason,
                 };
@@ -351,6 +373,57 @@ impl State {
             }
         };
         Ok(requeued)
+    }
+
+    /// Puts a failed delivery back in the due heap.
+    fn redeliver(&mut self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
+        let entry = self
+            .entries
+            .get_mut(&id)
+            .ok_or(OutboxError::UnknownDelivery(id))?;
+        let delivery = match &entry.status {
+            Status::Failed { delivery, .. } => Arc::clone(delivery),
+            Status::Pending { .. } | Status::InFlight { .. } => {
+                return Err(OutboxError::NotRedeliverable {
+                    id,
+                    state: DeliveryState::Pending,
+                });
+            }
+            Status::Delivered { .. } => {
+                return Err(OutboxError::NotRedeliverable {
+                    id,
+                    state: DeliveryState::Delivered,
+                });
+            }
+        };
+        entry.round_start = u32::try_from(entry.attempts.len()).unwrap_or(u32::MAX);
+        entry.status = Status::Pending { delivery, due: now };
+        self.due.push(Reverse((now, id)));
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Drops delivered and failed entries completed before `before`.
+    fn prune(&mut self, before: OffsetDateTime) -> u64 {
+        let gone: Vec<(Uuid, Uuid)> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| match &entry.status {
+                Status::Delivered { at, .. } | Status::Failed { at, .. } => *at < before,
+                Status::Pending { .. } | Status::InFlight { .. } => false,
+            })
+            .map(|(id, entry)| (*id, entry.correlation_id))
+            .collect();
+        for (id, correlation_id) in &gone {
+            self.entries.remove(id);
+            if let Some(ids) = self.by_correlation.get_mut(correlation_id) {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    self.by_correlation.remove(correlation_id);
+                }
+            }
+        }
+        u64::try_from(gone.len()).unwrap_or(u64::MAX)
     }
 
     fn next_due(&self) -> Option<OffsetDateTime> {
@@ -382,8 +455,12 @@ impl State {
             Status::Delivered { url, at } => {
                 (url.clone(), DeliveryState::Delivered, None, None, Some(*at))
             }
-            Status::Failed { url, at, reason } => (
-                url.clone(),
+            Status::Failed {
+                delivery,
+                at,
+                reason,
+            } => (
+                delivery.url.for_logs(),
                 DeliveryState::Failed,
                 Some(*reason),
                 None,
@@ -406,15 +483,19 @@ impl State {
     }
 }
 
-fn next_attempt(entry: &Entry) -> u32 {
-    u32::try_from(entry.attempts.len())
-        .unwrap_or(u32::MAX)
-        .saturating_add(1)
+/// The number of the entry's next attempt, overall and since it was last queued.
+fn next_attempt(entry: &Entry) -> (u32, u32) {
+    let recorded = u32::try_from(entry.attempts.len()).unwrap_or(u32::MAX);
+    (
+        recorded.saturating_add(1),
+        recorded.saturating_sub(entry.round_start).saturating_add(1),
+    )
 }
 
 struct Claimed {
     delivery: Arc<NewDelivery>,
     attempt: u32,
+    round_attempt: u32,
     token: u64,
 }
 
@@ -442,6 +523,7 @@ impl Outbox for MemoryOutbox {
                 },
                 delivery: c.delivery,
                 attempt: c.attempt,
+                round_attempt: c.round_attempt,
             })
             .collect())
     }
@@ -487,6 +569,16 @@ impl Outbox for MemoryOutbox {
             pending: state.pending,
             in_flight: state.in_flight,
         })
+    }
+
+    async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
+        self.lock().redeliver(id, now)?;
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {
+        Ok(self.lock().prune(completed_before))
     }
 
     async fn enqueued(&self) {
@@ -613,6 +705,92 @@ mod tests {
         assert_eq!(view.failure, Some(FailureReason::Gone));
         assert_eq!(view.attempts.len(), 1);
         assert_eq!(outbox.counts().await.unwrap(), OutboxCounts::default());
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_is_redelivered_with_a_fresh_budget_and_its_history() {
+        let outbox = MemoryOutbox::new();
+        outbox
+            .enqueue_now(vec![delivery(Uuid::now_v7(), 1)])
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let first = outbox.claim(now, 1, LEASE).await.unwrap().remove(0);
+        let id = first.delivery.id;
+        assert_eq!(
+            outbox.redeliver(id, now).await,
+            Err(OutboxError::NotRedeliverable {
+                id,
+                state: DeliveryState::Pending
+            })
+        );
+        outbox
+            .record(
+                &first.lease,
+                attempt(1),
+                Resolution::Failed(FailureReason::Exhausted),
+            )
+            .await
+            .unwrap();
+        let unknown = Uuid::now_v7();
+        assert_eq!(
+            outbox.redeliver(unknown, now).await,
+            Err(OutboxError::UnknownDelivery(unknown))
+        );
+        outbox.redeliver(id, now).await.unwrap();
+        assert_eq!(outbox.counts().await.unwrap().pending, 1);
+        let again = outbox.claim(now, 1, LEASE).await.unwrap().remove(0);
+        assert_eq!((again.attempt, again.round_attempt), (2, 1));
+        assert_eq!(again.delivery.id, id);
+        outbox
+            .record(&again.lease, attempt(2), Resolution::Delivered)
+            .await
+            .unwrap();
+        let view = outbox.delivery(id).await.unwrap().unwrap();
+        assert_eq!(view.state, DeliveryState::Delivered);
+        assert_eq!(view.attempts.len(), 2);
+        assert_eq!(
+            outbox.redeliver(id, now).await,
+            Err(OutboxError::NotRedeliverable {
+                id,
+                state: DeliveryState::Delivered
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn prune_drops_only_done_deliveries_completed_before_the_cutoff() {
+        let outbox = MemoryOutbox::new();
+        let cid = Uuid::now_v7();
+        outbox
+            .enqueue_now(vec![delivery(cid, 1), delivery(cid, 2), delivery(cid, 3)])
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut claimed = outbox.claim(now, 2, LEASE).await.unwrap();
+        let failed = claimed.pop().unwrap();
+        let delivered = claimed.pop().unwrap();
+        outbox
+            .record(&delivered.lease, attempt(1), Resolution::Delivered)
+            .await
+            .unwrap();
+        outbox
+            .record(
+                &failed.lease,
+                attempt(1),
+                Resolution::Failed(FailureReason::Gone),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outbox.prune(now).await.unwrap(), 0, "completed after now");
+        let later = add(OffsetDateTime::now_utc(), Duration::from_secs(1));
+        assert_eq!(outbox.prune(later).await.unwrap(), 2);
+        let left = outbox.deliveries(cid).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].state, DeliveryState::Pending);
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(
+            outbox.redeliver(failed.delivery.id, later).await,
+            Err(OutboxError::UnknownDelivery(failed.delivery.id))
+        );
     }
 
     #[tokio::test]

@@ -36,6 +36,17 @@ pub enum FailureReason {
     InvalidSecret,
 }
 
+impl DeliveryState {
+    /// The state as its snake-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
 impl FailureReason {
     /// The reason as its snake-case name, for logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -174,8 +185,14 @@ pub struct Lease {
 pub struct ClaimedDelivery {
     /// The delivery, with its body and secret.
     pub delivery: Arc<NewDelivery>,
-    /// The number this attempt will have (1 for the first).
+    /// The number this attempt will have (1 for the first); it keeps counting up across
+    /// redeliveries.
     pub attempt: u32,
+    /// The attempt's number since the delivery was last queued (1 for the first attempt after
+    /// enqueueing or after a [redelivery](Outbox::redeliver)): the number the retry policy
+    /// counts, so a redelivered delivery gets a fresh retry budget. Equal to `attempt` for a
+    /// delivery that was never redelivered.
+    pub round_attempt: u32,
     /// The claim.
     pub lease: Lease,
 }
@@ -200,6 +217,15 @@ pub struct OutboxCounts {
     pub in_flight: u64,
 }
 
+/// What [`Outbox::record_and_claim`] did: the record's result and the claim's.
+#[derive(Debug)]
+pub struct RecordedAndClaimed {
+    /// As [`Outbox::record`] answers.
+    pub recorded: Result<(), OutboxError>,
+    /// As [`Outbox::claim`] answers.
+    pub claimed: Result<Vec<ClaimedDelivery>, OutboxError>,
+}
+
 /// Why an outbox could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboxError {
@@ -213,6 +239,14 @@ pub enum OutboxError {
     /// A delivery with this id is already in the outbox.
     #[error("delivery {0} is already in the outbox")]
     Duplicate(Uuid),
+    /// Only a failed delivery can be redelivered; this one is pending or was delivered.
+    #[error("delivery {id} is {state}; only a failed delivery can be redelivered", state = .state.as_str())]
+    NotRedeliverable {
+        /// The delivery.
+        id: Uuid,
+        /// Where it stands.
+        state: DeliveryState,
+    },
     /// The backend failed; the text says how (never with secrets).
     #[error("outbox backend failed: {0}")]
     Backend(String),
@@ -257,6 +291,24 @@ pub trait Outbox: Send + Sync + 'static {
         resolution: Resolution,
     ) -> Result<(), OutboxError>;
 
+    /// Records an attempt as [`Outbox::record`] does, then claims up to `limit` deliveries due
+    /// at `now` as [`Outbox::claim`] does: a dispatcher's attempt slot hands in its result and
+    /// takes its next delivery in one call. The default makes the two calls in turn; a durable
+    /// outbox does both in one write. The claim happens whatever the record's result.
+    async fn record_and_claim(
+        &self,
+        lease: &Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> RecordedAndClaimed {
+        let recorded = self.record(lease, attempt, resolution).await;
+        let claimed = self.claim(now, limit, lease_for).await;
+        RecordedAndClaimed { recorded, claimed }
+    }
+
     /// The deliveries of workflow `correlation_id` with their attempts, by sequence.
     ///
     /// # Errors
@@ -280,6 +332,24 @@ pub trait Outbox: Send + Sync + 'static {
     /// # Errors
     /// [`OutboxError::Backend`] when the backend fails.
     async fn counts(&self) -> Result<OutboxCounts, OutboxError>;
+
+    /// Queues a failed delivery again, due at `now`: the same delivery (same id, so the same
+    /// `webhook-id`, body and secret) gets new attempts whose numbers continue after the old
+    /// ones, which stay listed; the retry budget starts afresh
+    /// ([`ClaimedDelivery::round_attempt`]).
+    ///
+    /// # Errors
+    /// [`OutboxError::UnknownDelivery`] (never enqueued, or pruned);
+    /// [`OutboxError::NotRedeliverable`] when it is pending (it is attempted again by itself)
+    /// or was delivered (the receiver has it); [`OutboxError::Backend`].
+    async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError>;
+
+    /// Deletes delivered and failed deliveries that were completed before `completed_before`,
+    /// with their attempts, and returns how many it deleted. Pending ones are never deleted.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError>;
 
     /// Completes when deliveries may have been enqueued (or rescheduled) since it last
     /// completed: a hint that lets the dispatcher sleep until work arrives. It may complete

@@ -23,9 +23,10 @@ use crate::outbox::{
 /// An artifact published with a delivery is stored as the span of the delivery's body that
 /// holds it (`MemoryStore::insert_rendered`): its payload is in memory once, not twice.
 ///
-/// A publish whose artifact is refused (a duplicate id) enqueues nothing; enqueueing after a
-/// stored artifact fails only for a delivery id already present, which fresh UUID v7 ids never
-/// are.
+/// A publish is all or nothing: its delivery ids are checked before the artifact is stored, so
+/// a refused delivery leaves no artifact behind, and a refused artifact (a duplicate id)
+/// enqueues nothing. (Only two publishes racing with the same fresh delivery id, which UUID v7
+/// ids never are, could get past the check.)
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     artifacts: MemoryStore,
@@ -56,6 +57,9 @@ impl ArtifactStore for MemoryStorage {
         artifact: &Artifact,
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
+        self.outbox
+            .check_new(&deliveries)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         // The artifact's JSON inside its webhook body is kept once, by the store and the outbox.
         let shared = deliveries.first().and_then(|delivery| {
             WebhookPayload::artifact_span(&delivery.body).map(|span| delivery.body.slice(span))
@@ -116,6 +120,14 @@ impl Outbox for MemoryStorage {
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
         self.outbox.counts().await
+    }
+
+    async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
+        self.outbox.redeliver(id, now).await
+    }
+
+    async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {
+        self.outbox.prune(completed_before).await
     }
 
     async fn enqueued(&self) {

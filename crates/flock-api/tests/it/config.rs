@@ -57,6 +57,30 @@ fn defaults_without_file_or_env() {
         flock_retry::RetryPolicy::default()
     );
     assert_eq!(s.idempotency.ttl_secs, 86_400);
+    assert_eq!(s.store.url, "sqlite://flock.db");
+    assert_eq!(s.store.retention_secs, 7 * 24 * 60 * 60);
+    assert_eq!(s.store.prune_interval_ms, 60_000);
+    assert_eq!(s.webhooks.lease_ms, 60_000);
+    assert_eq!(s.webhooks.poll_interval_ms, 1_000);
+}
+
+#[test]
+fn the_store_url_never_shows_a_password() {
+    let s = Settings::load(
+        None,
+        env(&[(
+            "FLOCK__STORE__URL",
+            "postgres://flock:hunter2@db.example/flock",
+        )]),
+    )
+    .unwrap();
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("flock:***@db.example"), "{shown}");
+    assert!(matches!(
+        s.store.store_url().unwrap(),
+        flock_store::StoreUrl::Postgres(_)
+    ));
 }
 
 #[test]
@@ -175,6 +199,36 @@ fn errors_name_the_bad_key() {
             "server.body_limit_bytes",
         ),
         (env(&[("FLOCK__LOG__LEVEL", "info,[")]), None, "log.level"),
+        (
+            env(&[("FLOCK__STORE__URL", "mysql://db/flock")]),
+            None,
+            "store.url",
+        ),
+        (
+            env(&[("FLOCK__STORE__URL", "sqlite://")]),
+            None,
+            "store.url",
+        ),
+        (
+            env(&[("FLOCK__STORE__RETENTION_SECS", "0")]),
+            None,
+            "store.retention_secs",
+        ),
+        (
+            env(&[("FLOCK__STORE__PRUNE_INTERVAL_MS", "0")]),
+            None,
+            "store.prune_interval_ms",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__LEASE_MS", "10000")]),
+            None,
+            "webhooks.lease_ms",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__POLL_INTERVAL_MS", "0")]),
+            None,
+            "webhooks.poll_interval_ms",
+        ),
         (env(&[]), Some("[server]\nport = \"x\"\n"), "port"),
         (env(&[]), Some("[server\n"), "flock.toml"),
         (

@@ -1,8 +1,11 @@
 //! Integration tests of `flock-api`: the production app factory in process, real servers on
-//! 127.0.0.1:0 with real webhook receivers, and the `flock-api` binary as a process.
+//! 127.0.0.1:0 with real webhook receivers, the `flock-api` binary as a process, and durable
+//! stores (SQLite files in temporary directories; Postgres when `FLOCK_TEST_POSTGRES_URL`
+//! names a server).
 
 mod bad_input;
 mod config;
+mod durable;
 mod process;
 mod routes;
 mod server;

@@ -10,17 +10,17 @@ use serde_json::json;
 
 use crate::support::{LONG, Receiver, Script, TempDir, TestApp, settings};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flock-api");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_flock-api");
 
 /// A child process whose output lines arrive on channels; killed on drop if still running.
-struct Process {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) stdout: mpsc::Receiver<String>,
+    pub(crate) stderr: mpsc::Receiver<String>,
 }
 
 impl Process {
-    fn spawn(command: &mut Command) -> Process {
+    pub(crate) fn spawn(command: &mut Command) -> Process {
         let mut child = command
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -37,7 +37,11 @@ impl Process {
     }
 
     /// Waits for a line containing `needle` on `stream`; returns it.
-    fn wait_line(stream: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
+    pub(crate) fn wait_line(
+        stream: &mpsc::Receiver<String>,
+        needle: &str,
+        seen: &mut Vec<String>,
+    ) -> String {
         let deadline = Instant::now() + LONG;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -53,7 +57,7 @@ impl Process {
         }
     }
 
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + LONG;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -64,12 +68,12 @@ impl Process {
         }
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     }
 
-    fn rest(stream: &mpsc::Receiver<String>) -> Vec<String> {
+    pub(crate) fn rest(stream: &mpsc::Receiver<String>) -> Vec<String> {
         stream.try_iter().collect()
     }
 }
@@ -96,7 +100,7 @@ fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 }
 
 /// `listening on http://127.0.0.1:PORT` -> `127.0.0.1:PORT`.
-fn address_in(line: &str) -> String {
+pub(crate) fn address_in(line: &str) -> String {
     let start = line.find("http://").unwrap() + "http://".len();
     line[start..]
         .split(|c: char| c == '/' || c.is_whitespace())
@@ -122,7 +126,8 @@ allowed_cidrs = ["127.0.0.1/32"]
     let mut server = Process::spawn(
         Command::new(BIN)
             .args(["serve", "--config", &config])
-            .env("FLOCK__SERVER__PORT", "0"),
+            .env("FLOCK__SERVER__PORT", "0")
+            .env("FLOCK__STORE__URL", "memory://"),
     );
     let mut seen = Vec::new();
     let line = Process::wait_line(&server.stderr, "listening on http://", &mut seen);
@@ -225,6 +230,7 @@ command = []
     for (args, env, words) in cases {
         let output = Command::new(BIN)
             .args(&args)
+            .env("FLOCK__STORE__URL", "memory://")
             .envs(env.clone())
             .env_remove("RUST_LOG")
             .output()

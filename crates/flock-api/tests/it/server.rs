@@ -476,6 +476,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/api/v1/agents"),
         ("get", "/api/v1/correlations/{id}/status"),
         ("get", "/api/v1/correlations/{id}/webhooks"),
+        ("post", "/api/v1/webhooks/deliveries/{id}/redeliver"),
         ("get", "/health"),
         ("get", "/metrics"),
         ("get", "/api/v1/openapi.json"),

@@ -16,9 +16,11 @@ use tokio::sync::{Notify, oneshot};
 /// Upper bound for anything a test waits for; only ever a failure limit.
 pub(crate) const LONG: Duration = Duration::from_secs(30);
 
-/// Settings for a test server: port 0, loopback allowed, fast retries, quiet logs.
+/// Settings for a test server: port 0, loopback allowed, fast retries, quiet logs, artifacts
+/// and deliveries in memory (tests that need a database name their own).
 pub(crate) fn settings() -> Settings {
     let mut s = Settings::load(None, Vec::new()).unwrap();
+    s.store.url = "memory://".to_owned();
     s.server.port = 0;
     s.server.workers = Some(2);
     s.server.shutdown_grace_ms = 5_000;
@@ -195,6 +197,15 @@ pub(crate) struct Receiver {
 
 impl Receiver {
     pub(crate) fn start(script: Script) -> Receiver {
+        Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
+    }
+
+    /// A receiver on `127.0.0.1:port`, a port chosen earlier (see [`free_port`]).
+    pub(crate) fn start_at(port: u16, script: Script) -> Receiver {
+        Receiver::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), script)
+    }
+
+    fn start_on(listener: TcpListener, script: Script) -> Receiver {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
@@ -204,7 +215,6 @@ impl Receiver {
             answered: AtomicUsize::new(0),
             release_all: std::sync::atomic::AtomicBool::new(false),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let data = web::Data::from(Arc::clone(&shared));
         let server = HttpServer::new(move || {
@@ -298,6 +308,16 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
     }
 }
 
+/// A loopback port that was free a moment ago: bound, noted and closed. Nothing listens on it
+/// until a test starts a receiver there.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A directory for agent scripts and files, removed on drop.
 pub(crate) struct TempDir(std::path::PathBuf);
 
@@ -306,6 +326,11 @@ impl TempDir {
         let dir = std::env::temp_dir().join(format!("flock-api-test-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     /// Writes a file and returns its path as a string.

@@ -50,6 +50,11 @@ struct Options {
     /// Run only these measurements (for profiling one of them); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// A Postgres server for the durable measurement (a URL whose user may create databases;
+    /// the benchmark creates one and drops it). Default: the `FLOCK_TEST_POSTGRES_URL`
+    /// variable; without either, the Postgres figures are skipped.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 /// One measurement of the program.
@@ -63,6 +68,8 @@ enum Phase {
     Fixed,
     /// 5: peak memory with deliveries pending.
     Memory,
+    /// 6: deliveries per second with each store: memory, SQLite, Postgres.
+    Durable,
 }
 
 /// The counts of one run of the program.
@@ -199,29 +206,38 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         }
         stop(server).await?;
     }
+    if options.runs(Phase::Durable) {
+        durable(&plan, options, &binary, &client, &receiver, &mut table).await?;
+    }
     if options.runs(Phase::Memory) {
-        let mut peaks = Vec::new();
-        for run in 1..=plan.runs.min(3) {
-            let (idle, peak) = memory(&binary, &client, plan.pending).await?;
-            println!(
-                "memory run {run}: {} pending; flock-api resident at start {idle:.1} MiB, peak \
-                 {peak:.1} MiB",
-                plan.pending
-            );
-            peaks.push(peak);
-        }
-        let peak = median(&peaks);
-        table.push(format!(
-            "| 5 | flock-api peak resident memory (VmHWM), {} pending | {peak:.1} MiB \
-             ({:.1} MB) | < 200 MB | {} |",
-            plan.pending,
-            peak * 1.048_576,
-            if plan.pending >= 100_000 {
-                verdict(peak * 1.048_576 < 200.0)
-            } else {
-                "(the target is for 100,000)"
+        // The in-memory store, then the default store (an SQLite file), which keeps pending
+        // deliveries out of the process.
+        for store in [MemoryStore::Memory, MemoryStore::Sqlite] {
+            let mut peaks = Vec::new();
+            for run in 1..=plan.runs.min(3) {
+                let (idle, peak) = memory(&binary, &client, plan.pending, store).await?;
+                println!(
+                    "memory run {run}: {} store, {} pending; flock-api resident at start \
+                     {idle:.1} MiB, peak {peak:.1} MiB",
+                    store.name(),
+                    plan.pending
+                );
+                peaks.push(peak);
             }
-        ));
+            let peak = median(&peaks);
+            table.push(format!(
+                "| 5 | flock-api peak resident memory (VmHWM), {} pending, {} store | {peak:.1} \
+                 MiB ({:.1} MB) | < 200 MB | {} |",
+                plan.pending,
+                store.name(),
+                peak * 1.048_576,
+                if plan.pending >= 100_000 {
+                    verdict(peak * 1.048_576 < 200.0)
+                } else {
+                    "(the target is for 100,000)"
+                }
+            ));
+        }
     }
 
     println!();
@@ -313,6 +329,145 @@ async fn throughput(
     Ok(())
 }
 
+/// 6: the delivering and the publishing-and-delivering measurements of row 2, with each store,
+/// each on a server of its own started for it (a fresh SQLite file in a temporary directory; a
+/// fresh Postgres database, dropped after): memory beside the durable stores, in one run.
+async fn durable(
+    plan: &Plan,
+    options: &Options,
+    binary: &std::path::Path,
+    client: &reqwest::Client,
+    receiver: &Receiver,
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let postgres = options
+        .postgres
+        .clone()
+        .or_else(|| std::env::var("FLOCK_TEST_POSTGRES_URL").ok())
+        .filter(|url| !url.is_empty());
+    let mut stores: Vec<(&str, Option<String>)> = vec![("memory", None), ("SQLite", None)];
+    if postgres.is_some() {
+        stores.push(("Postgres", postgres));
+    } else {
+        println!("durable: no Postgres server (--postgres or FLOCK_TEST_POSTGRES_URL); skipped");
+    }
+    let (mut delivering, mut at_once, mut cpu, mut latency) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (name, admin) in stores {
+        let dir = Workdir::new()?;
+        let database = match &admin {
+            Some(admin) => Some(
+                flock_store::testing::PostgresTestDatabase::create_on(admin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("Postgres: {e}"))?,
+            ),
+            None => None,
+        };
+        let store_url = match (&database, name) {
+            (Some(db), _) => db.url_text(),
+            (None, "SQLite") => format!("sqlite://{}", dir.path().join("flock.db").display()),
+            (None, _) => "memory://".to_owned(),
+        };
+        let config = ServerConfig {
+            store_url,
+            ..server_config()
+        }
+        .write(&dir)?;
+        let binary = binary.to_path_buf();
+        let server = tokio::task::spawn_blocking(move || {
+            ServerProcess::spawn(&binary, &config, Duration::from_secs(60))
+        })
+        .await??;
+        println!(
+            "durable: {name}: flock-api pid {} at {}",
+            server.pid(),
+            server.address()
+        );
+        let api = format!("http://{}", server.address());
+        let pid = Some(server.pid());
+        measure::flock(client, &api, receiver, plan.count.min(2_000)).await?;
+        let (mut drains, mut flocks, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=plan.runs {
+            let before = cpu_seconds(pid);
+            let drain = measure::drain(client, &api, receiver, plan.count).await?;
+            let between = cpu_seconds(pid);
+            let (flock, publish) = measure::flock(client, &api, receiver, plan.count).await?;
+            let after = cpu_seconds(pid);
+            let per = |cpu: f64| cpu / plan.count as f64 * 1e6;
+            println!(
+                "durable run {run}: {name}: delivering {drain:>6.0}/s; publish and deliver \
+                 {flock:>6.0}/s (publishes answered {publish:>6.0}/s); flock-api CPU per \
+                 delivery {:.0} µs and {:.0} µs",
+                per(between - before),
+                per(after - between)
+            );
+            drains.push(drain);
+            flocks.push(flock);
+            cpus.push((per(between - before), per(after - between)));
+        }
+        // Publish latency with and without a webhook on this store, as in measurement 3.
+        let (mut with50, mut without50) = (Vec::new(), Vec::new());
+        for run in 1..=plan.runs.min(3) {
+            let (mut with, mut without) =
+                measure::publish_latency(&api, receiver, plan.samples).await?;
+            let (w50, n50) = (percentile(&mut with, 50.0), percentile(&mut without, 50.0));
+            println!(
+                "durable publish latency run {run}: {name}: with webhook p50 {w50:.0} µs; \
+                 without p50 {n50:.0} µs; ratio p50 {:.3}",
+                w50 / n50
+            );
+            with50.push(w50);
+            without50.push(n50);
+        }
+        stop(server).await?;
+        drop(database);
+        latency.push((name, median(&without50), median(&with50)));
+        let (drain_cpu, flock_cpu): (Vec<f64>, Vec<f64>) = cpus.into_iter().unzip();
+        delivering.push((name, median(&drains)));
+        at_once.push((name, median(&flocks)));
+        cpu.push((name, median(&drain_cpu), median(&flock_cpu)));
+    }
+    let list = |xs: &[(&str, f64)]| {
+        xs.iter()
+            .map(|(name, rate)| format!("{name} {rate:.0}/s"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let sqlite = delivering
+        .iter()
+        .find(|(name, _)| *name == "SQLite")
+        .map_or(0.0, |(_, rate)| *rate);
+    table.push(format!(
+        "| 6 | deliveries per second by store, delivering (published while the receiver held, \
+         then released), each store on a fresh server | {} | SQLite ≥ 10,000/s | {} |",
+        list(&delivering),
+        verdict(sqlite >= 10_000.0)
+    ));
+    table.push(format!(
+        "| 6 | by store, publishing and delivering at once, first publish to last delivery | {} | | |",
+        list(&at_once)
+    ));
+    table.push(format!(
+        "| 6 | publish latency p50 by store, without / with a webhook (one at a time, interleaved) | {} | ≤ 1.05 | |",
+        latency
+            .iter()
+            .map(|(name, without, with)| format!(
+                "{name} {without:.0} / {with:.0} µs, ratio {:.3}",
+                with / without
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    table.push(format!(
+        "| 6 | flock-api CPU time per delivery by store: publish (while held) and deliver; at once | {} | | |",
+        cpu.iter()
+            .map(|(name, a, b)| format!("{name} {a:.0} µs, {b:.0} µs"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    Ok(())
+}
+
 /// 3: publish latency with and without a webhook, interleaved.
 async fn publish_latency(
     plan: &Plan,
@@ -399,12 +554,32 @@ async fn fixed_rate(
     Ok(())
 }
 
-/// A fresh server; `pending` artifacts published with a webhook to a receiver that never
-/// answers; its resident memory at start and its peak (VmHWM) once all are pending, in MiB.
+/// The store of a memory measurement.
+#[derive(Debug, Clone, Copy)]
+enum MemoryStore {
+    /// `memory://`.
+    Memory,
+    /// An SQLite file in the run's directory (the product's default store).
+    Sqlite,
+}
+
+impl MemoryStore {
+    fn name(self) -> &'static str {
+        match self {
+            MemoryStore::Memory => "memory",
+            MemoryStore::Sqlite => "SQLite",
+        }
+    }
+}
+
+/// A fresh server on `store`; `pending` artifacts published with a webhook to a receiver that
+/// never answers; its resident memory at start and its peak (VmHWM) once all are pending, in
+/// MiB.
 async fn memory(
     binary: &std::path::Path,
     client: &reqwest::Client,
     pending: usize,
+    store: MemoryStore,
 ) -> anyhow::Result<(f64, f64)> {
     let dead = Receiver::start(Behaviour {
         never_answer: true,
@@ -412,7 +587,21 @@ async fn memory(
     })
     .await?;
     let dir = Workdir::new()?;
-    let server = start_server(binary.to_path_buf(), &dir).await?;
+    let server = match store {
+        MemoryStore::Memory => start_server(binary.to_path_buf(), &dir).await?,
+        MemoryStore::Sqlite => {
+            let config = ServerConfig {
+                store_url: format!("sqlite://{}", dir.path().join("flock.db").display()),
+                ..server_config()
+            }
+            .write(&dir)?;
+            let binary = binary.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                ServerProcess::spawn(&binary, &config, Duration::from_secs(60))
+            })
+            .await??
+        }
+    };
     let api_url = format!("http://{}", server.address());
     let api = Api::new(server.address())?;
     println!(

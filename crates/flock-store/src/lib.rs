@@ -1,0 +1,23 @@
+//! Flock's durable storage: artifacts and the webhook outbox in one database, SQLite (the
+//! embedded default) or Postgres (for several instances), with group commit, leases that let
+//! any instance take over another's work, redelivery and retention.
+#![doc = include_str!("../README.md")]
+
+mod batch;
+mod durable;
+mod error;
+mod migrations;
+mod ops;
+mod postgres;
+mod retention;
+mod rows;
+mod sqlite;
+mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod url;
+
+pub use error::OpenError;
+pub use retention::{Clock, Pruner, Retention};
+pub use storage::Storage;
+pub use url::{PostgresUrl, StoreUrl, UrlError};

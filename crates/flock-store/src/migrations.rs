@@ -1,0 +1,85 @@
+//! The schema migrations of each backend, embedded in the binary: the files under
+//! `migrations/sqlite` and `migrations/postgres`, applied in version order when a store opens
+//! (sqlx's migrator records which ones a database has, and takes a lock so that several
+//! instances starting at once apply each one once).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+/// One migration file: version, description and SQL.
+type File = (i64, &'static str, &'static str);
+
+/// The SQLite migrations, oldest first.
+pub(crate) const SQLITE: &[File] = &[(
+    1,
+    "initial",
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+)];
+
+/// The Postgres migrations, oldest first.
+pub(crate) const POSTGRES: &[File] = &[(
+    1,
+    "initial",
+    include_str!("../migrations/postgres/0001_initial.sql"),
+)];
+
+/// Migrations compiled into the binary.
+#[derive(Debug)]
+struct Embedded(&'static [File]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}
+
+/// The migrator for `files`.
+pub(crate) async fn migrator(files: &'static [File]) -> Result<Migrator, sqlx::Error> {
+    Migrator::new(Embedded(files))
+        .await
+        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file in a migrations directory is embedded, in order, under its own version.
+    #[test]
+    fn every_migration_file_is_embedded() {
+        for (dir, files) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(dir);
+            let mut names: Vec<String> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names.len(), files.len(), "{dir}: {names:?}");
+            for (name, (version, description, sql)) in names.iter().zip(files) {
+                assert_eq!(name, &format!("{version:04}_{description}.sql"));
+                assert_eq!(*sql, std::fs::read_to_string(path.join(name)).unwrap());
+            }
+        }
+    }
+}

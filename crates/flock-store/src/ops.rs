@@ -1,0 +1,217 @@
+//! The write operations that go through the group-commit writer, their outcomes, and how those
+//! map to the errors of the store and outbox traits.
+
+use std::fmt;
+use std::time::Duration;
+
+use flock_delivery::{AttemptView, ClaimedDelivery, DeliveryState, Lease, OutboxError, Resolution};
+use flock_models::{Artifact, NewDelivery};
+use flock_orchestrator::StoreError;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// An artifact ready to be written: its payload rendered as JSON text (key order kept).
+#[derive(Debug, Clone)]
+pub(crate) struct ArtifactRow {
+    pub(crate) id: Uuid,
+    pub(crate) type_name: String,
+    pub(crate) payload: String,
+    pub(crate) produced_by: String,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) tags: Vec<String>,
+    pub(crate) created_at: OffsetDateTime,
+}
+
+impl ArtifactRow {
+    pub(crate) fn new(artifact: &Artifact) -> Result<Self, serde_json::Error> {
+        Ok(ArtifactRow {
+            id: artifact.id,
+            type_name: artifact.type_name.as_str().to_owned(),
+            payload: serde_json::to_string(&artifact.payload)?,
+            produced_by: artifact.produced_by.clone(),
+            correlation_id: artifact.correlation_id,
+            tags: artifact.tags.iter().map(str::to_owned).collect(),
+            created_at: artifact.created_at,
+        })
+    }
+
+    /// The tags as a JSON array.
+    pub(crate) fn tags_json(&self) -> String {
+        serde_json::Value::from(self.tags.clone()).to_string()
+    }
+}
+
+/// What a write asks for.
+pub(crate) enum Input {
+    /// An artifact (absent for a bare enqueue) with its deliveries, all or nothing.
+    Publish {
+        artifact: Option<ArtifactRow>,
+        deliveries: Vec<NewDelivery>,
+    },
+    /// Up to `limit` due deliveries, leased for `lease_for`.
+    Claim {
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    },
+    /// An attempt's result under a lease, and maybe a claim right after it.
+    Record {
+        lease: Lease,
+        attempt: AttemptView,
+        resolution: Resolution,
+        then_claim: Option<ClaimRequest>,
+    },
+    /// A failed delivery, queued again.
+    Redeliver { id: Uuid, now: OffsetDateTime },
+    /// At most `limit` done deliveries completed before `before`, deleted.
+    Prune { before: OffsetDateTime, limit: u64 },
+}
+
+impl Input {
+    /// Whether this write, once done, may give the dispatcher something to do.
+    fn wakes_dispatcher(&self) -> bool {
+        match self {
+            Input::Publish { deliveries, .. } => !deliveries.is_empty(),
+            Input::Record { resolution, .. } => matches!(resolution, Resolution::RetryAt(_)),
+            Input::Redeliver { .. } => true,
+            Input::Claim { .. } | Input::Prune { .. } => false,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Input::Publish { .. } => "publish",
+            Input::Claim { .. } => "claim",
+            Input::Record { .. } => "record",
+            Input::Redeliver { .. } => "redeliver",
+            Input::Prune { .. } => "prune",
+        }
+    }
+}
+
+/// A claim that follows a record in the same write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimRequest {
+    pub(crate) now: OffsetDateTime,
+    pub(crate) limit: usize,
+    pub(crate) lease_for: Duration,
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Stored,
+    Claimed(Vec<ClaimedDelivery>),
+    Recorded,
+    /// A record (applied or refused) and the claim after it.
+    RecordedThenClaimed {
+        recorded: Result<(), Refusal>,
+        claimed: Vec<ClaimedDelivery>,
+    },
+    Redelivered,
+    Pruned(u64),
+}
+
+/// A write refused for a reason of its own; nothing of it was written, and the rest of its
+/// batch is unaffected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    DuplicateArtifact(Uuid),
+    DuplicateDelivery(Uuid),
+    LeaseLost(Uuid),
+    UnknownDelivery(Uuid),
+    NotRedeliverable(Uuid, DeliveryState),
+}
+
+/// Why a write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OpError {
+    Refused(Refusal),
+    /// The database failed; the text says how (it never holds bound values, so no secrets).
+    Backend(String),
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Refused(r) => write!(f, "{r:?}"),
+            OpError::Backend(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<OpError> for StoreError {
+    fn from(err: OpError) -> Self {
+        match err {
+            OpError::Refused(Refusal::DuplicateArtifact(id)) => StoreError::Duplicate(id),
+            OpError::Refused(Refusal::DuplicateDelivery(id)) => {
+                StoreError::Backend(format!("delivery {id} is already in the outbox"))
+            }
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+impl From<OpError> for OutboxError {
+    fn from(err: OpError) -> Self {
+        match err {
+            OpError::Refused(Refusal::DuplicateDelivery(id)) => OutboxError::Duplicate(id),
+            OpError::Refused(Refusal::LeaseLost(id)) => OutboxError::LeaseLost(id),
+            OpError::Refused(Refusal::UnknownDelivery(id)) => OutboxError::UnknownDelivery(id),
+            OpError::Refused(Refusal::NotRedeliverable(id, state)) => {
+                OutboxError::NotRedeliverable { id, state }
+            }
+            other => OutboxError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// One queued write: its input, its outcome once applied, and who waits for it.
+pub(crate) struct Op {
+    pub(crate) input: Input,
+    pub(crate) outcome: Option<Result<Done, Refusal>>,
+    reply: oneshot::Sender<Result<Done, OpError>>,
+}
+
+impl Op {
+    pub(crate) fn new(input: Input) -> (Op, oneshot::Receiver<Result<Done, OpError>>) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Op {
+                input,
+                outcome: None,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    /// Sets the outcome (the backend calls this while applying a batch).
+    pub(crate) fn done(&mut self, outcome: Result<Done, Refusal>) {
+        self.outcome = Some(outcome);
+    }
+
+    /// Answers the caller after the batch committed; returns whether the dispatcher should
+    /// look at the outbox again.
+    pub(crate) fn answer_committed(self) -> bool {
+        let wakes = self.input.wakes_dispatcher();
+        let kind = self.input.kind();
+        let answer = match self.outcome {
+            Some(Ok(done)) => Ok(done),
+            Some(Err(refusal)) => Err(OpError::Refused(refusal)),
+            None => Err(OpError::Backend(format!(
+                "the store could not tell the outcome of this {kind}"
+            ))),
+        };
+        let applied = answer.is_ok();
+        // The caller may have given up waiting; that changes nothing that was committed.
+        let _ = self.reply.send(answer);
+        wakes && applied
+    }
+
+    /// Answers the caller with an error: nothing of this write was committed.
+    pub(crate) fn fail(self, err: OpError) {
+        let _ = self.reply.send(Err(err));
+    }
+}

@@ -1,0 +1,116 @@
+//! `Storage`: the store that `store.url` names, opened and migrated, as the orchestrator's
+//! artifact store and the dispatcher's outbox.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flock_delivery::{MemoryStorage, Outbox};
+use flock_orchestrator::ArtifactStore;
+
+use crate::durable::{Backend, Durable};
+use crate::error::OpenError;
+use crate::url::StoreUrl;
+
+/// Artifacts and webhook deliveries in one database (or in memory), opened from a
+/// [`StoreUrl`].
+///
+/// [`Storage::artifacts`] and [`Storage::outbox`] are the same database: the orchestrator
+/// publishes an artifact and its deliveries in one transaction (the transactional outbox), and
+/// the dispatcher claims and records them. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct Storage {
+    url: StoreUrl,
+    artifacts: Arc<dyn ArtifactStore>,
+    outbox: Arc<dyn Outbox>,
+    closer: Option<Arc<dyn Close>>,
+}
+
+/// A store whose connections can be closed.
+#[async_trait]
+pub(crate) trait Close: Send + Sync + 'static {
+    async fn close(&self);
+}
+
+#[async_trait]
+impl<B: Backend> Close for Durable<B> {
+    async fn close(&self) {
+        Durable::close(self).await;
+    }
+}
+
+impl Storage {
+    /// Opens the store `url` names: for SQLite, creates the file if needed (readable and
+    /// writable by its owner only: it holds webhook secrets) and its schema; for Postgres,
+    /// connects and migrates; for `memory://`, an empty in-memory store. Then starts the
+    /// writer that commits writes in batches. Call it inside a tokio runtime: the store does
+    /// its database I/O on that runtime.
+    ///
+    /// # Errors
+    /// A file that cannot be created or is not a database, a server that cannot be reached, or
+    /// a schema that cannot be migrated; the message names the file or server and the reason.
+    pub async fn open(url: &StoreUrl) -> Result<Storage, OpenError> {
+        match url {
+            StoreUrl::Memory => Ok(Storage::memory()),
+            StoreUrl::Sqlite(path) => {
+                let store = crate::sqlite::open(path).await?;
+                Ok(Storage::durable(url.clone(), store))
+            }
+            StoreUrl::Postgres(pg) => {
+                let store = crate::postgres::open(pg).await?;
+                Ok(Storage::durable(url.clone(), store))
+            }
+        }
+    }
+
+    /// An empty in-memory store ([`MemoryStorage`]): lost when the process stops.
+    pub fn memory() -> Storage {
+        let storage = Arc::new(MemoryStorage::new());
+        Storage {
+            url: StoreUrl::Memory,
+            artifacts: storage.clone(),
+            outbox: storage,
+            closer: None,
+        }
+    }
+
+    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>) -> Storage {
+        Storage {
+            url,
+            artifacts: store.clone(),
+            outbox: store.clone(),
+            closer: Some(store),
+        }
+    }
+
+    /// The URL it was opened from.
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// The artifact store, for the orchestrator.
+    pub fn artifacts(&self) -> Arc<dyn ArtifactStore> {
+        Arc::clone(&self.artifacts)
+    }
+
+    /// The outbox, for the dispatcher and the delivery routes.
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::clone(&self.outbox)
+    }
+
+    /// Lets the writes already queued commit, then closes the connections; later writes fail.
+    /// Dropping every clone closes them too, without waiting.
+    pub async fn close(&self) {
+        if let Some(closer) = &self.closer {
+            closer.close().await;
+        }
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of `flock-store`: one behaviour, checked on every backend (in memory, an
+//! SQLite file in a temporary directory and, when `FLOCK_TEST_POSTGRES_URL` names a server, a
+//! Postgres database of its own), plus what only durable or SQLite stores do.
+
+mod behaviour;
+mod durable;
+mod query;
+mod sqlite;
+mod support;
