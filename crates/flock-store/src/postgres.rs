@@ -13,7 +13,7 @@ use flock_delivery::{ClaimedDelivery, DeliveryView, ErrorKind, OutboxCounts};
 use flock_models::Artifact;
 use flock_orchestrator::{ArtifactQuery, Page};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres as Pg, QueryBuilder, Row as _};
+use sqlx::{Connection as _, Postgres as Pg, QueryBuilder, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -35,6 +35,9 @@ const WRITERS: u32 = 2;
 /// Reader connections.
 const READERS: u32 = 4;
 
+/// How long opening waits for the server's first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the writer may wait to fill a batch under load: a commit waits for the server's
 /// disk flush (milliseconds), so sharing it is worth a short wait.
 const LINGER: Duration = Duration::from_millis(2);
@@ -54,6 +57,22 @@ pub(crate) async fn open(url: &PostgresUrl) -> Result<Arc<Durable<Postgres>>, Op
     let options = PgConnectOptions::from_str(url.expose())
         .map_err(|e| fail(e.to_string()))?
         .application_name("flock");
+    // One connection first: a pool retries a refused connection until its acquire timeout and
+    // then says only that it timed out; a single attempt says why (refused, unknown database,
+    // authentication failed) and says it at once.
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+        Ok(Ok(first)) => {
+            // Only a check: the pools below open their own connections.
+            let _ = first.close().await;
+        }
+        Ok(Err(e)) => return Err(fail(e.to_string())),
+        Err(_) => {
+            return Err(fail(format!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    }
     let writer = PgPoolOptions::new()
         .max_connections(WRITERS)
         .min_connections(1)

@@ -458,6 +458,8 @@ fn a_database_that_cannot_be_opened_is_a_clear_error_at_start() {
     let notes = dir.write("notes.db", &"not a database at all\n".repeat(100));
     let plain = dir.write("plain-file", "x");
     let under_a_file = format!("{plain}/flock.db");
+    let closed = free_port();
+    let closed_at = format!("127.0.0.1:{closed}");
     // (store URL, words the error must contain)
     let cases = [
         (
@@ -471,6 +473,16 @@ fn a_database_that_cannot_be_opened_is_a_clear_error_at_start() {
         (
             "mysql://db/flock".to_owned(),
             vec!["store.url", "not a supported store"],
+        ),
+        (
+            // Nothing listens there: the connection is refused at once.
+            format!("postgres://flock:hunter2@127.0.0.1:{closed}/flock"),
+            vec![
+                "store.url",
+                "cannot connect to the Postgres database",
+                closed_at.as_str(),
+                "Connection refused",
+            ],
         ),
     ];
     for (url, words) in cases {
@@ -491,6 +503,10 @@ fn a_database_that_cannot_be_opened_is_a_clear_error_at_start() {
         }
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!stderr.contains("listening on"), "{stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "a password in the error: {stderr}"
+        );
     }
     assert_eq!(
         std::fs::read_to_string(&notes).unwrap(),
