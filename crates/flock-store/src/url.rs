@@ -79,6 +79,11 @@ impl StoreUrl {
         if text == "memory://" || text == "memory:" {
             return Ok(StoreUrl::Memory);
         }
+        if text.starts_with("memory:") {
+            return Err(UrlError(format!(
+                "`{text}`: the memory store takes nothing after memory://"
+            )));
+        }
         if let Some(path) = text.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(UrlError(
@@ -181,6 +186,7 @@ mod tests {
             ("sqlite://", "needs a file path"),
             ("sqlite://flock.db?mode=ro", "no query parameters"),
             ("postgres://", "needs a host"),
+            ("memory://x", "takes nothing after memory://"),
         ] {
             let err = StoreUrl::parse(text).unwrap_err().to_string();
             assert!(err.contains(words), "{text}: {err}");
