@@ -20,7 +20,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tracing::{debug, error};
 use uuid::Uuid;
 
-use crate::ops::{ArtifactRow, ClaimRequest, Done, Input, Op, OpError};
+use crate::ops::{ClaimRequest, Done, Input, Op, OpError};
+use crate::rows::ArtifactFields;
 use crate::rows::DecodeError;
 
 /// The most writes one transaction takes.
@@ -291,7 +292,7 @@ impl<B: Backend> ArtifactStore for Durable<B> {
         artifact: &Artifact,
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
-        let row = ArtifactRow::new(artifact).map_err(|e| {
+        let row = ArtifactFields::of(artifact).map_err(|e| {
             StoreError::Backend(format!(
                 "the payload of artifact {} does not render: {e}",
                 artifact.id

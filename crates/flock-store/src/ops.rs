@@ -5,48 +5,19 @@ use std::fmt;
 use std::time::Duration;
 
 use flock_delivery::{AttemptView, ClaimedDelivery, DeliveryState, Lease, OutboxError, Resolution};
-use flock_models::{Artifact, NewDelivery};
+use flock_models::NewDelivery;
 use flock_orchestrator::StoreError;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// An artifact ready to be written: its payload rendered as JSON text (key order kept).
-#[derive(Debug, Clone)]
-pub(crate) struct ArtifactRow {
-    pub(crate) id: Uuid,
-    pub(crate) type_name: String,
-    pub(crate) payload: String,
-    pub(crate) produced_by: String,
-    pub(crate) correlation_id: Uuid,
-    pub(crate) tags: Vec<String>,
-    pub(crate) created_at: OffsetDateTime,
-}
-
-impl ArtifactRow {
-    pub(crate) fn new(artifact: &Artifact) -> Result<Self, serde_json::Error> {
-        Ok(ArtifactRow {
-            id: artifact.id,
-            type_name: artifact.type_name.as_str().to_owned(),
-            payload: serde_json::to_string(&artifact.payload)?,
-            produced_by: artifact.produced_by.clone(),
-            correlation_id: artifact.correlation_id,
-            tags: artifact.tags.iter().map(str::to_owned).collect(),
-            created_at: artifact.created_at,
-        })
-    }
-
-    /// The tags as a JSON array.
-    pub(crate) fn tags_json(&self) -> String {
-        serde_json::Value::from(self.tags.clone()).to_string()
-    }
-}
+use crate::rows::ArtifactFields;
 
 /// What a write asks for.
 pub(crate) enum Input {
     /// An artifact (absent for a bare enqueue) with its deliveries, all or nothing.
     Publish {
-        artifact: Option<ArtifactRow>,
+        artifact: Option<ArtifactFields>,
         deliveries: Vec<NewDelivery>,
     },
     /// Up to `limit` due deliveries, leased for `lease_for`.

@@ -102,7 +102,9 @@ pub(crate) fn to_u32(value: i64, what: &str) -> Result<u32, DecodeError> {
     u32::try_from(value).map_err(|_| bad(format!("{what} {value} is out of range")))
 }
 
-/// An artifact's stored columns.
+/// An artifact's columns: as a write renders them ([`ArtifactFields::of`]) and as a read gets
+/// them back ([`ArtifactFields::artifact`]). The payload is JSON text with its key order kept.
+#[derive(Debug, Clone)]
 pub(crate) struct ArtifactFields {
     pub(crate) id: Uuid,
     pub(crate) type_name: String,
@@ -114,6 +116,25 @@ pub(crate) struct ArtifactFields {
 }
 
 impl ArtifactFields {
+    /// The columns of `artifact`, for a write.
+    pub(crate) fn of(artifact: &Artifact) -> Result<Self, serde_json::Error> {
+        Ok(ArtifactFields {
+            id: artifact.id,
+            type_name: artifact.type_name.as_str().to_owned(),
+            payload: serde_json::to_string(&artifact.payload)?,
+            produced_by: artifact.produced_by.clone(),
+            correlation_id: artifact.correlation_id,
+            tags: artifact.tags.iter().map(str::to_owned).collect(),
+            created_at: artifact.created_at,
+        })
+    }
+
+    /// The tags as a JSON array.
+    pub(crate) fn tags_json(&self) -> String {
+        serde_json::to_string(&self.tags).expect("a list of strings always serializes")
+    }
+
+    /// The artifact again, checked as any input is.
     pub(crate) fn artifact(self) -> Result<Artifact, DecodeError> {
         let id = self.id;
         let type_name =
