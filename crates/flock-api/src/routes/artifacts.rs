@@ -65,9 +65,10 @@ pub(crate) async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
-    idempotent(&req, &state, "publish", &value, || async {
-        let request = ArtifactPublishRequest::from_value(value.clone())?;
-        let correlation_id = start_workflow(&state, &value, request).await?;
+    idempotent(&req, &state, "publish", value, |value| async {
+        let shorthand = uses_shorthand(&value);
+        let request = ArtifactPublishRequest::from_value(value)?;
+        let correlation_id = start_workflow(&state, shorthand, request).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         Ok((
@@ -98,9 +99,10 @@ pub(crate) async fn publish_sync(
     let started = Instant::now();
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
-    idempotent(&req, &state, "publish_sync", &value, || async {
-        let request = SyncPublishRequest::from_value(value.clone())?;
-        let correlation_id = start_workflow(&state, &value, request.publish).await?;
+    idempotent(&req, &state, "publish_sync", value, |value| async {
+        let shorthand = uses_shorthand(&value);
+        let request = SyncPublishRequest::from_value(value)?;
+        let correlation_id = start_workflow(&state, shorthand, request.publish).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         let outcome = state
@@ -128,14 +130,19 @@ pub(crate) async fn publish_sync(
     .await
 }
 
+/// Whether the request gave its webhook as `webhook_url`/`webhook_secret`, so errors name the
+/// fields it used.
+fn uses_shorthand(value: &Value) -> bool {
+    value.get("webhook_url").is_some()
+}
+
 /// Checks the webhook, registers the workflow's context under a new correlation id and
 /// publishes the request's artifact.
 async fn start_workflow(
     state: &AppState,
-    raw: &Value,
+    shorthand: bool,
     request: ArtifactPublishRequest,
 ) -> Result<Uuid, ApiError> {
-    let shorthand = raw.get("webhook_url").is_some();
     let (url_field, secret_field) = if shorthand {
         ("webhook_url", "webhook_secret")
     } else {
@@ -194,20 +201,21 @@ async fn start_workflow(
 }
 
 /// Runs `answer` once per idempotency key: a repeat of the same request gets the first answer
-/// again, a different request under the same key a 422. Without a key it just runs.
+/// again, a different request under the same key a 422. Without a key it just runs. `answer`
+/// gets the request body (`value`) after the key was claimed with it.
 async fn idempotent<F, Fut>(
     req: &HttpRequest,
     state: &AppState,
     route: &str,
-    value: &Value,
+    value: Value,
     answer: F,
 ) -> Result<HttpResponse, ApiError>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Value) -> Fut,
     Fut: Future<Output = Result<(StatusCode, Vec<u8>), ApiError>>,
 {
     let Some(key) = req.headers().get(idempotency::HEADER) else {
-        let (status, body) = answer().await?;
+        let (status, body) = answer(value).await?;
         return Ok(json_response(status, body));
     };
     let key = key.to_str().map_err(|_| {
@@ -217,7 +225,7 @@ where
         )
     })?;
     idempotency::check_key(key).map_err(|m| ApiError::new(ErrorCode::InvalidHeader, m))?;
-    match state.idempotency.claim(key, route, value).await {
+    match state.idempotency.claim(key, route, &value).await {
         Claim::Replay(stored) => {
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
             let mut response = json_response(status, stored.body.to_vec());
@@ -233,7 +241,7 @@ where
         )
         .field("X-Idempotency-Key")),
         Claim::New(pending) => {
-            let (status, body) = answer().await?;
+            let (status, body) = answer(value).await?;
             pending.complete(Stored {
                 status: status.as_u16(),
                 body: Arc::from(body.as_slice()),
