@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{
     AttemptView, ClaimedDelivery, ErrorKind, FailureReason, Outbox, OutboxError, Resolution,
 };
-use crate::sender::Sender;
+use crate::sender::{Sender, error_chain};
 use crate::ssrf::SsrfGuard;
 use crate::time_util::{add, millis, until};
 
@@ -145,7 +145,7 @@ impl DispatcherHandle {
             let counts = match shared.outbox.counts().await {
                 Ok(counts) => counts,
                 Err(e) => {
-                    error!(error = %e, "could not count the deliveries left in the outbox");
+                    error!(error = %error_chain(&e), "could not count the deliveries left in the outbox");
                     Default::default()
                 }
             };
@@ -215,7 +215,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                     }
                 }
                 Err(e) => {
-                    error!(error = %e, "claiming webhook deliveries failed");
+                    error!(error = %error_chain(&e), "claiming webhook deliveries failed");
                     claim_failed = true;
                 }
             }
@@ -233,7 +233,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 Ok(Some(at)) => until(at, OffsetDateTime::now_utc()),
                 Ok(None) => config.poll_interval,
                 Err(e) => {
-                    error!(error = %e, "reading the next webhook due time failed");
+                    error!(error = %error_chain(&e), "reading the next webhook due time failed");
                     config.poll_interval
                 }
             };
@@ -368,7 +368,7 @@ async fn attempt(
         let next = match both.claimed {
             Ok(mut batch) => batch.pop(),
             Err(e) => {
-                error!(error = %e, "claiming webhook deliveries failed");
+                error!(error = %error_chain(&e), "claiming webhook deliveries failed");
                 None
             }
         };
@@ -392,7 +392,7 @@ async fn attempt(
                 sequence = delivery.sequence,
                 delivery_id = %delivery.id,
                 attempt = claimed.attempt,
-                error = %e,
+                error = %error_chain(&e),
                 "recording a webhook attempt failed"
             );
             return next;

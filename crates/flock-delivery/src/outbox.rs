@@ -227,7 +227,7 @@ pub struct RecordedAndClaimed {
 }
 
 /// Why an outbox could not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum OutboxError {
     /// The lease is no longer the delivery's current claim (it expired and the delivery was
     /// claimed again, or the delivery is already done); the result was not recorded.
@@ -247,10 +247,57 @@ pub enum OutboxError {
         /// Where it stands.
         state: DeliveryState,
     },
-    /// The backend failed; the text says how (never with secrets).
-    #[error("outbox backend failed: {0}")]
-    Backend(String),
+    /// The backend failed: `message` says what failed, `source` (when there is one) is the
+    /// backend's own error, such as the database's. Neither ever holds secrets.
+    #[error("outbox backend failed: {message}")]
+    Backend {
+        /// What failed.
+        message: String,
+        /// Why: the backend's own error.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
 }
+
+impl OutboxError {
+    /// A backend failure with no error of its own behind it.
+    pub fn backend(message: impl Into<String>) -> OutboxError {
+        OutboxError::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+/// Two errors are equal when they say the same; the sources of backend failures are not
+/// compared.
+impl PartialEq for OutboxError {
+    fn eq(&self, other: &Self) -> bool {
+        use OutboxError::{Backend, Duplicate, LeaseLost, NotRedeliverable, UnknownDelivery};
+        match (self, other) {
+            (LeaseLost(a), LeaseLost(b))
+            | (UnknownDelivery(a), UnknownDelivery(b))
+            | (Duplicate(a), Duplicate(b)) => a == b,
+            (
+                NotRedeliverable { id, state },
+                NotRedeliverable {
+                    id: other_id,
+                    state: other_state,
+                },
+            ) => id == other_id && state == other_state,
+            (Backend { message, .. }, Backend { message: other, .. }) => message == other,
+            (
+                LeaseLost(_)
+                | UnknownDelivery(_)
+                | Duplicate(_)
+                | NotRedeliverable { .. }
+                | Backend { .. },
+                _,
+            ) => false,
+        }
+    }
+}
+
+impl Eq for OutboxError {}
 
 /// Where deliveries wait for their attempts.
 ///

@@ -236,7 +236,7 @@ fn find_source<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -
 
 /// `error` and its sources, joined with `: `, skipping a source whose text the previous one
 /// already ends with.
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut current = error.source();
     while let Some(e) = current {

@@ -15,6 +15,9 @@ use crate::outbox::{
     Resolution,
 };
 
+/// What a publish whose deliveries the outbox refused fails with (the refusal is its source).
+const NOT_ENQUEUED: &str = "the artifact's deliveries cannot be enqueued";
+
 /// Artifacts and webhook deliveries in memory: an [`ArtifactStore`] whose
 /// [`publish`](ArtifactStore::publish) stores the artifact and then enqueues its deliveries in
 /// the [`MemoryOutbox`], and an [`Outbox`] for the dispatcher. Share one `Arc<MemoryStorage>`
@@ -59,7 +62,7 @@ impl ArtifactStore for MemoryStorage {
     ) -> Result<(), StoreError> {
         self.outbox
             .check_new(&deliveries)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::backend_because(NOT_ENQUEUED, e))?;
         // The artifact's JSON inside its webhook body is kept once, by the store and the outbox.
         let shared = deliveries.first().and_then(|delivery| {
             WebhookPayload::artifact_span(&delivery.body).map(|span| delivery.body.slice(span))
@@ -70,7 +73,7 @@ impl ArtifactStore for MemoryStorage {
         }
         self.outbox
             .enqueue_now(deliveries)
-            .map_err(|e| StoreError::Backend(e.to_string()))
+            .map_err(|e| StoreError::backend_because(NOT_ENQUEUED, e))
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {

@@ -1,7 +1,7 @@
 //! The blackboard's storage: a trait that durable backends implement, and the in-memory store.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,9 +19,36 @@ pub enum StoreError {
     /// An artifact with this id is already stored.
     #[error("artifact {0} is already stored")]
     Duplicate(Uuid),
-    /// The backend failed; the text says how (never with secrets).
-    #[error("storage backend failed: {0}")]
-    Backend(String),
+    /// The backend failed: `message` says what failed, `source` (when there is one) is the
+    /// backend's own error, such as the database's. Neither ever holds secrets.
+    #[error("storage backend failed: {message}")]
+    Backend {
+        /// What failed.
+        message: String,
+        /// Why: the backend's own error.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    /// A backend failure with no error of its own behind it.
+    pub fn backend(message: impl Into<String>) -> StoreError {
+        StoreError::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A backend failure caused by `source`.
+    pub fn backend_because(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Backend {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
 }
 
 /// Which artifacts to list. Every set criterion must hold; results come in publication order.
@@ -185,7 +212,7 @@ impl Stored {
     fn artifact(&self) -> Result<Artifact, StoreError> {
         serde_json::from_slice::<WebhookArtifact>(&self.json)
             .map(|a| a.into_artifact(self.correlation_id))
-            .map_err(|e| StoreError::Backend(format!("a stored artifact does not parse: {e}")))
+            .map_err(|e| StoreError::backend_because("a stored artifact does not parse", e))
     }
 }
 

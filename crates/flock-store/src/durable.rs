@@ -1,5 +1,5 @@
-//! What both database backends share: the group-commit writer that applies queued writes many
-//! to a transaction, reads on the store's own runtime, and the `ArtifactStore` and `Outbox`
+//! A store on a database: the group-commit writer that applies queued writes many to a
+//! transaction, reads on the store's own runtime, and the `ArtifactStore` and `Outbox`
 //! implementations on top of a [`Backend`].
 
 use std::future::Future;
@@ -20,9 +20,9 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tracing::{debug, error};
 use uuid::Uuid;
 
+use crate::error::Failure;
 use crate::ops::{ClaimRequest, Done, Input, Op, OpError};
-use crate::rows::ArtifactFields;
-use crate::rows::DecodeError;
+use crate::sql::rows::ArtifactFields;
 
 /// The most writes one transaction takes.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -34,23 +34,8 @@ const QUEUE: usize = 8192;
 /// other writes go in between.
 pub(crate) const PRUNE_CHUNK: u64 = 5_000;
 
-/// A read that failed: the database failed, or what it holds does not decode.
-#[derive(Debug, Clone)]
-pub(crate) struct ReadError(pub(crate) String);
-
-impl From<sqlx::Error> for ReadError {
-    fn from(err: sqlx::Error) -> Self {
-        ReadError(err.to_string())
-    }
-}
-
-impl From<DecodeError> for ReadError {
-    fn from(err: DecodeError) -> Self {
-        ReadError(err.to_string())
-    }
-}
-
-/// A database behind a [`Durable`] store.
+/// A database behind a [`Durable`] store. Errors are the database's (stored data that does
+/// not decode included); the store says what failed.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Applies `ops` in one transaction and commits it, setting each op's outcome. An error
@@ -61,25 +46,26 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// database failure.
     async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError;
 
-    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, ReadError>;
-    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, ReadError>;
-    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, ReadError>;
-    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, ReadError>;
-    async fn next_due(&self) -> Result<Option<OffsetDateTime>, ReadError>;
-    async fn counts(&self) -> Result<OutboxCounts, ReadError>;
+    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error>;
+    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error>;
+    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error>;
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error>;
+    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error>;
 
     /// Closes the connections.
     async fn close(&self);
 
     /// How long a writer may wait for more writes to join a batch that is much smaller than
     /// the one before: worth it where a commit is expensive (a disk flush), so that under load
-    /// the writes that arrive a moment apart share one. Zero by default.
-    fn linger(&self) -> Duration {
-        Duration::ZERO
-    }
+    /// the writes that arrive a moment apart share one.
+    fn linger(&self) -> Duration;
 }
 
-#[allow(clippy::large_enum_variant)] // Nearly every message is a write; boxing would allocate each.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a write; boxing would allocate each"
+)]
 enum Message {
     Write(Op),
     Close(oneshot::Sender<()>),
@@ -120,31 +106,41 @@ impl<B: Backend> Durable<B> {
         })
     }
 
-    async fn submit(&self, input: Input) -> Result<Done, OpError> {
+    /// Queues a write and waits until its batch committed; `outcome` takes the answer apart.
+    async fn write<T>(
+        &self,
+        input: Input,
+        outcome: impl FnOnce(Done) -> Option<T>,
+    ) -> Result<T, OpError> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(OpError::Backend("the store is closed".to_owned()));
+            return Err(Failure::new("the store is closed").into());
         }
+        let kind = input.kind();
         let (op, answer) = Op::new(input);
+        let stopped = || Failure::new("the store's writer has stopped");
         self.queue
             .send(Message::Write(op))
             .await
-            .map_err(|_| OpError::Backend("the store's writer has stopped".to_owned()))?;
-        answer
-            .await
-            .map_err(|_| OpError::Backend("the store's writer has stopped".to_owned()))?
+            .map_err(|_| stopped())?;
+        let done = answer.await.map_err(|_| stopped())??;
+        outcome(done).ok_or_else(|| {
+            Failure::new(format!("the writer answered a {kind} with another outcome")).into()
+        })
     }
 
-    /// Runs a read on the store's runtime (whose I/O driver owns the connections).
-    async fn read<T, F, Fut>(&self, read: F) -> Result<T, String>
+    /// Runs a read on the store's runtime (whose I/O driver owns the connections); `what`
+    /// names it in an error.
+    async fn read<T, F, Fut>(&self, what: &str, read: F) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnOnce(Arc<B>) -> Fut,
-        Fut: Future<Output = Result<T, ReadError>> + Send + 'static,
+        Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
     {
-        let task = self.runtime.spawn(read(Arc::clone(&self.backend)));
-        match task.await {
-            Ok(result) => result.map_err(|e| e.0),
-            Err(e) => Err(format!("a storage read did not finish: {e}")),
+        match self.runtime.spawn(read(Arc::clone(&self.backend))).await {
+            Ok(result) => result.map_err(|e| Failure::database(what, e)),
+            Err(e) => Err(Failure::new(format!(
+                "{what}: the read did not finish: {e}"
+            ))),
         }
     }
 
@@ -236,8 +232,7 @@ async fn writer<B: Backend>(
 /// write fails alone.
 async fn commit<B: Backend>(backend: &B, mut ops: Vec<Op>, notify: &Notify) {
     let count = ops.len();
-    let result = backend.write(&mut ops).await;
-    let wake = match result {
+    let wake = match backend.write(&mut ops).await {
         Ok(()) => answer(ops),
         Err(err) if count == 1 => {
             if let Some(op) = ops.pop() {
@@ -257,8 +252,8 @@ async fn commit<B: Backend>(backend: &B, mut ops: Vec<Op>, notify: &Notify) {
                     Err(err) => {
                         if let Some(op) = one.pop() {
                             let failure = backend.explain(&op, err).await;
-                            if let OpError::Backend(text) = &failure {
-                                error!(error = %text, "a storage write failed");
+                            if let OpError::Backend(failure) = &failure {
+                                error!(error = %failure, "a storage write failed");
                             }
                             op.fail(failure);
                         }
@@ -281,10 +276,6 @@ fn answer(ops: Vec<Op>) -> bool {
     wake
 }
 
-fn unexpected(done: &Done) -> String {
-    format!("the writer answered with an unexpected outcome: {done:?}")
-}
-
 #[async_trait]
 impl<B: Backend> ArtifactStore for Durable<B> {
     async fn publish(
@@ -293,34 +284,31 @@ impl<B: Backend> ArtifactStore for Durable<B> {
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
         let row = ArtifactFields::of(artifact).map_err(|e| {
-            StoreError::Backend(format!(
-                "the payload of artifact {} does not render: {e}",
-                artifact.id
-            ))
+            let what = format!("the payload of artifact {} does not render", artifact.id);
+            StoreError::backend_because(what, e)
         })?;
-        match self
-            .submit(Input::Publish {
-                artifact: Some(row),
-                deliveries,
-            })
-            .await?
-        {
-            Done::Stored => Ok(()),
-            other => Err(StoreError::Backend(unexpected(&other))),
-        }
+        let input = Input::Publish {
+            artifact: Some(row),
+            deliveries,
+        };
+        Ok(self
+            .write(input, |done| matches!(done, Done::Stored).then_some(()))
+            .await?)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {
-        self.read(move |b| async move { b.get(id).await })
-            .await
-            .map_err(StoreError::Backend)
+        let read = self.read("cannot read an artifact", move |b| async move {
+            b.get(id).await
+        });
+        Ok(read.await?)
     }
 
     async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
         let query = query.clone();
-        self.read(move |b| async move { b.query(query).await })
-            .await
-            .map_err(StoreError::Backend)
+        let read = self.read("cannot query artifacts", move |b| async move {
+            b.query(query).await
+        });
+        Ok(read.await?)
     }
 }
 
@@ -330,16 +318,13 @@ impl<B: Backend> Outbox for Durable<B> {
         if deliveries.is_empty() {
             return Ok(());
         }
-        match self
-            .submit(Input::Publish {
-                artifact: None,
-                deliveries,
-            })
-            .await?
-        {
-            Done::Stored => Ok(()),
-            other => Err(OutboxError::Backend(unexpected(&other))),
-        }
+        let input = Input::Publish {
+            artifact: None,
+            deliveries,
+        };
+        Ok(self
+            .write(input, |done| matches!(done, Done::Stored).then_some(()))
+            .await?)
     }
 
     async fn claim(
@@ -351,17 +336,16 @@ impl<B: Backend> Outbox for Durable<B> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        match self
-            .submit(Input::Claim {
-                now,
-                limit,
-                lease_for,
-            })
-            .await?
-        {
-            Done::Claimed(claimed) => Ok(claimed),
-            other => Err(OutboxError::Backend(unexpected(&other))),
-        }
+        let input = Input::Claim {
+            now,
+            limit,
+            lease_for,
+        };
+        let claimed = self.write(input, |done| match done {
+            Done::Claimed(claimed) => Some(claimed),
+            _ => None,
+        });
+        Ok(claimed.await?)
     }
 
     async fn record(
@@ -370,18 +354,15 @@ impl<B: Backend> Outbox for Durable<B> {
         attempt: AttemptView,
         resolution: Resolution,
     ) -> Result<(), OutboxError> {
-        match self
-            .submit(Input::Record {
-                lease: *lease,
-                attempt,
-                resolution,
-                then_claim: None,
-            })
-            .await?
-        {
-            Done::Recorded => Ok(()),
-            other => Err(OutboxError::Backend(unexpected(&other))),
-        }
+        let input = Input::Record {
+            lease: *lease,
+            attempt,
+            resolution,
+            then_claim: None,
+        };
+        Ok(self
+            .write(input, |done| matches!(done, Done::Recorded).then_some(()))
+            .await?)
     }
 
     async fn record_and_claim(
@@ -393,30 +374,25 @@ impl<B: Backend> Outbox for Durable<B> {
         limit: usize,
         lease_for: Duration,
     ) -> RecordedAndClaimed {
-        let answer = self
-            .submit(Input::Record {
-                lease: *lease,
-                attempt,
-                resolution,
-                then_claim: Some(ClaimRequest {
-                    now,
-                    limit,
-                    lease_for,
-                }),
-            })
-            .await;
-        match answer {
-            Ok(Done::RecordedThenClaimed { recorded, claimed }) => RecordedAndClaimed {
-                recorded: recorded.map_err(|r| OpError::Refused(r).into()),
+        let input = Input::Record {
+            lease: *lease,
+            attempt,
+            resolution,
+            then_claim: Some(ClaimRequest {
+                now,
+                limit,
+                lease_for,
+            }),
+        };
+        let answer = self.write(input, |done| match done {
+            Done::RecordedThenClaimed { recorded, claimed } => Some((recorded, claimed)),
+            _ => None,
+        });
+        match answer.await {
+            Ok((recorded, claimed)) => RecordedAndClaimed {
+                recorded: recorded.map_err(OutboxError::from),
                 claimed: Ok(claimed),
             },
-            Ok(other) => {
-                let err = OutboxError::Backend(unexpected(&other));
-                RecordedAndClaimed {
-                    recorded: Err(err.clone()),
-                    claimed: Err(err),
-                }
-            }
             Err(err) => {
                 let err = OutboxError::from(err);
                 RecordedAndClaimed {
@@ -428,53 +404,58 @@ impl<B: Backend> Outbox for Durable<B> {
     }
 
     async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError> {
-        self.read(move |b| async move { b.deliveries(correlation_id).await })
-            .await
-            .map_err(OutboxError::Backend)
+        let read = self.read("cannot list a workflow's deliveries", move |b| async move {
+            b.deliveries(correlation_id).await
+        });
+        Ok(read.await?)
     }
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
-        self.read(move |b| async move { b.delivery(id).await })
-            .await
-            .map_err(OutboxError::Backend)
+        let read = self.read("cannot read a delivery", move |b| async move {
+            b.delivery(id).await
+        });
+        Ok(read.await?)
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
-        self.read(|b| async move { b.next_due().await })
-            .await
-            .map_err(OutboxError::Backend)
+        let read = self.read("cannot read the next due time", |b| async move {
+            b.next_due().await
+        });
+        Ok(read.await?)
     }
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
-        self.read(|b| async move { b.counts().await })
-            .await
-            .map_err(OutboxError::Backend)
+        let read = self.read(
+            "cannot count deliveries",
+            |b| async move { b.counts().await },
+        );
+        Ok(read.await?)
     }
 
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
-        match self.submit(Input::Redeliver { id, now }).await? {
-            Done::Redelivered => Ok(()),
-            other => Err(OutboxError::Backend(unexpected(&other))),
-        }
+        let input = Input::Redeliver { id, now };
+        Ok(self
+            .write(input, |done| {
+                matches!(done, Done::Redelivered).then_some(())
+            })
+            .await?)
     }
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {
         let mut total = 0u64;
         loop {
-            match self
-                .submit(Input::Prune {
-                    before: completed_before,
-                    limit: PRUNE_CHUNK,
-                })
-                .await?
-            {
-                Done::Pruned(count) => {
-                    total = total.saturating_add(count);
-                    if count < PRUNE_CHUNK {
-                        return Ok(total);
-                    }
-                }
-                other => return Err(OutboxError::Backend(unexpected(&other))),
+            let input = Input::Prune {
+                before: completed_before,
+                limit: PRUNE_CHUNK,
+            };
+            let pruned = self.write(input, |done| match done {
+                Done::Pruned(count) => Some(count),
+                _ => None,
+            });
+            let count = pruned.await?;
+            total = total.saturating_add(count);
+            if count < PRUNE_CHUNK {
+                return Ok(total);
             }
         }
     }

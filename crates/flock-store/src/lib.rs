@@ -3,14 +3,13 @@
 //! any instance take over another's work, redelivery and retention.
 #![doc = include_str!("../README.md")]
 
-mod batch;
 mod durable;
 mod error;
 mod migrations;
 mod ops;
 mod postgres;
 mod retention;
-mod rows;
+mod sql;
 mod sqlite;
 mod storage;
 #[cfg(feature = "testing")]

@@ -5,10 +5,14 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 
+use sqlx::Acquire;
 use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+
+use crate::error::OpenError;
 
 /// One migration file: version, description and SQL.
 type File = (i64, &'static str, &'static str);
@@ -52,11 +56,18 @@ impl MigrationSource<'static> for Embedded {
     }
 }
 
-/// The migrator for `files`.
-pub(crate) async fn migrator(files: &'static [File]) -> Result<Migrator, sqlx::Error> {
-    Migrator::new(Embedded(files))
-        .await
-        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))
+/// Applies the `files` a database lacks, through `conn`; `at` names the database in an error.
+pub(crate) async fn run<'c, A>(files: &'static [File], conn: A, at: &str) -> Result<(), OpenError>
+where
+    A: Acquire<'c>,
+    <A::Connection as Deref>::Target: Migrate,
+{
+    let fail = |e: MigrateError| OpenError::Migrate {
+        at: at.to_owned(),
+        reason: e.to_string(),
+    };
+    let migrator = Migrator::new(Embedded(files)).await.map_err(fail)?;
+    migrator.run(conn).await.map_err(fail)
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The write operations that go through the group-commit writer, their outcomes, and how those
 //! map to the errors of the store and outbox traits.
 
-use std::fmt;
 use std::time::Duration;
 
 use flock_delivery::{AttemptView, ClaimedDelivery, DeliveryState, Lease, OutboxError, Resolution};
@@ -11,7 +10,8 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::rows::ArtifactFields;
+use crate::error::Failure;
+use crate::sql::rows::ArtifactFields;
 
 /// What a write asks for.
 pub(crate) enum Input {
@@ -96,18 +96,29 @@ pub(crate) enum Refusal {
 }
 
 /// Why a write did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum OpError {
     Refused(Refusal),
-    /// The database failed; the text says how (it never holds bound values, so no secrets).
-    Backend(String),
+    /// The database failed.
+    Backend(Failure),
 }
 
-impl fmt::Display for OpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OpError::Refused(r) => write!(f, "{r:?}"),
-            OpError::Backend(text) => f.write_str(text),
+impl From<Failure> for OpError {
+    fn from(failure: Failure) -> Self {
+        OpError::Backend(failure)
+    }
+}
+
+impl From<Refusal> for OutboxError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::DuplicateArtifact(id) => {
+                OutboxError::backend(format!("artifact {id} is already stored"))
+            }
+            Refusal::DuplicateDelivery(id) => OutboxError::Duplicate(id),
+            Refusal::LeaseLost(id) => OutboxError::LeaseLost(id),
+            Refusal::UnknownDelivery(id) => OutboxError::UnknownDelivery(id),
+            Refusal::NotRedeliverable(id, state) => OutboxError::NotRedeliverable { id, state },
         }
     }
 }
@@ -116,10 +127,11 @@ impl From<OpError> for StoreError {
     fn from(err: OpError) -> Self {
         match err {
             OpError::Refused(Refusal::DuplicateArtifact(id)) => StoreError::Duplicate(id),
-            OpError::Refused(Refusal::DuplicateDelivery(id)) => {
-                StoreError::Backend(format!("delivery {id} is already in the outbox"))
-            }
-            other => StoreError::Backend(other.to_string()),
+            OpError::Refused(other) => StoreError::backend_because(
+                "the artifact's deliveries cannot be enqueued",
+                OutboxError::from(other),
+            ),
+            OpError::Backend(failure) => failure.into(),
         }
     }
 }
@@ -127,13 +139,8 @@ impl From<OpError> for StoreError {
 impl From<OpError> for OutboxError {
     fn from(err: OpError) -> Self {
         match err {
-            OpError::Refused(Refusal::DuplicateDelivery(id)) => OutboxError::Duplicate(id),
-            OpError::Refused(Refusal::LeaseLost(id)) => OutboxError::LeaseLost(id),
-            OpError::Refused(Refusal::UnknownDelivery(id)) => OutboxError::UnknownDelivery(id),
-            OpError::Refused(Refusal::NotRedeliverable(id, state)) => {
-                OutboxError::NotRedeliverable { id, state }
-            }
-            other => OutboxError::Backend(other.to_string()),
+            OpError::Refused(refusal) => refusal.into(),
+            OpError::Backend(failure) => failure.into(),
         }
     }
 }
@@ -171,9 +178,9 @@ impl Op {
         let answer = match self.outcome {
             Some(Ok(done)) => Ok(done),
             Some(Err(refusal)) => Err(OpError::Refused(refusal)),
-            None => Err(OpError::Backend(format!(
+            None => Err(OpError::Backend(Failure::new(format!(
                 "the store could not tell the outcome of this {kind}"
-            ))),
+            )))),
         };
         let applied = answer.is_ok();
         // The caller may have given up waiting; that changes nothing that was committed.

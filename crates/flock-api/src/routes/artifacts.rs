@@ -261,8 +261,17 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("API answers are plain data and always serialize")
 }
 
-pub(crate) fn storage_error(err: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %err, "storage failed");
+/// A storage failure as the client sees it; the log gets the failure with its sources (the
+/// database's own error).
+pub(crate) fn storage_error(err: impl std::error::Error) -> ApiError {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error = %text, "storage failed");
     ApiError::new(
         ErrorCode::StorageUnavailable,
         "storage is unavailable; try again",

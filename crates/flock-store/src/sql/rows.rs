@@ -1,13 +1,14 @@
-//! Conversions between database values and the domain types, shared by both backends: times as
-//! microseconds, state and reason names, and rows into artifacts, deliveries and attempts. A
-//! value that does not convert is a [`DecodeError`], never a panic.
+//! Stored values and the domain types, for both databases: times in whole microseconds, the
+//! names of states, failure reasons and error kinds, and the columns of artifacts, deliveries
+//! and attempts. A value that does not convert is a [`DecodeError`], never a panic.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use bytes::Bytes;
-use flock_delivery::{AttemptView, DeliveryState, DeliveryView, ErrorKind, FailureReason};
+use flock_delivery::{AttemptView, DeliveryState, DeliveryView};
 use flock_models::{Artifact, NewDelivery, Secret, Tags, TypeName, WebhookUrl};
+use serde::de::{DeserializeOwned, IntoDeserializer as _};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,6 +23,14 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl std::error::Error for DecodeError {}
+
+impl From<DecodeError> for sqlx::Error {
+    fn from(err: DecodeError) -> Self {
+        sqlx::Error::Decode(Box::new(err))
+    }
+}
+
 fn bad(what: impl Into<String>) -> DecodeError {
     DecodeError(what.into())
 }
@@ -31,16 +40,10 @@ pub(crate) fn micros(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
 }
 
-/// Microseconds since the Unix epoch, rounded up: the first whole microsecond at or after `at`.
-pub(crate) fn micros_ceil(at: OffsetDateTime) -> i64 {
-    let nanos = at.unix_timestamp_nanos();
-    let down = nanos.div_euclid(1000);
-    let up = if nanos.rem_euclid(1000) == 0 {
-        down
-    } else {
-        down + 1
-    };
-    i64::try_from(up).unwrap_or(i64::MAX)
+/// The time `value` microseconds after the Unix epoch.
+pub(crate) fn from_micros(value: i64) -> Result<OffsetDateTime, DecodeError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1000)
+        .map_err(|_| bad(format!("time {value} is out of range")))
 }
 
 /// `at` rounded down to whole microseconds.
@@ -48,50 +51,21 @@ pub(crate) fn floor_micros(at: OffsetDateTime) -> OffsetDateTime {
     from_micros(micros(at)).unwrap_or(at)
 }
 
-/// `at` rounded up to whole microseconds.
+/// `at` rounded up to whole microseconds: the first whole microsecond at or after it.
 pub(crate) fn ceil_micros(at: OffsetDateTime) -> OffsetDateTime {
-    from_micros(micros_ceil(at)).unwrap_or(at)
-}
-
-/// The time `value` microseconds after the Unix epoch.
-pub(crate) fn from_micros(value: i64) -> Result<OffsetDateTime, DecodeError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1000)
-        .map_err(|_| bad(format!("time {value} is out of range")))
-}
-
-pub(crate) fn parse_state(text: &str) -> Result<DeliveryState, DecodeError> {
-    match text {
-        "pending" => Ok(DeliveryState::Pending),
-        "delivered" => Ok(DeliveryState::Delivered),
-        "failed" => Ok(DeliveryState::Failed),
-        other => Err(bad(format!("delivery state `{other}`"))),
+    let floor = floor_micros(at);
+    if floor == at {
+        at
+    } else {
+        floor + time::Duration::MICROSECOND
     }
 }
 
-pub(crate) fn parse_failure(text: &str) -> Result<FailureReason, DecodeError> {
-    [
-        FailureReason::Exhausted,
-        FailureReason::Gone,
-        FailureReason::Blocked,
-        FailureReason::InvalidSecret,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == text)
-    .ok_or_else(|| bad(format!("failure reason `{text}`")))
-}
-
-pub(crate) fn parse_error_kind(text: &str) -> Result<ErrorKind, DecodeError> {
-    [
-        ErrorKind::HttpStatus,
-        ErrorKind::Connect,
-        ErrorKind::Timeout,
-        ErrorKind::Blocked,
-        ErrorKind::Signing,
-        ErrorKind::Other,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == text)
-    .ok_or_else(|| bad(format!("error kind `{text}`")))
+/// A stored name as its type: a delivery state, failure reason or error kind. Names are the
+/// types' serde names, which their `as_str` gives when a write stores them.
+pub(crate) fn parse_name<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, DecodeError> {
+    T::deserialize(text.into_deserializer())
+        .map_err(|_: serde::de::value::Error| bad(format!("{what} `{text}`")))
 }
 
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, DecodeError> {
@@ -103,7 +77,8 @@ pub(crate) fn to_u32(value: i64, what: &str) -> Result<u32, DecodeError> {
 }
 
 /// An artifact's columns: as a write renders them ([`ArtifactFields::of`]) and as a read gets
-/// them back ([`ArtifactFields::artifact`]). The payload is JSON text with its key order kept.
+/// them back ([`ArtifactFields::artifact`]). The payload is JSON text with its key order kept;
+/// the tags are a JSON array.
 #[derive(Debug, Clone)]
 pub(crate) struct ArtifactFields {
     pub(crate) id: Uuid,
@@ -111,7 +86,7 @@ pub(crate) struct ArtifactFields {
     pub(crate) payload: String,
     pub(crate) produced_by: String,
     pub(crate) correlation_id: Uuid,
-    pub(crate) tags: Vec<String>,
+    pub(crate) tags: String,
     pub(crate) created_at: OffsetDateTime,
 }
 
@@ -124,14 +99,9 @@ impl ArtifactFields {
             payload: serde_json::to_string(&artifact.payload)?,
             produced_by: artifact.produced_by.clone(),
             correlation_id: artifact.correlation_id,
-            tags: artifact.tags.iter().map(str::to_owned).collect(),
+            tags: serde_json::to_string(&artifact.tags)?,
             created_at: artifact.created_at,
         })
-    }
-
-    /// The tags as a JSON array.
-    pub(crate) fn tags_json(&self) -> String {
-        serde_json::to_string(&self.tags).expect("a list of strings always serializes")
     }
 
     /// The artifact again, checked as any input is.
@@ -141,7 +111,9 @@ impl ArtifactFields {
             TypeName::new(self.type_name).map_err(|e| bad(format!("artifact {id}: type: {e}")))?;
         let payload: Map<String, Value> = serde_json::from_str(&self.payload)
             .map_err(|e| bad(format!("artifact {id}: payload: {e}")))?;
-        let tags = Tags::new(self.tags).map_err(|e| bad(format!("artifact {id}: tags: {e}")))?;
+        let tags: Vec<String> = serde_json::from_str(&self.tags)
+            .map_err(|e| bad(format!("artifact {id}: tags: {e}")))?;
+        let tags = Tags::new(tags).map_err(|e| bad(format!("artifact {id}: tags: {e}")))?;
         Ok(Artifact {
             id,
             type_name,
@@ -152,11 +124,6 @@ impl ArtifactFields {
             created_at: self.created_at,
         })
     }
-}
-
-/// Tags stored as a JSON array.
-pub(crate) fn tags_from_json(text: &str) -> Result<Vec<String>, DecodeError> {
-    serde_json::from_str(text).map_err(|e| bad(format!("tags: {e}")))
 }
 
 /// A claimed delivery's stored columns.
@@ -228,8 +195,10 @@ impl DeliveryFields {
         let url = WebhookUrl::parse(&self.url)
             .map_err(|e| bad(format!("delivery {id}: url: {e}")))?
             .for_logs();
-        let state = parse_state(&self.state)?;
-        let failure = self.failure.as_deref().map(parse_failure).transpose()?;
+        let state = parse_name(&self.state, "delivery state")?;
+        let failure = (self.failure.as_deref())
+            .map(|f| parse_name(f, "failure reason"))
+            .transpose()?;
         Ok(DeliveryView {
             id,
             correlation_id: self.correlation_id,
@@ -270,10 +239,8 @@ impl AttemptFields {
                 .status_code
                 .map(|c| u16::try_from(c).map_err(|_| bad(format!("status code {c}"))))
                 .transpose()?,
-            error_kind: self
-                .error_kind
-                .as_deref()
-                .map(parse_error_kind)
+            error_kind: (self.error_kind.as_deref())
+                .map(|k| parse_name(k, "error kind"))
                 .transpose()?,
             error: self.error,
             duration_ms: to_u64(self.duration_ms, "duration")?,
@@ -308,6 +275,7 @@ pub(crate) fn new_token() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use flock_delivery::{ErrorKind, FailureReason};
     use time::macros::datetime;
 
     use super::*;
@@ -323,7 +291,7 @@ mod tests {
         assert_eq!(floor_micros(whole), whole);
         let before_epoch = datetime!(1969-12-31 23:59:59.9999995 UTC);
         assert_eq!(micros(before_epoch), -1);
-        assert_eq!(micros_ceil(before_epoch), 0);
+        assert_eq!(micros(ceil_micros(before_epoch)), 0);
         assert!(from_micros(i64::MAX).is_err());
     }
 
@@ -334,13 +302,23 @@ mod tests {
             DeliveryState::Delivered,
             DeliveryState::Failed,
         ] {
-            assert_eq!(parse_state(state.as_str()).unwrap(), state);
+            assert_eq!(
+                parse_name::<DeliveryState>(state.as_str(), "").unwrap(),
+                state
+            );
         }
-        assert!(parse_state("lost").is_err());
-        assert_eq!(parse_failure("gone").unwrap(), FailureReason::Gone);
-        assert!(parse_failure("bored").is_err());
-        assert_eq!(parse_error_kind("timeout").unwrap(), ErrorKind::Timeout);
-        assert!(parse_error_kind("").is_err());
+        assert!(parse_name::<DeliveryState>("lost", "").is_err());
+        assert_eq!(
+            parse_name::<FailureReason>("gone", "").unwrap(),
+            FailureReason::Gone
+        );
+        assert!(parse_name::<FailureReason>("bored", "").is_err());
+        assert_eq!(
+            parse_name::<ErrorKind>("timeout", "").unwrap(),
+            ErrorKind::Timeout
+        );
+        let err = parse_name::<ErrorKind>("", "error kind").unwrap_err();
+        assert_eq!(err.to_string(), "unreadable stored data: error kind ``");
     }
 
     #[test]

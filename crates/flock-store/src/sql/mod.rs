@@ -1,0 +1,171 @@
+//! The SQL core both databases share. [`Sql`] is the [`Backend`] of a durable store on SQLite
+//! or Postgres: its reads (`read`), the statements around its writes (`write`) and the taking
+//! apart and putting together of a batch (`batch`) are written once, on sqlx's generic API;
+//! a [`Dialect`] says what differs, and each database's module implements it.
+
+pub(crate) mod batch;
+mod read;
+pub(crate) mod rows;
+mod write;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flock_delivery::{DeliveryView, OutboxCounts};
+use flock_models::Artifact;
+use flock_orchestrator::{ArtifactQuery, Page};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::durable::Backend;
+use crate::ops::{Op, OpError};
+use batch::Batch;
+use rows::DecodeError;
+
+/// What differs between the databases, below the statements they share. Shared statements are
+/// written once with numbered placeholders (`$1`), which both drivers bind; the locking clauses
+/// (Postgres's `FOR UPDATE SKIP LOCKED`) belong to each database's own batch and prune
+/// statements.
+#[async_trait]
+pub(crate) trait Dialect: Database {
+    /// A time as stored: microseconds since the Unix epoch (SQLite), or a timestamp (Postgres).
+    type Time: Value<Self> + Unpin + 'static;
+
+    /// `at`, rounded down to whole microseconds, as stored.
+    fn time(at: OffsetDateTime) -> Self::Time;
+
+    /// A stored time.
+    fn from_time(stored: Self::Time) -> Result<OffsetDateTime, DecodeError>;
+
+    /// The `tags` column as a JSON array of strings, named `tags`.
+    const TAGS: &'static str;
+
+    /// A filter for artifacts that carry a tag: the SQL before and after the bound tag.
+    const HAS_TAG: (&'static str, &'static str);
+
+    /// What makes a read transaction see one snapshot, when `BEGIN` alone does not.
+    const SNAPSHOT: Option<&'static str>;
+
+    /// Begins the transaction of a batch that holds more than its batch statement.
+    const BEGIN: &'static str;
+
+    /// Deletes at most `$2` delivered or failed deliveries completed before `$1`, with their
+    /// attempts, and answers how many.
+    const PRUNE: &'static str;
+
+    /// Writer tasks, each with a connection of its own.
+    const WRITERS: usize;
+
+    /// How long a writer waits to fill a batch much smaller than its last ([`Backend::linger`]).
+    const LINGER: Duration;
+
+    /// Runs the batch statement: writes `batch`'s artifacts, deliveries and records, then
+    /// claims. In a transaction of its own when `alone`, else in the one open. Answers a row per
+    /// record that applied (`kind` 1, with the delivery's `id`) and per delivery claimed
+    /// (`kind` 2, with its columns and `was_due`, its due time before the claim).
+    async fn batch(
+        conn: &mut Self::Connection,
+        batch: &Batch<'_>,
+        alone: bool,
+    ) -> Result<Vec<Self::Row>, sqlx::Error>;
+}
+
+/// A value the shared statements bind and read.
+pub(crate) trait Value<D: Database>:
+    for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D> + Send + Sync
+{
+}
+
+impl<D: Database, T> Value<D> for T where
+    T: for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D> + Send + Sync
+{
+}
+
+/// A durable store's backend on database `D`: a pool of writer connections (one per writer
+/// task), a pool of readers, and maybe a task of its own to stop on closing.
+pub(crate) struct Sql<D: Dialect> {
+    writer: Pool<D>,
+    readers: Pool<D>,
+    background: Mutex<Option<Background>>,
+}
+
+/// A task that runs beside a store until it closes.
+pub(crate) struct Background {
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+impl<D: Dialect> Sql<D> {
+    pub(crate) fn new(writer: Pool<D>, readers: Pool<D>, background: Option<Background>) -> Self {
+        Sql {
+            writer,
+            readers,
+            background: Mutex::new(background),
+        }
+    }
+}
+
+// The bounds below say that `D` is an sqlx database that can run the shared statements; sqlx's
+// two drivers meet them. Rust does not carry a trait's `where` clauses to its users, so each
+// generic `impl` of the core repeats them.
+#[async_trait]
+impl<D: Dialect> Backend for Sql<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    Uuid: Value<D>,
+    i64: Value<D>,
+    bool: Value<D>,
+    String: Value<D>,
+    Vec<u8>: Value<D>,
+{
+    async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
+        self.apply(ops).await
+    }
+
+    async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError {
+        self.refusal(op, err).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error> {
+        self.artifact(id).await
+    }
+
+    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error> {
+        self.artifacts(query).await
+    }
+
+    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
+        self.views("correlation_id", correlation_id).await
+    }
+
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
+        Ok(self.views("id", id).await?.pop())
+    }
+
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+        self.earliest_due().await
+    }
+
+    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error> {
+        self.count_pending().await
+    }
+
+    async fn close(&self) {
+        if let Some(background) = self.background.lock().await.take() {
+            let _ = background.stop.send(true);
+            let _ = background.task.await;
+        }
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    fn linger(&self) -> Duration {
+        D::LINGER
+    }
+}

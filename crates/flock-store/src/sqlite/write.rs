@@ -1,0 +1,198 @@
+//! SQLite's batch statement: a text of statements, prepared once, that takes a batch's rows as
+//! JSON arrays and its bodies as one blob, so it never changes whatever the batch holds and
+//! runs in one round trip to the connection's thread. And its prune.
+
+use std::sync::LazyLock;
+
+use flock_models::Secret;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use uuid::Uuid;
+
+use crate::sql::batch::Batch;
+use crate::sql::rows::micros;
+
+/// A batch's writes, statement after statement:
+///
+/// 1. the artifacts of `$1`;
+/// 2. the deliveries of `$4`, created and due at `$3`, each body `body_len` bytes at `body_at`
+///    (from 1) of the blob `$2`;
+/// 3. of the records of `$5`, the deliveries whose lease is still the record's token: the
+///    rows of `kind` 1;
+/// 4. their attempts;
+/// 5. what they do to their deliveries;
+/// 6. up to `$7` deliveries due at `$6` (or whose lease expired by then), earliest due first:
+///    the rows of `kind` 2, with the due time they had;
+/// 7. their lease: token `$8` until `$9`.
+///
+/// Statements that find nothing to do (an empty array, a limit of 0) cost next to nothing.
+/// This relies on sqlx's SQLite driver running every statement of a text, and binding `$N` to
+/// the N-th value in each of them (sqlx 0.8).
+const BATCH: &str = "\
+INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) \
+    SELECT unhex(a.value ->> 'id', '-'), a.value ->> 'type_name', a.value ->> 'payload', \
+           a.value ->> 'produced_by', unhex(a.value ->> 'correlation_id', '-'), \
+           a.value ->> 'tags', a.value ->> 'created_at' \
+    FROM json_each($1) AS a ORDER BY a.key; \
+INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, body, \
+                        artifact_created_at, state, due_at, created_at) \
+    SELECT unhex(d.value ->> 'id', '-'), unhex(d.value ->> 'correlation_id', '-'), \
+           unhex(d.value ->> 'artifact_id', '-'), d.value ->> 'sequence', d.value ->> 'url', \
+           d.value ->> 'secret', substr($2, d.value ->> 'body_at', d.value ->> 'body_len'), \
+           d.value ->> 'artifact_created_at', 'pending', $3, $3 \
+    FROM json_each($4) AS d ORDER BY d.key; \
+SELECT 1 AS kind, d.id \
+    FROM json_each($5) AS r JOIN deliveries AS d ON d.id = unhex(r.value ->> 'id', '-') \
+    WHERE d.lease_token = r.value ->> 'token' AND d.state = 'pending'; \
+INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, \
+                      duration_ms) \
+    SELECT d.id, r.value ->> 'number', r.value ->> 'started_at', r.value ->> 'status_code', \
+           r.value ->> 'error_kind', r.value ->> 'error', r.value ->> 'duration_ms' \
+    FROM json_each($5) AS r JOIN deliveries AS d ON d.id = unhex(r.value ->> 'id', '-') \
+    WHERE d.lease_token = r.value ->> 'token' AND d.state = 'pending'; \
+UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.state, \
+        due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
+        body = CASE WHEN r.state = 'delivered' THEN NULL ELSE body END, \
+        secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE secret END \
+    FROM (SELECT unhex(value ->> 'id', '-') AS id, value ->> 'token' AS token, \
+                 value ->> 'state' AS state, value ->> 'due_at' AS due_at, \
+                 value ->> 'failure' AS failure, value ->> 'completed_at' AS completed_at \
+          FROM json_each($5)) AS r \
+    WHERE deliveries.id = r.id AND deliveries.lease_token = r.token \
+      AND deliveries.state = 'pending'; \
+SELECT 2 AS kind, id, due_at AS was_due, correlation_id, artifact_id, sequence, url, secret, \
+       body, artifact_created_at, attempts, round_start \
+    FROM deliveries WHERE state = 'pending' AND due_at <= $6 ORDER BY due_at, id LIMIT $7; \
+UPDATE deliveries SET lease_token = $8, due_at = $9 WHERE id IN ( \
+    SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
+    ORDER BY due_at, id LIMIT $7);";
+
+/// [`BATCH`] in a transaction of its own: the common case, one round trip in all.
+static BATCH_ALONE: LazyLock<String> =
+    LazyLock::new(|| format!("BEGIN IMMEDIATE; {BATCH} COMMIT;"));
+
+/// The prune: the attempts, then the deliveries, then how many deliveries went.
+pub(super) const PRUNE: &str = "\
+DELETE FROM attempts WHERE delivery_id IN ( \
+    SELECT id FROM deliveries WHERE state <> 'pending' AND completed_at < $1 \
+    ORDER BY completed_at, id LIMIT $2); \
+DELETE FROM deliveries WHERE id IN ( \
+    SELECT id FROM deliveries WHERE state <> 'pending' AND completed_at < $1 \
+    ORDER BY completed_at, id LIMIT $2); \
+SELECT changes()";
+
+/// An artifact in the `$1` array.
+#[derive(Serialize)]
+struct ArtifactJson<'a> {
+    id: Uuid,
+    type_name: &'a str,
+    payload: &'a str,
+    produced_by: &'a str,
+    correlation_id: Uuid,
+    tags: &'a str,
+    created_at: i64,
+}
+
+/// A delivery in the `$4` array.
+#[derive(Serialize)]
+struct DeliveryJson<'a> {
+    id: Uuid,
+    correlation_id: Uuid,
+    artifact_id: Uuid,
+    sequence: i64,
+    url: &'a str,
+    secret: Option<&'a str>,
+    body_at: usize,
+    body_len: usize,
+    artifact_created_at: i64,
+}
+
+/// A record in the `$5` array: the lease, the delivery's new state, and the attempt.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    id: Uuid,
+    token: i64,
+    state: &'static str,
+    due_at: Option<i64>,
+    failure: Option<&'static str>,
+    completed_at: Option<i64>,
+    number: u32,
+    started_at: i64,
+    status_code: Option<u16>,
+    error_kind: Option<&'static str>,
+    error: Option<&'a str>,
+    duration_ms: i64,
+}
+
+/// Runs [`BATCH`] over `batch` (in a transaction of its own when `alone`).
+pub(super) async fn batch(
+    conn: &mut SqliteConnection,
+    batch: &Batch<'_>,
+    alone: bool,
+) -> Result<Vec<SqliteRow>, sqlx::Error> {
+    let artifacts: Vec<ArtifactJson<'_>> = (batch.artifacts.iter())
+        .map(|a| ArtifactJson {
+            id: a.id,
+            type_name: &a.type_name,
+            payload: &a.payload,
+            produced_by: &a.produced_by,
+            correlation_id: a.correlation_id,
+            tags: &a.tags,
+            created_at: micros(a.created_at),
+        })
+        .collect();
+    let mut bodies: Vec<u8> = Vec::new();
+    let mut deliveries = Vec::with_capacity(batch.deliveries.len());
+    for d in &batch.deliveries {
+        deliveries.push(DeliveryJson {
+            id: d.id,
+            correlation_id: d.correlation_id,
+            artifact_id: d.artifact_id,
+            sequence: i64::try_from(d.sequence).unwrap_or(i64::MAX),
+            url: d.url.as_str(),
+            secret: d.secret.as_ref().map(Secret::expose),
+            body_at: bodies.len() + 1,
+            body_len: d.body.len(),
+            artifact_created_at: micros(d.artifact_created_at),
+        });
+        bodies.extend_from_slice(&d.body);
+    }
+    let records: Vec<RecordJson<'_>> = (batch.records.iter())
+        .map(|r| RecordJson {
+            id: r.id,
+            token: r.token,
+            state: r.state,
+            due_at: r.due_at.map(micros),
+            failure: r.failure,
+            completed_at: r.completed_at.map(micros),
+            number: r.attempt.number,
+            started_at: micros(r.attempt.started_at),
+            status_code: r.attempt.status_code,
+            error_kind: r.error_kind,
+            error: r.attempt.error.as_deref(),
+            duration_ms: i64::try_from(r.attempt.duration_ms).unwrap_or(i64::MAX),
+        })
+        .collect();
+    let claim = batch.claim;
+    let rows = sqlx::query(if alone { &BATCH_ALONE } else { BATCH })
+        .bind(json(&artifacts)?)
+        .bind(bodies)
+        .bind(micros(batch.now))
+        .bind(json(&deliveries)?)
+        .bind(json(&records)?)
+        .bind(micros(claim.at))
+        .bind(claim.limit)
+        .bind(claim.token)
+        .bind(micros(claim.expires_at))
+        .fetch_all(&mut *conn)
+        .await;
+    if rows.is_err() && alone {
+        // The text began a transaction; leave none open (ignore errors: there may be none).
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    rows
+}
+
+fn json<T: Serialize>(items: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(items).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
