@@ -34,10 +34,10 @@ const QUEUE: usize = 8192;
 /// other writes go in between.
 pub(crate) const PRUNE_CHUNK: u64 = 5_000;
 
-/// A database behind a [`Durable`] store. Errors are the database's (stored data that does
-/// not decode included); the store says what failed.
+/// A database behind a [`Durable`] store: its writes here, its reads in [`Reads`]. Errors are
+/// the database's (stored data that does not decode included); the store says what failed.
 #[async_trait]
-pub(crate) trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Reads + Send + Sync + 'static {
     /// Applies `ops` in one transaction and commits it, setting each op's outcome. An error
     /// means nothing was committed.
     async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error>;
@@ -46,13 +46,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// database failure.
     async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError;
 
-    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error>;
-    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error>;
-    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error>;
-    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
-    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error>;
-    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error>;
-
     /// Closes the connections.
     async fn close(&self);
 
@@ -60,6 +53,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// the one before: worth it where a commit is expensive (a disk flush), so that under load
     /// the writes that arrive a moment apart share one.
     fn linger(&self) -> Duration;
+}
+
+/// What a [`Backend`] reads, as the store and outbox traits answer it.
+#[async_trait]
+pub(crate) trait Reads {
+    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error>;
+    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error>;
+    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error>;
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error>;
+    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error>;
 }
 
 #[allow(
@@ -156,73 +160,59 @@ impl<B: Backend> Durable<B> {
     }
 }
 
-/// One writer: takes the first queued write and every other one already waiting (up to
-/// [`MAX_BATCH`]), applies them in one transaction, answers each, and starts over. There is no
-/// waiting to fill a batch: under load, writes queue up while a batch commits and form the next.
+/// One writer: takes every write queued (at least one, up to [`MAX_BATCH`]), applies them in
+/// one transaction, answers each, and starts over. There is no waiting to fill a batch: under
+/// load, writes queue up while a batch commits and form the next.
 async fn writer<B: Backend>(
     backend: Arc<B>,
     receiver: Arc<Mutex<mpsc::Receiver<Message>>>,
     notify: Arc<Notify>,
 ) {
     let linger = backend.linger();
+    let closing = |messages: &[Message]| messages.iter().any(|m| matches!(m, Message::Close(_)));
     let mut last_batch = 0usize;
     loop {
-        let mut ops = Vec::new();
-        let mut close = None;
+        let mut messages = Vec::new();
         {
             let mut receiver = receiver.lock().await;
-            match receiver.recv().await {
-                Some(Message::Write(op)) => ops.push(op),
-                Some(Message::Close(done)) => close = Some(done),
-                None => return,
-            }
-            while ops.len() < MAX_BATCH && close.is_none() {
-                match receiver.try_recv() {
-                    Ok(Message::Write(op)) => ops.push(op),
-                    Ok(Message::Close(done)) => close = Some(done),
-                    Err(_) => break,
-                }
+            if receiver.recv_many(&mut messages, MAX_BATCH).await == 0 {
+                return;
             }
             // Under load (the last batch was large), wait a moment for the writes that are
             // about to arrive rather than paying a commit for a few.
-            if !linger.is_zero() && ops.len() < last_batch / 2 && close.is_none() {
-                let until = tokio::time::Instant::now() + linger;
-                while ops.len() < last_batch / 2 {
-                    match tokio::time::timeout_at(until, receiver.recv()).await {
-                        Ok(Some(Message::Write(op))) => ops.push(op),
-                        Ok(Some(Message::Close(done))) => {
-                            close = Some(done);
-                            break;
-                        }
-                        Ok(None) | Err(_) => break,
-                    }
+            let until = tokio::time::Instant::now() + linger;
+            while !linger.is_zero() && messages.len() < last_batch / 2 && !closing(&messages) {
+                let wanted = last_batch / 2 - messages.len();
+                let more = receiver.recv_many(&mut messages, wanted);
+                if !matches!(tokio::time::timeout_at(until, more).await, Ok(n) if n > 0) {
+                    break;
                 }
             }
-            last_batch = ops.len();
-            if close.is_some() {
+            if closing(&messages) {
                 // Closing: the writes queued so far still go in, then the connections close.
                 while let Ok(message) = receiver.try_recv() {
-                    match message {
-                        Message::Write(op) => ops.push(op),
-                        Message::Close(done) => {
-                            let _ = done.send(());
-                        }
-                    }
+                    messages.push(message);
                 }
             }
         }
+        let (mut ops, mut closes) = (Vec::with_capacity(messages.len()), Vec::new());
+        for message in messages {
+            match message {
+                Message::Write(op) => ops.push(op),
+                Message::Close(done) => closes.push(done),
+            }
+        }
+        last_batch = ops.len();
         while !ops.is_empty() {
-            let rest = if ops.len() > MAX_BATCH {
-                ops.split_off(MAX_BATCH)
-            } else {
-                Vec::new()
-            };
+            let rest = ops.split_off(ops.len().min(MAX_BATCH));
             commit(&*backend, ops, &notify).await;
             ops = rest;
         }
-        if let Some(done) = close {
+        if !closes.is_empty() {
             backend.close().await;
-            let _ = done.send(());
+            for done in closes {
+                let _ = done.send(());
+            }
             return;
         }
     }
@@ -336,11 +326,11 @@ impl<B: Backend> Outbox for Durable<B> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let input = Input::Claim {
+        let input = Input::Claim(ClaimRequest {
             now,
             limit,
             lease_for,
-        };
+        });
         let claimed = self.write(input, |done| match done {
             Done::Claimed(claimed) => Some(claimed),
             _ => None,

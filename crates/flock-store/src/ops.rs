@@ -20,12 +20,8 @@ pub(crate) enum Input {
         artifact: Option<ArtifactFields>,
         deliveries: Vec<NewDelivery>,
     },
-    /// Up to `limit` due deliveries, leased for `lease_for`.
-    Claim {
-        now: OffsetDateTime,
-        limit: usize,
-        lease_for: Duration,
-    },
+    /// Due deliveries, leased.
+    Claim(ClaimRequest),
     /// An attempt's result under a lease, and maybe a claim right after it.
     Record {
         lease: Lease,
@@ -46,22 +42,32 @@ impl Input {
             Input::Publish { deliveries, .. } => !deliveries.is_empty(),
             Input::Record { resolution, .. } => matches!(resolution, Resolution::RetryAt(_)),
             Input::Redeliver { .. } => true,
-            Input::Claim { .. } | Input::Prune { .. } => false,
+            Input::Claim(_) | Input::Prune { .. } => false,
         }
     }
 
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Input::Publish { .. } => "publish",
-            Input::Claim { .. } => "claim",
+            Input::Claim(_) => "claim",
             Input::Record { .. } => "record",
             Input::Redeliver { .. } => "redeliver",
             Input::Prune { .. } => "prune",
         }
     }
+
+    /// The claim this write makes, alone or after its record.
+    pub(crate) fn claim(&self) -> Option<ClaimRequest> {
+        match self {
+            Input::Claim(request) => Some(*request),
+            Input::Record { then_claim, .. } => *then_claim,
+            _ => None,
+        }
+    }
 }
 
-/// A claim that follows a record in the same write.
+/// Up to `limit` deliveries due at `now` (or whose lease expired by then), leased for
+/// `lease_for`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClaimRequest {
     pub(crate) now: OffsetDateTime,
@@ -155,14 +161,12 @@ pub(crate) struct Op {
 impl Op {
     pub(crate) fn new(input: Input) -> (Op, oneshot::Receiver<Result<Done, OpError>>) {
         let (reply, answer) = oneshot::channel();
-        (
-            Op {
-                input,
-                outcome: None,
-                reply,
-            },
-            answer,
-        )
+        let op = Op {
+            input,
+            outcome: None,
+            reply,
+        };
+        (op, answer)
     }
 
     /// Sets the outcome (the backend calls this while applying a batch).
@@ -174,12 +178,11 @@ impl Op {
     /// look at the outbox again.
     pub(crate) fn answer_committed(self) -> bool {
         let wakes = self.input.wakes_dispatcher();
-        let kind = self.input.kind();
         let answer = match self.outcome {
-            Some(Ok(done)) => Ok(done),
-            Some(Err(refusal)) => Err(OpError::Refused(refusal)),
+            Some(outcome) => outcome.map_err(OpError::Refused),
             None => Err(OpError::Backend(Failure::new(format!(
-                "the store could not tell the outcome of this {kind}"
+                "the store could not tell the outcome of this {}",
+                self.input.kind()
             )))),
         };
         let applied = answer.is_ok();

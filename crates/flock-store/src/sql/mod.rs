@@ -1,7 +1,11 @@
-//! The SQL core both databases share. [`Sql`] is the [`Backend`] of a durable store on SQLite
-//! or Postgres: its reads (`read`), the statements around its writes (`write`) and the taking
-//! apart and putting together of a batch (`batch`) are written once, on sqlx's generic API;
-//! a [`Dialect`] says what differs, and each database's module implements it.
+//! The SQL core both databases share. [`Sql`] is the backend of a durable store on SQLite or
+//! Postgres: its reads (`read`), its writes (`write`) and the taking apart of a batch (`batch`)
+//! are written once, on sqlx's generic API; a [`Dialect`] says what differs, and each
+//! database's module implements it.
+//!
+//! The `impl` blocks of the core repeat the same bounds: that sqlx can run the shared
+//! statements on `D` (both its drivers can). Rust does not carry a trait's `where` clauses to
+//! its users, so they cannot be said once on [`Dialect`].
 
 pub(crate) mod batch;
 mod read;
@@ -11,17 +15,11 @@ mod write;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flock_delivery::{DeliveryView, OutboxCounts};
-use flock_models::Artifact;
-use flock_orchestrator::{ArtifactQuery, Page};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{Database, Decode, Encode, Pool, Type};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-use crate::durable::Backend;
-use crate::ops::{Op, OpError};
 use batch::Batch;
 use rows::DecodeError;
 
@@ -59,7 +57,7 @@ pub(crate) trait Dialect: Database {
     /// Writer tasks, each with a connection of its own.
     const WRITERS: usize;
 
-    /// How long a writer waits to fill a batch much smaller than its last ([`Backend::linger`]).
+    /// How long a writer waits to fill a batch much smaller than its last (`Backend::linger`).
     const LINGER: Duration;
 
     /// Runs the batch statement: writes `batch`'s artifacts, deliveries and records, then
@@ -105,67 +103,5 @@ impl<D: Dialect> Sql<D> {
             readers,
             background: Mutex::new(background),
         }
-    }
-}
-
-// The bounds below say that `D` is an sqlx database that can run the shared statements; sqlx's
-// two drivers meet them. Rust does not carry a trait's `where` clauses to its users, so each
-// generic `impl` of the core repeats them.
-#[async_trait]
-impl<D: Dialect> Backend for Sql<D>
-where
-    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
-    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
-    for<'r> &'r str: ColumnIndex<D::Row>,
-    usize: ColumnIndex<D::Row>,
-    Uuid: Value<D>,
-    i64: Value<D>,
-    bool: Value<D>,
-    String: Value<D>,
-    Vec<u8>: Value<D>,
-{
-    async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        self.apply(ops).await
-    }
-
-    async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError {
-        self.refusal(op, err).await
-    }
-
-    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error> {
-        self.artifact(id).await
-    }
-
-    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error> {
-        self.artifacts(query).await
-    }
-
-    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
-        self.views("correlation_id", correlation_id).await
-    }
-
-    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
-        Ok(self.views("id", id).await?.pop())
-    }
-
-    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-        self.earliest_due().await
-    }
-
-    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error> {
-        self.count_pending().await
-    }
-
-    async fn close(&self) {
-        if let Some(background) = self.background.lock().await.take() {
-            let _ = background.stop.send(true);
-            let _ = background.task.await;
-        }
-        self.writer.close().await;
-        self.readers.close().await;
-    }
-
-    fn linger(&self) -> Duration {
-        D::LINGER
     }
 }

@@ -1,21 +1,28 @@
 //! The reads, on either database: artifacts by id and by query, deliveries with their
-//! attempts, the next due time and the counts. Reads of several statements run in one
-//! read transaction, so they see one snapshot.
+//! attempts, the next due time and the counts; and the rows they get, decoded. A read of
+//! several statements runs in one read transaction, so it sees one snapshot.
 
-use flock_delivery::{DeliveryView, OutboxCounts};
-use flock_models::Artifact;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use flock_delivery::{
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, Lease, OutboxCounts,
+};
+use flock_models::{Artifact, NewDelivery, Secret, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
 use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::rows::{self, ArtifactFields, AttemptFields, ClaimFields, DeliveryFields, ceil_micros};
+use super::batch::Claim;
+use super::rows::{ArtifactFields, bad, ceil_micros, parse_name, to_u32, to_u64};
 use super::{Dialect, Sql, Value};
+use crate::durable::Reads;
 
-const ARTIFACTS: &str = "SELECT id, type_name, payload, produced_by, correlation_id, {tags}, \
-                         created_at FROM artifacts";
-
-impl<D: Dialect> Sql<D>
+#[async_trait]
+impl<D: Dialect> Reads for Sql<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
@@ -23,26 +30,20 @@ where
     usize: ColumnIndex<D::Row>,
     Uuid: Value<D>,
     i64: Value<D>,
-    bool: Value<D>,
     String: Value<D>,
     Vec<u8>: Value<D>,
 {
-    /// The artifact with this id.
-    pub(super) async fn artifact(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error> {
+    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error> {
         let select = format!("{} WHERE id = $1", artifacts::<D>());
         let row = sqlx::query(&select)
             .bind(id)
             .fetch_optional(&self.readers)
             .await?;
-        row.map(|row| Ok(Self::artifact_fields(&row)?.artifact()?))
-            .transpose()
+        row.map(|row| Self::artifact_row(&row)).transpose()
     }
 
     /// A page of the artifacts `query` selects, in publication order, and how many it selects.
-    pub(super) async fn artifacts(
-        &self,
-        query: ArtifactQuery,
-    ) -> Result<Page<Artifact>, sqlx::Error> {
+    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error> {
         let mut tx = self.readers.begin().await?;
         if let Some(snapshot) = D::SNAPSHOT {
             sqlx::query(snapshot).execute(&mut *tx).await?;
@@ -53,7 +54,7 @@ where
         let total: i64 = sqlx::query_scalar_with(&count, args)
             .fetch_one(&mut *tx)
             .await?;
-        let total = rows::to_u64(total, "count")?;
+        let total = to_u64(total, "count")?;
         let mut items = Vec::new();
         if query.limit > 0 && (query.offset as u64) < total {
             let mut select = artifacts::<D>();
@@ -72,77 +73,23 @@ where
                 i64::try_from(query.offset).unwrap_or(i64::MAX),
             )?;
             for row in sqlx::query_with(&select, args).fetch_all(&mut *tx).await? {
-                items.push(Self::artifact_fields(&row)?.artifact()?);
+                items.push(Self::artifact_row(&row)?);
             }
         }
         tx.commit().await?;
         Ok(Page { items, total })
     }
 
-    /// The deliveries whose `column` is `value` (a workflow's, or one by id), in sequence
-    /// order, each with its attempts.
-    pub(super) async fn views(
-        &self,
-        column: &str,
-        value: Uuid,
-    ) -> Result<Vec<DeliveryView>, sqlx::Error> {
-        let mut tx = self.readers.begin().await?;
-        if let Some(snapshot) = D::SNAPSHOT {
-            sqlx::query(snapshot).execute(&mut *tx).await?;
-        }
-        let deliveries = format!(
-            "SELECT id, correlation_id, artifact_id, sequence, url, state, failure, due_at, \
-             lease_token IS NOT NULL AS leased, created_at, completed_at FROM deliveries \
-             WHERE {column} = $1 ORDER BY sequence, created_at"
-        );
-        let deliveries = sqlx::query(&deliveries)
-            .bind(value)
-            .fetch_all(&mut *tx)
-            .await?;
-        let attempts = format!(
-            "SELECT a.delivery_id, a.number, a.started_at, a.status_code, a.error_kind, a.error, \
-             a.duration_ms FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id \
-             WHERE d.{column} = $1"
-        );
-        let attempts = sqlx::query(&attempts)
-            .bind(value)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let deliveries = deliveries.iter().map(|row| {
-            Ok(DeliveryFields {
-                id: row.try_get("id")?,
-                correlation_id: row.try_get("correlation_id")?,
-                artifact_id: row.try_get("artifact_id")?,
-                sequence: row.try_get("sequence")?,
-                url: row.try_get("url")?,
-                state: row.try_get("state")?,
-                failure: row.try_get("failure")?,
-                due_at: Self::time_or_null(row, "due_at")?,
-                leased: row.try_get("leased")?,
-                created_at: Self::time(row, "created_at")?,
-                completed_at: Self::time_or_null(row, "completed_at")?,
-            })
-        });
-        let attempts = attempts.iter().map(|row| {
-            Ok(AttemptFields {
-                delivery_id: row.try_get("delivery_id")?,
-                number: row.try_get("number")?,
-                started_at: Self::time(row, "started_at")?,
-                status_code: row.try_get("status_code")?,
-                error_kind: row.try_get("error_kind")?,
-                error: row.try_get("error")?,
-                duration_ms: row.try_get("duration_ms")?,
-            })
-        });
-        Ok(rows::views(
-            deliveries.collect::<Result<_, sqlx::Error>>()?,
-            attempts.collect::<Result<_, sqlx::Error>>()?,
-        )?)
+    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
+        self.views("correlation_id", correlation_id).await
+    }
+
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
+        Ok(self.views("id", id).await?.pop())
     }
 
     /// When the earliest pending delivery is due (or its lease expires).
-    pub(super) async fn earliest_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error> {
         let due: Option<D::Time> =
             sqlx::query_scalar("SELECT min(due_at) FROM deliveries WHERE state = 'pending'")
                 .fetch_one(&self.readers)
@@ -151,7 +98,7 @@ where
     }
 
     /// Pending deliveries, waiting and claimed.
-    pub(super) async fn count_pending(&self) -> Result<OutboxCounts, sqlx::Error> {
+    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error> {
         let row = sqlx::query(
             "SELECT count(*) FILTER (WHERE lease_token IS NULL) AS pending, \
                     count(*) FILTER (WHERE lease_token IS NOT NULL) AS in_flight \
@@ -160,13 +107,59 @@ where
         .fetch_one(&self.readers)
         .await?;
         Ok(OutboxCounts {
-            pending: rows::to_u64(row.try_get("pending")?, "count")?,
-            in_flight: rows::to_u64(row.try_get("in_flight")?, "count")?,
+            pending: to_u64(row.try_get("pending")?, "count")?,
+            in_flight: to_u64(row.try_get("in_flight")?, "count")?,
         })
     }
+}
 
-    fn artifact_fields(row: &D::Row) -> Result<ArtifactFields, sqlx::Error> {
-        Ok(ArtifactFields {
+impl<D: Dialect> Sql<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    Uuid: Value<D>,
+    i64: Value<D>,
+    String: Value<D>,
+    Vec<u8>: Value<D>,
+{
+    /// The deliveries whose `column` is `value` (a workflow's, or one by id), in sequence
+    /// order, each with its attempts.
+    async fn views(&self, column: &str, value: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
+        let mut tx = self.readers.begin().await?;
+        if let Some(snapshot) = D::SNAPSHOT {
+            sqlx::query(snapshot).execute(&mut *tx).await?;
+        }
+        let select = format!(
+            "SELECT id, correlation_id, artifact_id, sequence, url, state, failure, due_at, \
+             lease_token, created_at, completed_at FROM deliveries \
+             WHERE {column} = $1 ORDER BY sequence, created_at"
+        );
+        let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
+        let select = format!(
+            "SELECT a.delivery_id, a.number, a.started_at, a.status_code, a.error_kind, a.error, \
+             a.duration_ms FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id \
+             WHERE d.{column} = $1 ORDER BY a.number"
+        );
+        let attempts = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut by_delivery: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
+        for row in &attempts {
+            let (id, attempt) = Self::attempt_row(row)?;
+            by_delivery.entry(id).or_default().push(attempt);
+        }
+        let mut views = Vec::with_capacity(deliveries.len());
+        for row in &deliveries {
+            let mut view = Self::delivery_row(row)?;
+            view.attempts = by_delivery.remove(&view.id).unwrap_or_default();
+            views.push(view);
+        }
+        Ok(views)
+    }
+
+    fn artifact_row(row: &D::Row) -> Result<Artifact, sqlx::Error> {
+        let fields = ArtifactFields {
             id: row.try_get("id")?,
             type_name: row.try_get("type_name")?,
             payload: row.try_get("payload")?,
@@ -174,24 +167,86 @@ where
             correlation_id: row.try_get("correlation_id")?,
             tags: row.try_get("tags")?,
             created_at: Self::time(row, "created_at")?,
+        };
+        Ok(fields.artifact()?)
+    }
+
+    fn delivery_row(row: &D::Row) -> Result<DeliveryView, sqlx::Error> {
+        let id: Uuid = row.try_get("id")?;
+        let url: String = row.try_get("url")?;
+        let url = WebhookUrl::parse(&url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
+        let state = parse_name(&row.try_get::<String, _>("state")?, "delivery state")?;
+        let failure: Option<String> = row.try_get("failure")?;
+        let leased = row.try_get::<Option<i64>, _>("lease_token")?.is_some();
+        Ok(DeliveryView {
+            id,
+            correlation_id: row.try_get("correlation_id")?,
+            artifact_id: row.try_get("artifact_id")?,
+            sequence: to_u64(row.try_get("sequence")?, "sequence")?,
+            url: url.for_logs(),
+            state,
+            failure: (failure.as_deref())
+                .map(|f| parse_name(f, "failure reason"))
+                .transpose()?,
+            attempts: Vec::new(),
+            // While claimed, `due_at` is when the lease expires, not when an attempt is due.
+            next_attempt_at: match (state, leased) {
+                (DeliveryState::Pending, false) => Self::time_or_null(row, "due_at")?,
+                _ => None,
+            },
+            created_at: Self::time(row, "created_at")?,
+            completed_at: Self::time_or_null(row, "completed_at")?,
         })
     }
 
-    /// A delivery the batch statement claimed, with the due time it had.
-    pub(super) fn claimed_row(row: &D::Row) -> Result<(OffsetDateTime, ClaimFields), sqlx::Error> {
-        let fields = ClaimFields {
-            id: row.try_get("id")?,
+    fn attempt_row(row: &D::Row) -> Result<(Uuid, AttemptView), sqlx::Error> {
+        let status: Option<i64> = row.try_get("status_code")?;
+        let kind: Option<String> = row.try_get("error_kind")?;
+        let attempt = AttemptView {
+            number: to_u32(row.try_get("number")?, "attempt number")?,
+            started_at: Self::time(row, "started_at")?,
+            status_code: (status.map(|c| u16::try_from(c).map_err(|_| bad(format!("status {c}")))))
+                .transpose()?,
+            error_kind: kind.map(|k| parse_name(&k, "error kind")).transpose()?,
+            error: row.try_get("error")?,
+            duration_ms: to_u64(row.try_get("duration_ms")?, "duration")?,
+        };
+        Ok((row.try_get("delivery_id")?, attempt))
+    }
+
+    /// A delivery the batch statement leased for `claim`, with the due time it had.
+    pub(super) fn claimed_row(
+        row: &D::Row,
+        claim: &Claim,
+    ) -> Result<(OffsetDateTime, ClaimedDelivery), sqlx::Error> {
+        let id: Uuid = row.try_get("id")?;
+        let url: String = row.try_get("url")?;
+        let secret: Option<String> = row.try_get("secret")?;
+        let body: Option<Vec<u8>> = row.try_get("body")?;
+        let recorded = to_u32(row.try_get("attempts")?, "attempt count")?;
+        let round_start = to_u32(row.try_get("round_start")?, "attempt count")?;
+        let delivery = NewDelivery {
+            id,
             correlation_id: row.try_get("correlation_id")?,
             artifact_id: row.try_get("artifact_id")?,
-            sequence: row.try_get("sequence")?,
-            url: row.try_get("url")?,
-            secret: row.try_get("secret")?,
-            body: row.try_get("body")?,
+            sequence: to_u64(row.try_get("sequence")?, "sequence")?,
+            url: WebhookUrl::parse(&url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?,
+            secret: (secret.map(Secret::new).transpose())
+                .map_err(|e| bad(format!("delivery {id}: secret: {e}")))?,
+            body: Bytes::from(body.ok_or_else(|| bad(format!("delivery {id}: pending, no body")))?),
             artifact_created_at: Self::time(row, "artifact_created_at")?,
-            attempts: row.try_get("attempts")?,
-            round_start: row.try_get("round_start")?,
         };
-        Ok((Self::time(row, "was_due")?, fields))
+        let claimed = ClaimedDelivery {
+            lease: Lease {
+                delivery_id: id,
+                token: claim.token.unsigned_abs(),
+                expires_at: claim.expires_at,
+            },
+            delivery: Arc::new(delivery),
+            attempt: recorded.saturating_add(1),
+            round_attempt: recorded.saturating_sub(round_start).saturating_add(1),
+        };
+        Ok((Self::time(row, "was_due")?, claimed))
     }
 
     fn time(row: &D::Row, column: &str) -> Result<OffsetDateTime, sqlx::Error> {
@@ -204,9 +259,12 @@ where
     }
 }
 
-/// `SELECT` of every artifact column, tags as JSON.
+/// `SELECT` of every artifact column, the tags as JSON.
 fn artifacts<D: Dialect>() -> String {
-    ARTIFACTS.replace("{tags}", D::TAGS)
+    format!(
+        "SELECT id, type_name, payload, produced_by, correlation_id, {}, created_at FROM artifacts",
+        D::TAGS
+    )
 }
 
 /// Appends the `WHERE` clause of `query`'s filters to `sql`, and their values to `args`. Time

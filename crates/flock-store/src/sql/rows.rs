@@ -1,13 +1,10 @@
 //! Stored values and the domain types, for both databases: times in whole microseconds, the
-//! names of states, failure reasons and error kinds, and the columns of artifacts, deliveries
-//! and attempts. A value that does not convert is a [`DecodeError`], never a panic.
+//! names of states, failure reasons and error kinds, numbers, and an artifact's columns. A
+//! value that does not convert is a [`DecodeError`], never a panic.
 
-use std::collections::HashMap;
 use std::fmt;
 
-use bytes::Bytes;
-use flock_delivery::{AttemptView, DeliveryState, DeliveryView};
-use flock_models::{Artifact, NewDelivery, Secret, Tags, TypeName, WebhookUrl};
+use flock_models::{Artifact, Tags, TypeName};
 use serde::de::{DeserializeOwned, IntoDeserializer as _};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -31,7 +28,8 @@ impl From<DecodeError> for sqlx::Error {
     }
 }
 
-fn bad(what: impl Into<String>) -> DecodeError {
+/// A stored value that does not convert, and why.
+pub(crate) fn bad(what: impl Into<String>) -> DecodeError {
     DecodeError(what.into())
 }
 
@@ -126,148 +124,6 @@ impl ArtifactFields {
     }
 }
 
-/// A claimed delivery's stored columns.
-pub(crate) struct ClaimFields {
-    pub(crate) id: Uuid,
-    pub(crate) correlation_id: Uuid,
-    pub(crate) artifact_id: Uuid,
-    pub(crate) sequence: i64,
-    pub(crate) url: String,
-    pub(crate) secret: Option<String>,
-    pub(crate) body: Option<Vec<u8>>,
-    pub(crate) artifact_created_at: OffsetDateTime,
-    pub(crate) attempts: i64,
-    pub(crate) round_start: i64,
-}
-
-impl ClaimFields {
-    /// The delivery and the numbers of its next attempt (overall, and in this round).
-    pub(crate) fn delivery(self) -> Result<(NewDelivery, u32, u32), DecodeError> {
-        let id = self.id;
-        let url =
-            WebhookUrl::parse(&self.url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
-        let secret = self
-            .secret
-            .map(Secret::new)
-            .transpose()
-            .map_err(|e| bad(format!("delivery {id}: secret: {e}")))?;
-        let body = self
-            .body
-            .ok_or_else(|| bad(format!("delivery {id}: pending without a body")))?;
-        let recorded = to_u32(self.attempts, "attempt count")?;
-        let round_start = to_u32(self.round_start, "attempt count")?;
-        let delivery = NewDelivery {
-            id,
-            correlation_id: self.correlation_id,
-            artifact_id: self.artifact_id,
-            sequence: to_u64(self.sequence, "sequence")?,
-            url,
-            secret,
-            body: Bytes::from(body),
-            artifact_created_at: self.artifact_created_at,
-        };
-        Ok((
-            delivery,
-            recorded.saturating_add(1),
-            recorded.saturating_sub(round_start).saturating_add(1),
-        ))
-    }
-}
-
-/// A delivery's stored columns, for listing.
-pub(crate) struct DeliveryFields {
-    pub(crate) id: Uuid,
-    pub(crate) correlation_id: Uuid,
-    pub(crate) artifact_id: Uuid,
-    pub(crate) sequence: i64,
-    pub(crate) url: String,
-    pub(crate) state: String,
-    pub(crate) failure: Option<String>,
-    pub(crate) due_at: Option<OffsetDateTime>,
-    pub(crate) leased: bool,
-    pub(crate) created_at: OffsetDateTime,
-    pub(crate) completed_at: Option<OffsetDateTime>,
-}
-
-impl DeliveryFields {
-    pub(crate) fn view(self, attempts: Vec<AttemptView>) -> Result<DeliveryView, DecodeError> {
-        let id = self.id;
-        let url = WebhookUrl::parse(&self.url)
-            .map_err(|e| bad(format!("delivery {id}: url: {e}")))?
-            .for_logs();
-        let state = parse_name(&self.state, "delivery state")?;
-        let failure = (self.failure.as_deref())
-            .map(|f| parse_name(f, "failure reason"))
-            .transpose()?;
-        Ok(DeliveryView {
-            id,
-            correlation_id: self.correlation_id,
-            artifact_id: self.artifact_id,
-            sequence: to_u64(self.sequence, "sequence")?,
-            url,
-            state,
-            failure,
-            attempts,
-            next_attempt_at: if state == DeliveryState::Pending && !self.leased {
-                self.due_at
-            } else {
-                None
-            },
-            created_at: self.created_at,
-            completed_at: self.completed_at,
-        })
-    }
-}
-
-/// An attempt's stored columns.
-pub(crate) struct AttemptFields {
-    pub(crate) delivery_id: Uuid,
-    pub(crate) number: i64,
-    pub(crate) started_at: OffsetDateTime,
-    pub(crate) status_code: Option<i64>,
-    pub(crate) error_kind: Option<String>,
-    pub(crate) error: Option<String>,
-    pub(crate) duration_ms: i64,
-}
-
-impl AttemptFields {
-    pub(crate) fn view(self) -> Result<AttemptView, DecodeError> {
-        Ok(AttemptView {
-            number: to_u32(self.number, "attempt number")?,
-            started_at: self.started_at,
-            status_code: self
-                .status_code
-                .map(|c| u16::try_from(c).map_err(|_| bad(format!("status code {c}"))))
-                .transpose()?,
-            error_kind: (self.error_kind.as_deref())
-                .map(|k| parse_name(k, "error kind"))
-                .transpose()?,
-            error: self.error,
-            duration_ms: to_u64(self.duration_ms, "duration")?,
-        })
-    }
-}
-
-/// Deliveries with their attempts (ordered by number), in the deliveries' order.
-pub(crate) fn views(
-    deliveries: Vec<DeliveryFields>,
-    attempts: Vec<AttemptFields>,
-) -> Result<Vec<DeliveryView>, DecodeError> {
-    let mut by_delivery: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
-    for attempt in attempts {
-        let id = attempt.delivery_id;
-        by_delivery.entry(id).or_default().push(attempt.view()?);
-    }
-    deliveries
-        .into_iter()
-        .map(|d| {
-            let mut attempts = by_delivery.remove(&d.id).unwrap_or_default();
-            attempts.sort_by_key(|a| a.number);
-            d.view(attempts)
-        })
-        .collect()
-}
-
 /// A fresh lease token: positive, so it fits a signed 64-bit column.
 pub(crate) fn new_token() -> i64 {
     fastrand::i64(1..=i64::MAX)
@@ -275,7 +131,7 @@ pub(crate) fn new_token() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use flock_delivery::{ErrorKind, FailureReason};
+    use flock_delivery::{DeliveryState, ErrorKind, FailureReason};
     use time::macros::datetime;
 
     use super::*;

@@ -2,23 +2,138 @@
 //! then any redeliveries, prunes and claims of further lease lengths), the outcomes handed out
 //! once it committed, and why a write that failed on its own failed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use flock_delivery::ClaimedDelivery;
 use sqlx::{ColumnIndex, Executor, IntoArguments, Row as _};
 use time::OffsetDateTime;
 use tracing::error;
 use uuid::Uuid;
 
-use super::batch::{self, Claim, Plan};
-use super::rows::{self, ceil_micros};
+use super::batch::{self, Batch, Claim};
+use super::rows::{ceil_micros, parse_name};
 use super::{Dialect, Sql, Value};
+use crate::durable::Backend;
 use crate::error::Failure;
-use crate::ops::{Done, Input, Op, OpError, Refusal};
+use crate::ops::{ClaimRequest, Done, Input, Op, OpError, Refusal};
 
-/// What a batch's statements answered: the records that applied (`None` when that cannot be
-/// read), and what each claim group got.
+/// What a batch's statements answered: the deliveries whose record applied (`None` when that
+/// cannot be read), and what each claim got.
 type Answered = (Option<HashSet<Uuid>>, Vec<Vec<ClaimedDelivery>>);
+
+#[async_trait]
+impl<D: Dialect> Backend for Sql<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    Uuid: Value<D>,
+    i64: Value<D>,
+    String: Value<D>,
+    Vec<u8>: Value<D>,
+{
+    async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
+        let mut conn = self.writer.acquire().await?;
+        batch::refuse_repeated_ids(ops);
+        let claims = batch::claims(ops);
+        let rare = claims.len() > 1
+            || (ops.iter())
+                .any(|op| matches!(op.input, Input::Redeliver { .. } | Input::Prune { .. }));
+        if rare {
+            sqlx::query(D::BEGIN).execute(&mut *conn).await?;
+        }
+        let (applied, claimed) = match Self::statements(&mut conn, ops, &claims, rare).await {
+            Ok(answered) => answered,
+            Err(e) => {
+                if rare {
+                    // Leave no transaction open (it may have ended already: ignore errors).
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                }
+                return Err(e);
+            }
+        };
+        // Committed: from here on nothing fails the batch. Each claim gets its share of its
+        // lease length's deliveries, in the order of the writes.
+        let mut claimed: Vec<_> = claimed.into_iter().map(Vec::into_iter).collect();
+        let mut share = |request: ClaimRequest| -> Vec<ClaimedDelivery> {
+            let group = claims.iter().position(|c| c.lease_for == request.lease_for);
+            let deliveries = group.and_then(|g| claimed.get_mut(g));
+            deliveries.map_or_else(Vec::new, |d| d.take(request.limit).collect())
+        };
+        for op in ops.iter_mut() {
+            let outcome = match &op.input {
+                Input::Publish { .. } if op.outcome.is_none() => Ok(Done::Stored),
+                Input::Claim(request) => Ok(Done::Claimed(share(*request))),
+                Input::Record {
+                    lease, then_claim, ..
+                } => {
+                    let id = lease.delivery_id;
+                    let in_batch = i64::try_from(lease.token).is_ok();
+                    let recorded = match &applied {
+                        Some(applied) if in_batch && applied.contains(&id) => Ok(()),
+                        // Whether it applied cannot be told: no outcome, an error.
+                        None if in_batch => continue,
+                        // Why it did not apply (a lease that cannot be looked up is as good as
+                        // lost).
+                        _ => Err((Self::lost_or_unknown(&mut conn, id).await)
+                            .unwrap_or(Refusal::LeaseLost(id))),
+                    };
+                    match then_claim {
+                        None => recorded.map(|()| Done::Recorded),
+                        Some(request) => Ok(Done::RecordedThenClaimed {
+                            recorded,
+                            claimed: share(*request),
+                        }),
+                    }
+                }
+                _ => continue,
+            };
+            op.done(outcome);
+        }
+        Ok(())
+    }
+
+    /// An id of the publish already stored is a refusal of its own; anything else a failure
+    /// of the database.
+    async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError {
+        let duplicate = matches!(&err, sqlx::Error::Database(e) if e.is_unique_violation());
+        if let Input::Publish {
+            artifact,
+            deliveries,
+        } = &op.input
+            && duplicate
+        {
+            if let Some(a) = artifact
+                && self.holds("artifacts", a.id).await
+            {
+                return OpError::Refused(Refusal::DuplicateArtifact(a.id));
+            }
+            for d in deliveries {
+                if self.holds("deliveries", d.id).await {
+                    return OpError::Refused(Refusal::DuplicateDelivery(d.id));
+                }
+            }
+        }
+        let what = format!("the {} could not be written", op.input.kind());
+        OpError::Backend(Failure::database(what, err))
+    }
+
+    async fn close(&self) {
+        if let Some(background) = self.background.lock().await.take() {
+            let _ = background.stop.send(true);
+            let _ = background.task.await;
+        }
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    fn linger(&self) -> Duration {
+        D::LINGER
+    }
+}
 
 impl<D: Dialect> Sql<D>
 where
@@ -28,51 +143,21 @@ where
     usize: ColumnIndex<D::Row>,
     Uuid: Value<D>,
     i64: Value<D>,
-    bool: Value<D>,
     String: Value<D>,
     Vec<u8>: Value<D>,
 {
-    /// Applies `ops` in one transaction and commits it, setting each op's outcome. An error
-    /// means nothing was committed.
-    pub(super) async fn apply(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let mut conn = self.writer.acquire().await?;
-        let plan = Plan::of(ops);
-        if plan.rare {
-            sqlx::query(D::BEGIN).execute(&mut *conn).await?;
-        }
-        let (applied, claimed) = match Self::statements(&mut conn, ops, &plan).await {
-            Ok(answered) => answered,
-            Err(e) => {
-                if plan.rare {
-                    // Leave no transaction open (it may have ended already: ignore errors).
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                }
-                return Err(e);
-            }
-        };
-        // Committed: from here on nothing fails the batch. Records that did not apply are
-        // refused; say why (a lease that cannot be looked up is as good as lost).
-        let mut refusals = HashMap::new();
-        for (index, id) in plan.unapplied(applied.as_ref()) {
-            let refusal =
-                (Self::lost_or_unknown(&mut conn, id).await).unwrap_or(Refusal::LeaseLost(id));
-            refusals.insert(index, refusal);
-        }
-        plan.settle(ops, applied.as_ref(), refusals, claimed);
-        Ok(())
-    }
-
     /// The batch statement and, when the batch holds them, the rarer writes and the commit.
     async fn statements(
         conn: &mut D::Connection,
         ops: &mut [Op],
-        plan: &Plan,
+        claims: &[Claim],
+        rare: bool,
     ) -> Result<Answered, sqlx::Error> {
-        let batch = plan.batch(ops);
-        let rows = D::batch(conn, &batch, !plan.rare).await?;
-        let (applied, first) = Self::answer(&rows, &batch.claim);
-        let mut claimed = vec![first];
-        if plan.rare {
+        let first = claims.first().copied().unwrap_or(Claim::NONE);
+        let rows = D::batch(conn, &Batch::of(ops, first), !rare).await?;
+        let (applied, got) = Self::answer(&rows, &first);
+        let mut claimed = vec![got];
+        if rare {
             for op in ops.iter_mut() {
                 let outcome = match op.input {
                     Input::Redeliver { id, now } => Self::redeliver(conn, id, now).await?,
@@ -88,30 +173,28 @@ where
                 };
                 op.done(outcome);
             }
-            for batch in plan.other_claims() {
-                let rows = D::batch(conn, &batch, false).await?;
-                claimed.push(Self::answer(&rows, &batch.claim).1);
+            for claim in claims.iter().skip(1) {
+                let rows = D::batch(conn, &Batch::claiming(*claim), false).await?;
+                claimed.push(Self::answer(&rows, claim).1);
             }
             sqlx::query("COMMIT").execute(&mut *conn).await?;
         }
         Ok((applied, claimed))
     }
 
-    /// The rows of a batch statement: records that applied, and the deliveries `claim` got.
+    /// The rows a batch statement answered: records that applied, and what `claim` got.
     fn answer(rows: &[D::Row], claim: &Claim) -> (Option<HashSet<Uuid>>, Vec<ClaimedDelivery>) {
         let mut applied = Some(HashSet::new());
         let mut found = Vec::new();
         for row in rows {
             let kind = row.try_get::<i64, _>("kind");
             if matches!(kind, Ok(2)) {
-                found.push(Self::claimed_row(row));
+                found.push(Self::claimed_row(row, claim));
                 continue;
             }
             match kind.and_then(|_| row.try_get::<Uuid, _>("id")) {
                 Ok(id) => {
-                    if let Some(applied) = &mut applied {
-                        applied.insert(id);
-                    }
+                    applied.as_mut().map(|applied| applied.insert(id));
                 }
                 Err(e) => {
                     error!(error = %e, "a batch's answer cannot be read; its records are answered with an error");
@@ -119,7 +202,7 @@ where
                 }
             }
         }
-        (applied, batch::claimed(found, claim))
+        (applied, batch::claimed(found))
     }
 
     /// Queues failed delivery `id` again, due at `now`, with a fresh retry budget.
@@ -147,9 +230,7 @@ where
                 .await?;
         Ok(Err(match state {
             None => Refusal::UnknownDelivery(id),
-            Some(state) => {
-                Refusal::NotRedeliverable(id, rows::parse_name(&state, "delivery state")?)
-            }
+            Some(state) => Refusal::NotRedeliverable(id, parse_name(&state, "delivery state")?),
         }))
     }
 
@@ -163,31 +244,6 @@ where
             Some(_) => Refusal::LeaseLost(id),
             None => Refusal::UnknownDelivery(id),
         })
-    }
-
-    /// Why `op`, written alone, failed with `err`: an id of its publish already stored (a
-    /// refusal of its own), or a failure of the database.
-    pub(super) async fn refusal(&self, op: &Op, err: sqlx::Error) -> OpError {
-        let duplicate = matches!(&err, sqlx::Error::Database(e) if e.is_unique_violation());
-        if let Input::Publish {
-            artifact,
-            deliveries,
-        } = &op.input
-            && duplicate
-        {
-            if let Some(a) = artifact
-                && self.holds("artifacts", a.id).await
-            {
-                return OpError::Refused(Refusal::DuplicateArtifact(a.id));
-            }
-            for d in deliveries {
-                if self.holds("deliveries", d.id).await {
-                    return OpError::Refused(Refusal::DuplicateDelivery(d.id));
-                }
-            }
-        }
-        let what = format!("the {} could not be written", op.input.kind());
-        OpError::Backend(Failure::database(what, err))
     }
 
     /// Whether `table` holds a row with this id (a failed lookup says no).
