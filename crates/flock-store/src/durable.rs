@@ -55,15 +55,19 @@ pub(crate) trait Backend: Reads + Send + Sync + 'static {
     fn linger(&self) -> Duration;
 }
 
-/// What a [`Backend`] reads, as the store and outbox traits answer it.
+/// What a [`Backend`] reads, as the store and outbox traits answer it. A read owns its
+/// backend, so that it can run on the store's runtime.
 #[async_trait]
 pub(crate) trait Reads {
-    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error>;
-    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error>;
-    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error>;
-    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
-    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error>;
-    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error>;
+    async fn get(self: Arc<Self>, id: Uuid) -> Result<Option<Artifact>, sqlx::Error>;
+    async fn query(self: Arc<Self>, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error>;
+    async fn deliveries(
+        self: Arc<Self>,
+        correlation: Uuid,
+    ) -> Result<Vec<DeliveryView>, sqlx::Error>;
+    async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
+    async fn next_due(self: Arc<Self>) -> Result<Option<OffsetDateTime>, sqlx::Error>;
+    async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error>;
 }
 
 #[allow(
@@ -132,15 +136,19 @@ impl<B: Backend> Durable<B> {
         })
     }
 
-    /// Runs a read on the store's runtime (whose I/O driver owns the connections); `what`
+    /// The backend, for a read.
+    fn backend(&self) -> Arc<B> {
+        Arc::clone(&self.backend)
+    }
+
+    /// Runs `read` on the store's runtime (whose I/O driver owns the connections); `what`
     /// names it in an error.
-    async fn read<T, F, Fut>(&self, what: &str, read: F) -> Result<T, Failure>
-    where
-        T: Send + 'static,
-        F: FnOnce(Arc<B>) -> Fut,
-        Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
-    {
-        match self.runtime.spawn(read(Arc::clone(&self.backend))).await {
+    async fn read<T: Send + 'static>(
+        &self,
+        what: &str,
+        read: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    ) -> Result<T, Failure> {
+        match self.runtime.spawn(read).await {
             Ok(result) => result.map_err(|e| Failure::database(what, e)),
             Err(e) => Err(Failure::new(format!(
                 "{what}: the read did not finish: {e}"
@@ -281,24 +289,18 @@ impl<B: Backend> ArtifactStore for Durable<B> {
             artifact: Some(row),
             deliveries,
         };
-        Ok(self
-            .write(input, |done| matches!(done, Done::Stored).then_some(()))
-            .await?)
+        Ok(self.write(input, Done::applied).await?)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {
-        let read = self.read("cannot read an artifact", move |b| async move {
-            b.get(id).await
-        });
-        Ok(read.await?)
+        Ok(self
+            .read("cannot read an artifact", self.backend().get(id))
+            .await?)
     }
 
     async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
-        let query = query.clone();
-        let read = self.read("cannot query artifacts", move |b| async move {
-            b.query(query).await
-        });
-        Ok(read.await?)
+        let read = self.backend().query(query.clone());
+        Ok(self.read("cannot query artifacts", read).await?)
     }
 }
 
@@ -312,9 +314,7 @@ impl<B: Backend> Outbox for Durable<B> {
             artifact: None,
             deliveries,
         };
-        Ok(self
-            .write(input, |done| matches!(done, Done::Stored).then_some(()))
-            .await?)
+        Ok(self.write(input, Done::applied).await?)
     }
 
     async fn claim(
@@ -350,9 +350,7 @@ impl<B: Backend> Outbox for Durable<B> {
             resolution,
             then_claim: None,
         };
-        Ok(self
-            .write(input, |done| matches!(done, Done::Recorded).then_some(()))
-            .await?)
+        Ok(self.write(input, Done::applied).await?)
     }
 
     async fn record_and_claim(
@@ -394,41 +392,35 @@ impl<B: Backend> Outbox for Durable<B> {
     }
 
     async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError> {
-        let read = self.read("cannot list a workflow's deliveries", move |b| async move {
-            b.deliveries(correlation_id).await
-        });
-        Ok(read.await?)
+        Ok(self
+            .read(
+                "cannot list a workflow's deliveries",
+                self.backend().deliveries(correlation_id),
+            )
+            .await?)
     }
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
-        let read = self.read("cannot read a delivery", move |b| async move {
-            b.delivery(id).await
-        });
-        Ok(read.await?)
+        Ok(self
+            .read("cannot read a delivery", self.backend().delivery(id))
+            .await?)
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
-        let read = self.read("cannot read the next due time", |b| async move {
-            b.next_due().await
-        });
-        Ok(read.await?)
+        Ok(self
+            .read("cannot read the next due time", self.backend().next_due())
+            .await?)
     }
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
-        let read = self.read(
-            "cannot count deliveries",
-            |b| async move { b.counts().await },
-        );
-        Ok(read.await?)
+        Ok(self
+            .read("cannot count deliveries", self.backend().counts())
+            .await?)
     }
 
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
         let input = Input::Redeliver { id, now };
-        Ok(self
-            .write(input, |done| {
-                matches!(done, Done::Redelivered).then_some(())
-            })
-            .await?)
+        Ok(self.write(input, Done::applied).await?)
     }
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {

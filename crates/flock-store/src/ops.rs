@@ -78,16 +78,22 @@ pub(crate) struct ClaimRequest {
 /// What a write did.
 #[derive(Debug)]
 pub(crate) enum Done {
-    Stored,
+    /// A publish stored, a record applied or a delivery queued again.
+    Applied,
     Claimed(Vec<ClaimedDelivery>),
-    Recorded,
     /// A record (applied or refused) and the claim after it.
     RecordedThenClaimed {
         recorded: Result<(), Refusal>,
         claimed: Vec<ClaimedDelivery>,
     },
-    Redelivered,
     Pruned(u64),
+}
+
+impl Done {
+    /// `Some` for a write that answers only that it was done.
+    pub(crate) fn applied(self) -> Option<()> {
+        matches!(self, Done::Applied).then_some(())
+    }
 }
 
 /// A write refused for a reason of its own; nothing of it was written, and the rest of its

@@ -15,6 +15,7 @@ mod write;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Pool, Type};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
@@ -86,6 +87,10 @@ impl<D: Database, T> Value<D> for T where
 /// task), a pool of readers, and maybe a task of its own to stop on closing.
 pub(crate) struct Sql<D: Dialect> {
     writer: Pool<D>,
+    /// Writer connections between batches. A batch keeps its connection rather than giving it
+    /// back to the pool, which would test it with a round trip before the next batch could
+    /// have it; a connection whose batch failed goes back to the pool, to be tested.
+    kept: std::sync::Mutex<Vec<PoolConnection<D>>>,
     readers: Pool<D>,
     background: Mutex<Option<Background>>,
 }
@@ -100,6 +105,7 @@ impl<D: Dialect> Sql<D> {
     pub(crate) fn new(writer: Pool<D>, readers: Pool<D>, background: Option<Background>) -> Self {
         Sql {
             writer,
+            kept: std::sync::Mutex::new(Vec::new()),
             readers,
             background: Mutex::new(background),
         }

@@ -33,7 +33,7 @@ where
     String: Value<D>,
     Vec<u8>: Value<D>,
 {
-    async fn get(&self, id: Uuid) -> Result<Option<Artifact>, sqlx::Error> {
+    async fn get(self: Arc<Self>, id: Uuid) -> Result<Option<Artifact>, sqlx::Error> {
         let select = format!("{} WHERE id = $1", artifacts::<D>());
         let row = sqlx::query(&select)
             .bind(id)
@@ -43,7 +43,7 @@ where
     }
 
     /// A page of the artifacts `query` selects, in publication order, and how many it selects.
-    async fn query(&self, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error> {
+    async fn query(self: Arc<Self>, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error> {
         let mut tx = self.readers.begin().await?;
         if let Some(snapshot) = D::SNAPSHOT {
             sqlx::query(snapshot).execute(&mut *tx).await?;
@@ -80,16 +80,19 @@ where
         Ok(Page { items, total })
     }
 
-    async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
+    async fn deliveries(
+        self: Arc<Self>,
+        correlation_id: Uuid,
+    ) -> Result<Vec<DeliveryView>, sqlx::Error> {
         self.views("correlation_id", correlation_id).await
     }
 
-    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
+    async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
         Ok(self.views("id", id).await?.pop())
     }
 
     /// When the earliest pending delivery is due (or its lease expires).
-    async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    async fn next_due(self: Arc<Self>) -> Result<Option<OffsetDateTime>, sqlx::Error> {
         let due: Option<D::Time> =
             sqlx::query_scalar("SELECT min(due_at) FROM deliveries WHERE state = 'pending'")
                 .fetch_one(&self.readers)
@@ -98,7 +101,7 @@ where
     }
 
     /// Pending deliveries, waiting and claimed.
-    async fn counts(&self) -> Result<OutboxCounts, sqlx::Error> {
+    async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error> {
         let row = sqlx::query(
             "SELECT count(*) FILTER (WHERE lease_token IS NULL) AS pending, \
                     count(*) FILTER (WHERE lease_token IS NOT NULL) AS in_flight \

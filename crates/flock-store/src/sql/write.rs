@@ -36,62 +36,14 @@ where
     Vec<u8>: Value<D>,
 {
     async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let mut conn = self.writer.acquire().await?;
-        batch::refuse_repeated_ids(ops);
-        let claims = batch::claims(ops);
-        let rare = claims.len() > 1
-            || (ops.iter())
-                .any(|op| matches!(op.input, Input::Redeliver { .. } | Input::Prune { .. }));
-        if rare {
-            sqlx::query(D::BEGIN).execute(&mut *conn).await?;
-        }
-        let (applied, claimed) = match Self::statements(&mut conn, ops, &claims, rare).await {
-            Ok(answered) => answered,
-            Err(e) => {
-                if rare {
-                    // Leave no transaction open (it may have ended already: ignore errors).
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                }
-                return Err(e);
-            }
+        let kept = self.kept.lock().map(|mut kept| kept.pop()).ok().flatten();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => self.writer.acquire().await?,
         };
-        // Committed: from here on nothing fails the batch. Each claim gets its share of its
-        // lease length's deliveries, in the order of the writes.
-        let mut claimed: Vec<_> = claimed.into_iter().map(Vec::into_iter).collect();
-        let mut share = |request: ClaimRequest| -> Vec<ClaimedDelivery> {
-            let group = claims.iter().position(|c| c.lease_for == request.lease_for);
-            let deliveries = group.and_then(|g| claimed.get_mut(g));
-            deliveries.map_or_else(Vec::new, |d| d.take(request.limit).collect())
-        };
-        for op in ops.iter_mut() {
-            let outcome = match &op.input {
-                Input::Publish { .. } if op.outcome.is_none() => Ok(Done::Stored),
-                Input::Claim(request) => Ok(Done::Claimed(share(*request))),
-                Input::Record {
-                    lease, then_claim, ..
-                } => {
-                    let id = lease.delivery_id;
-                    let in_batch = i64::try_from(lease.token).is_ok();
-                    let recorded = match &applied {
-                        Some(applied) if in_batch && applied.contains(&id) => Ok(()),
-                        // Whether it applied cannot be told: no outcome, an error.
-                        None if in_batch => continue,
-                        // Why it did not apply (a lease that cannot be looked up is as good as
-                        // lost).
-                        _ => Err((Self::lost_or_unknown(&mut conn, id).await)
-                            .unwrap_or(Refusal::LeaseLost(id))),
-                    };
-                    match then_claim {
-                        None => recorded.map(|()| Done::Recorded),
-                        Some(request) => Ok(Done::RecordedThenClaimed {
-                            recorded,
-                            claimed: share(*request),
-                        }),
-                    }
-                }
-                _ => continue,
-            };
-            op.done(outcome);
+        Self::apply(&mut conn, ops).await?;
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.push(conn);
         }
         Ok(())
     }
@@ -126,6 +78,9 @@ where
             let _ = background.stop.send(true);
             let _ = background.task.await;
         }
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.clear();
+        }
         self.writer.close().await;
         self.readers.close().await;
     }
@@ -146,6 +101,67 @@ where
     String: Value<D>,
     Vec<u8>: Value<D>,
 {
+    /// Applies `ops` in one transaction on `conn` and commits it, setting each op's outcome.
+    async fn apply(conn: &mut D::Connection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
+        batch::refuse_repeated_ids(ops);
+        let claims = batch::claims(ops);
+        let rare = claims.len() > 1
+            || (ops.iter())
+                .any(|op| matches!(op.input, Input::Redeliver { .. } | Input::Prune { .. }));
+        if rare {
+            sqlx::query(D::BEGIN).execute(&mut *conn).await?;
+        }
+        let (applied, claimed) = match Self::statements(conn, ops, &claims, rare).await {
+            Ok(answered) => answered,
+            Err(e) => {
+                if rare {
+                    // Leave no transaction open (it may have ended already: ignore errors).
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                }
+                return Err(e);
+            }
+        };
+        // Committed: from here on nothing fails the batch. Each claim gets its share of its
+        // lease length's deliveries, in the order of the writes.
+        let mut claimed: Vec<_> = claimed.into_iter().map(Vec::into_iter).collect();
+        let mut share = |request: ClaimRequest| -> Vec<ClaimedDelivery> {
+            let group = claims.iter().position(|c| c.lease_for == request.lease_for);
+            let deliveries = group.and_then(|g| claimed.get_mut(g));
+            deliveries.map_or_else(Vec::new, |d| d.take(request.limit).collect())
+        };
+        for op in ops.iter_mut() {
+            let outcome = match &op.input {
+                Input::Publish { .. } if op.outcome.is_none() => Ok(Done::Applied),
+                Input::Claim(request) => Ok(Done::Claimed(share(*request))),
+                Input::Record {
+                    lease, then_claim, ..
+                } => {
+                    let id = lease.delivery_id;
+                    let in_batch = i64::try_from(lease.token).is_ok();
+                    let recorded = match &applied {
+                        Some(applied) if in_batch && applied.contains(&id) => Ok(()),
+                        // Whether it applied cannot be told: no outcome, an error.
+                        None if in_batch => continue,
+                        // Why it did not apply (a lease that cannot be looked up is as good as
+                        // lost).
+                        _ => Err((Self::lost_or_unknown(conn, id).await)
+                            .unwrap_or(Refusal::LeaseLost(id))),
+                    };
+                    match then_claim {
+                        None => recorded.map(|()| Done::Applied),
+                        Some(request) => Ok(Done::RecordedThenClaimed {
+                            recorded,
+                            claimed: share(*request),
+                        }),
+                    }
+                }
+                _ => continue,
+            };
+            op.done(outcome);
+        }
+        Ok(())
+    }
+
     /// The batch statement and, when the batch holds them, the rarer writes and the commit.
     async fn statements(
         conn: &mut D::Connection,
@@ -221,7 +237,7 @@ where
         .fetch_optional(&mut *conn)
         .await?;
         if requeued.is_some() {
-            return Ok(Ok(Done::Redelivered));
+            return Ok(Ok(Done::Applied));
         }
         let state: Option<String> =
             sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1")
