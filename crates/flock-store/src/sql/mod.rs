@@ -12,7 +12,7 @@ mod read;
 pub(crate) mod rows;
 mod write;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -83,14 +83,18 @@ impl<D: Database, T> Value<D> for T where
 {
 }
 
+/// How long a writer connection is kept unused; longer, and the pool tests it first.
+const KEEP_IDLE: Duration = Duration::from_secs(1);
+
 /// A durable store's backend on database `D`: a pool of writer connections (one per writer
 /// task), a pool of readers, and maybe a task of its own to stop on closing.
 pub(crate) struct Sql<D: Dialect> {
     writer: Pool<D>,
-    /// Writer connections between batches. A batch keeps its connection rather than giving it
-    /// back to the pool, which would test it with a round trip before the next batch could
-    /// have it; a connection whose batch failed goes back to the pool, to be tested.
-    kept: std::sync::Mutex<Vec<PoolConnection<D>>>,
+    /// Writer connections between batches, and since when. A batch keeps its connection
+    /// rather than giving it back to the pool, which tests it with a round trip before the
+    /// next batch can have it; one whose batch failed, or that waited longer than
+    /// [`KEEP_IDLE`], goes back to the pool to be tested.
+    kept: std::sync::Mutex<Vec<(PoolConnection<D>, Instant)>>,
     readers: Pool<D>,
     background: Mutex<Option<Background>>,
 }

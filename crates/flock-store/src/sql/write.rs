@@ -3,7 +3,7 @@
 //! once it committed, and why a write that failed on its own failed.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flock_delivery::ClaimedDelivery;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::batch::{self, Batch, Claim};
 use super::rows::{ceil_micros, parse_name};
-use super::{Dialect, Sql, Value};
+use super::{Dialect, KEEP_IDLE, Sql, Value};
 use crate::durable::Backend;
 use crate::error::Failure;
 use crate::ops::{ClaimRequest, Done, Input, Op, OpError, Refusal};
@@ -38,12 +38,12 @@ where
     async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
         let kept = self.kept.lock().map(|mut kept| kept.pop()).ok().flatten();
         let mut conn = match kept {
-            Some(conn) => conn,
-            None => self.writer.acquire().await?,
+            Some((conn, since)) if since.elapsed() < KEEP_IDLE => conn,
+            _ => self.writer.acquire().await?,
         };
         Self::apply(&mut conn, ops).await?;
         if let Ok(mut kept) = self.kept.lock() {
-            kept.push(conn);
+            kept.push((conn, Instant::now()));
         }
         Ok(())
     }
@@ -210,7 +210,9 @@ where
             }
             match kind.and_then(|_| row.try_get::<Uuid, _>("id")) {
                 Ok(id) => {
-                    applied.as_mut().map(|applied| applied.insert(id));
+                    if let Some(applied) = &mut applied {
+                        applied.insert(id);
+                    }
                 }
                 Err(e) => {
                     error!(error = %e, "a batch's answer cannot be read; its records are answered with an error");

@@ -1,5 +1,6 @@
 //! What only the SQLite backend does: a private file, clear errors for a file that is not a
-//! database or a path that cannot be created, and secrets cleared once delivered.
+//! database or a path that cannot be created, and secrets cleared once delivered. And, on it,
+//! how a database failure reaches the caller: as the source of the store's error.
 
 use flock_delivery::Resolution;
 use flock_store::{OpenError, Storage, StoreUrl};
@@ -117,4 +118,64 @@ async fn secrets_and_bodies_are_cleared_once_delivered() {
         }
     }
     conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_database_failure_is_the_source_of_the_error_and_holds_no_secret() {
+    use sqlx::Connection as _;
+    use std::error::Error as _;
+
+    let dir = TempDir::new();
+    let path = dir.path().join("flock.db");
+    let store = Storage::open(&StoreUrl::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    // The table goes away behind the store's back.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE deliveries")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let outbox = store.outbox();
+    let a = artifact(Uuid::now_v7(), "Idea");
+    let err = outbox.enqueue(vec![delivery(&a, 1)]).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "outbox backend failed: the publish could not be written"
+    );
+    let source = err.source().expect("the database's error").to_string();
+    assert!(source.contains("no such table: deliveries"), "{source}");
+    for shown in [format!("{err:?}"), source] {
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+    }
+
+    let err = store
+        .artifacts()
+        .publish(&a, vec![delivery(&a, 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "storage backend failed: the publish could not be written"
+    );
+    assert!(
+        err.source()
+            .is_some_and(|s| s.to_string().contains("no such table"))
+    );
+    assert!(!format!("{err:?}").contains("s3cret-value"));
+
+    let err = outbox.counts().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "outbox backend failed: cannot count deliveries"
+    );
+    assert!(
+        err.source()
+            .is_some_and(|s| s.to_string().contains("no such table"))
+    );
+    store.close().await;
 }
