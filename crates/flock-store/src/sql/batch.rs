@@ -1,18 +1,24 @@
 //! A batch of writes taken apart for a backend's batch statement: the publishes that can go in
 //! (an id repeated within the batch is refused here), the rows to write, and the claims, one
-//! per lease length.
+//! per lease length; and the deliveries a claim got, read from the statement's answer.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use flock_delivery::{AttemptView, ClaimedDelivery, ErrorKind, Lease, Resolution};
-use flock_models::NewDelivery;
+use flock_models::{NewDelivery, Secret, WebhookUrl};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use tracing::error;
 use uuid::Uuid;
 
 use crate::ops::{Input, Op, Refusal};
-use crate::sql::rows::{self, ArtifactFields, floor_micros};
+use crate::sql::rows::{
+    self, ArtifactFields, DecodeError, bad, floor_micros, from_micros, to_u32, to_u64,
+};
 
 /// What one run of a backend's batch statement writes and claims. Its lists may be empty, and
 /// its claim may be of nothing: a statement that finds nothing to do costs next to nothing.
@@ -188,20 +194,73 @@ pub(crate) fn claims(ops: &[Op]) -> Vec<Claim> {
     claims
 }
 
-/// The deliveries a claim leased, earliest due first, from the rows it found (each with the
-/// due time it had). A row that does not decode is logged and left out: it stays claimed until
-/// its lease expires.
-pub(crate) fn claimed(
-    rows: Vec<Result<(OffsetDateTime, ClaimedDelivery), sqlx::Error>>,
-) -> Vec<ClaimedDelivery> {
-    let mut claimed: Vec<(OffsetDateTime, ClaimedDelivery)> = (rows.into_iter())
-        .filter_map(|row| {
-            row.inspect_err(|e| {
-                error!(error = %e, "a claimed delivery cannot be read; it is left claimed until its lease expires");
-            })
-            .ok()
+/// A delivery the batch statement claimed, as its answer names it: ids and the body in hex,
+/// times in microseconds since the Unix epoch.
+#[derive(Deserialize)]
+struct Claimed {
+    id: Uuid,
+    correlation_id: Uuid,
+    artifact_id: Uuid,
+    sequence: i64,
+    url: String,
+    secret: Option<String>,
+    body: Option<String>,
+    artifact_created_at: i64,
+    attempts: i64,
+    round_start: i64,
+    was_due: i64,
+}
+
+impl Claimed {
+    /// The delivery, leased for `claim`.
+    fn lease(self, claim: &Claim) -> Result<ClaimedDelivery, DecodeError> {
+        let id = self.id;
+        let field = |name: &str, e: &dyn fmt::Display| bad(format!("delivery {id}: {name}: {e}"));
+        let body = self
+            .body
+            .ok_or_else(|| field("body", &"none, while pending"))?;
+        let recorded = to_u32(self.attempts, "attempt count")?;
+        let round_start = to_u32(self.round_start, "attempt count")?;
+        let delivery = NewDelivery {
+            id,
+            correlation_id: self.correlation_id,
+            artifact_id: self.artifact_id,
+            sequence: to_u64(self.sequence, "sequence")?,
+            url: WebhookUrl::parse(&self.url).map_err(|e| field("url", &e))?,
+            secret: (self.secret.map(Secret::new).transpose()).map_err(|e| field("secret", &e))?,
+            body: Bytes::from(base16ct::lower::decode_vec(body).map_err(|e| field("body", &e))?),
+            artifact_created_at: from_micros(self.artifact_created_at)?,
+        };
+        Ok(ClaimedDelivery {
+            lease: Lease {
+                delivery_id: id,
+                token: claim.token.unsigned_abs(),
+                expires_at: claim.expires_at,
+            },
+            delivery: Arc::new(delivery),
+            attempt: recorded.saturating_add(1),
+            round_attempt: recorded.saturating_sub(round_start).saturating_add(1),
+        })
+    }
+}
+
+/// The deliveries `claim` leased, earliest due first, from the batch statement's answer;
+/// `None` (logged) when the answer cannot be read. A delivery that does not decode is logged
+/// and left out. Either way what is not handed out stays claimed until its lease expires.
+pub(crate) fn claimed(answer: &str, claim: &Claim) -> Option<Vec<ClaimedDelivery>> {
+    let log = |e: &dyn fmt::Display| {
+        error!(error = %e, "claimed deliveries cannot be read; they are claimed again when their lease expires");
+    };
+    let found: Vec<Claimed> = serde_json::from_str(answer).inspect_err(|e| log(e)).ok()?;
+    let mut claimed: Vec<(i64, ClaimedDelivery)> = (found.into_iter())
+        .filter_map(|c| {
+            let due = c.was_due;
+            c.lease(claim)
+                .inspect_err(|e| log(e))
+                .ok()
+                .map(|c| (due, c))
         })
         .collect();
     claimed.sort_by_key(|(due, c)| (*due, c.delivery.id));
-    claimed.into_iter().map(|(_, c)| c).collect()
+    Some(claimed.into_iter().map(|(_, c)| c).collect())
 }

@@ -62,9 +62,9 @@ pub(crate) trait Dialect: Database {
     const LINGER: Duration;
 
     /// Runs the batch statement: writes `batch`'s artifacts, deliveries and records, then
-    /// claims. In a transaction of its own when `alone`, else in the one open. Answers a row per
-    /// record that applied (`kind` 1, with the delivery's `id`) and per delivery claimed
-    /// (`kind` 2, with its columns and `was_due`, its due time before the claim).
+    /// claims. In a transaction of its own when `alone`, else in the one open. Answers two rows,
+    /// each a `kind` and an `answer` in JSON: 1, the ids of the deliveries whose record applied;
+    /// 2, the deliveries claimed (see `batch::Claimed`).
     async fn batch(
         conn: &mut Self::Connection,
         batch: &Batch<'_>,

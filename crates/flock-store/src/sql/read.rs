@@ -6,17 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use flock_delivery::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, Lease, OutboxCounts,
-};
-use flock_models::{Artifact, NewDelivery, Secret, WebhookUrl};
+use flock_delivery::{AttemptView, DeliveryState, DeliveryView, OutboxCounts};
+use flock_models::{Artifact, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
 use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::batch::Claim;
 use super::rows::{ArtifactFields, bad, ceil_micros, parse_name, to_u32, to_u64};
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
@@ -215,41 +211,6 @@ where
             duration_ms: to_u64(row.try_get("duration_ms")?, "duration")?,
         };
         Ok((row.try_get("delivery_id")?, attempt))
-    }
-
-    /// A delivery the batch statement leased for `claim`, with the due time it had.
-    pub(super) fn claimed_row(
-        row: &D::Row,
-        claim: &Claim,
-    ) -> Result<(OffsetDateTime, ClaimedDelivery), sqlx::Error> {
-        let id: Uuid = row.try_get("id")?;
-        let url: String = row.try_get("url")?;
-        let secret: Option<String> = row.try_get("secret")?;
-        let body: Option<Vec<u8>> = row.try_get("body")?;
-        let recorded = to_u32(row.try_get("attempts")?, "attempt count")?;
-        let round_start = to_u32(row.try_get("round_start")?, "attempt count")?;
-        let delivery = NewDelivery {
-            id,
-            correlation_id: row.try_get("correlation_id")?,
-            artifact_id: row.try_get("artifact_id")?,
-            sequence: to_u64(row.try_get("sequence")?, "sequence")?,
-            url: WebhookUrl::parse(&url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?,
-            secret: (secret.map(Secret::new).transpose())
-                .map_err(|e| bad(format!("delivery {id}: secret: {e}")))?,
-            body: Bytes::from(body.ok_or_else(|| bad(format!("delivery {id}: pending, no body")))?),
-            artifact_created_at: Self::time(row, "artifact_created_at")?,
-        };
-        let claimed = ClaimedDelivery {
-            lease: Lease {
-                delivery_id: id,
-                token: claim.token.unsigned_abs(),
-                expires_at: claim.expires_at,
-            },
-            delivery: Arc::new(delivery),
-            attempt: recorded.saturating_add(1),
-            round_attempt: recorded.saturating_sub(round_start).saturating_add(1),
-        };
-        Ok((Self::time(row, "was_due")?, claimed))
     }
 
     fn time(row: &D::Row, column: &str) -> Result<OffsetDateTime, sqlx::Error> {

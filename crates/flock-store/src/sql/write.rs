@@ -19,9 +19,9 @@ use crate::durable::Backend;
 use crate::error::Failure;
 use crate::ops::{ClaimRequest, Done, Input, Op, OpError, Refusal};
 
-/// What a batch's statements answered: the deliveries whose record applied (`None` when that
-/// cannot be read), and what each claim got.
-type Answered = (Option<HashSet<Uuid>>, Vec<Vec<ClaimedDelivery>>);
+/// What a batch's statements answered: the deliveries whose record applied, and what each
+/// claim got (`None` for what cannot be read).
+type Answered = (Option<HashSet<Uuid>>, Vec<Option<Vec<ClaimedDelivery>>>);
 
 #[async_trait]
 impl<D: Dialect> Backend for Sql<D>
@@ -123,16 +123,23 @@ where
         };
         // Committed: from here on nothing fails the batch. Each claim gets its share of its
         // lease length's deliveries, in the order of the writes.
-        let mut claimed: Vec<_> = claimed.into_iter().map(Vec::into_iter).collect();
-        let mut share = |request: ClaimRequest| -> Vec<ClaimedDelivery> {
-            let group = claims.iter().position(|c| c.lease_for == request.lease_for);
-            let deliveries = group.and_then(|g| claimed.get_mut(g));
-            deliveries.map_or_else(Vec::new, |d| d.take(request.limit).collect())
+        let mut claimed: Vec<_> = (claimed.into_iter())
+            .map(|c| c.map(Vec::into_iter))
+            .collect();
+        let mut share = |request: ClaimRequest| -> Option<Vec<ClaimedDelivery>> {
+            let group = claims
+                .iter()
+                .position(|c| c.lease_for == request.lease_for)?;
+            let deliveries = claimed.get_mut(group)?.as_mut()?;
+            Some(deliveries.take(request.limit).collect())
         };
         for op in ops.iter_mut() {
             let outcome = match &op.input {
                 Input::Publish { .. } if op.outcome.is_none() => Ok(Done::Applied),
-                Input::Claim(request) => Ok(Done::Claimed(share(*request))),
+                Input::Claim(request) => match share(*request) {
+                    Some(claimed) => Ok(Done::Claimed(claimed)),
+                    None => continue,
+                },
                 Input::Record {
                     lease, then_claim, ..
                 } => {
@@ -151,7 +158,7 @@ where
                         None => recorded.map(|()| Done::Applied),
                         Some(request) => Ok(Done::RecordedThenClaimed {
                             recorded,
-                            claimed: share(*request),
+                            claimed: share(*request).unwrap_or_default(),
                         }),
                     }
                 }
@@ -198,29 +205,28 @@ where
         Ok((applied, claimed))
     }
 
-    /// The rows a batch statement answered: records that applied, and what `claim` got.
-    fn answer(rows: &[D::Row], claim: &Claim) -> (Option<HashSet<Uuid>>, Vec<ClaimedDelivery>) {
-        let mut applied = Some(HashSet::new());
-        let mut found = Vec::new();
+    /// A batch statement's answer: the deliveries whose record applied, and what `claim` got
+    /// (`None`, logged, for what cannot be read).
+    fn answer(
+        rows: &[D::Row],
+        claim: &Claim,
+    ) -> (Option<HashSet<Uuid>>, Option<Vec<ClaimedDelivery>>) {
+        let (mut applied, mut claimed) = (None, None);
         for row in rows {
             let kind = row.try_get::<i64, _>("kind");
-            if matches!(kind, Ok(2)) {
-                found.push(Self::claimed_row(row, claim));
-                continue;
-            }
-            match kind.and_then(|_| row.try_get::<Uuid, _>("id")) {
-                Ok(id) => {
-                    if let Some(applied) = &mut applied {
-                        applied.insert(id);
-                    }
+            match kind.and_then(|kind| Ok((kind, row.try_get::<String, _>("answer")?))) {
+                Ok((1, ids)) => {
+                    applied = serde_json::from_str(&ids)
+                        .inspect_err(
+                            |e| error!(error = %e, "a batch's recorded deliveries cannot be read"),
+                        )
+                        .ok();
                 }
-                Err(e) => {
-                    error!(error = %e, "a batch's answer cannot be read; its records are answered with an error");
-                    applied = None;
-                }
+                Ok((_, found)) => claimed = batch::claimed(&found, claim),
+                Err(e) => error!(error = %e, "a batch's answer cannot be read"),
             }
         }
-        (applied, batch::claimed(found))
+        (applied, claimed)
     }
 
     /// Queues failed delivery `id` again, due at `now`, with a fresh retry budget.

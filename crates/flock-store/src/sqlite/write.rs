@@ -18,11 +18,11 @@ use crate::sql::rows::micros;
 /// 2. the deliveries of `$4`, created and due at `$3`, each body `body_len` bytes at `body_at`
 ///    (from 1) of the blob `$2`;
 /// 3. of the records of `$5`, the deliveries whose lease is still the record's token: the
-///    rows of `kind` 1;
+///    answer of `kind` 1;
 /// 4. their attempts;
 /// 5. what they do to their deliveries;
-/// 6. up to `$7` deliveries due at `$6` (or whose lease expired by then), earliest due first:
-///    the rows of `kind` 2, with the due time they had;
+/// 6. up to `$7` deliveries due at `$6` (or whose lease expired by then), earliest due first,
+///    with the due time they had: the answer of `kind` 2;
 /// 7. their lease: token `$8` until `$9`.
 ///
 /// Statements that find nothing to do (an empty array, a limit of 0) cost next to nothing.
@@ -41,7 +41,7 @@ INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, 
            d.value ->> 'secret', substr($2, d.value ->> 'body_at', d.value ->> 'body_len'), \
            d.value ->> 'artifact_created_at', 'pending', $3, $3 \
     FROM json_each($4) AS d ORDER BY d.key; \
-SELECT 1 AS kind, d.id \
+SELECT 1 AS kind, json_group_array(lower(hex(d.id))) AS answer \
     FROM json_each($5) AS r JOIN deliveries AS d ON d.id = unhex(r.value ->> 'id', '-') \
     WHERE d.lease_token = r.value ->> 'token' AND d.state = 'pending'; \
 INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, \
@@ -60,9 +60,14 @@ UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.sta
           FROM json_each($5)) AS r \
     WHERE deliveries.id = r.id AND deliveries.lease_token = r.token \
       AND deliveries.state = 'pending'; \
-SELECT 2 AS kind, id, due_at AS was_due, correlation_id, artifact_id, sequence, url, secret, \
-       body, artifact_created_at, attempts, round_start \
-    FROM deliveries WHERE state = 'pending' AND due_at <= $6 ORDER BY due_at, id LIMIT $7; \
+SELECT 2 AS kind, json_group_array(json_object('id', lower(hex(id)), \
+        'correlation_id', lower(hex(correlation_id)), 'artifact_id', lower(hex(artifact_id)), \
+        'sequence', sequence, 'url', url, 'secret', secret, \
+        'body', iif(body IS NULL, NULL, lower(hex(body))), \
+        'artifact_created_at', artifact_created_at, 'attempts', attempts, \
+        'round_start', round_start, 'was_due', due_at)) AS answer \
+    FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
+          ORDER BY due_at, id LIMIT $7); \
 UPDATE deliveries SET lease_token = $8, due_at = $9 WHERE id IN ( \
     SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
     ORDER BY due_at, id LIMIT $7);";
