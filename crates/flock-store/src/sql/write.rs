@@ -3,6 +3,7 @@
 //! once it committed, and why a write that failed on its own failed.
 
 use std::collections::HashSet;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -36,13 +37,19 @@ where
     Vec<u8>: Value<D>,
 {
     async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
-        let kept = self.kept.lock().map(|mut kept| kept.pop()).ok().flatten();
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let mut conn = match kept {
             Some((conn, since)) if since.elapsed() < KEEP_IDLE => conn,
             _ => self.writer.acquire().await?,
         };
         Self::apply(&mut conn, ops).await?;
-        if let Ok(mut kept) = self.kept.lock() {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        // Once the pool is closing, a connection goes back to it: closing waits for them all.
+        if !self.writer.is_closed() {
             kept.push((conn, Instant::now()));
         }
         Ok(())
@@ -78,10 +85,15 @@ where
             let _ = background.stop.send(true);
             let _ = background.task.await;
         }
-        if let Ok(mut kept) = self.kept.lock() {
+        let closing = {
+            // Closed, then emptied, under the lock a writer keeps its connection under: one
+            // that ends its batch meanwhile gives the connection back to the pool.
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            let closing = self.writer.close();
             kept.clear();
-        }
-        self.writer.close().await;
+            closing
+        };
+        closing.await;
         self.readers.close().await;
     }
 
