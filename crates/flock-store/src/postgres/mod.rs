@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::postgres::PgConnection;
 use time::OffsetDateTime;
 
 use crate::sql::Dialect;
-use crate::sql::batch::Batch;
+use crate::sql::batch::{Answer, Batch};
 use crate::sql::rows::{DecodeError, floor_micros};
 
 pub(crate) use open::open;
@@ -48,7 +48,7 @@ impl Dialect for Postgres {
         conn: &mut PgConnection,
         batch: &Batch<'_>,
         _alone: bool,
-    ) -> Result<Vec<PgRow>, sqlx::Error> {
+    ) -> Result<Answer, sqlx::Error> {
         // One statement is a transaction of its own, or part of the one open.
         write::batch(conn, batch).await
     }

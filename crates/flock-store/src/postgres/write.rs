@@ -3,10 +3,11 @@
 //! claims that skip rows other instances hold. And its prune.
 
 use flock_models::Secret;
+use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::sql::Dialect as _;
-use crate::sql::batch::Batch;
+use crate::sql::batch::{Answer, Batch, Claimed};
 
 /// A batch's writes as one statement (data-modifying common table expressions), so a batch
 /// costs one round trip to the server whatever it holds; rows come as arrays (`UNNEST`):
@@ -14,13 +15,14 @@ use crate::sql::batch::Batch;
 /// - `$1..$7` artifacts; `$8..$15` deliveries, due at `$16`;
 /// - `$17..$28` attempts with their resolutions: each changes its delivery only while its lease
 ///   is still the delivery's claim (checked again on the locked row), and only those changed
-///   get their attempt inserted; the changed deliveries are the answer of kind 1. (The
+///   get their attempt inserted; the changed deliveries come back as rows of kind 1. (The
 ///   deliveries are found by `id = ANY($17)`, so that the plan looks them up by key even when
 ///   the table's statistics are stale: a join on the attempts alone was planned as a scan of
 ///   every pending delivery per attempt on a table that had grown since its last analysis.)
 /// - claims: up to `$30` deliveries due at `$29` (or whose lease expired by then), skipping rows
 ///   other instances hold and the deliveries just recorded, leased with token `$31` until
-///   `$32`; they are the answer of kind 2, with the due time they had.
+///   `$32`; they come back as rows of kind 2, with the due time they had. (Rows, not JSON:
+///   building JSON with the bodies costs the server about 25 µs per delivery.)
 const BATCH: &str = "\
 WITH new_artifacts AS ( \
     INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) \
@@ -68,14 +70,14 @@ leased AS ( \
     FROM picked WHERE d.id = picked.id \
     RETURNING picked.due_at AS was_due, d.id, d.correlation_id, d.artifact_id, d.sequence, \
               d.url, d.secret, d.body, d.artifact_created_at, d.attempts, d.round_start) \
-SELECT 1::int8 AS kind, coalesce(json_agg(id), '[]')::text AS answer FROM updated \
+SELECT 1::int8 AS kind, id, NULL::timestamptz AS was_due, NULL::uuid AS correlation_id, \
+       NULL::uuid AS artifact_id, NULL::int8 AS sequence, NULL::text AS url, \
+       NULL::text AS secret, NULL::bytea AS body, NULL::timestamptz AS artifact_created_at, \
+       NULL::int8 AS attempts, NULL::int8 AS round_start \
+FROM updated \
 UNION ALL \
-SELECT 2, coalesce(json_agg(json_build_object('id', id, 'correlation_id', correlation_id, \
-        'artifact_id', artifact_id, 'sequence', sequence, 'url', url, 'secret', secret, \
-        'body', encode(body, 'hex'), \
-        'artifact_created_at', (extract(epoch FROM artifact_created_at) * 1000000)::int8, \
-        'attempts', attempts, 'round_start', round_start, \
-        'was_due', (extract(epoch FROM was_due) * 1000000)::int8)), '[]')::text \
+SELECT 2, id, was_due, correlation_id, artifact_id, sequence, url, secret, body, \
+       artifact_created_at, attempts, round_start \
 FROM leased";
 
 /// The prune: deliveries other instances hold are skipped; their attempts go with them.
@@ -92,7 +94,7 @@ SELECT count(*) FROM gone";
 pub(super) async fn batch(
     conn: &mut PgConnection,
     batch: &Batch<'_>,
-) -> Result<Vec<PgRow>, sqlx::Error> {
+) -> Result<Answer, sqlx::Error> {
     use sqlx::Postgres as Pg;
     let (a, d, r, claim) = (
         &batch.artifacts,
@@ -101,7 +103,7 @@ pub(super) async fn batch(
         batch.claim,
     );
     let int = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-    sqlx::query(BATCH)
+    let rows = sqlx::query(BATCH)
         .bind(column(a, |a| a.id))
         .bind(column(a, |a| a.type_name.as_str()))
         .bind(column(a, |a| a.payload.as_str()))
@@ -135,7 +137,33 @@ pub(super) async fn batch(
         .bind(claim.token)
         .bind(Pg::time(claim.expires_at))
         .fetch_all(conn)
-        .await
+        .await?;
+    Ok(answer(&rows))
+}
+
+/// [`BATCH`]'s answer: its rows of each kind.
+fn answer(rows: &[PgRow]) -> Answer {
+    let of_kind = |kind: i64| (rows.iter()).filter(move |r| r.try_get("kind").ok() == Some(kind));
+    Answer {
+        applied: of_kind(1).map(|row| row.try_get("id")).collect(),
+        claimed: of_kind(2)
+            .map(|row| {
+                Ok(Claimed {
+                    id: row.try_get("id")?,
+                    correlation_id: row.try_get("correlation_id")?,
+                    artifact_id: row.try_get("artifact_id")?,
+                    sequence: row.try_get("sequence")?,
+                    url: row.try_get("url")?,
+                    secret: row.try_get("secret")?,
+                    body: row.try_get("body")?,
+                    artifact_created_at: row.try_get("artifact_created_at")?,
+                    attempts: row.try_get("attempts")?,
+                    round_start: row.try_get("round_start")?,
+                    was_due: row.try_get("was_due")?,
+                })
+            })
+            .collect(),
+    }
 }
 
 /// One column of `rows`, as an array parameter.

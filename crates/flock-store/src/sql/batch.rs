@@ -1,6 +1,6 @@
 //! A batch of writes taken apart for a backend's batch statement: the publishes that can go in
 //! (an id repeated within the batch is refused here), the rows to write, and the claims, one
-//! per lease length; and the deliveries a claim got, read from the statement's answer.
+//! per lease length; and what the statement answered, as outcomes.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -10,15 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use flock_delivery::{AttemptView, ClaimedDelivery, ErrorKind, Lease, Resolution};
 use flock_models::{NewDelivery, Secret, WebhookUrl};
-use serde::Deserialize;
 use time::OffsetDateTime;
 use tracing::error;
 use uuid::Uuid;
 
 use crate::ops::{Input, Op, Refusal};
-use crate::sql::rows::{
-    self, ArtifactFields, DecodeError, bad, floor_micros, from_micros, to_u32, to_u64,
-};
+use crate::sql::rows::{self, ArtifactFields, DecodeError, bad, floor_micros, to_u32, to_u64};
 
 /// What one run of a backend's batch statement writes and claims. Its lists may be empty, and
 /// its claim may be of nothing: a statement that finds nothing to do costs next to nothing.
@@ -194,21 +191,26 @@ pub(crate) fn claims(ops: &[Op]) -> Vec<Claim> {
     claims
 }
 
-/// A delivery the batch statement claimed, as its answer names it: ids and the body in hex,
-/// times in microseconds since the Unix epoch.
-#[derive(Deserialize)]
-struct Claimed {
-    id: Uuid,
-    correlation_id: Uuid,
-    artifact_id: Uuid,
-    sequence: i64,
-    url: String,
-    secret: Option<String>,
-    body: Option<String>,
-    artifact_created_at: i64,
-    attempts: i64,
-    round_start: i64,
-    was_due: i64,
+/// What a batch statement answered, as its database's module read it: the deliveries whose
+/// record applied, and those its claim leased.
+pub(crate) struct Answer {
+    pub(crate) applied: Result<HashSet<Uuid>, sqlx::Error>,
+    pub(crate) claimed: Result<Vec<Claimed>, sqlx::Error>,
+}
+
+/// A delivery a batch statement claimed: its columns, and the due time it had.
+pub(crate) struct Claimed {
+    pub(crate) id: Uuid,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) artifact_id: Uuid,
+    pub(crate) sequence: i64,
+    pub(crate) url: String,
+    pub(crate) secret: Option<String>,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) artifact_created_at: OffsetDateTime,
+    pub(crate) attempts: i64,
+    pub(crate) round_start: i64,
+    pub(crate) was_due: OffsetDateTime,
 }
 
 impl Claimed {
@@ -216,9 +218,7 @@ impl Claimed {
     fn lease(self, claim: &Claim) -> Result<ClaimedDelivery, DecodeError> {
         let id = self.id;
         let field = |name: &str, e: &dyn fmt::Display| bad(format!("delivery {id}: {name}: {e}"));
-        let body = self
-            .body
-            .ok_or_else(|| field("body", &"none, while pending"))?;
+        let body = (self.body).ok_or_else(|| field("body", &"none, while pending"))?;
         let recorded = to_u32(self.attempts, "attempt count")?;
         let round_start = to_u32(self.round_start, "attempt count")?;
         let delivery = NewDelivery {
@@ -228,8 +228,8 @@ impl Claimed {
             sequence: to_u64(self.sequence, "sequence")?,
             url: WebhookUrl::parse(&self.url).map_err(|e| field("url", &e))?,
             secret: (self.secret.map(Secret::new).transpose()).map_err(|e| field("secret", &e))?,
-            body: Bytes::from(base16ct::lower::decode_vec(body).map_err(|e| field("body", &e))?),
-            artifact_created_at: from_micros(self.artifact_created_at)?,
+            body: Bytes::from(body),
+            artifact_created_at: self.artifact_created_at,
         };
         Ok(ClaimedDelivery {
             lease: Lease {
@@ -244,23 +244,29 @@ impl Claimed {
     }
 }
 
-/// The deliveries `claim` leased, earliest due first, from the batch statement's answer;
-/// `None` (logged) when the answer cannot be read. A delivery that does not decode is logged
-/// and left out. Either way what is not handed out stays claimed until its lease expires.
-pub(crate) fn claimed(answer: &str, claim: &Claim) -> Option<Vec<ClaimedDelivery>> {
+/// What `answer` says: the deliveries whose record applied, and those `claim` leased, earliest
+/// due first; `None` (logged) for what cannot be read. A claimed delivery that does not decode
+/// is logged and left out. What is not handed out stays claimed until its lease expires.
+pub(crate) fn outcomes(
+    answer: Answer,
+    claim: &Claim,
+) -> (Option<HashSet<Uuid>>, Option<Vec<ClaimedDelivery>>) {
     let log = |e: &dyn fmt::Display| {
-        error!(error = %e, "claimed deliveries cannot be read; they are claimed again when their lease expires");
+        error!(error = %e, "a batch's answer cannot be read; its writes are answered with an error or claimed again later");
     };
-    let found: Vec<Claimed> = serde_json::from_str(answer).inspect_err(|e| log(e)).ok()?;
-    let mut claimed: Vec<(i64, ClaimedDelivery)> = (found.into_iter())
-        .filter_map(|c| {
-            let due = c.was_due;
-            c.lease(claim)
-                .inspect_err(|e| log(e))
-                .ok()
-                .map(|c| (due, c))
-        })
-        .collect();
-    claimed.sort_by_key(|(due, c)| (*due, c.delivery.id));
-    Some(claimed.into_iter().map(|(_, c)| c).collect())
+    let applied = answer.applied.inspect_err(|e| log(e)).ok();
+    let claimed = answer.claimed.inspect_err(|e| log(e)).ok().map(|found| {
+        let mut claimed: Vec<(OffsetDateTime, ClaimedDelivery)> = (found.into_iter())
+            .filter_map(|c| {
+                let due = c.was_due;
+                c.lease(claim)
+                    .inspect_err(|e| log(e))
+                    .ok()
+                    .map(|c| (due, c))
+            })
+            .collect();
+        claimed.sort_by_key(|(due, c)| (*due, c.delivery.id));
+        claimed.into_iter().map(|(_, c)| c).collect()
+    });
+    (applied, claimed)
 }

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
-use batch::Batch;
+use batch::{Answer, Batch};
 use rows::DecodeError;
 
 /// What differs between the databases, below the statements they share. Shared statements are
@@ -62,14 +62,14 @@ pub(crate) trait Dialect: Database {
     const LINGER: Duration;
 
     /// Runs the batch statement: writes `batch`'s artifacts, deliveries and records, then
-    /// claims. In a transaction of its own when `alone`, else in the one open. Answers two rows,
-    /// each a `kind` and an `answer` in JSON: 1, the ids of the deliveries whose record applied;
-    /// 2, the deliveries claimed (see `batch::Claimed`).
+    /// claims; in a transaction of its own when `alone`, else in the one open. Answers which
+    /// records applied and what was claimed. An error means the statement failed; an answer
+    /// that cannot be read, once it committed, is in the [`Answer`].
     async fn batch(
         conn: &mut Self::Connection,
         batch: &Batch<'_>,
         alone: bool,
-    ) -> Result<Vec<Self::Row>, sqlx::Error>;
+    ) -> Result<Answer, sqlx::Error>;
 }
 
 /// A value the shared statements bind and read.

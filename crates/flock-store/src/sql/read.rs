@@ -27,7 +27,6 @@ where
     Uuid: Value<D>,
     i64: Value<D>,
     String: Value<D>,
-    Vec<u8>: Value<D>,
 {
     async fn get(self: Arc<Self>, id: Uuid) -> Result<Option<Artifact>, sqlx::Error> {
         let select = format!("{} WHERE id = $1", artifacts::<D>());
@@ -121,7 +120,6 @@ where
     Uuid: Value<D>,
     i64: Value<D>,
     String: Value<D>,
-    Vec<u8>: Value<D>,
 {
     /// The deliveries whose `column` is `value` (a workflow's, or one by id), in sequence
     /// order, each with its attempts.

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flock_delivery::ClaimedDelivery;
-use sqlx::{ColumnIndex, Executor, IntoArguments, Row as _};
+use sqlx::{ColumnIndex, Executor, IntoArguments};
 use time::OffsetDateTime;
-use tracing::error;
 use uuid::Uuid;
 
 use super::batch::{self, Batch, Claim};
@@ -34,7 +33,6 @@ where
     Uuid: Value<D>,
     i64: Value<D>,
     String: Value<D>,
-    Vec<u8>: Value<D>,
 {
     async fn write(&self, ops: &mut [Op]) -> Result<(), sqlx::Error> {
         let kept = self
@@ -111,7 +109,6 @@ where
     Uuid: Value<D>,
     i64: Value<D>,
     String: Value<D>,
-    Vec<u8>: Value<D>,
 {
     /// Applies `ops` in one transaction on `conn` and commits it, setting each op's outcome.
     async fn apply(conn: &mut D::Connection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
@@ -189,8 +186,8 @@ where
         rare: bool,
     ) -> Result<Answered, sqlx::Error> {
         let first = claims.first().copied().unwrap_or(Claim::NONE);
-        let rows = D::batch(conn, &Batch::of(ops, first), !rare).await?;
-        let (applied, got) = Self::answer(&rows, &first);
+        let answer = D::batch(conn, &Batch::of(ops, first), !rare).await?;
+        let (applied, got) = batch::outcomes(answer, &first);
         let mut claimed = vec![got];
         if rare {
             for op in ops.iter_mut() {
@@ -209,36 +206,12 @@ where
                 op.done(outcome);
             }
             for claim in claims.iter().skip(1) {
-                let rows = D::batch(conn, &Batch::claiming(*claim), false).await?;
-                claimed.push(Self::answer(&rows, claim).1);
+                let answer = D::batch(conn, &Batch::claiming(*claim), false).await?;
+                claimed.push(batch::outcomes(answer, claim).1);
             }
             sqlx::query("COMMIT").execute(&mut *conn).await?;
         }
         Ok((applied, claimed))
-    }
-
-    /// A batch statement's answer: the deliveries whose record applied, and what `claim` got
-    /// (`None`, logged, for what cannot be read).
-    fn answer(
-        rows: &[D::Row],
-        claim: &Claim,
-    ) -> (Option<HashSet<Uuid>>, Option<Vec<ClaimedDelivery>>) {
-        let (mut applied, mut claimed) = (None, None);
-        for row in rows {
-            let kind = row.try_get::<i64, _>("kind");
-            match kind.and_then(|kind| Ok((kind, row.try_get::<String, _>("answer")?))) {
-                Ok((1, ids)) => {
-                    applied = serde_json::from_str(&ids)
-                        .inspect_err(
-                            |e| error!(error = %e, "a batch's recorded deliveries cannot be read"),
-                        )
-                        .ok();
-                }
-                Ok((_, found)) => claimed = batch::claimed(&found, claim),
-                Err(e) => error!(error = %e, "a batch's answer cannot be read"),
-            }
-        }
-        (applied, claimed)
     }
 
     /// Queues failed delivery `id` again, due at `now`, with a fresh retry budget.

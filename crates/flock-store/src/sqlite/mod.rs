@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Sqlite;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::SqliteConnection;
 use time::OffsetDateTime;
 
 use crate::sql::Dialect;
-use crate::sql::batch::Batch;
+use crate::sql::batch::{Answer, Batch};
 use crate::sql::rows::{DecodeError, from_micros, micros};
 
 pub(crate) use open::open;
@@ -55,7 +55,7 @@ impl Dialect for Sqlite {
         conn: &mut SqliteConnection,
         batch: &Batch<'_>,
         alone: bool,
-    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+    ) -> Result<Answer, sqlx::Error> {
         write::batch(conn, batch, alone).await
     }
 }

@@ -5,12 +5,14 @@
 use std::sync::LazyLock;
 
 use flock_models::Secret;
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use uuid::Uuid;
 
-use crate::sql::batch::Batch;
-use crate::sql::rows::micros;
+use crate::sql::batch::{Answer, Batch, Claimed};
+use crate::sql::rows::{bad, from_micros, micros};
 
 /// A batch's writes, statement after statement:
 ///
@@ -134,7 +136,7 @@ pub(super) async fn batch(
     conn: &mut SqliteConnection,
     batch: &Batch<'_>,
     alone: bool,
-) -> Result<Vec<SqliteRow>, sqlx::Error> {
+) -> Result<Answer, sqlx::Error> {
     let artifacts: Vec<ArtifactJson<'_>> = (batch.artifacts.iter())
         .map(|a| ArtifactJson {
             id: a.id,
@@ -195,7 +197,63 @@ pub(super) async fn batch(
         // The text began a transaction; leave none open (ignore errors: there may be none).
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
-    rows
+    Ok(answer(&rows?))
+}
+
+/// [`BATCH`]'s answer: one row of each kind, in JSON (a row per claimed delivery would cost a
+/// trip through the connection's thread each).
+fn answer(rows: &[SqliteRow]) -> Answer {
+    let json = |kind: i64| -> Result<String, sqlx::Error> {
+        let row = rows.iter().find(|r| r.try_get("kind").ok() == Some(kind));
+        row.ok_or(sqlx::Error::RowNotFound)?.try_get("answer")
+    };
+    Answer {
+        applied: json(1).and_then(|ids| parse(&ids)),
+        claimed: json(2).and_then(|found| {
+            let found: Vec<ClaimedJson> = parse(&found)?;
+            found.into_iter().map(ClaimedJson::read).collect()
+        }),
+    }
+}
+
+/// A delivery in [`BATCH`]'s answer: ids and body in hex, times in microseconds.
+#[derive(Deserialize)]
+struct ClaimedJson {
+    id: Uuid,
+    correlation_id: Uuid,
+    artifact_id: Uuid,
+    sequence: i64,
+    url: String,
+    secret: Option<String>,
+    body: Option<String>,
+    artifact_created_at: i64,
+    attempts: i64,
+    round_start: i64,
+    was_due: i64,
+}
+
+impl ClaimedJson {
+    fn read(self) -> Result<Claimed, sqlx::Error> {
+        let body = (self.body.map(base16ct::lower::decode_vec).transpose())
+            .map_err(|e| bad(format!("delivery {}: body: {e}", self.id)))?;
+        Ok(Claimed {
+            id: self.id,
+            correlation_id: self.correlation_id,
+            artifact_id: self.artifact_id,
+            sequence: self.sequence,
+            url: self.url,
+            secret: self.secret,
+            body,
+            artifact_created_at: from_micros(self.artifact_created_at)?,
+            attempts: self.attempts,
+            round_start: self.round_start,
+            was_due: from_micros(self.was_due)?,
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(json: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 fn json<T: Serialize>(items: &[T]) -> Result<String, sqlx::Error> {
