@@ -219,6 +219,17 @@ fn tag(label: &str) -> String {
     }
 }
 
+/// The pairs of a run in the order they are measured: this build first on odd runs, the
+/// baseline first on even ones, so neither always goes first (the first of a pair was
+/// measured faster in most runs of two identical builds).
+fn in_turn<T>(run: usize, pairs: impl Iterator<Item = T>) -> Vec<T> {
+    let mut pairs: Vec<T> = pairs.collect();
+    if run.is_multiple_of(2) {
+        pairs.reverse();
+    }
+    pairs
+}
+
 /// The row comparing this build with the baseline: each `(what, this build, baseline)` with
 /// their ratio; nothing when one build is measured.
 fn comparison(table: &mut Vec<String>, number: &str, figures: &[(String, f64, f64)]) {
@@ -360,7 +371,7 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         for store in [MemoryStore::Memory, MemoryStore::Sqlite] {
             let mut peaks: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
             for run in 1..=plan.runs.min(3) {
-                for (build, peaks) in builds.iter().zip(&mut peaks) {
+                for (build, peaks) in in_turn(run, builds.iter().zip(&mut peaks)) {
                     let (idle, peak) = memory(&build.binary, &client, plan.pending, store).await?;
                     println!(
                         "memory run {run}{}: {} store, {} pending; flock-api resident at \
@@ -517,7 +528,7 @@ async fn throughput(
         };
         println!("throughput run {run}: ceiling {ceiling:>6.0} req/s{wrk}");
         ceilings.push(ceiling);
-        for (target, rates) in targets.iter().zip(&mut rates) {
+        for (target, rates) in in_turn(run, targets.iter().zip(&mut rates)) {
             let cpu = cpu_seconds(target.pid);
             let drain = measure::drain(client, &target.api, receiver, plan.count).await?;
             let cpu_drained = cpu_seconds(target.pid);
@@ -700,7 +711,7 @@ async fn durable(
             servers.push((dir, database, server, target, StoreRuns::default()));
         }
         for run in 1..=plan.runs {
-            for (_, _, _, target, runs) in &mut servers {
+            for (_, _, _, target, runs) in in_turn(run, servers.iter_mut()) {
                 let before = cpu_seconds(target.pid);
                 let drain = measure::drain(client, &target.api, receiver, plan.count).await?;
                 let between = cpu_seconds(target.pid);
@@ -724,7 +735,7 @@ async fn durable(
         }
         // Publish latency with and without a webhook on this store, as in measurement 3.
         for run in 1..=plan.runs.min(3) {
-            for (_, _, _, target, runs) in &mut servers {
+            for (_, _, _, target, runs) in in_turn(run, servers.iter_mut()) {
                 let (mut with, mut without) =
                     measure::publish_latency(&target.api, receiver, plan.samples).await?;
                 let (w50, n50) = (percentile(&mut with, 50.0), percentile(&mut without, 50.0));
@@ -827,7 +838,9 @@ async fn publish_latency(
     // Per build: p50 and p99 with, p50 and p99 without.
     let mut figures: Vec<[Vec<f64>; 4]> = targets.iter().map(|_| Default::default()).collect();
     for run in 1..=plan.runs {
-        for (target, [with50, with99, without50, without99]) in targets.iter().zip(&mut figures) {
+        for (target, [with50, with99, without50, without99]) in
+            in_turn(run, targets.iter().zip(&mut figures))
+        {
             let (mut with, mut without) =
                 measure::publish_latency(&target.api, receiver, plan.samples).await?;
             let (w50, w99) = (percentile(&mut with, 50.0), percentile(&mut with, 99.0));
@@ -898,7 +911,7 @@ async fn fixed_rate(
     // Per build: p50, p95, p99 and the achieved rate of each run.
     let mut figures: Vec<[Vec<f64>; 4]> = targets.iter().map(|_| Default::default()).collect();
     for run in 1..=plan.runs.min(3) {
-        for (target, [p50s, p95s, p99s, rates]) in targets.iter().zip(&mut figures) {
+        for (target, [p50s, p95s, p99s, rates]) in in_turn(run, targets.iter().zip(&mut figures)) {
             let mut fixed =
                 measure::fixed_rate(client, &target.api, receiver, plan.rate, plan.seconds).await?;
             let l = &mut fixed.latencies_ms;
