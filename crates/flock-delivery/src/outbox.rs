@@ -425,3 +425,111 @@ pub trait Outbox: Send + Sync + 'static {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_outcome_names_its_error_kind_as_attempts_and_metrics_always_did() {
+        let status = |code| Outcome::Status {
+            code,
+            retry_after: None,
+        };
+        let cases = [
+            (status(200), None),
+            (status(204), None),
+            (status(301), Some("http_status")),
+            (status(410), Some("http_status")),
+            (
+                Outcome::Status {
+                    code: 503,
+                    retry_after: Some(Duration::from_secs(5)),
+                },
+                Some("http_status"),
+            ),
+            (Outcome::ConnectError, Some("connect")),
+            (Outcome::Timeout, Some("timeout")),
+            (Outcome::Blocked, Some("blocked")),
+            (Outcome::OtherError, Some("other")),
+        ];
+        for (outcome, name) in cases {
+            let kind = ErrorKind::of(&outcome);
+            assert_eq!(kind.map(ErrorKind::as_str), name, "{outcome:?}");
+            if let Some(kind) = kind {
+                assert_eq!(ErrorKind::from_name(kind.as_str()), Some(kind));
+                // The serde name is the same word.
+                assert_eq!(
+                    serde_json::to_value(kind).unwrap(),
+                    serde_json::Value::from(kind.as_str())
+                );
+            }
+        }
+        assert_eq!(ErrorKind::from_name("signing"), None);
+    }
+
+    #[test]
+    fn failure_reasons_have_the_names_they_always_had() {
+        for (reason, name) in [
+            (GiveUp::Exhausted, "exhausted"),
+            (GiveUp::Gone, "gone"),
+            (GiveUp::Blocked, "blocked"),
+        ] {
+            assert_eq!(failure_name(reason), name);
+            assert_eq!(failure_from_name(name), Some(reason));
+        }
+        assert_eq!(failure_from_name("invalid_secret"), None);
+        assert_eq!(failure_from_name("Gone"), None);
+    }
+
+    #[test]
+    fn a_view_shows_its_failure_by_name() {
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let view = DeliveryView {
+            id: Uuid::nil(),
+            correlation_id: Uuid::nil(),
+            artifact_id: Uuid::nil(),
+            sequence: 1,
+            url: "https://example.com/hook".to_owned(),
+            state: DeliveryState::Failed,
+            failure: Some(GiveUp::Gone),
+            attempts: vec![AttemptView::new(
+                1,
+                at,
+                &Outcome::Status {
+                    code: 410,
+                    retry_after: None,
+                },
+                Some("the receiver answered 410 Gone".to_owned()),
+                3,
+            )],
+            next_attempt_at: None,
+            created_at: at,
+            completed_at: Some(at),
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["failure"], "gone");
+        assert_eq!(json["attempts"][0]["status_code"], 410);
+        assert_eq!(json["attempts"][0]["error_kind"], "http_status");
+        let back: DeliveryView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, view);
+
+        let mut unknown = json;
+        unknown["failure"] = serde_json::Value::from("bored");
+        let err = serde_json::from_value::<DeliveryView>(unknown).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown failure reason `bored`"),
+            "{err}"
+        );
+        let mut pending = serde_json::to_value(&view).unwrap();
+        pending["failure"] = serde_json::Value::Null;
+        assert_eq!(
+            serde_json::from_value::<DeliveryView>(pending)
+                .unwrap()
+                .failure,
+            None
+        );
+    }
+}
