@@ -168,7 +168,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
-    /// Signs webhooks whose request gave no secret. `Debug` shows it as `[redacted]`.
+    /// Signs webhooks whose request gave no secret; checked to sign when it is read. `Debug`
+    /// shows it as `[redacted]`.
     pub default_secret: Option<Secret>,
     /// Address ranges the SSRF guard lets through, such as `127.0.0.1/32` for local
     /// development. Empty by default: no private, loopback or otherwise internal address.
@@ -347,10 +348,6 @@ impl Settings {
         }
         self.log_filter_check()?;
         self.allowed_networks()?;
-        if let Some(secret) = &self.webhooks.default_secret {
-            flock_signing::SigningKey::new(secret.expose())
-                .map_err(|e| invalid("webhooks.default_secret", e.to_string()))?;
-        }
         let w = &self.webhooks;
         if w.concurrency == 0 {
             return Err(invalid("webhooks.concurrency", "must be at least 1"));

@@ -9,10 +9,10 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
-use flock_models::WebhookPayload;
+use flock_models::{Secret, WebhookPayload};
 use flock_signing::{
-    DEFAULT_TOLERANCE, FLOCK_SIGNATURE_HEADER, SigningKey, WEBHOOK_ID_HEADER,
-    WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER,
+    DEFAULT_TOLERANCE, FLOCK_SIGNATURE_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER,
 };
 
 /// How the receiver behaves.
@@ -40,8 +40,8 @@ pub struct ListenOptions {
 
 struct Listener {
     options: ListenOptions,
-    /// The secret, checked to be usable.
-    secret: Option<String>,
+    /// The secret (a `Secret` always signs, so it can verify too).
+    secret: Option<Secret>,
     received: AtomicU64,
 }
 
@@ -55,10 +55,10 @@ pub async fn run(options: ListenOptions) -> anyhow::Result<()> {
         Some(s) if s.is_empty() => {
             anyhow::bail!("--secret must not be empty; omit it for unsigned webhooks")
         }
-        Some(s) => {
-            SigningKey::new(s).context("--secret")?;
-            Some(s.clone())
-        }
+        // The message names the option, never the value.
+        Some(s) => Some(
+            Secret::new(s.as_str()).map_err(|e| anyhow::anyhow!("--secret: {}", e.message()))?,
+        ),
     };
     let addr = SocketAddr::new(options.host, options.port);
     let listener = web::Data::new(Listener {
@@ -107,7 +107,7 @@ async fn receive(
     let verdict = match &listener.secret {
         None => Ok("unverified"),
         Some(secret) => verify(
-            secret,
+            secret.expose(),
             &id,
             header(WEBHOOK_TIMESTAMP_HEADER),
             header(FLOCK_SIGNATURE_HEADER),

@@ -217,7 +217,7 @@ pub(crate) struct AttemptDoc {
     number: u32,
     started_at: String,
     status_code: Option<u16>,
-    /// `http_status`, `connect`, `timeout`, `blocked`, `signing` or `other`.
+    /// `http_status`, `connect`, `timeout`, `blocked` or `other`.
     error_kind: Option<String>,
     error: Option<String>,
     duration_ms: u64,

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::{HttpServer, web};
 use anyhow::Context as _;
-use flock_context::ContextRegistry;
-use flock_delivery::{
-    DeliveryConfig, Dispatcher, DispatcherHandle, Outbox, WebhookDeliveryComponent,
-};
+use flock_context::Webhooks;
+use flock_delivery::{DeliveryConfig, Dispatcher, DispatcherHandle, WebhookDeliveryComponent};
 use flock_orchestrator::{ArtifactStore, Orchestrator};
 use flock_store::{Pruner, Storage};
 
@@ -39,20 +37,6 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppSt
         .await
         .with_context(|| format!("store.url `{url}`"))?;
     let store: Arc<dyn ArtifactStore> = storage.artifacts();
-    let outbox: Arc<dyn Outbox> = storage.outbox();
-    let registry = Arc::new(ContextRegistry::new());
-
-    let agents = settings.build_agents()?;
-    let orchestrator = Orchestrator::builder()
-        .store(store)
-        .agents(agents)
-        .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
-            &registry,
-        ))))
-        .config(settings.orchestrator.clone())
-        .build()
-        .await
-        .context("configuration: agents")?;
 
     let delivery = DeliveryConfig {
         concurrency: settings.webhooks.concurrency,
@@ -64,15 +48,30 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppSt
         poll_interval: Duration::from_millis(settings.webhooks.poll_interval_ms),
         ..DeliveryConfig::default()
     };
+    // The guard that refuses a submitted webhook is the one the dispatcher's client enforces.
+    let webhooks = Arc::new(Webhooks::new(
+        delivery.guard(),
+        settings.webhooks.default_secret.clone(),
+    ));
+
+    let agents = settings.build_agents()?;
+    let orchestrator = Orchestrator::builder()
+        .store(store)
+        .agents(agents)
+        .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
+            &webhooks,
+        ))))
+        .config(settings.orchestrator.clone())
+        .build()
+        .await
+        .context("configuration: agents")?;
+
     let dispatcher =
-        Dispatcher::new(Arc::clone(&outbox), delivery).context("configuration: webhooks")?;
+        Dispatcher::new(storage.outbox(), delivery).context("configuration: webhooks")?;
     let state = web::Data::new(AppState {
         orchestrator,
         storage,
-        outbox,
-        registry,
-        guard: dispatcher.guard().clone(),
-        default_secret: settings.webhooks.default_secret.clone(),
+        webhooks,
         idempotency: IdempotencyCache::new(
             Duration::from_secs(settings.idempotency.ttl_secs),
             settings.idempotency.max_entries,

@@ -20,5 +20,6 @@ pub use request::{
 };
 pub use secret::{MAX_SECRET_BYTES, Secret};
 pub use webhook::{
-    EventType, MAX_URL_BYTES, WebhookArtifact, WebhookConfig, WebhookPayload, WebhookUrl,
+    EventType, MAX_URL_BYTES, RequestedWebhook, WebhookArtifact, WebhookConfig, WebhookForm,
+    WebhookPayload, WebhookUrl,
 };

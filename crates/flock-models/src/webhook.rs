@@ -134,6 +134,44 @@ impl WebhookConfig {
     }
 }
 
+/// How a publish request wrote its webhook, so that errors about it name the fields the client
+/// used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookForm {
+    /// `"webhook": {"url", "secret"?}`.
+    Nested,
+    /// `"webhook_url"` and `"webhook_secret"` at the top level.
+    Shorthand,
+}
+
+impl WebhookForm {
+    /// The field that held the URL: `webhook.url` or `webhook_url`.
+    pub fn url_field(self) -> &'static str {
+        match self {
+            WebhookForm::Nested => "webhook.url",
+            WebhookForm::Shorthand => "webhook_url",
+        }
+    }
+
+    /// The field that held the secret: `webhook.secret` or `webhook_secret`.
+    pub fn secret_field(self) -> &'static str {
+        match self {
+            WebhookForm::Nested => "webhook.secret",
+            WebhookForm::Shorthand => "webhook_secret",
+        }
+    }
+}
+
+/// The webhook a publish request asked for: where to send and how to sign, and the form the
+/// client wrote it in. `Debug` shows the secret as `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedWebhook {
+    /// The receiver and the request's own secret, if it gave one.
+    pub config: WebhookConfig,
+    /// Nested or shorthand.
+    pub form: WebhookForm,
+}
+
 /// Takes a string field, with the error message a webhook field deserves.
 fn expect_string(
     fields: &mut Fields,

@@ -27,7 +27,12 @@ pub(crate) fn resolved(
     match resolution {
         Resolution::Delivered => ("delivered", None, None, Some(finished)),
         Resolution::RetryAt(at) => ("pending", Some(at), None, None),
-        Resolution::Failed(reason) => ("failed", None, Some(reason.as_str()), Some(finished)),
+        Resolution::Failed(reason) => (
+            "failed",
+            None,
+            Some(flock_delivery::failure_name(reason)),
+            Some(finished),
+        ),
     }
 }
 

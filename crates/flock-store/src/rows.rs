@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use bytes::Bytes;
-use flock_delivery::{AttemptView, DeliveryState, DeliveryView, ErrorKind, FailureReason};
+use flock_delivery::{AttemptView, DeliveryState, DeliveryView, ErrorKind, GiveUp};
 use flock_models::{Artifact, NewDelivery, Secret, Tags, TypeName, WebhookUrl};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -68,30 +68,32 @@ pub(crate) fn parse_state(text: &str) -> Result<DeliveryState, DecodeError> {
     }
 }
 
-pub(crate) fn parse_failure(text: &str) -> Result<FailureReason, DecodeError> {
-    [
-        FailureReason::Exhausted,
-        FailureReason::Gone,
-        FailureReason::Blocked,
-        FailureReason::InvalidSecret,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == text)
-    .ok_or_else(|| bad(format!("failure reason `{text}`")))
+/// A failure reason by its stored name.
+///
+/// A database written by an earlier build may also hold `invalid_secret`: a delivery whose
+/// `whsec_` secret could not sign, given up after one attempt that sent nothing. Secrets that
+/// cannot sign can no longer be built, so the name is no longer written; such a row reads as
+/// `exhausted`, which is what the attempt's outcome (`other`, see [`parse_error_kind`]) means
+/// once no attempt is left, so listing it never fails. Its attempt's stored message still says
+/// that the secret could not sign.
+pub(crate) fn parse_failure(text: &str) -> Result<GiveUp, DecodeError> {
+    match text {
+        "invalid_secret" => Ok(GiveUp::Exhausted),
+        _ => flock_delivery::failure_from_name(text)
+            .ok_or_else(|| bad(format!("failure reason `{text}`"))),
+    }
 }
 
+/// An attempt's error kind by its stored name.
+///
+/// A database written by an earlier build may also hold `signing` (the attempt's secret could
+/// not sign); that attempt's outcome was "any other failure", so it reads as `other`, with its
+/// stored message ("the webhook secret cannot sign: ...") kept, and listing it never fails.
 pub(crate) fn parse_error_kind(text: &str) -> Result<ErrorKind, DecodeError> {
-    [
-        ErrorKind::HttpStatus,
-        ErrorKind::Connect,
-        ErrorKind::Timeout,
-        ErrorKind::Blocked,
-        ErrorKind::Signing,
-        ErrorKind::Other,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == text)
-    .ok_or_else(|| bad(format!("error kind `{text}`")))
+    match text {
+        "signing" => Ok(ErrorKind::Other),
+        _ => ErrorKind::from_name(text).ok_or_else(|| bad(format!("error kind `{text}`"))),
+    }
 }
 
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, DecodeError> {
@@ -179,6 +181,9 @@ impl ClaimFields {
         let id = self.id;
         let url =
             WebhookUrl::parse(&self.url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
+        // A secret an earlier build stored but that cannot sign (a `whsec_` secret whose key is
+        // not base64; the API never accepted one) does not decode: the claim skips the row, as
+        // any row that does not decode. Listing never reads the secret.
         let secret = self
             .secret
             .map(Secret::new)
@@ -337,10 +342,85 @@ mod tests {
             assert_eq!(parse_state(state.as_str()).unwrap(), state);
         }
         assert!(parse_state("lost").is_err());
-        assert_eq!(parse_failure("gone").unwrap(), FailureReason::Gone);
+        for reason in [GiveUp::Exhausted, GiveUp::Gone, GiveUp::Blocked] {
+            assert_eq!(
+                parse_failure(flock_delivery::failure_name(reason)).unwrap(),
+                reason
+            );
+        }
+        assert_eq!(parse_failure("gone").unwrap(), GiveUp::Gone);
         assert!(parse_failure("bored").is_err());
+        for kind in ErrorKind::ALL {
+            assert_eq!(parse_error_kind(kind.as_str()).unwrap(), kind);
+        }
         assert_eq!(parse_error_kind("timeout").unwrap(), ErrorKind::Timeout);
         assert!(parse_error_kind("").is_err());
+    }
+
+    #[test]
+    fn names_of_an_earlier_build_still_list() {
+        let id = Uuid::now_v7();
+        let at = datetime!(2026-11-28 12:00:00 UTC);
+        let attempt = AttemptFields {
+            delivery_id: id,
+            number: 1,
+            started_at: at,
+            status_code: None,
+            error_kind: Some("signing".to_owned()),
+            error: Some("the webhook secret cannot sign: ...".to_owned()),
+            duration_ms: 0,
+        };
+        let delivery = DeliveryFields {
+            id,
+            correlation_id: Uuid::now_v7(),
+            artifact_id: Uuid::now_v7(),
+            sequence: 1,
+            url: "https://example.com/hook".to_owned(),
+            state: "failed".to_owned(),
+            failure: Some("invalid_secret".to_owned()),
+            due_at: None,
+            leased: false,
+            created_at: at,
+            completed_at: Some(at),
+        };
+        let views = views(vec![delivery], vec![attempt]).unwrap();
+        let view = &views[0];
+        assert_eq!(view.state, DeliveryState::Failed);
+        assert_eq!(view.failure, Some(GiveUp::Exhausted));
+        assert_eq!(view.attempts[0].error_kind, Some(ErrorKind::Other));
+        assert_eq!(
+            view.attempts[0].error.as_deref(),
+            Some("the webhook secret cannot sign: ...")
+        );
+        // Shown with today's names.
+        let json = serde_json::to_value(view).unwrap();
+        assert_eq!(json["failure"], "exhausted");
+        assert_eq!(json["attempts"][0]["error_kind"], "other");
+    }
+
+    #[test]
+    fn a_stored_secret_that_cannot_sign_does_not_decode_for_a_claim() {
+        let fields = |secret: &str| ClaimFields {
+            id: Uuid::now_v7(),
+            correlation_id: Uuid::now_v7(),
+            artifact_id: Uuid::now_v7(),
+            sequence: 1,
+            url: "https://example.com/hook".to_owned(),
+            secret: Some(secret.to_owned()),
+            body: Some(b"{}".to_vec()),
+            artifact_created_at: datetime!(2026-11-28 12:00:00 UTC),
+            attempts: 0,
+            round_start: 0,
+        };
+        let err = fields("whsec_!!").delivery().unwrap_err();
+        assert!(err.0.contains("secret"), "{err}");
+        assert!(
+            !err.to_string().contains("whsec_!!"),
+            "the secret leaked: {err}"
+        );
+        let (delivery, attempt, round_attempt) = fields("whsec_c2VjcmV0").delivery().unwrap();
+        assert_eq!(delivery.secret.unwrap().expose(), "whsec_c2VjcmV0");
+        assert_eq!((attempt, round_attempt), (1, 1));
     }
 
     #[test]

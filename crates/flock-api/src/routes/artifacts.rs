@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
-use flock_context::WebhookContext;
+use flock_context::StartError;
 use flock_models::{
     ArtifactPublishRequest, PublishResponse, SyncPublishRequest, SyncPublishResponse, TypeName,
-    ValidationError, WebhookConfig,
+    ValidationError,
 };
 use flock_orchestrator::{ArtifactQuery, PublishError, WaitOutcome};
 use serde::Serialize;
@@ -66,9 +66,8 @@ pub(crate) async fn publish(
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
     idempotent(&req, &state, "publish", value, |value| async {
-        let shorthand = uses_shorthand(&value);
         let request = ArtifactPublishRequest::from_value(value)?;
-        let correlation_id = start_workflow(&state, shorthand, request).await?;
+        let correlation_id = start_workflow(&state, request).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         Ok((
@@ -100,9 +99,8 @@ pub(crate) async fn publish_sync(
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
     idempotent(&req, &state, "publish_sync", value, |value| async {
-        let shorthand = uses_shorthand(&value);
         let request = SyncPublishRequest::from_value(value)?;
-        let correlation_id = start_workflow(&state, shorthand, request.publish).await?;
+        let correlation_id = start_workflow(&state, request.publish).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         let outcome = state
@@ -130,73 +128,33 @@ pub(crate) async fn publish_sync(
     .await
 }
 
-/// Whether the request gave its webhook as `webhook_url`/`webhook_secret`, so errors name the
-/// fields it used.
-fn uses_shorthand(value: &Value) -> bool {
-    value.get("webhook_url").is_some()
-}
-
-/// Checks the webhook, registers the workflow's context under a new correlation id and
-/// publishes the request's artifact.
+/// Starts the request's workflow: the webhook owner checks and registers its webhook under a
+/// new correlation id, the artifact is published under that id, and a failed publish leaves no
+/// webhook behind.
 async fn start_workflow(
     state: &AppState,
-    shorthand: bool,
     request: ArtifactPublishRequest,
 ) -> Result<Uuid, ApiError> {
-    let (url_field, secret_field) = if shorthand {
-        ("webhook_url", "webhook_secret")
-    } else {
-        ("webhook.url", "webhook.secret")
-    };
-    let webhook = match &request.webhook {
-        None => None,
-        Some(webhook) => {
-            state.guard.check_literal(&webhook.url).map_err(|refused| {
-                ApiError::new(
-                    ErrorCode::WebhookAddressRefused,
-                    format!("{url_field}: webhooks may not be sent there: {refused}"),
-                )
-                .field(url_field)
-            })?;
-            let secret = webhook
-                .secret
-                .clone()
-                .or_else(|| state.default_secret.clone());
-            // Only a `whsec_` secret can be unusable (its key must decode). Checking that is
-            // enough here; preparing both HMAC keys only to drop them cost each publish with a
-            // webhook about 1.5 µs of SHA-256 (a profile of the publish path).
-            if let Some(secret) = &secret
-                && let Err(err) = flock_signing::standard_key(secret.expose())
-            {
-                return Err(ValidationError::field(secret_field, err.to_string()).into());
-            }
-            Some(WebhookConfig {
-                url: webhook.url.clone(),
-                secret,
-            })
-        }
-    };
-    let correlation_id = Uuid::now_v7();
-    if let Some(webhook) = webhook {
-        state
-            .registry
-            .insert(Arc::new(WebhookContext::new(correlation_id, webhook)));
-    }
+    let (draft, webhook) = request.into_parts();
+    let orchestrator = &state.orchestrator;
     match state
-        .orchestrator
-        .publish(correlation_id, request.draft())
+        .webhooks
+        .publish(webhook, |correlation_id| {
+            orchestrator.publish(correlation_id, draft)
+        })
         .await
     {
-        Ok(_) => Ok(correlation_id),
-        Err(err) => {
-            state.registry.remove(&correlation_id);
-            Err(match err {
-                PublishError::ShuttingDown => {
-                    ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
-                }
-                other => storage_error(other),
-            })
-        }
+        Ok((correlation_id, _)) => Ok(correlation_id),
+        Err(StartError::AddressRefused(refused)) => Err(ApiError::new(
+            ErrorCode::WebhookAddressRefused,
+            refused.to_string(),
+        )
+        .field(refused.field())),
+        Err(StartError::Publish(PublishError::ShuttingDown)) => Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down",
+        )),
+        Err(StartError::Publish(other)) => Err(storage_error(other)),
     }
 }
 

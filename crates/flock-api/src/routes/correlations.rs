@@ -70,7 +70,12 @@ pub(crate) async fn webhooks(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
-    let deliveries = state.outbox.deliveries(id).await.map_err(storage_error)?;
+    let deliveries = state
+        .storage
+        .outbox()
+        .deliveries(id)
+        .await
+        .map_err(storage_error)?;
     if deliveries.is_empty()
         && state
             .orchestrator

@@ -61,7 +61,8 @@ pub(crate) struct Health {
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = crate::openapi::HealthDoc), (status = 503, body = crate::openapi::ErrorBodyDoc)))]
 pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let counts = state
-        .outbox
+        .storage
+        .outbox()
         .counts()
         .await
         .map_err(super::artifacts::storage_error)?;

@@ -45,7 +45,12 @@ pub(crate) async fn redeliver(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "webhook delivery")?;
-    match state.outbox.redeliver(id, OffsetDateTime::now_utc()).await {
+    match state
+        .storage
+        .outbox()
+        .redeliver(id, OffsetDateTime::now_utc())
+        .await
+    {
         Ok(()) => {}
         Err(OutboxError::UnknownDelivery(_)) => return Err(unknown(id)),
         Err(OutboxError::NotRedeliverable {
@@ -70,7 +75,8 @@ pub(crate) async fn redeliver(
         Err(other) => return Err(storage_error(other)),
     }
     let view = state
-        .outbox
+        .storage
+        .outbox()
         .delivery(id)
         .await
         .map_err(storage_error)?
