@@ -141,29 +141,20 @@ impl Received {
         self.check(secret).is_ok()
     }
 
-    /// Checks both signatures with `flock-signing`, panicking with the reason if one fails.
+    /// Checks both signatures with `flock_signing::verify_webhook`, panicking with the reason
+    /// if one fails.
     pub(crate) fn verify(&self, secret: &str) {
         if let Err(reason) = self.check(secret) {
             panic!("signature check failed: {reason}");
         }
     }
 
-    fn check(&self, secret: &str) -> Result<(), String> {
-        flock_signing::verify_flock_signature(
-            self.header("x-flock-signature"),
+    fn check(&self, secret: &str) -> Result<(), flock_signing::WebhookError> {
+        flock_signing::verify_webhook(
+            |name| self.headers.get(name).map(String::as_str),
             &self.body,
-            secret.as_bytes(),
+            &[secret],
         )
-        .map_err(|e| format!("X-Flock-Signature: {e}"))?;
-        flock_signing::verify_standard(
-            secret,
-            self.header("webhook-id"),
-            self.header("webhook-timestamp"),
-            self.header("webhook-signature"),
-            &self.body,
-            flock_signing::DEFAULT_TOLERANCE,
-        )
-        .map_err(|e| format!("webhook-signature: {e}"))
     }
 }
 
