@@ -27,7 +27,7 @@ pub struct AppState {
     /// Signs webhooks whose request gave no secret.
     pub default_secret: Option<Secret>,
     /// Remembered answers of `X-Idempotency-Key` requests.
-    pub idempotency: IdempotencyCache,
+    pub(crate) idempotency: IdempotencyCache,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Renders `GET /metrics`.

@@ -11,7 +11,7 @@ use flock_models::{
     ArtifactPublishRequest, PublishResponse, SyncPublishRequest, SyncPublishResponse, TypeName,
     ValidationError, WebhookConfig,
 };
-use flock_orchestrator::{ArtifactQuery, PublishError, WaitOutcome};
+use flock_orchestrator::{ArtifactQuery, WaitOutcome};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -113,8 +113,7 @@ pub(crate) async fn publish_sync(
             .orchestrator
             .store()
             .query(&ArtifactQuery::correlation(correlation_id))
-            .await
-            .map_err(storage_error)?;
+            .await?;
         let answer = SyncPublishResponse {
             correlation_id,
             artifacts: page
@@ -190,12 +189,7 @@ async fn start_workflow(
         Ok(_) => Ok(correlation_id),
         Err(err) => {
             state.registry.remove(&correlation_id);
-            Err(match err {
-                PublishError::ShuttingDown => {
-                    ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
-                }
-                other => storage_error(other),
-            })
+            Err(err.into())
         }
     }
 }
@@ -261,14 +255,6 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("API answers are plain data and always serialize")
 }
 
-pub(crate) fn storage_error(err: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %err, "storage failed");
-    ApiError::new(
-        ErrorCode::StorageUnavailable,
-        "storage is unavailable; try again",
-    )
-}
-
 /// The answer of `GET /api/v1/artifacts`.
 #[derive(Debug, Serialize)]
 pub(crate) struct ArtifactPage {
@@ -303,12 +289,7 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = parse_query(req.query_string())?;
-    let page = state
-        .orchestrator
-        .store()
-        .query(&query)
-        .await
-        .map_err(storage_error)?;
+    let page = state.orchestrator.store().query(&query).await?;
     Ok(HttpResponse::Ok().json(ArtifactPage {
         items: page.items,
         pagination: Pagination {
@@ -396,13 +377,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "artifact")?;
-    match state
-        .orchestrator
-        .store()
-        .get(id)
-        .await
-        .map_err(storage_error)?
-    {
+    match state.orchestrator.store().get(id).await? {
         Some(artifact) => Ok(HttpResponse::Ok().json(artifact)),
         None => Err(ApiError::new(
             ErrorCode::NotFound,
