@@ -301,8 +301,6 @@ url = "http://127.0.0.1:7000/echo"
 
 #[tokio::test]
 async fn the_check_builds_the_agents_once_and_start_up_takes_them() {
-    use flock_orchestrator::Agent as _;
-
     let f = file(TWO_AGENTS);
     let checked = Settings::load(Some(f.path()), env(&[])).unwrap();
     let names: Vec<&str> = checked.agents().iter().map(|a| a.name()).collect();
