@@ -287,7 +287,8 @@ pub enum ConfigError {
     /// The file could not be read or parsed, or a value has the wrong type.
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
-    /// A value parsed but is not acceptable.
+    /// A value that is not acceptable: refused as it was read (a store URL that names no
+    /// store, an allow-list entry that is no address range) or by the checks.
     #[error("configuration: `{key}`: {message}")]
     Invalid {
         /// The dotted key.
@@ -507,7 +508,9 @@ impl Settings {
 
 /// Settings that passed every check, with the agents they configure built: what
 /// [`Application::build`](crate::startup::Application::build) and
-/// [`build_state`](crate::startup::build_state) take. Reads as the [`Settings`] it holds.
+/// [`build_state`](crate::startup::build_state) take. Reads as the [`Settings`] it holds; a
+/// clone shares the built agents.
+#[derive(Clone)]
 pub struct CheckedSettings {
     settings: Settings,
     agents: Vec<Arc<dyn Agent>>,
