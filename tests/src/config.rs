@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use flock_api::config::Settings;
+use flock_api::config::{CheckedSettings, Settings};
 
 /// A directory for configuration files and agent scripts, removed on drop.
 #[derive(Debug)]
@@ -201,7 +201,7 @@ impl ServerConfig {
     ///
     /// # Errors
     /// A file that cannot be written, or settings the server refuses.
-    pub fn settings(&self, dir: &Workdir) -> anyhow::Result<Settings> {
+    pub fn settings(&self, dir: &Workdir) -> anyhow::Result<CheckedSettings> {
         let path = self.write(dir)?;
         Ok(Settings::load(Some(&path), Vec::new())?)
     }
@@ -234,10 +234,17 @@ mod tests {
             ..ServerConfig::default()
         };
         let settings = config.settings(&dir).unwrap();
-        assert_eq!(settings.store.url, "memory://");
+        assert_eq!(settings.store.url, flock_store::StoreUrl::Memory);
         assert_eq!(settings.server.port, 0);
-        assert_eq!(settings.webhooks.allowed_cidrs, ["127.0.0.1/32"]);
+        let allowed: Vec<String> = settings
+            .webhooks
+            .allowed_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(allowed, ["127.0.0.1/32"]);
         assert_eq!(settings.agents.len(), 3);
+        assert_eq!(settings.agents().len(), 3, "the agents are built");
         let closed = ServerConfig {
             allow_loopback: false,
             ..ServerConfig::default()

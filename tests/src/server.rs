@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use flock_api::config::Settings;
+use flock_api::config::CheckedSettings;
 use flock_api::startup::{Application, StopReport};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -27,7 +27,7 @@ impl InProcessServer {
     ///
     /// # Errors
     /// Settings the application refuses, or no free port.
-    pub async fn start(settings: Settings) -> anyhow::Result<InProcessServer> {
+    pub async fn start(settings: CheckedSettings) -> anyhow::Result<InProcessServer> {
         let app = Application::build(settings).await?;
         let address = app.address();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,4 +1,6 @@
-//! `cargo xtask`: the project's gates (format, lint, types, tests) as one command.
+//! `cargo xtask`: the project's gates (tidy, format, lint, types, tests) as one command.
+
+mod tidy;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--keep-going]   run every gate: fmt, lint, check, test
+  ci [--keep-going]   run every gate: tidy, fmt, lint, check, test
+  tidy                check the rules of docs/ARCHITECTURE.md and the source standards:
+                      layer 0 has no tokio; only flock-api, flock-delivery and flock-store
+                      know actix-web, reqwest and sqlx; every crate is named in
+                      ARCHITECTURE; every .rs file opens with //!; every #[allow] and
+                      #[expect] has a reason; no dbg!, todo! or unimplemented!
   fmt                 cargo fmt --all --check
   lint                cargo clippy --workspace --all-targets -- -D warnings
   check               cargo check --workspace --all-targets; cargo doc with -D warnings
@@ -30,16 +37,24 @@ fn main() -> ExitCode {
     if command == "bench" {
         return bench(flags);
     }
+    if command == "tidy" {
+        if let Some(unknown) = flags.first() {
+            eprintln!("xtask: unknown option `{unknown}`\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+        return if tidy::run(&project_root()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let keep_going = flags.iter().any(|f| f == "--keep-going");
     if let Some(unknown) = flags.iter().find(|f| *f != "--keep-going") {
         eprintln!("xtask: unknown option `{unknown}`\n\n{USAGE}");
         return ExitCode::FAILURE;
     }
     let steps = match command.as_str() {
-        "ci" => [fmt(), lint(), check(), test()]
-            .into_iter()
-            .flatten()
-            .collect(),
+        "ci" => ci(),
         "fmt" => fmt(),
         "lint" => lint(),
         "check" => check(),
@@ -82,6 +97,19 @@ impl Step {
         let env: String = self.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         format!("{env}cargo {}", self.args.join(" "))
     }
+}
+
+/// Every gate, tidy first (it is the quickest and needs no build of the workspace).
+fn ci() -> Vec<Step> {
+    [tidy(), fmt(), lint(), check(), test()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `cargo xtask tidy`, run as its own step so that `ci` reports it like the others.
+fn tidy() -> Vec<Step> {
+    vec![Step::new("tidy", &["xtask", "tidy"])]
 }
 
 fn fmt() -> Vec<Step> {
@@ -360,18 +388,16 @@ mod tests {
 
     #[test]
     fn ci_runs_every_gate_in_order() {
-        let ci: Vec<Step> = [fmt(), lint(), check(), test()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let ci = ci();
         let names = names(&ci);
-        assert_eq!(&names[..4], ["fmt", "clippy", "check", "doc"]);
-        assert!(names[4].starts_with("test"), "{names:?}");
-        assert_eq!(names[5], "doc tests");
+        assert_eq!(&names[..5], ["tidy", "fmt", "clippy", "check", "doc"]);
+        assert!(names[5].starts_with("test"), "{names:?}");
+        assert_eq!(names[6], "doc tests");
     }
 
     #[test]
     fn each_step_says_how_to_reproduce_it() {
+        assert_eq!(tidy()[0].reproduce(), "cargo xtask tidy");
         assert_eq!(fmt()[0].reproduce(), "cargo fmt --all --check");
         assert_eq!(
             lint()[0].reproduce(),

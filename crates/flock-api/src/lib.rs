@@ -5,8 +5,8 @@
 mod app;
 mod body;
 pub mod config;
-pub mod error;
-pub mod idempotency;
+pub(crate) mod error;
+pub(crate) mod idempotency;
 pub mod listen;
 mod openapi;
 mod routes;

@@ -15,25 +15,27 @@ use flock_orchestrator::{ArtifactStore, Orchestrator};
 use flock_store::{Pruner, Storage};
 
 use crate::app::create_app;
-use crate::config::Settings;
+use crate::config::CheckedSettings;
 use crate::idempotency::IdempotencyCache;
 use crate::state::AppState;
 use crate::telemetry;
 
-/// Builds what the routes share: the storage `store.url` names (opened, and created and
-/// migrated if needed), the orchestrator (with the configured agents and the webhook component)
-/// and the dispatcher, not yet started. Tests use it with
+/// Builds what the routes share from checked settings: the storage `store.url` names (opened,
+/// and created and migrated if needed), the orchestrator (with the agents the check built and
+/// the webhook component) and the dispatcher, not yet started. Tests use it with
 /// `actix_web::test::init_service(create_app(state))`.
 ///
 /// # Errors
 /// A store that cannot be opened (the message names `store.url`, the file or server, and the
-/// reason), or an invalid agent or delivery setting.
-pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppState>, Dispatcher)> {
+/// reason), or agents or delivery settings the orchestrator or dispatcher refuse.
+pub async fn build_state(
+    settings: &CheckedSettings,
+) -> anyhow::Result<(web::Data<AppState>, Dispatcher)> {
     let metrics = telemetry::prometheus();
     flock_orchestrator::describe_metrics();
     flock_delivery::metrics::describe();
-    let url = settings.store.store_url()?;
-    let storage = Storage::open(&url)
+    let url = &settings.store.url;
+    let storage = Storage::open(url)
         .await
         .with_context(|| format!("store.url `{url}`"))?;
     let store: Arc<dyn ArtifactStore> = storage.artifacts();
@@ -43,7 +45,7 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppSt
         connect_timeout: Duration::from_millis(settings.webhooks.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.webhooks.timeout_ms),
         retry: settings.webhooks.retry.policy(),
-        allowed_cidrs: settings.allowed_networks()?,
+        allowed_cidrs: settings.webhooks.allowed_cidrs.clone(),
         lease: Duration::from_millis(settings.webhooks.lease_ms),
         poll_interval: Duration::from_millis(settings.webhooks.poll_interval_ms),
         ..DeliveryConfig::default()
@@ -54,10 +56,9 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppSt
         settings.webhooks.default_secret.clone(),
     ));
 
-    let agents = settings.build_agents()?;
     let orchestrator = Orchestrator::builder()
         .store(store)
-        .agents(agents)
+        .agents(settings.agents().iter().cloned())
         .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
             &webhooks,
         ))))
@@ -111,9 +112,9 @@ impl Application {
     /// lease expires. Done deliveries are pruned past `store.retention_secs`.
     ///
     /// # Errors
-    /// A store that cannot be opened, an invalid agent or delivery setting, or an address that
-    /// cannot be bound.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// A store that cannot be opened, agents or delivery settings the orchestrator or
+    /// dispatcher refuse, or an address that cannot be bound.
+    pub async fn build(settings: CheckedSettings) -> anyhow::Result<Self> {
         let (state, dispatcher) = build_state(&settings).await?;
         let orchestrator = state.orchestrator.clone();
         let storage = state.storage.clone();

@@ -21,7 +21,7 @@ pub struct AppState {
     /// and registers it when a workflow starts.
     pub webhooks: Arc<Webhooks>,
     /// Remembered answers of `X-Idempotency-Key` requests.
-    pub idempotency: IdempotencyCache,
+    pub(crate) idempotency: IdempotencyCache,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Renders `GET /metrics`.

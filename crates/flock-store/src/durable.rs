@@ -79,7 +79,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
 }
 
-#[allow(clippy::large_enum_variant)] // Nearly every message is a write; boxing would allocate each.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a write; boxing would allocate each"
+)]
 enum Message {
     Write(Op),
     Close(oneshot::Sender<()>),

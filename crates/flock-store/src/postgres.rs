@@ -422,7 +422,7 @@ impl Postgres {
     /// Runs [`BATCH`] (and, when `rare`, the batch's other writes and the commit). Returns the
     /// recorded deliveries, and the claims: the first group's under `usize::MAX`, other groups'
     /// already handed to their members.
-    #[allow(clippy::too_many_arguments)] // The columns of one statement.
+    #[allow(clippy::too_many_arguments, reason = "the columns of one statement")]
     async fn main(
         conn: &mut PgConnection,
         a: ArtifactColumns,

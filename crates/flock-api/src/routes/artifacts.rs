@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
-use flock_context::StartError;
 use flock_models::{
     ArtifactPublishRequest, PublishResponse, SyncPublishRequest, SyncPublishResponse, TypeName,
     ValidationError,
 };
-use flock_orchestrator::{ArtifactQuery, PublishError, WaitOutcome};
+use flock_orchestrator::{ArtifactQuery, WaitOutcome};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -111,8 +110,7 @@ pub(crate) async fn publish_sync(
             .orchestrator
             .store()
             .query(&ArtifactQuery::correlation(correlation_id))
-            .await
-            .map_err(storage_error)?;
+            .await?;
         let answer = SyncPublishResponse {
             correlation_id,
             artifacts: page
@@ -137,25 +135,13 @@ async fn start_workflow(
 ) -> Result<Uuid, ApiError> {
     let (draft, webhook) = request.into_parts();
     let orchestrator = &state.orchestrator;
-    match state
+    let (correlation_id, _) = state
         .webhooks
         .publish(webhook, |correlation_id| {
             orchestrator.publish(correlation_id, draft)
         })
-        .await
-    {
-        Ok((correlation_id, _)) => Ok(correlation_id),
-        Err(StartError::AddressRefused(refused)) => Err(ApiError::new(
-            ErrorCode::WebhookAddressRefused,
-            refused.to_string(),
-        )
-        .field(refused.field())),
-        Err(StartError::Publish(PublishError::ShuttingDown)) => Err(ApiError::new(
-            ErrorCode::ShuttingDown,
-            "the server is shutting down",
-        )),
-        Err(StartError::Publish(other)) => Err(storage_error(other)),
-    }
+        .await?;
+    Ok(correlation_id)
 }
 
 /// Runs `answer` once per idempotency key: a repeat of the same request gets the first answer
@@ -219,14 +205,6 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("API answers are plain data and always serialize")
 }
 
-pub(crate) fn storage_error(err: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %err, "storage failed");
-    ApiError::new(
-        ErrorCode::StorageUnavailable,
-        "storage is unavailable; try again",
-    )
-}
-
 /// The answer of `GET /api/v1/artifacts`.
 #[derive(Debug, Serialize)]
 pub(crate) struct ArtifactPage {
@@ -261,12 +239,7 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = parse_query(req.query_string())?;
-    let page = state
-        .orchestrator
-        .store()
-        .query(&query)
-        .await
-        .map_err(storage_error)?;
+    let page = state.orchestrator.store().query(&query).await?;
     Ok(HttpResponse::Ok().json(ArtifactPage {
         items: page.items,
         pagination: Pagination {
@@ -354,13 +327,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "artifact")?;
-    match state
-        .orchestrator
-        .store()
-        .get(id)
-        .await
-        .map_err(storage_error)?
-    {
+    match state.orchestrator.store().get(id).await? {
         Some(artifact) => Ok(HttpResponse::Ok().json(artifact)),
         None => Err(ApiError::new(
             ErrorCode::NotFound,

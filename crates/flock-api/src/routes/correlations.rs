@@ -5,7 +5,6 @@ use flock_delivery::DeliveryView;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::artifacts::storage_error;
 use super::{LoggedCorrelation, method_not_allowed, path_id};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -43,7 +42,7 @@ pub(crate) async fn status(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
-    match state.orchestrator.status(id).await.map_err(storage_error)? {
+    match state.orchestrator.status(id).await? {
         Some(status) => Ok(HttpResponse::Ok().json(status)),
         None => Err(unknown(id)),
     }
@@ -70,20 +69,8 @@ pub(crate) async fn webhooks(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
-    let deliveries = state
-        .storage
-        .outbox()
-        .deliveries(id)
-        .await
-        .map_err(storage_error)?;
-    if deliveries.is_empty()
-        && state
-            .orchestrator
-            .status(id)
-            .await
-            .map_err(storage_error)?
-            .is_none()
-    {
+    let deliveries = state.storage.outbox().deliveries(id).await?;
+    if deliveries.is_empty() && state.orchestrator.status(id).await?.is_none() {
         return Err(unknown(id));
     }
     Ok(HttpResponse::Ok().json(Deliveries {

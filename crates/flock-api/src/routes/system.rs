@@ -60,12 +60,7 @@ pub(crate) struct Health {
 /// `GET /health`: `ok` with the version and the delivery backlog.
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = crate::openapi::HealthDoc), (status = 503, body = crate::openapi::ErrorBodyDoc)))]
 pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = state
-        .storage
-        .outbox()
-        .counts()
-        .await
-        .map_err(super::artifacts::storage_error)?;
+    let counts = state.storage.outbox().counts().await?;
     Ok(HttpResponse::Ok().json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),

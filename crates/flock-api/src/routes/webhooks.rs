@@ -1,12 +1,10 @@
 //! `/api/v1/webhooks/deliveries/{id}`: acting on one webhook delivery.
 
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
-use flock_delivery::{DeliveryState, OutboxError};
 use time::OffsetDateTime;
 
-use super::artifacts::storage_error;
 use super::{LoggedCorrelation, method_not_allowed, path_id};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -15,15 +13,6 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(redeliver))
             .default_service(web::to(method_not_allowed)),
     );
-}
-
-fn unknown(id: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotFound,
-        format!(
-            "no webhook delivery has the id {id} (done deliveries are pruned after the store's retention period)"
-        ),
-    )
 }
 
 /// `POST /api/v1/webhooks/deliveries/{id}/redeliver`: queues a failed delivery again. It keeps
@@ -45,42 +34,17 @@ pub(crate) async fn redeliver(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path, "webhook delivery")?;
-    match state
+    state
         .storage
         .outbox()
         .redeliver(id, OffsetDateTime::now_utc())
-        .await
-    {
-        Ok(()) => {}
-        Err(OutboxError::UnknownDelivery(_)) => return Err(unknown(id)),
-        Err(OutboxError::NotRedeliverable {
-            state: DeliveryState::Delivered,
-            ..
-        }) => {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "webhook delivery {id} was delivered (its receiver answered 2xx); only a failed delivery can be redelivered"
-                ),
-            ));
-        }
-        Err(OutboxError::NotRedeliverable { .. }) => {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "webhook delivery {id} is still pending: it is attempted again by itself; only a failed delivery can be redelivered"
-                ),
-            ));
-        }
-        Err(other) => return Err(storage_error(other)),
-    }
+        .await?;
     let view = state
         .storage
         .outbox()
         .delivery(id)
-        .await
-        .map_err(storage_error)?
-        .ok_or_else(|| unknown(id))?;
+        .await?
+        .ok_or_else(|| ApiError::unknown_delivery(id))?;
     req.extensions_mut()
         .insert(LoggedCorrelation(view.correlation_id));
     tracing::info!(

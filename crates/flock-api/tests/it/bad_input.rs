@@ -16,7 +16,7 @@ async fn call(req: TestRequest, limit: Option<usize>) -> (StatusCode, Value) {
     if let Some(limit) = limit {
         s.server.body_limit_bytes = limit;
     }
-    let (state, _dispatcher) = build_state(&s).await.unwrap();
+    let (state, _dispatcher) = build_state(&s.check().unwrap()).await.unwrap();
     let app = test::init_service(create_app(state)).await;
     let response = test::call_service(&app, req.to_request()).await;
     let status = response.status();

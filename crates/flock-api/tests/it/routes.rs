@@ -15,7 +15,7 @@ use crate::support::{LONG, Receiver, Script, TestApp, settings};
 
 #[actix_web::test]
 async fn webhooks_are_forgotten_once_workflows_are_idle() {
-    let (state, _dispatcher) = build_state(&settings()).await.unwrap();
+    let (state, _dispatcher) = build_state(&settings().check().unwrap()).await.unwrap();
     let app = test::init_service(create_app(state.clone())).await;
     let mut correlations = Vec::new();
     for i in 0..20 {
@@ -57,7 +57,7 @@ async fn webhooks_are_forgotten_once_workflows_are_idle() {
 
 #[actix_web::test]
 async fn a_refused_publish_leaves_no_webhook_behind() {
-    let (state, _dispatcher) = build_state(&settings()).await.unwrap();
+    let (state, _dispatcher) = build_state(&settings().check().unwrap()).await.unwrap();
     let app = test::init_service(create_app(state.clone())).await;
     state.orchestrator.shutdown(Duration::from_millis(10)).await;
     let req = TestRequest::post()
