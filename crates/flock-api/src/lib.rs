@@ -3,6 +3,7 @@
 #![doc = include_str!("../README.md")]
 
 mod app;
+mod auth;
 mod body;
 pub mod config;
 pub(crate) mod error;

@@ -8,6 +8,7 @@ mod error;
 mod fields;
 mod request;
 mod secret;
+mod tenant;
 pub mod timestamp;
 mod webhook;
 
@@ -19,6 +20,7 @@ pub use request::{
     PublishResponse, SyncFilters, SyncPublishRequest, SyncPublishResponse,
 };
 pub use secret::{MAX_SECRET_BYTES, Secret};
+pub use tenant::{Scope, Scopes, TenantId};
 pub use webhook::{
     EventType, MAX_URL_BYTES, RequestedWebhook, WebhookArtifact, WebhookConfig, WebhookForm,
     WebhookPayload, WebhookUrl,

@@ -7,8 +7,8 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use flock_models::{
-    ArtifactPublishRequest, PublishResponse, SyncPublishRequest, SyncPublishResponse, TypeName,
-    ValidationError,
+    ArtifactPublishRequest, PublishResponse, Scope, SyncPublishRequest, SyncPublishResponse,
+    TypeName, ValidationError,
 };
 use flock_orchestrator::{ArtifactQuery, WaitOutcome};
 use serde::Serialize;
@@ -16,6 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{LoggedCorrelation, method_not_allowed, path_id};
+use crate::auth::Caller;
 use crate::body;
 use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::{self, Claim, Stored};
@@ -59,9 +60,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub(crate) async fn publish(
     req: HttpRequest,
+    caller: Caller,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Publish)?;
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
     idempotent(&req, &state, "publish", value, |value| async {
@@ -91,9 +94,11 @@ pub(crate) async fn publish(
 )]
 pub(crate) async fn publish_sync(
     req: HttpRequest,
+    caller: Caller,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Publish)?;
     let started = Instant::now();
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
@@ -236,8 +241,10 @@ struct Pagination {
 )]
 pub(crate) async fn list(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let query = parse_query(req.query_string())?;
     let page = state.orchestrator.store().query(&query).await?;
     Ok(HttpResponse::Ok().json(ArtifactPage {
@@ -323,9 +330,11 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
     responses((status = 200, body = crate::openapi::ArtifactDoc), (status = 404, body = crate::openapi::ErrorBodyDoc))
 )]
 pub(crate) async fn get(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = path_id(&path, "artifact")?;
     match state.orchestrator.store().get(id).await? {
         Some(artifact) => Ok(HttpResponse::Ok().json(artifact)),

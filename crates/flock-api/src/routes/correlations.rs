@@ -6,6 +6,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{LoggedCorrelation, method_not_allowed, path_id};
+use flock_models::Scope;
+
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
@@ -37,9 +40,11 @@ fn unknown(id: Uuid) -> ApiError {
 )]
 pub(crate) async fn status(
     req: HttpRequest,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
     match state.orchestrator.status(id).await? {
@@ -64,9 +69,11 @@ pub(crate) struct Deliveries {
 )]
 pub(crate) async fn webhooks(
     req: HttpRequest,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
     let deliveries = state.storage.outbox().deliveries(id).await?;

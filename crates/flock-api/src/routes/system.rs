@@ -5,6 +5,9 @@ use flock_orchestrator::AgentInfo;
 use serde::Serialize;
 
 use super::method_not_allowed;
+use flock_models::Scope;
+
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -43,10 +46,14 @@ pub(crate) struct Agents {
 
 /// `GET /api/v1/agents`: every agent with what it consumes and publishes.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "system", responses((status = 200, body = crate::openapi::AgentsDoc)))]
-pub(crate) async fn agents(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(Agents {
+pub(crate) async fn agents(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    Ok(HttpResponse::Ok().json(Agents {
         agents: state.orchestrator.agents(),
-    })
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -71,10 +78,14 @@ pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, A
 
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
-pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+pub(crate) async fn metrics(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Metrics)?;
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }
 
 /// `GET /api/v1/openapi.json`: this API described as OpenAPI 3.

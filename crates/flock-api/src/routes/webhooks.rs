@@ -4,6 +4,9 @@ use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use time::OffsetDateTime;
 
 use super::{LoggedCorrelation, method_not_allowed, path_id};
+use flock_models::Scope;
+
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -30,9 +33,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub(crate) async fn redeliver(
     req: HttpRequest,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Redeliver)?;
     let id = path_id(&path, "webhook delivery")?;
     state
         .storage
