@@ -149,13 +149,13 @@ build() {
     PATH=$venv/bin:$PATH timeout "${FLOCK_LLM_BUILD_TIMEOUT:-3600}" \
         cmake -S "$src" -B "$work/build" -G Ninja "${CMAKE_FLAGS[@]}" \
         >"$work/configure.log" 2>&1 || {
-        tail -n 40 "$work/configure.log" >&2
+        tail -n 40 "$work/configure.log" >&2 || true
         die "cmake could not configure llama.cpp; the whole log is $work/configure.log"
     }
     PATH=$venv/bin:$PATH timeout "${FLOCK_LLM_BUILD_TIMEOUT:-3600}" \
         cmake --build "$work/build" --target llama-server -j "$jobs" \
         >"$work/build.log" 2>&1 || {
-        tail -n 40 "$work/build.log" >&2
+        tail -n 40 "$work/build.log" >&2 || true
         die "the llama-server build failed; the whole log is $work/build.log"
     }
     local built=$work/build/bin/llama-server
@@ -231,15 +231,23 @@ start() {
         esac
     done
     need curl "to ask the server whether it is ready"
+    [[ ${FLOCK_LLM_START_TIMEOUT:-60} =~ ^[1-9][0-9]*$ ]] ||
+        die "FLOCK_LLM_START_TIMEOUT must be a whole number of seconds, not '$FLOCK_LLM_START_TIMEOUT'"
     local bin model_file
     bin=$(build)
     model_file=$(model)
     mkdir -p "$cache/run"
+    if [ -n "$pid_file" ]; then
+        mkdir -p "$(dirname "$pid_file")" || die "cannot create the directory of $pid_file"
+    fi
+    if [ -n "$log" ]; then
+        mkdir -p "$(dirname "$log")" || die "cannot create the directory of $log"
+    fi
     local attempt port pid waited started_ms timeout=${FLOCK_LLM_START_TIMEOUT:-60}
     for attempt in 1 2 3 4 5; do
         port=$(free_port)
         [ -n "$pid_file" ] || pid_file=$cache/run/llama-server-$port.pid
-        [ -n "$log" ] || log=$cache/run/llama-server-$port.log
+        [ -n "$log" ] || log=${pid_file%.pid}.log
         # The server must not inherit the caller's descriptors: a lock file that the caller
         # holds (flock) would otherwise stay locked while the server runs.
         (
@@ -277,7 +285,7 @@ start() {
         if kill -0 "$pid" 2>/dev/null; then
             stop_pid "$pid"
             rm -f "$pid_file"
-            tail -n 20 "$log" >&2
+            tail -n 20 "$log" >&2 || true
             die "llama-server did not answer on 127.0.0.1:$port within $timeout s; log $log"
         fi
         wait "$pid" 2>/dev/null || true
@@ -286,7 +294,7 @@ start() {
             say "port $port was taken before the server bound it; trying another (attempt $attempt)"
             continue
         fi
-        tail -n 20 "$log" >&2
+        tail -n 20 "$log" >&2 || true
         die "llama-server exited before answering; log $log"
     done
     die "could not find a free port for llama-server in 5 attempts"
