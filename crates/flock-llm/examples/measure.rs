@@ -140,7 +140,10 @@ async fn main() -> anyhow::Result<()> {
         if contents[0] == contents[1] {
             same += 1;
         }
-        println!("  {idea}: {}", contents[0]);
+        // One line per answer: compact JSON when it parsed, the raw text escaped otherwise.
+        let shown =
+            parsed.map_or_else(|| contents[0].escape_debug().to_string(), |v| v.to_string());
+        println!("  {idea}: {shown}");
     }
     let n = IDEAS.len();
     println!(

@@ -264,7 +264,6 @@ impl LlmAgent {
                         url = %self.spec.endpoint,
                         model = %self.spec.model,
                         attempt,
-                        status = 200,
                         finish_reason = completion.choices.first().and_then(|c| c.finish_reason.as_deref()).unwrap_or("none"),
                         prompt_tokens = usage.prompt_tokens,
                         completion_tokens = usage.completion_tokens,
@@ -317,6 +316,8 @@ impl LlmAgent {
             request = request.header(AUTHORIZATION, value);
         }
         let mut response = request.send().await.map_err(|e| {
+            // The URL is in every message already.
+            let e = e.without_url();
             if e.is_timeout() {
                 CallFailure::Timeout(chain(&e))
             } else if e.is_connect() {
@@ -346,7 +347,7 @@ impl LlmAgent {
                 Err(e) => {
                     return Err(CallFailure::Transport(format!(
                         "reading the answer: {}",
-                        chain(&e)
+                        chain(&e.without_url())
                     )));
                 }
             }
