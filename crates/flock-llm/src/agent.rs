@@ -16,7 +16,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AF
 use serde_json::{Value, json};
 
 use crate::metrics;
-use crate::protocol::{self, Completion, Message, Rejection, Usage, answer_text, parse_artifacts};
+use crate::protocol::{self, Completion, Message, Rejection, answer_text, parse_artifacts};
 use crate::spec::{Checked, LlmSpec};
 use crate::types::TypeSchemas;
 
@@ -232,7 +232,7 @@ impl LlmAgent {
         &self,
         ctx: &AgentContext,
         messages: &[Message],
-    ) -> Result<(Completion, Usage), AgentError> {
+    ) -> Result<Completion, AgentError> {
         let mut body = json!({
             "model": self.spec.model,
             "messages": messages,
@@ -270,7 +270,7 @@ impl LlmAgent {
                         took_ms = took.as_millis() as u64,
                         "llm call"
                     );
-                    return Ok((completion, usage));
+                    return Ok(completion);
                 }
                 Err(failure) => {
                     metrics::error(&self.name, failure.reason());
@@ -525,7 +525,7 @@ impl Agent for LlmAgent {
                 content: protocol::user_message(&inputs),
             },
         ];
-        let (completion, _) = self.complete(&ctx, &messages).await?;
+        let completion = self.complete(&ctx, &messages).await?;
         let first = match self.check(&completion) {
             Ok(drafts) => return Ok(drafts),
             Err(rejection) => rejection,
@@ -552,7 +552,7 @@ impl Agent for LlmAgent {
             role: "user",
             content: first.feedback(),
         });
-        let (completion, _) = self.complete(&ctx, &messages).await?;
+        let completion = self.complete(&ctx, &messages).await?;
         match self.check(&completion) {
             Ok(drafts) => Ok(drafts),
             Err(second) => {

@@ -2,7 +2,7 @@
 //! strict `json_schema` answers follow the schema an agent asks for, and whether the same
 //! request at temperature 0 gets the same answer. A program that prints numbers.
 //!
-//! `cargo run --release -p flock-llm --example measure -- BASE_URL [ROUNDS]`, where `BASE_URL`
+//! `cargo run --release -p flock-llm --example llm_measure -- BASE_URL [ROUNDS]`, where `BASE_URL`
 //! is what `scripts/llm-server.sh start` prints (`http://127.0.0.1:PORT/v1`).
 
 use std::sync::Arc;
@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(base_url) = args.next() else {
         bail!(
-            "usage: measure BASE_URL [ROUNDS] (BASE_URL as scripts/llm-server.sh start prints it)"
+            "usage: llm_measure BASE_URL [ROUNDS] (BASE_URL as scripts/llm-server.sh start prints it)"
         );
     };
     let rounds: usize = args.next().map_or(Ok(3), |n| n.parse()).context("ROUNDS")?;
