@@ -21,11 +21,12 @@ use serde_json::Value;
 const LAYER_0: &[&str] = &["flock-models", "flock-signing", "flock-retry"];
 /// What layer 0 must not reach.
 const NOT_IN_LAYER_0: &[&str] = &["tokio"];
-/// Third-party crates that exactly one product crate may depend on.
-const OWNED: &[(&str, &str)] = &[
-    ("actix-web", "flock-api"),
-    ("reqwest", "flock-delivery"),
-    ("sqlx", "flock-store"),
+/// Third-party crates that only the named product crates may depend on.
+const OWNED: &[(&str, &[&str])] = &[
+    ("actix-web", &["flock-api"]),
+    ("hmac", &["flock-signing"]),
+    ("reqwest", &["flock-delivery", "flock-llm"]),
+    ("sqlx", &["flock-store"]),
 ];
 /// Macros that must not be left in the code.
 const LEFTOVERS: &[&str] = &["dbg", "todo", "unimplemented"];
@@ -74,6 +75,7 @@ pub(crate) fn run(root: &Path) -> bool {
     rust_files(root, &mut sources);
     sources.sort();
     let mut per_file: [Vec<Failure>; 3] = Default::default();
+    let mut functions: HashSet<String> = HashSet::new();
     for path in &sources {
         let Some(text) = read(path) else {
             per_file[0].push(Failure::new(relative(root, path), 1, "cannot be read"));
@@ -84,6 +86,7 @@ pub(crate) fn run(root: &Path) -> bool {
         let code = code_only(&text);
         per_file[1].extend(allows_have_reasons(&shown, &code));
         per_file[2].extend(no_leftovers(&shown, &code));
+        functions.extend(function_names(&code));
     }
     let [docs, allows, leftovers] = per_file;
     let rules = [
@@ -94,6 +97,10 @@ pub(crate) fn run(root: &Path) -> bool {
         (
             "every crate named in docs/ARCHITECTURE.md",
             crates_named(&metadata, &architecture, read),
+        ),
+        (
+            "every test docs/ARCHITECTURE.md names exists",
+            tests_named(&architecture, &functions),
         ),
         ("every .rs file opens with //!", docs),
         ("every #[allow] and #[expect] has a reason", allows),
@@ -509,14 +516,19 @@ fn dependency_rules(metadata: &Metadata, read: impl Fn(&Path) -> Option<String>)
         let manifest = relative(&metadata.root, &package.manifest);
         let at = |key: &str| dependency_line(&manifest_text, key);
         for (dep, key) in &package.normal {
-            if let Some((_, owner)) = OWNED.iter().find(|(crate_, _)| crate_ == dep)
-                && *owner != package.name
+            if let Some((_, owners)) = OWNED.iter().find(|(crate_, _)| crate_ == dep)
+                && !owners.contains(&package.name.as_str())
             {
+                let (verb, owners) = match owners {
+                    [one] => ("knows", (*one).to_owned()),
+                    [rest @ .., last] => ("know", format!("{} and {last}", rest.join(", "))),
+                    [] => ("knows", "no crate".to_owned()),
+                };
                 failures.push(Failure::new(
                     &manifest,
                     at(key),
                     format!(
-                        "{} depends on {dep}: only {owner} knows {dep} (docs/ARCHITECTURE.md)",
+                        "{} depends on {dep}: only {owners} {verb} {dep} (docs/ARCHITECTURE.md)",
                         package.name
                     ),
                 ));
@@ -638,10 +650,76 @@ fn crates_named(
     failures
 }
 
+/// The names of the functions `code` (comments and literals blanked) defines.
+fn function_names(code: &str) -> impl Iterator<Item = String> + '_ {
+    let mut words = identifiers(code).map(|(_, word)| word).peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let word = words.next()?;
+            if word == "fn"
+                && let Some(name) = words.peek()
+            {
+                return Some((*name).to_owned());
+            }
+        }
+    })
+}
+
+/// Rule: every test docs/ARCHITECTURE.md gives as the check of an invariant exists. The checks
+/// are the italic parts of the invariants (`*... `module::test_name` ...*`); a name is any
+/// backticked `snake_case` word with at least two underscores, optionally after `module::`.
+fn tests_named(architecture: &str, functions: &HashSet<String>) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    let mut in_check = false;
+    for (index, line) in architecture.lines().enumerate() {
+        for (i, part) in line.split('`').enumerate() {
+            // Outside backticks (even parts), count the asterisks that open and close checks.
+            if i % 2 == 0 {
+                in_check ^= part.matches('*').count() % 2 == 1;
+                continue;
+            }
+            if !in_check {
+                continue;
+            }
+            let name = part.rsplit("::").next().unwrap_or(part);
+            let is_test_name = name.matches('_').count() >= 2
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if is_test_name && !functions.contains(name) {
+                failures.push(Failure::new(
+                    ARCHITECTURE,
+                    index + 1,
+                    format!("no test is called `{name}`, which is named as a check here"),
+                ));
+            }
+        }
+    }
+    failures
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_tests_architecture_names_must_exist() {
+        let functions: HashSet<String> =
+            function_names(&code_only("fn a_real_test() {}\nfn helper() {}\n")).collect();
+        assert!(functions.contains("a_real_test"));
+        let doc = "- **An invariant.** *crate `module::a_real_test` and\n  `a_missing_one_here`.*\n\
+                   - Prose about `some_function_name` outside a check.\n";
+        let failures = tests_named(doc, &functions);
+        assert_eq!(
+            failures,
+            [Failure::new(
+                ARCHITECTURE,
+                2,
+                "no test is called `a_missing_one_here`, which is named as a check here"
+            )]
+        );
+    }
 
     // The bad examples below are string literals: tidy, run over this file, blanks literals
     // before it looks, so it does not find them here.
@@ -825,7 +903,7 @@ mod tests {
             shown,
             [
                 "crates/flock-models/Cargo.toml:6: flock-models is layer 0 and must not reach tokio, but does: flock-models -> bad-io -> tokio",
-                "crates/flock-signing/Cargo.toml:7: flock-signing depends on reqwest: only flock-delivery knows reqwest (docs/ARCHITECTURE.md)",
+                "crates/flock-signing/Cargo.toml:7: flock-signing depends on reqwest: only flock-delivery and flock-llm know reqwest (docs/ARCHITECTURE.md)",
                 "crates/flock-signing/Cargo.toml:7: flock-signing is layer 0 and must not reach tokio, but does: flock-signing -> reqwest -> tokio",
             ]
         );
