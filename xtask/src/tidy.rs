@@ -671,28 +671,30 @@ fn function_names(code: &str) -> impl Iterator<Item = String> + '_ {
 fn tests_named(architecture: &str, functions: &HashSet<String>) -> Vec<Failure> {
     let mut failures = Vec::new();
     let mut in_check = false;
-    for (index, line) in architecture.lines().enumerate() {
-        for (i, part) in line.split('`').enumerate() {
-            // Outside backticks (even parts), count the asterisks that open and close checks.
-            if i % 2 == 0 {
-                in_check ^= part.matches('*').count() % 2 == 1;
-                continue;
-            }
-            if !in_check {
-                continue;
-            }
-            let name = part.rsplit("::").next().unwrap_or(part);
-            let is_test_name = name.matches('_').count() >= 2
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if is_test_name && !functions.contains(name) {
-                failures.push(Failure::new(
-                    ARCHITECTURE,
-                    index + 1,
-                    format!("no test is called `{name}`, which is named as a check here"),
-                ));
-            }
+    let mut line = 1;
+    // Code spans may wrap across lines, so the document is split at backticks as a whole.
+    for (i, part) in architecture.split('`').enumerate() {
+        let at = line;
+        line += part.matches('\n').count();
+        // Outside backticks (even parts), count the asterisks that open and close checks.
+        if i % 2 == 0 {
+            in_check ^= part.matches('*').count() % 2 == 1;
+            continue;
+        }
+        if !in_check {
+            continue;
+        }
+        let name = part.trim().rsplit("::").next().unwrap_or(part);
+        let is_test_name = name.matches('_').count() >= 2
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if is_test_name && !functions.contains(name) {
+            failures.push(Failure::new(
+                ARCHITECTURE,
+                at,
+                format!("no test is called `{name}`, which is named as a check here"),
+            ));
         }
     }
     failures
@@ -709,6 +711,7 @@ mod tests {
             function_names(&code_only("fn a_real_test() {}\nfn helper() {}\n")).collect();
         assert!(functions.contains("a_real_test"));
         let doc = "- **An invariant.** *crate `module::a_real_test` and\n  `a_missing_one_here`.*\n\
+                   - **Another** *`cargo\n  xtask tidy`, wrapped.*\n\
                    - Prose about `some_function_name` outside a check.\n";
         let failures = tests_named(doc, &functions);
         assert_eq!(
