@@ -3,7 +3,6 @@
 //! specs) and checked once at start, with errors that name the bad key. The check builds the
 //! agents; start-up takes them from [`CheckedSettings`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Deref;
@@ -353,7 +352,7 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let vars: HashMap<String, String> = env
+        let vars: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("FLOCK__"))
             .collect();
