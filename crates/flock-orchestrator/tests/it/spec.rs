@@ -118,7 +118,11 @@ fn basics_check_the_common_fields_whatever_the_kind() {
         .basics()
         .unwrap();
     assert_eq!(basics.name, "shouter");
-    let consumes: Vec<&str> = basics.consumes.iter().map(|t| t.as_str()).collect();
+    let consumes: Vec<&str> = basics
+        .consumes
+        .iter()
+        .map(flock_models::TypeName::as_str)
+        .collect();
     assert_eq!(consumes, ["Idea", "Note"], "each once, in order");
     assert_eq!(basics.publishes.len(), 1);
     assert_eq!(basics.timeout, Some(std::time::Duration::from_secs(10)));
