@@ -377,3 +377,40 @@ fn the_readme_example_configuration_loads() {
         [("shouter", AgentKind::Command), ("planner", AgentKind::Llm)]
     );
 }
+
+#[test]
+fn the_readme_llm_recipes_load() {
+    let readme = include_str!("../../../../README.md");
+    let section = &readme[readme.find("## LLM agents").unwrap()..];
+    let section = &section[..section.find("\n## ").unwrap()];
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("```").unwrap()])
+        .collect();
+    assert_eq!(blocks.len(), 2, "the local and the hosted recipe");
+
+    let local = file(blocks[0]);
+    let checked = Settings::load(Some(local.path()), env(&[])).unwrap();
+    let names: Vec<&str> = checked
+        .types()
+        .names()
+        .map(flock_models::TypeName::as_str)
+        .collect();
+    assert_eq!(names, ["Plan"]);
+    assert_eq!(checked.agents()[0].kind(), AgentKind::Llm);
+
+    // The hosted recipe reads its key from OPENAI_API_KEY when the server starts.
+    let hosted = file(blocks[1]);
+    match Settings::load(Some(hosted.path()), env(&[])) {
+        Ok(checked) => {
+            assert!(std::env::var_os("OPENAI_API_KEY").is_some());
+            assert_eq!(checked.agents()[0].kind(), AgentKind::Llm);
+        }
+        Err(err) => assert_eq!(
+            err.to_string(),
+            "configuration: `agents[0].llm.api_key_env`: the environment variable \
+             `OPENAI_API_KEY` is not set; it must hold the API key"
+        ),
+    }
+}
