@@ -346,6 +346,36 @@ async fn the_types_route_lists_the_declared_types_and_the_agents_route_the_llm_k
     );
     assert_eq!(agents["agents"][1]["kind"], "command");
 
+    // The OpenAPI document describes exactly these fields.
+    let req = TestRequest::get().uri("/api/v1/openapi.json").to_request();
+    let doc: Value = test::call_and_read_body_json(&app, req).await;
+    let schemas = &doc["components"]["schemas"];
+    let fields = |schema: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(fields(&schemas["Types"]), ["types"]);
+    assert_eq!(fields(&schemas["DeclaredType"]), ["name", "schema"]);
+    let mut listed: Vec<String> = types["types"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    listed.sort();
+    assert_eq!(fields(&schemas["DeclaredType"]), listed);
+    assert_eq!(
+        doc["paths"]["/api/v1/types"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/Types"
+    );
+
     // Without declarations the list is empty.
     let (state, _dispatcher) = build_state(&crate::support::settings().check().unwrap())
         .await
