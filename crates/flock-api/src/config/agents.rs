@@ -25,9 +25,9 @@ use super::{RetrySettings, policy_error_key};
 /// retry = { max_retries = 3, base_delay_ms = 1000 }   # LLM agents only; the default
 /// ```
 ///
-/// Deserializing checks only the shape (unknown keys are refused); [`Settings::check`]
-/// (crate::config::Settings::check) checks the values and builds the agent, naming the
-/// offending key (`agents[2].llm.model`).
+/// Deserializing checks only the shape (unknown keys are refused);
+/// [`Settings::check`](crate::config::Settings::check) checks the values and builds the agent,
+/// naming the offending key (`agents[2].llm.model`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentTable {
