@@ -1,6 +1,7 @@
 //! Server configuration for tests and benchmarks, written as the TOML file users write: the
-//! store named explicitly, the SSRF allow-list, retry and shutdown timings, and command agents
-//! (small python3 scripts in a temporary directory).
+//! store named explicitly, the SSRF allow-list, retry and shutdown timings, command agents
+//! (small python3 scripts in a temporary directory), and any TOML a test adds (declared types,
+//! LLM agents).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// Command agents.
     pub agents: Vec<TransformAgent>,
+    /// TOML appended to the file as written: `[[types]]`, more `[[agents]]` (LLM agents).
+    pub extra_toml: String,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             workers: Some(2),
             log_level: "info".to_owned(),
             agents: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -183,6 +187,9 @@ impl ServerConfig {
                     agent.outputs,
                 )?;
             }
+        }
+        if !self.extra_toml.is_empty() {
+            writeln!(text, "\n{}", self.extra_toml)?;
         }
         Ok(text)
     }

@@ -13,8 +13,9 @@ usage: cargo xtask <command>
 commands:
   ci [--keep-going]   run every gate: tidy, fmt, lint, check, test
   tidy                check the rules of docs/ARCHITECTURE.md and the source standards:
-                      layer 0 has no tokio; only flock-api, flock-delivery and flock-store
-                      know actix-web, reqwest and sqlx; every crate is named in
+                      layer 0 has no tokio; only flock-api knows actix-web, flock-delivery
+                      and flock-llm reqwest, flock-store sqlx, flock-schema boon and
+                      flock-signing hmac; every crate is named in
                       ARCHITECTURE; every .rs file opens with //!; every #[allow] and
                       #[expect] has a reason; no dbg!, todo! or unimplemented!
   fmt                 cargo fmt --all --check

@@ -18,12 +18,18 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Layer 0: plain data and pure functions.
-const LAYER_0: &[&str] = &["flock-models", "flock-signing", "flock-retry"];
+const LAYER_0: &[&str] = &[
+    "flock-models",
+    "flock-signing",
+    "flock-retry",
+    "flock-schema",
+];
 /// What layer 0 must not reach.
 const NOT_IN_LAYER_0: &[&str] = &["tokio"];
 /// Third-party crates that only the named product crates may depend on.
 const OWNED: &[(&str, &[&str])] = &[
     ("actix-web", &["flock-api"]),
+    ("boon", &["flock-schema"]),
     ("hmac", &["flock-signing"]),
     ("reqwest", &["flock-delivery", "flock-llm"]),
     ("sqlx", &["flock-store"]),

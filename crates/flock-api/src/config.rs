@@ -3,7 +3,6 @@
 //! specs) and checked once at start, with errors that name the bad key. The check builds the
 //! agents; start-up takes them from [`CheckedSettings`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Deref;
@@ -13,11 +12,17 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use flock_models::Secret;
-use flock_orchestrator::{Agent, AgentSpec, OrchestratorConfig};
-use flock_retry::RetryPolicy;
+use flock_orchestrator::{Agent, OrchestratorConfig};
+use flock_retry::{PolicyError, RetryPolicy};
+use flock_schema::{TypeDeclaration, TypeSchemas};
 use flock_store::{Retention, StoreUrl};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
+
+mod agents;
+mod types;
+
+pub use agents::AgentTable;
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "FLOCK_CONFIG";
@@ -47,9 +52,13 @@ pub struct Settings {
     /// Agent concurrency, timeouts and the runaway guard.
     #[serde(default)]
     pub orchestrator: OrchestratorConfig,
+    /// The declared artifact types, as `[[types]]` tables (`name`, `schema`): every publish
+    /// of one is checked against its JSON Schema, and LLM agents answer in it.
+    #[serde(default)]
+    pub types: Vec<TypeDeclaration>,
     /// The agents, as `[[agents]]` tables.
     #[serde(default)]
-    pub agents: Vec<AgentSpec>,
+    pub agents: Vec<AgentTable>,
 }
 
 /// `[store]`.
@@ -278,6 +287,15 @@ impl Default for IdempotencySettings {
     }
 }
 
+/// The key of a retry table that a policy error is about.
+fn policy_error_key(error: &PolicyError) -> &'static str {
+    match error {
+        PolicyError::ZeroFactor => "factor",
+        PolicyError::JitterOutOfRange(_) => "jitter",
+        PolicyError::BaseAboveMax => "base_delay_ms",
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -353,7 +371,7 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let vars: HashMap<String, String> = env
+        let vars: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("FLOCK__"))
             .collect();
@@ -377,16 +395,20 @@ impl Settings {
             .map_err(load_error)
     }
 
-    /// Checks every value and builds the configured agents, once: start-up takes them from the
-    /// result.
+    /// Checks every value, compiles the declared types and builds the configured agents, once:
+    /// start-up takes them from the result. An LLM agent's API key is read here, from the
+    /// variable its `llm.api_key_env` names.
     ///
     /// # Errors
-    /// The first unacceptable value, named by its key (`agents[i].field` for an agent).
+    /// The first unacceptable value, named by its key (`types[i].schema` for a declared type,
+    /// `agents[i].field` for an agent, `agents[i].llm.model` within its `llm` table).
     pub fn check(self) -> Result<CheckedSettings, ConfigError> {
         self.validate()?;
-        let agents = self.build_agents()?;
+        let types = types::compile(&self.types)?;
+        let agents = self.build_agents(&types)?;
         Ok(CheckedSettings {
             settings: self,
+            types,
             agents,
         })
     }
@@ -422,12 +444,10 @@ impl Settings {
             return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
         }
         w.retry.policy().validate().map_err(|e| {
-            let key = match e {
-                flock_retry::PolicyError::ZeroFactor => "webhooks.retry.factor",
-                flock_retry::PolicyError::JitterOutOfRange(_) => "webhooks.retry.jitter",
-                flock_retry::PolicyError::BaseAboveMax => "webhooks.retry.base_delay_ms",
-            };
-            invalid(key, e.to_string())
+            invalid(
+                format!("webhooks.retry.{}", policy_error_key(&e)),
+                e.to_string(),
+            )
         })?;
         if self.idempotency.max_entries == 0 {
             return Err(invalid("idempotency.max_entries", "must be at least 1"));
@@ -466,13 +486,13 @@ impl Settings {
     ///
     /// # Errors
     /// An invalid agent, named as `agents[i].field`, or two agents with one name.
-    fn build_agents(&self) -> Result<Vec<Arc<dyn Agent>>, ConfigError> {
+    fn build_agents(&self, types: &Arc<TypeSchemas>) -> Result<Vec<Arc<dyn Agent>>, ConfigError> {
         let mut names = std::collections::HashSet::new();
         self.agents
             .iter()
             .enumerate()
-            .map(|(i, spec)| {
-                let agent = spec.build().map_err(|e| {
+            .map(|(i, table)| {
+                let agent = table.build(types).map_err(|e| {
                     let key = match e.field_name() {
                         Some(f) if f.starts_with('[') => format!("agents[{i}]{f}"),
                         Some(f) => format!("agents[{i}].{f}"),
@@ -510,6 +530,7 @@ impl Settings {
 #[derive(Clone)]
 pub struct CheckedSettings {
     settings: Settings,
+    types: Arc<TypeSchemas>,
     agents: Vec<Arc<dyn Agent>>,
 }
 
@@ -517,6 +538,11 @@ impl CheckedSettings {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The declared types, compiled (in `[[types]]` order).
+    pub fn types(&self) -> &Arc<TypeSchemas> {
+        &self.types
     }
 
     /// The configured agents, built (in `[[agents]]` order).
@@ -537,6 +563,14 @@ impl fmt::Debug for CheckedSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CheckedSettings")
             .field("settings", &self.settings)
+            .field(
+                "types",
+                &self
+                    .types
+                    .names()
+                    .map(flock_models::TypeName::as_str)
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "agents",
                 &self.agents.iter().map(|a| a.name()).collect::<Vec<_>>(),

@@ -151,14 +151,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A publish refused because the server is stopping is a 503 `shutting_down`; any other
-/// failure is the store's.
+/// A publish refused because the server is stopping is a 503 `shutting_down`; a payload its
+/// type's schema refuses a 422 `validation_error` naming the place (`payload.steps[3]`); any
+/// other failure is the store's.
 impl From<PublishError> for ApiError {
     fn from(err: PublishError) -> Self {
         match err {
             PublishError::ShuttingDown => {
                 ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
             }
+            PublishError::InvalidPayload(invalid) => invalid.into(),
             PublishError::Store { .. } | PublishError::LimitReached { .. } => {
                 ApiError::storage(&err)
             }
@@ -255,6 +257,21 @@ mod tests {
         let (status, code, message) = answer(PublishError::ShuttingDown);
         assert_eq!((status, code.as_str()), (503, "shutting_down"));
         assert_eq!(message, "the server is shutting down");
+    }
+
+    #[test]
+    fn a_payload_its_schema_refuses_is_422_naming_the_place() {
+        let invalid = ValidationError::field("steps[3]", "does not match the schema of `Plan`")
+            .within("payload");
+        let err: ApiError = PublishError::InvalidPayload(invalid).into();
+        let body = serde_json::to_value(err.body()).unwrap();
+        assert_eq!(err.status_code().as_u16(), 422);
+        assert_eq!(body["error"]["code"], "validation_error");
+        assert_eq!(body["error"]["field"], "payload.steps[3]");
+        assert_eq!(
+            body["error"]["message"],
+            "payload.steps[3]: does not match the schema of `Plan`"
+        );
     }
 
     #[test]

@@ -38,12 +38,13 @@ pub(crate) use schema::*;
         routes::system::health,
         routes::system::metrics,
         routes::system::openapi,
+        routes::types::list,
     ),
     tags(
         (name = "artifacts", description = "Publish and read artifacts"),
         (name = "correlations", description = "Workflows and their webhook deliveries"),
         (name = "webhooks", description = "Acting on webhook deliveries"),
-        (name = "system", description = "Agents, health, metrics, this document"),
+        (name = "system", description = "Agents, declared types, health, metrics, this document"),
     )
 )]
 pub(crate) struct ApiDoc;

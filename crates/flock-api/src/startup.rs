@@ -21,8 +21,8 @@ use crate::state::AppState;
 use crate::telemetry;
 
 /// Builds what the routes share from checked settings: the storage `store.url` names (opened,
-/// and created and migrated if needed), the orchestrator (with the agents the check built and
-/// the webhook component) and the dispatcher, not yet started. Tests use it with
+/// and created and migrated if needed), the orchestrator (with the declared types and the
+/// agents the check built, and the webhook component) and the dispatcher, not yet started. Tests use it with
 /// `actix_web::test::init_service(create_app(state))`.
 ///
 /// # Errors
@@ -34,6 +34,7 @@ pub async fn build_state(
     let metrics = telemetry::prometheus();
     flock_orchestrator::describe_metrics();
     flock_delivery::metrics::describe();
+    flock_llm::describe_metrics();
     let url = &settings.store.url;
     let storage = Storage::open(url)
         .await
@@ -63,6 +64,7 @@ pub async fn build_state(
             &webhooks,
         ))))
         .config(settings.orchestrator.clone())
+        .types(Arc::clone(settings.types()))
         .build()
         .await
         .context("configuration: agents")?;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use flock_llm::{LlmAgent, LlmSpec, TypeDeclaration, TypeSchemas};
+use flock_llm::{LlmAgent, LlmSpec};
 use flock_models::TypeName;
+use flock_schema::{TypeDeclaration, TypeSchemas};
 use serde_json::{Value, json};
 
 const IDEAS: [&str; 5] = [

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use flock_models::{Artifact, ArtifactDraft, EXTERNAL_PRODUCER, TypeName, ValidationError};
-use flock_orchestrator::{Agent, AgentContext, AgentError, Subscription};
+use flock_orchestrator::{Agent, AgentContext, AgentError, AgentKind, Subscription};
 use flock_retry::{Decision, Outcome, RetryPolicy, parse_retry_after};
+use flock_schema::TypeSchemas;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::metrics;
 use crate::protocol::{self, Completion, Message, Rejection, answer_text, parse_artifacts};
 use crate::spec::{Checked, LlmSpec};
-use crate::types::TypeSchemas;
 
 /// `User-Agent` of every request.
 const USER_AGENT: &str = concat!("flock-llm/", env!("CARGO_PKG_VERSION"));
@@ -510,6 +510,10 @@ impl Agent for LlmAgent {
         self.timeout
     }
 
+    fn kind(&self) -> AgentKind {
+        AgentKind::Llm
+    }
+
     async fn run(
         &self,
         ctx: AgentContext,
@@ -619,6 +623,7 @@ mod tests {
             .build_with_env(&env)
             .unwrap();
         assert_eq!(agent.name(), "planner");
+        assert_eq!(agent.kind(), AgentKind::Llm);
         assert_eq!(agent.publishes(), [t("Plan")]);
         assert!(agent.system_message().starts_with("You plan.\n\n"));
         let shown = format!("{agent:?}");

@@ -7,9 +7,7 @@ mod agent;
 mod metrics;
 mod protocol;
 mod spec;
-mod types;
 
 pub use agent::{LlmAgent, LlmAgentBuilder};
 pub use metrics::describe_metrics;
 pub use spec::{ApiKey, LlmSpec};
-pub use types::{TypeDeclaration, TypeSchemas};

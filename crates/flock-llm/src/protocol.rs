@@ -6,10 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use flock_models::{Artifact, ArtifactDraft, TypeName, ValidationError};
+use flock_schema::TypeSchemas;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-use crate::types::TypeSchemas;
 
 /// The name of the structured-output schema in `response_format`.
 const SCHEMA_NAME: &str = "flock_artifacts";
@@ -379,7 +378,7 @@ pub(crate) fn parse_artifacts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::TypeDeclaration;
+    use flock_schema::TypeDeclaration;
 
     fn plan_types() -> TypeSchemas {
         TypeSchemas::new(&[TypeDeclaration {

@@ -197,7 +197,7 @@ pub(crate) struct DeliveriesDoc {
 #[schema(as = AgentInfo)]
 pub(crate) struct AgentInfoDoc {
     name: String,
-    /// `rust`, `command` or `http`.
+    /// `rust`, `command`, `http` or `llm`.
     kind: String,
     consumes: Vec<String>,
     publishes: Vec<String>,
@@ -219,4 +219,21 @@ pub(crate) struct HealthDoc {
     version: String,
     deliveries_pending: u64,
     deliveries_in_flight: u64,
+}
+
+/// A declared artifact type.
+#[derive(ToSchema)]
+#[schema(as = DeclaredType)]
+pub(crate) struct TypeDoc {
+    name: String,
+    /// Its JSON Schema, as configured; every payload of the type must match it.
+    #[schema(value_type = Object)]
+    schema: Value,
+}
+
+/// The declared types, in declaration order.
+#[derive(ToSchema)]
+#[schema(as = Types)]
+pub(crate) struct TypesDoc {
+    types: Vec<TypeDoc>,
 }

@@ -3,6 +3,7 @@
 pub(crate) mod artifacts;
 pub(crate) mod correlations;
 pub(crate) mod system;
+pub(crate) mod types;
 pub(crate) mod webhooks;
 
 use actix_web::{HttpRequest, HttpResponse};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use flock_api::config::{LogFormat, Settings};
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -16,12 +16,12 @@ fn net(text: &str) -> ipnet::IpNet {
     text.parse().unwrap()
 }
 
-fn file(text: &str) -> tempfile_lite::TempFile {
+pub(crate) fn file(text: &str) -> tempfile_lite::TempFile {
     tempfile_lite::TempFile::with(text)
 }
 
 /// A throw-away file under the target directory, removed on drop.
-mod tempfile_lite {
+pub(crate) mod tempfile_lite {
     use std::path::{Path, PathBuf};
 
     pub(crate) struct TempFile(PathBuf);

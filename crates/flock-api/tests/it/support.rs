@@ -350,7 +350,7 @@ pub(crate) fn transform_agent(
     consumes: &str,
     publishes: &str,
     sleep_secs: f64,
-) -> flock_orchestrator::AgentSpec {
+) -> flock_api::config::AgentTable {
     let script = dir.write(
         "transform.py",
         r#"

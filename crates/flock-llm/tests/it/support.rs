@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flock_llm::{LlmSpec, TypeDeclaration, TypeSchemas};
+use flock_llm::LlmSpec;
 use flock_models::{Artifact, ArtifactDraft, TypeName};
 use flock_orchestrator::AgentContext;
+use flock_schema::{TypeDeclaration, TypeSchemas};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
