@@ -126,9 +126,9 @@ pub(crate) fn error_responses(codes: &[ErrorCode]) -> BTreeMap<String, RefOr<Res
         .map(|(status, codes)| {
             let description = codes
                 .iter()
-                .map(|c| format!("`{}`: {}", c.as_str(), c.describe()))
+                .map(|c| format!("- `{}`: {}", c.as_str(), c.describe()))
                 .collect::<Vec<_>>()
-                .join("; ");
+                .join("\n");
             let narrowed = ObjectBuilder::new().property(
                 "error",
                 ObjectBuilder::new().property(

@@ -81,20 +81,20 @@ impl PartialSchema for ErrorCodeDoc {
             .iter()
             .map(|c| {
                 format!(
-                    "`{}` ({}): {}",
+                    "- `{}` ({}): {}",
                     c.as_str(),
                     c.status().as_u16(),
                     c.describe()
                 )
             })
             .collect::<Vec<_>>()
-            .join("; ");
+            .join("\n");
         ObjectBuilder::new()
             .schema_type(Type::String)
             .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
             .description(Some(format!(
                 "What went wrong, one code per cause; each route lists the codes it answers \
-                 with. {described}."
+                 with.\n\n{described}"
             )))
             .into()
     }
