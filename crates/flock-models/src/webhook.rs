@@ -117,8 +117,10 @@ macro_rules! ipv6 {
 }
 
 /// A webhook URL: absolute `http` or `https` with a host, at most [`MAX_URL_BYTES`] bytes, and
-/// without user-info (credentials in a URL end up in logs). It is written in the characters
-/// RFC 3986 allows (anything else percent-encoded) and matches [`WebhookUrl::PATTERN`].
+/// without user-info (credentials in a URL end up in logs). One from a request is written in the
+/// characters RFC 3986 allows (anything else percent-encoded) and matches
+/// [`WebhookUrl::PATTERN`]; one read back from storage ([`WebhookUrl::from_stored`]) may have
+/// been accepted by a build that did not ask for the pattern.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct WebhookUrl(Url);
 
@@ -148,6 +150,21 @@ impl WebhookUrl {
     /// A URL that is too long, not absolute, not `http`/`https`, without a host, with
     /// user-info, or otherwise outside [`WebhookUrl::PATTERN`].
     pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        let url = Self::from_stored(text)?;
+        if !url_pattern().is_match(text) {
+            return Err(ValidationError::whole(outside_pattern(text)));
+        }
+        Ok(url)
+    }
+
+    /// A URL read back from storage: checked as [`WebhookUrl::parse`] checks it, except for
+    /// [`WebhookUrl::PATTERN`], which a build before the pattern did not ask of requests, so
+    /// that the deliveries it stored are still sent.
+    ///
+    /// # Errors
+    /// A URL that is too long, not absolute, not `http`/`https`, without a host, or with
+    /// user-info.
+    pub fn from_stored(text: &str) -> Result<Self, ValidationError> {
         if text.len() > MAX_URL_BYTES {
             return Err(ValidationError::whole(format!(
                 "the URL is {} bytes long; at most {MAX_URL_BYTES} are allowed",
@@ -169,9 +186,6 @@ impl WebhookUrl {
             return Err(ValidationError::whole(
                 "the URL must not contain a user name or password (they would end up in logs)",
             ));
-        }
-        if !url_pattern().is_match(text) {
-            return Err(ValidationError::whole(outside_pattern(text)));
         }
         Ok(WebhookUrl(url))
     }
