@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's gates (tidy, format, lint, types, tests) as one command.
 
+mod fuzz;
 mod tidy;
 
 use std::env;
@@ -11,7 +12,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--keep-going]   run every gate: tidy, fmt, lint, check, test
+  ci [--keep-going]   run every gate: tidy, fmt, lint, check, test, openapi-fuzz
   tidy                check the rules of docs/ARCHITECTURE.md and the source standards:
                       layer 0 has no tokio; only flock-api knows actix-web, flock-delivery
                       and flock-llm reqwest, flock-store sqlx, flock-schema boon and
@@ -22,6 +23,15 @@ commands:
   lint                cargo clippy --workspace --all-targets -- -D warnings
   check               cargo check --workspace --all-targets; cargo doc with -D warnings
   test                cargo nextest run --workspace (or cargo test), then the doc tests
+  openapi-fuzz [--max-examples N] [--seed N] [--skip-if-missing]
+                      build flock-api, start it on a free loopback port with SQLite in a
+                      temporary directory, and run Schemathesis (`st run --checks all`,
+                      stateful included, fixed seed and examples, a 300 s budget) against its
+                      OpenAPI document; then every operation a link leads to must have
+                      answered 2xx and the server must stop cleanly. `st` comes from
+                      FLOCK_SCHEMATHESIS or `scripts/schemathesis.sh install`; when it is
+                      missing the step fails, unless --skip-if-missing is given outside CI (no
+                      CI variable): then it says loudly that it skipped (`ci` passes it)
   bench [ARGS...]     build flock-api and flock-bench in release, run flock-bench ARGS
                       (not part of ci; `bench --quick` for smaller counts, `bench --help`);
                       `--baseline-rev REV` also builds flock-api at git revision REV and
@@ -37,6 +47,15 @@ fn main() -> ExitCode {
     let flags = &args[1..];
     if command == "bench" {
         return bench(flags);
+    }
+    if command == "openapi-fuzz" {
+        return match fuzz::Options::parse(flags) {
+            Ok(options) => fuzz::run(&project_root(), &options),
+            Err(message) => {
+                eprintln!("xtask: openapi-fuzz: {message}\n\n{USAGE}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if command == "tidy" {
         if let Some(unknown) = flags.first() {
@@ -100,12 +119,22 @@ impl Step {
     }
 }
 
-/// Every gate, tidy first (it is the quickest and needs no build of the workspace).
+/// Every gate, tidy first (it is the quickest and needs no build of the workspace), the fuzzer
+/// of the OpenAPI document last.
 fn ci() -> Vec<Step> {
-    [tidy(), fmt(), lint(), check(), test()]
+    [tidy(), fmt(), lint(), check(), test(), openapi_fuzz()]
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// `cargo xtask openapi-fuzz`, as its own step; outside CI it skips loudly when Schemathesis is
+/// not installed.
+fn openapi_fuzz() -> Vec<Step> {
+    vec![Step::new(
+        "openapi fuzz",
+        &["xtask", "openapi-fuzz", "--skip-if-missing"],
+    )]
 }
 
 /// `cargo xtask tidy`, run as its own step so that `ci` reports it like the others.
@@ -394,6 +423,7 @@ mod tests {
         assert_eq!(&names[..5], ["tidy", "fmt", "clippy", "check", "doc"]);
         assert!(names[5].starts_with("test"), "{names:?}");
         assert_eq!(names[6], "doc tests");
+        assert_eq!(names[7..], ["openapi fuzz"]);
     }
 
     #[test]
@@ -416,6 +446,10 @@ mod tests {
         let test = test();
         assert!(test[0].reproduce().contains("--workspace"));
         assert_eq!(test[1].reproduce(), "cargo test --workspace --doc");
+        assert_eq!(
+            openapi_fuzz()[0].reproduce(),
+            "cargo xtask openapi-fuzz --skip-if-missing"
+        );
     }
 
     #[test]

@@ -43,6 +43,48 @@ pub(crate) enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order the OpenAPI document lists them.
+    pub(crate) const ALL: [ErrorCode; 12] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::InvalidHeader,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Validation,
+        ErrorCode::WebhookAddressRefused,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::ShuttingDown,
+        ErrorCode::StorageUnavailable,
+    ];
+
+    /// What the code means, for the OpenAPI document.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "the body is empty, not JSON, or broke off",
+            ErrorCode::InvalidHeader => "a header is malformed (`field` does not say which)",
+            ErrorCode::Forbidden => "the caller's key lacks the scope this route needs",
+            ErrorCode::NotFound => "nothing has this id, or no route has this path",
+            ErrorCode::MethodNotAllowed => {
+                "the route has no such method; `Allow` lists its methods"
+            }
+            ErrorCode::Conflict => "the resource is not in a state that allows this",
+            ErrorCode::PayloadTooLarge => "the body is larger than the server's limit",
+            ErrorCode::Validation => {
+                "a field or query parameter is missing, unknown or invalid; `field` names it"
+            }
+            ErrorCode::WebhookAddressRefused => {
+                "the webhook URL is a literal address the SSRF guard refuses; `field` names it"
+            }
+            ErrorCode::IdempotencyKeyReused => {
+                "this `X-Idempotency-Key` was used before with a different request"
+            }
+            ErrorCode::ShuttingDown => "the server is stopping; try another instance or later",
+            ErrorCode::StorageUnavailable => "storage failed; the request may be retried",
+        }
+    }
+
     /// The HTTP status this code answers with.
     pub(crate) fn status(self) -> StatusCode {
         match self {
@@ -235,6 +277,15 @@ mod tests {
             body["error"]["code"].as_str().unwrap().to_owned(),
             body["error"]["message"].as_str().unwrap().to_owned(),
         )
+    }
+
+    #[test]
+    fn codes_are_listed_once_each_by_status() {
+        let names: std::collections::BTreeSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        let statuses: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.status().as_u16()).collect();
+        assert!(statuses.is_sorted(), "{statuses:?}");
     }
 
     #[test]

@@ -13,6 +13,9 @@ use tokio::sync::watch;
 pub(crate) const HEADER: &str = "x-idempotency-key";
 /// The longest key accepted.
 pub(crate) const MAX_KEY_LEN: usize = 255;
+/// The characters of a key, as the OpenAPI document states them: visible ASCII, which
+/// [`check_key`] checks.
+pub(crate) const KEY_PATTERN: &str = "^[!-~]+$";
 
 /// A remembered answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

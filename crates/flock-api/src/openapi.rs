@@ -1,22 +1,37 @@
-//! The OpenAPI 3 document of `GET /api/v1/openapi.json`, generated from the route handlers'
-//! annotations. The schema types (in `openapi/schema.rs`) describe the JSON the routes speak; a
-//! test checks them against the real types' serialized fields, so they cannot drift apart
-//! silently.
+//! The OpenAPI 3.1 document of `GET /api/v1/openapi.json`, generated from the route handlers'
+//! annotations. What clients send is described in `openapi/input.rs` and `openapi/params.rs`,
+//! built from the constants validation uses; what the routes answer in `openapi/schema.rs`;
+//! each route's error answers, with their `code`s, by [`error_responses`]. The test in
+//! `openapi/agreement.rs` checks the document against validation on generated values.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use serde_json::Value;
 use utoipa::OpenApi;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
+use crate::error::ErrorCode;
 use crate::routes;
 
-/// Only utoipa reads these types, at compile time (the names and types of their fields); no
-/// value of them is ever built, so every one of them is dead code to the compiler.
+/// Only utoipa reads these types, at compile time (the names and types of their fields) or
+/// through their trait implementations; no value of them is ever built, so every one of them
+/// is dead code to the compiler.
 #[expect(
     dead_code,
     reason = "schema-only types: utoipa reads their fields' names and types, no value is built"
 )]
 mod schema;
 
+mod input;
+mod params;
+
+#[cfg(test)]
+mod agreement;
+
+pub(crate) use input::*;
+pub(crate) use params::*;
 pub(crate) use schema::*;
 
 /// The document.
@@ -24,7 +39,7 @@ pub(crate) use schema::*;
 #[openapi(
     info(
         title = "Flock",
-        description = "A blackboard orchestrator with signed webhook notifications for every artifact of a workflow."
+        description = "A blackboard orchestrator with signed webhook notifications for every artifact of a workflow. Every constraint the server enforces on a request is stated here; a request that breaks one is answered with the error body and its `code`."
     ),
     paths(
         routes::artifacts::publish,
@@ -38,8 +53,9 @@ pub(crate) use schema::*;
         routes::system::health,
         routes::system::metrics,
         routes::system::openapi,
-        routes::types::list,
+        routes::types::types,
     ),
+    components(schemas(ErrorBodyDoc)),
     tags(
         (name = "artifacts", description = "Publish and read artifacts"),
         (name = "correlations", description = "Workflows and their webhook deliveries"),
@@ -52,10 +68,108 @@ pub(crate) struct ApiDoc;
 /// The document as JSON text, built once.
 pub(crate) fn document_json() -> String {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serializes")
-    })
-    .clone()
+    JSON.get_or_init(|| document().to_string()).clone()
 }
+
+/// The document as a JSON value.
+pub(crate) fn document() -> Value {
+    let mut document =
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    name_link_fields(&mut document);
+    document
+}
+
+/// utoipa 5 writes a Link object's fields in snake case (`operation_id`); OpenAPI names them in
+/// camel case (`operationId`), and tools ignore links without them.
+fn name_link_fields(document: &mut Value) {
+    let responses = document["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|operations| operations.values_mut())
+        .filter_map(|operation| operation.get_mut("responses"))
+        .filter_map(Value::as_object_mut)
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let links = response
+            .get_mut("links")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|links| links.values_mut())
+            .filter_map(Value::as_object_mut);
+        for link in links {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.to_owned(), value);
+                }
+            }
+        }
+    }
+}
+
+/// The error answers of a route that can fail with `codes`: one response per status, whose
+/// body is the error body with its `code` narrowed to the codes of that status.
+pub(crate) fn error_responses(codes: &[ErrorCode]) -> BTreeMap<String, RefOr<Response>> {
+    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    for code in codes {
+        by_status
+            .entry(code.status().as_u16())
+            .or_default()
+            .push(*code);
+    }
+    by_status
+        .into_iter()
+        .map(|(status, codes)| {
+            let description = codes
+                .iter()
+                .map(|c| format!("- `{}`: {}", c.as_str(), c.describe()))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let narrowed = ObjectBuilder::new().property(
+                "error",
+                ObjectBuilder::new().property(
+                    "code",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(codes.iter().map(|c| c.as_str()))),
+                ),
+            );
+            let schema = AllOfBuilder::new()
+                .item(Ref::from_schema_name("ErrorBody"))
+                .item(narrowed);
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(schema)).build(),
+                )
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+/// Declares a route's error answers: a type for `responses(...)` of `#[utoipa::path]` whose
+/// responses are [`error_responses`] of the listed codes.
+macro_rules! route_errors {
+    ($(#[$doc:meta])* $ty:ident: [$($code:ident),* $(,)?]) => {
+        $(#[$doc])*
+        pub(crate) struct $ty;
+
+        impl utoipa::IntoResponses for $ty {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::Response>,
+            > {
+                $crate::openapi::error_responses(&[$($crate::error::ErrorCode::$code),*])
+            }
+        }
+    };
+}
+
+pub(crate) use route_errors;

@@ -7,12 +7,23 @@ use serde::{Deserialize, Deserializer};
 
 use crate::ValidationError;
 
-/// The longest secret accepted, in bytes.
-pub const MAX_SECRET_BYTES: usize = 256;
+/// The longest secret accepted, in characters.
+pub const MAX_SECRET_CHARS: usize = 256;
 
-/// A webhook signing secret: 1 to [`MAX_SECRET_BYTES`] bytes that can sign. A secret starting
-/// with `whsec_` (the Standard Webhooks form) must carry a base64 key after the prefix; any
-/// other secret is used as its UTF-8 bytes.
+/// Standard base64 with canonical padding and no stray bits: what `flock-signing` decodes after
+/// `whsec_`.
+macro_rules! base64_key {
+    () => {
+        concat!(
+            "(?:[A-Za-z0-9+/]{4})*",
+            "(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)"
+        )
+    };
+}
+
+/// A webhook signing secret: 1 to [`MAX_SECRET_CHARS`] characters that can sign. A secret
+/// starting with `whsec_` (the Standard Webhooks form) must carry a base64 key after the prefix;
+/// any other secret is used as its UTF-8 bytes.
 ///
 /// Because a `Secret` can only be built from text that signs, [`Secret::signing_key`] cannot
 /// fail, and nothing that holds one needs to check it again.
@@ -23,11 +34,22 @@ pub const MAX_SECRET_BYTES: usize = 256;
 pub struct Secret(Box<str>);
 
 impl Secret {
+    /// The secrets [`Secret::new`] accepts, as an ECMA-262 regular expression (the OpenAPI
+    /// document's `pattern`, beside the length of 1 to [`MAX_SECRET_CHARS`] characters): either
+    /// `whsec_` and a standard base64 key (padded, no stray bits), or anything that does not
+    /// start with `whsec_`.
+    pub const PATTERN: &'static str = concat!(
+        "^(?:whsec_",
+        base64_key!(),
+        r"|[^w][\s\S]*|w(?:[^h][\s\S]*)?|wh(?:[^s][\s\S]*)?|whs(?:[^e][\s\S]*)?",
+        r"|whse(?:[^c][\s\S]*)?|whsec(?:[^_][\s\S]*)?)$"
+    );
+
     /// Validates and wraps a secret.
     ///
     /// # Errors
     /// An empty secret (omit the field for unsigned webhooks), one longer than
-    /// [`MAX_SECRET_BYTES`], or a `whsec_` secret whose remainder is empty or not base64 (the
+    /// [`MAX_SECRET_CHARS`], or a `whsec_` secret whose remainder is empty or not base64 (the
     /// message is `flock-signing`'s). The error is about the value as a whole: callers place it
     /// under the field the text came from.
     pub fn new(secret: impl Into<String>) -> Result<Self, ValidationError> {
@@ -37,10 +59,10 @@ impl Secret {
                 "the secret must not be empty; omit the field for unsigned webhooks",
             ));
         }
-        if secret.len() > MAX_SECRET_BYTES {
+        let chars = secret.chars().count();
+        if chars > MAX_SECRET_CHARS {
             return Err(ValidationError::whole(format!(
-                "the secret is {} bytes long; at most {MAX_SECRET_BYTES} are allowed",
-                secret.len()
+                "the secret is {chars} characters long; at most {MAX_SECRET_CHARS} are allowed"
             )));
         }
         // Decoding the key is the whole check: preparing both HMAC keys here only to drop them

@@ -179,8 +179,10 @@ impl ClaimFields {
     /// The delivery and the numbers of its next attempt (overall, and in this round).
     pub(crate) fn delivery(self) -> Result<(NewDelivery, u32, u32), DecodeError> {
         let id = self.id;
-        let url =
-            WebhookUrl::parse(&self.url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
+        // Stored by whichever build accepted it: an earlier one may have taken a URL that
+        // requests may no longer give, and its deliveries are still sent.
+        let url = WebhookUrl::from_stored(&self.url)
+            .map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
         // A secret an earlier build stored but that cannot sign (a `whsec_` secret whose key is
         // not base64; the API never accepted one) does not decode: the claim skips the row, as
         // any row that does not decode. Listing never reads the secret.

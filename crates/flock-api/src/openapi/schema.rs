@@ -1,67 +1,25 @@
-//! The schema types the route annotations name (`crate::openapi::PublishRequestDoc`, ...): each
-//! describes the JSON of one request or answer, field by field, for the OpenAPI document.
+//! The schema types of what the routes answer (`crate::openapi::PublishResponseDoc`, ...): each
+//! describes the JSON of one answer, field by field, for the OpenAPI document. What clients send
+//! is in `input.rs`.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
-/// Where a workflow's webhooks go.
-#[derive(ToSchema)]
-#[schema(as = Webhook)]
-pub(crate) struct WebhookDoc {
-    /// Absolute http(s) URL with a host, at most 2048 bytes, no user-info.
-    url: String,
-    /// 1 to 256 bytes; signs every delivery. Omit for unsigned webhooks.
-    secret: Option<String>,
-}
-
-/// `POST /api/v1/artifacts` body. `webhook_url`/`webhook_secret` are shorthand for `webhook`.
-#[derive(ToSchema)]
-#[schema(as = PublishRequest)]
-pub(crate) struct PublishRequestDoc {
-    /// 1 to 256 characters of letters, digits, `.`, `_`, `-`.
-    #[schema(rename = "type")]
-    type_name: String,
-    /// A JSON object.
-    #[schema(value_type = Object)]
-    payload: Value,
-    /// Tags, sorted and made unique.
-    tags: Option<Vec<String>>,
-    webhook: Option<WebhookDoc>,
-    webhook_url: Option<String>,
-    webhook_secret: Option<String>,
-}
-
-/// Which artifacts a sync answer includes.
-#[derive(ToSchema)]
-#[schema(as = SyncFilters)]
-pub(crate) struct SyncFiltersDoc {
-    type_names: Option<Vec<String>>,
-    produced_by: Option<Vec<String>>,
-}
-
-/// `POST /api/v1/artifacts/sync` body.
-#[derive(ToSchema)]
-#[schema(as = SyncPublishRequest)]
-pub(crate) struct SyncRequestDoc {
-    #[schema(rename = "type")]
-    type_name: String,
-    #[schema(value_type = Object)]
-    payload: Value,
-    tags: Option<Vec<String>>,
-    webhook: Option<WebhookDoc>,
-    webhook_url: Option<String>,
-    webhook_secret: Option<String>,
-    /// Seconds to wait for the workflow to go idle, 1 to 300, default 30.
-    timeout: Option<f64>,
-    filters: Option<SyncFiltersDoc>,
-}
+use super::input::{TagDoc, TypeNameDoc};
+use crate::error::ErrorCode;
 
 /// `202` answer of a publish.
 #[derive(ToSchema)]
 #[schema(as = PublishResponse)]
 pub(crate) struct PublishResponseDoc {
     /// Always `accepted`.
+    #[schema(pattern = "^accepted$")]
     status: String,
+    /// The new workflow's id; `/api/v1/correlations/{id}/...` follow it.
     correlation_id: uuid::Uuid,
 }
 
@@ -71,13 +29,16 @@ pub(crate) struct PublishResponseDoc {
 pub(crate) struct ArtifactDoc {
     id: uuid::Uuid,
     #[schema(rename = "type")]
-    type_name: String,
+    type_name: TypeNameDoc,
     #[schema(value_type = Object)]
     payload: Value,
+    /// `external` for client requests, else the agent that published it.
     produced_by: String,
     correlation_id: uuid::Uuid,
-    tags: Vec<String>,
-    /// RFC 3339, UTC, microseconds.
+    /// Sorted and unique.
+    tags: Vec<TagDoc>,
+    /// UTC, microseconds.
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -86,7 +47,9 @@ pub(crate) struct ArtifactDoc {
 #[schema(as = SyncPublishResponse)]
 pub(crate) struct SyncResponseDoc {
     correlation_id: uuid::Uuid,
+    /// In publication order, narrowed by the request's filters.
     artifacts: Vec<ArtifactDoc>,
+    /// Whether the workflow went idle before the timeout.
     completed: bool,
     duration_ms: u64,
 }
@@ -97,6 +60,7 @@ pub(crate) struct SyncResponseDoc {
 pub(crate) struct PaginationDoc {
     limit: usize,
     offset: usize,
+    /// Matches in all, not only on this page.
     total: u64,
 }
 
@@ -106,6 +70,40 @@ pub(crate) struct PaginationDoc {
 pub(crate) struct ArtifactPageDoc {
     items: Vec<ArtifactDoc>,
     pagination: PaginationDoc,
+}
+
+/// A stable, machine-readable error code.
+pub(crate) struct ErrorCodeDoc;
+
+impl PartialSchema for ErrorCodeDoc {
+    fn schema() -> RefOr<Schema> {
+        let described = ErrorCode::ALL
+            .iter()
+            .map(|c| {
+                format!(
+                    "- `{}` ({}): {}",
+                    c.as_str(),
+                    c.status().as_u16(),
+                    c.describe()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(format!(
+                "What went wrong, one code per cause; each route lists the codes it answers \
+                 with.\n\n{described}"
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCodeDoc {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
+    }
 }
 
 /// The error body of every error answer.
@@ -119,20 +117,38 @@ pub(crate) struct ErrorBodyDoc {
 #[derive(ToSchema)]
 #[schema(as = ErrorDetail)]
 pub(crate) struct ErrorDetailDoc {
-    /// Stable machine-readable code, such as `validation_error`.
-    code: String,
+    code: ErrorCodeDoc,
+    /// A sentence for people.
     message: String,
-    /// The offending field, such as `webhook.url`.
+    /// The offending field or parameter, such as `webhook.url` or `limit`, when one is to
+    /// blame; absent otherwise.
+    #[schema(nullable = false)]
     field: Option<String>,
+}
+
+/// How a workflow stands.
+#[derive(ToSchema)]
+#[schema(as = WorkflowState, rename_all = "snake_case")]
+pub(crate) enum WorkflowStateDoc {
+    /// Agent runs are queued or running, or an artifact is being published.
+    Active,
+    /// Idle, and no error was recorded.
+    Completed,
+    /// Idle, with at least one recorded error.
+    Failed,
 }
 
 /// An error recorded on a workflow.
 #[derive(ToSchema)]
 #[schema(as = RecordedError)]
 pub(crate) struct RecordedErrorDoc {
+    /// What kind of error, such as `failed`, `timeout` or `panic`.
     kind: String,
+    /// The agent it concerns; absent when none.
+    #[schema(nullable = false)]
     agent: Option<String>,
     message: String,
+    #[schema(format = DateTime)]
     at: String,
 }
 
@@ -141,14 +157,31 @@ pub(crate) struct RecordedErrorDoc {
 #[schema(as = CorrelationStatus)]
 pub(crate) struct CorrelationStatusDoc {
     correlation_id: uuid::Uuid,
-    /// `active`, `completed` or `failed`.
-    state: String,
+    state: WorkflowStateDoc,
     artifact_count: u64,
     error_count: u64,
     pending_runs: u64,
+    #[schema(format = DateTime)]
     started_at: String,
+    #[schema(format = DateTime)]
     last_activity_at: String,
     errors: Vec<RecordedErrorDoc>,
+}
+
+/// What went wrong in an attempt.
+#[derive(ToSchema)]
+#[schema(as = AttemptErrorKind, rename_all = "snake_case")]
+pub(crate) enum AttemptErrorKindDoc {
+    /// The receiver answered with a status other than 2xx.
+    HttpStatus,
+    /// No connection could be made.
+    Connect,
+    /// The attempt took longer than its timeout.
+    Timeout,
+    /// The SSRF guard refused the destination address.
+    Blocked,
+    /// Any other failure.
+    Other,
 }
 
 /// One attempt of a delivery.
@@ -156,12 +189,39 @@ pub(crate) struct CorrelationStatusDoc {
 #[schema(as = Attempt)]
 pub(crate) struct AttemptDoc {
     number: u32,
+    #[schema(format = DateTime)]
     started_at: String,
+    /// The receiver's status code, if it answered.
     status_code: Option<u16>,
-    /// `http_status`, `connect`, `timeout`, `blocked` or `other`.
-    error_kind: Option<String>,
+    /// `null` for a 2xx.
+    error_kind: Option<AttemptErrorKindDoc>,
+    /// What went wrong, in words; `null` for a 2xx.
     error: Option<String>,
     duration_ms: u64,
+}
+
+/// Where a delivery stands.
+#[derive(ToSchema)]
+#[schema(as = DeliveryState, rename_all = "snake_case")]
+pub(crate) enum DeliveryStateDoc {
+    /// Waiting for an attempt, or being attempted.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Given up; `failure` says why.
+    Failed,
+}
+
+/// Why a delivery was given up.
+#[derive(ToSchema)]
+#[schema(as = DeliveryFailure, rename_all = "snake_case")]
+pub(crate) enum DeliveryFailureDoc {
+    /// Every attempt failed.
+    Exhausted,
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// The SSRF guard refused the destination.
+    Blocked,
 }
 
 /// One webhook delivery.
@@ -175,12 +235,15 @@ pub(crate) struct DeliveryDoc {
     sequence: u64,
     /// Without query or fragment.
     url: String,
-    /// `pending`, `delivered` or `failed`.
-    state: String,
-    failure: Option<String>,
+    state: DeliveryStateDoc,
+    /// `null` unless failed.
+    failure: Option<DeliveryFailureDoc>,
     attempts: Vec<AttemptDoc>,
+    #[schema(format = DateTime)]
     next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     completed_at: Option<String>,
 }
 
@@ -189,7 +252,22 @@ pub(crate) struct DeliveryDoc {
 #[schema(as = Deliveries)]
 pub(crate) struct DeliveriesDoc {
     correlation_id: uuid::Uuid,
+    /// In sequence order, each with its attempts; never a secret.
     deliveries: Vec<DeliveryDoc>,
+}
+
+/// How an agent is implemented.
+#[derive(ToSchema)]
+#[schema(as = AgentKind, rename_all = "snake_case")]
+pub(crate) enum AgentKindDoc {
+    /// Rust code.
+    Rust,
+    /// A program spawned for each run.
+    Command,
+    /// An HTTP endpoint POSTed to for each run.
+    Http,
+    /// A chat model behind an OpenAI-compatible server, asked for the declared types.
+    Llm,
 }
 
 /// An agent.
@@ -197,10 +275,9 @@ pub(crate) struct DeliveriesDoc {
 #[schema(as = AgentInfo)]
 pub(crate) struct AgentInfoDoc {
     name: String,
-    /// `rust`, `command`, `http` or `llm`.
-    kind: String,
-    consumes: Vec<String>,
-    publishes: Vec<String>,
+    kind: AgentKindDoc,
+    consumes: Vec<TypeNameDoc>,
+    publishes: Vec<TypeNameDoc>,
     timeout_ms: u64,
 }
 
@@ -215,6 +292,8 @@ pub(crate) struct AgentsDoc {
 #[derive(ToSchema)]
 #[schema(as = Health)]
 pub(crate) struct HealthDoc {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
     status: String,
     version: String,
     deliveries_pending: u64,
@@ -225,7 +304,7 @@ pub(crate) struct HealthDoc {
 #[derive(ToSchema)]
 #[schema(as = DeclaredType)]
 pub(crate) struct TypeDoc {
-    name: String,
+    name: TypeNameDoc,
     /// Its JSON Schema, as configured; every payload of the type must match it.
     #[schema(value_type = Object)]
     schema: Value,

@@ -5,17 +5,14 @@ use flock_models::Scope;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::method_not_allowed;
+use super::Resource;
+use super::system::ScopedErrors;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/types")
-            .route(web::get().to(list))
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.service(Resource::new("/types").get(types).finish());
 }
 
 /// The answer of `GET /api/v1/types`.
@@ -33,8 +30,8 @@ pub(crate) struct DeclaredType<'a> {
 
 /// `GET /api/v1/types`: every declared type with its schema as configured, in declaration
 /// order; every publish of one is checked against it.
-#[utoipa::path(get, path = "/api/v1/types", tag = "system", responses((status = 200, body = crate::openapi::TypesDoc), (status = 403, body = crate::openapi::ErrorBodyDoc)))]
-pub(crate) async fn list(
+#[utoipa::path(get, path = "/api/v1/types", tag = "system", responses((status = 200, body = crate::openapi::TypesDoc, description = "Every declared type"), ScopedErrors))]
+pub(crate) async fn types(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

@@ -3,20 +3,26 @@
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use time::OffsetDateTime;
 
-use super::{LoggedCorrelation, method_not_allowed, path_id};
+use super::{LoggedCorrelation, Resource, path_id};
 use flock_models::Scope;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::route_errors;
 use crate::state::AppState;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/webhooks/deliveries/{id}/redeliver")
-            .route(web::post().to(redeliver))
-            .default_service(web::to(method_not_allowed)),
+        Resource::new("/webhooks/deliveries/{id}/redeliver")
+            .post(redeliver)
+            .finish(),
     );
 }
+
+route_errors!(
+    /// What the redeliver route answers when it refuses.
+    RedeliverErrors: [Forbidden, NotFound, Conflict, StorageUnavailable]
+);
 
 /// `POST /api/v1/webhooks/deliveries/{id}/redeliver`: queues a failed delivery again. It keeps
 /// its id (so the same `webhook-id`), body and secret; new attempts are numbered after the old
@@ -24,11 +30,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 /// is attempted again by itself), and so is a delivered one (its receiver answered 2xx).
 #[utoipa::path(
     post, path = "/api/v1/webhooks/deliveries/{id}/redeliver", tag = "webhooks",
-    params(("id" = String, Path, description = "Delivery id (UUID; the `webhook-id` header)")),
+    params(("id" = uuid::Uuid, Path, description = "Delivery id (the `webhook-id` header)")),
     responses(
         (status = 202, body = crate::openapi::DeliveryDoc, description = "Queued again, due now"),
-        (status = 404, body = crate::openapi::ErrorBodyDoc, description = "No such delivery"),
-        (status = 409, body = crate::openapi::ErrorBodyDoc, description = "The delivery is pending or was delivered"),
+        RedeliverErrors,
     )
 )]
 pub(crate) async fn redeliver(

@@ -344,6 +344,41 @@ fn urls_keep_their_query_but_logs_do_not() {
 }
 
 #[test]
+fn urls_outside_the_documented_pattern_are_refused_saying_why() {
+    let pattern = regex::Regex::new(WebhookUrl::PATTERN).unwrap();
+    for ok in [
+        "http://127.0.0.1:9000/hook",
+        "HTTPS://Example.COM./a/b;c=d?e=f/g?#h",
+        "https://xn--bcher-kva.example/",
+        "http://[::ffff:1.2.3.4]:65535/",
+        "http://my_host-1.internal:0/%41",
+    ] {
+        assert!(WebhookUrl::parse(ok).is_ok(), "{ok}");
+        assert!(pattern.is_match(ok), "{ok}");
+    }
+    // The URL parser takes these; the documented pattern does not, and neither does the check.
+    for (bad, words) in [
+        ("https://exämple.com/", "contains 'ä'"),
+        ("https://example.com/{x}", "contains '{'"),
+        ("https://example.com/a b", "contains ' '"),
+        ("http://1host/", "last label starts with a letter"),
+        ("http://example.com/%zz", "percent-encoding"),
+        ("http://010.0.0.1/", "dotted-decimal IPv4"),
+    ] {
+        let err = WebhookUrl::parse(bad).unwrap_err();
+        assert!(err.message().contains(words), "{bad}: {err}");
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
+    // What an earlier build stored is read back without the pattern, so its deliveries are
+    // still sent; the other checks still hold.
+    let stored = WebhookUrl::from_stored("http://1host/a|b").unwrap();
+    assert_eq!(stored.as_str(), "http://1host/a|b");
+    assert!(WebhookUrl::parse(stored.as_str()).is_err());
+    assert!(WebhookUrl::from_stored("ftp://e.com/").is_err());
+    assert!(WebhookUrl::from_stored("https://user@e.com/").is_err());
+}
+
+#[test]
 fn responses_and_error_body_round_trip() {
     let id = Uuid::now_v7();
     let accepted = PublishResponse::accepted(id);

@@ -21,6 +21,39 @@ fn secret_limits() {
             .contains("at most 256")
     );
     assert_eq!(Secret::new("abc").unwrap().expose(), "abc");
+    // In characters, as the document's `maxLength` counts them.
+    assert!(Secret::new("é".repeat(256)).is_ok());
+    assert!(
+        Secret::new("é".repeat(257))
+            .unwrap_err()
+            .message()
+            .contains("257 characters long")
+    );
+}
+
+#[test]
+fn the_documented_pattern_is_what_new_accepts() {
+    let pattern = regex::Regex::new(Secret::PATTERN).unwrap();
+    for text in [
+        "whsec_QQ==",
+        "whsec_QUI=",
+        "whsec_QUJD",
+        "whsec",
+        "WHSEC_!!",
+        "plain",
+        "whsec_",
+        "whsec_QR==",
+        "whsec_QUJ=",
+        "whsec_QQ",
+        "whsec_!!",
+        "whsec_QQ==\n",
+    ] {
+        assert_eq!(
+            pattern.is_match(text),
+            Secret::new(text).is_ok(),
+            "{text:?}"
+        );
+    }
 }
 
 #[test]
