@@ -1,11 +1,12 @@
 //! Server configuration for tests and benchmarks, written as the TOML file users write: the
-//! store named explicitly, the SSRF allow-list, retry and shutdown timings, and command agents
-//! (small python3 scripts in a temporary directory).
+//! store named explicitly, the SSRF allow-list, retry and shutdown timings, command agents
+//! (small python3 scripts in a temporary directory), and any TOML a test adds (declared types,
+//! LLM agents).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use flock_api::config::Settings;
+use flock_api::config::{CheckedSettings, Settings};
 
 /// A directory for configuration files and agent scripts, removed on drop.
 #[derive(Debug)]
@@ -122,6 +123,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// Command agents.
     pub agents: Vec<TransformAgent>,
+    /// TOML appended to the file as written: `[[types]]`, more `[[agents]]` (LLM agents).
+    pub extra_toml: String,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             workers: Some(2),
             log_level: "info".to_owned(),
             agents: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -184,6 +188,9 @@ impl ServerConfig {
                 )?;
             }
         }
+        if !self.extra_toml.is_empty() {
+            writeln!(text, "\n{}", self.extra_toml)?;
+        }
         Ok(text)
     }
 
@@ -201,7 +208,7 @@ impl ServerConfig {
     ///
     /// # Errors
     /// A file that cannot be written, or settings the server refuses.
-    pub fn settings(&self, dir: &Workdir) -> anyhow::Result<Settings> {
+    pub fn settings(&self, dir: &Workdir) -> anyhow::Result<CheckedSettings> {
         let path = self.write(dir)?;
         Ok(Settings::load(Some(&path), Vec::new())?)
     }
@@ -234,10 +241,17 @@ mod tests {
             ..ServerConfig::default()
         };
         let settings = config.settings(&dir).unwrap();
-        assert_eq!(settings.store.url, "memory://");
+        assert_eq!(settings.store.url, flock_store::StoreUrl::Memory);
         assert_eq!(settings.server.port, 0);
-        assert_eq!(settings.webhooks.allowed_cidrs, ["127.0.0.1/32"]);
+        let allowed: Vec<String> = settings
+            .webhooks
+            .allowed_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(allowed, ["127.0.0.1/32"]);
         assert_eq!(settings.agents.len(), 3);
+        assert_eq!(settings.agents().len(), 3, "the agents are built");
         let closed = ServerConfig {
             allow_loopback: false,
             ..ServerConfig::default()

@@ -80,26 +80,18 @@ impl Received {
     }
 
     /// Checks both signatures (`X-Flock-Signature` and Standard Webhooks' `webhook-signature`)
-    /// with `flock-signing`; the error says which failed and why (never the secret).
+    /// with `flock_signing::verify_webhook`; the error names the header that failed and why
+    /// (never the secret).
     ///
     /// # Errors
     /// A missing, malformed or wrong signature.
     pub fn verify(&self, secret: &str) -> anyhow::Result<()> {
-        flock_signing::verify_flock_signature(
-            self.header("x-flock-signature"),
+        flock_signing::verify_webhook(
+            |name| self.headers.get(name).map(String::as_str),
             &self.body,
-            secret.as_bytes(),
-        )
-        .map_err(|e| anyhow::anyhow!("X-Flock-Signature: {e}"))?;
-        flock_signing::verify_standard(
-            secret,
-            self.header("webhook-id"),
-            self.header("webhook-timestamp"),
-            self.header("webhook-signature"),
-            &self.body,
-            flock_signing::DEFAULT_TOLERANCE,
-        )
-        .map_err(|e| anyhow::anyhow!("webhook-signature: {e}"))
+            &[secret],
+        )?;
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use flock_api::config::Settings;
+use flock_api::config::CheckedSettings;
 use flock_api::startup::{Application, StopReport};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -27,7 +27,7 @@ impl InProcessServer {
     ///
     /// # Errors
     /// Settings the application refuses, or no free port.
-    pub async fn start(settings: Settings) -> anyhow::Result<InProcessServer> {
+    pub async fn start(settings: CheckedSettings) -> anyhow::Result<InProcessServer> {
         let app = Application::build(settings).await?;
         let address = app.address();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -185,12 +185,27 @@ impl ServerProcess {
     /// # Errors
     /// The process cannot start, exits, or does not say where it listens in time.
     pub fn spawn(binary: &Path, config: &Path, limit: Duration) -> anyhow::Result<ServerProcess> {
+        Self::spawn_with_env(binary, config, &[], limit)
+    }
+
+    /// [`ServerProcess::spawn`] with `env` added to the process's environment (an LLM agent's
+    /// API key, say).
+    ///
+    /// # Errors
+    /// As [`ServerProcess::spawn`].
+    pub fn spawn_with_env(
+        binary: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env_remove("RUST_LOG")
             .env_remove("FLOCK_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -16,6 +16,7 @@ use actix_web::test;
 use flock_api::config::Settings;
 use flock_api::create_app;
 use flock_api::startup::build_state;
+use flock_store::StoreUrl;
 use serde_json::json;
 
 const ROUNDS: usize = 5;
@@ -31,9 +32,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let mut settings = Settings::default();
-    settings.store.url = "memory://".to_owned();
-    settings.webhooks.allowed_cidrs = vec!["127.0.0.1/32".to_owned()];
-    let (state, _dispatcher) = build_state(&settings).await?;
+    settings.store.url = StoreUrl::Memory;
+    settings.webhooks.allowed_cidrs = vec!["127.0.0.1/32".parse()?];
+    let (state, _dispatcher) = build_state(&settings.check()?).await?;
     let app = test::init_service(create_app(state)).await;
     let payload = json!({ "text": "x".repeat(1_000) });
     let with = serde_json::to_vec(&json!({

@@ -56,6 +56,7 @@ pub fn create_app(
                 .configure(routes::artifacts::configure)
                 .configure(routes::correlations::configure)
                 .configure(routes::webhooks::configure)
+                .configure(routes::types::configure)
                 .configure(routes::system::configure_api),
         )
         .configure(routes::system::configure_root)

@@ -1,19 +1,28 @@
 //! Configuration: built-in defaults, then a TOML file, then `FLOCK__SECTION__KEY` environment
-//! variables, checked once at start with errors that name the bad key.
+//! variables, read once into typed values (the store URL, the SSRF allow-list, the agents'
+//! specs) and checked once at start, with errors that name the bad key. The check builds the
+//! agents; start-up takes them from [`CheckedSettings`].
 
-use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use flock_models::Secret;
-use flock_orchestrator::{Agent, AgentSpec, OrchestratorConfig};
-use flock_retry::RetryPolicy;
+use flock_orchestrator::{Agent, OrchestratorConfig};
+use flock_retry::{PolicyError, RetryPolicy};
+use flock_schema::{TypeDeclaration, TypeSchemas};
 use flock_store::{Retention, StoreUrl};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+mod agents;
+mod types;
+
+pub use agents::AgentTable;
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "FLOCK_CONFIG";
@@ -43,20 +52,24 @@ pub struct Settings {
     /// Agent concurrency, timeouts and the runaway guard.
     #[serde(default)]
     pub orchestrator: OrchestratorConfig,
+    /// The declared artifact types, as `[[types]]` tables (`name`, `schema`): every publish
+    /// of one is checked against its JSON Schema, and LLM agents answer in it.
+    #[serde(default)]
+    pub types: Vec<TypeDeclaration>,
     /// The agents, as `[[agents]]` tables.
     #[serde(default)]
-    pub agents: Vec<AgentSpec>,
+    pub agents: Vec<AgentTable>,
 }
 
 /// `[store]`.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     /// Where artifacts and webhook deliveries live: `sqlite://flock.db` by default (a file
     /// relative to the working directory; `sqlite:///abs/path.db` for an absolute path),
     /// `postgres://USER:PASSWORD@HOST/DATABASE` for several instances on one database, or
-    /// `memory://` (lost on restart). `Debug` hides a Postgres password.
-    pub url: String,
+    /// `memory://` (lost on restart). Checked as it is read; `Debug` hides a Postgres password.
+    pub url: StoreUrl,
     /// How long delivered and failed deliveries (and their attempts) are kept after they were
     /// completed; 7 days by default. Artifacts are kept.
     pub retention_secs: u64,
@@ -70,7 +83,7 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://flock.db";
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
-            url: DEFAULT_STORE_URL.to_owned(),
+            url: StoreUrl::parse(DEFAULT_STORE_URL).expect("the default store URL parses"),
             retention_secs: 7 * 24 * 60 * 60,
             prune_interval_ms: 60_000,
         }
@@ -78,32 +91,12 @@ impl Default for StoreSettings {
 }
 
 impl StoreSettings {
-    /// The URL, parsed.
-    ///
-    /// # Errors
-    /// A URL that names no supported store, named by its key.
-    pub fn store_url(&self) -> Result<StoreUrl, ConfigError> {
-        StoreUrl::parse(&self.url).map_err(|e| invalid("store.url", e.to_string()))
-    }
-
     /// The retention and pruning period.
     pub fn retention(&self) -> Retention {
         Retention {
             keep_for: Duration::from_secs(self.retention_secs),
             every: Duration::from_millis(self.prune_interval_ms),
         }
-    }
-}
-
-impl std::fmt::Debug for StoreSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url =
-            StoreUrl::parse(&self.url).map_or_else(|_| "(invalid)".to_owned(), |u| u.to_string());
-        f.debug_struct("StoreSettings")
-            .field("url", &url)
-            .field("retention_secs", &self.retention_secs)
-            .field("prune_interval_ms", &self.prune_interval_ms)
-            .finish()
     }
 }
 
@@ -168,11 +161,14 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
-    /// Signs webhooks whose request gave no secret. `Debug` shows it as `[redacted]`.
+    /// Signs webhooks whose request gave no secret; checked to sign when it is read. `Debug`
+    /// shows it as `[redacted]`.
     pub default_secret: Option<Secret>,
     /// Address ranges the SSRF guard lets through, such as `127.0.0.1/32` for local
-    /// development. Empty by default: no private, loopback or otherwise internal address.
-    pub allowed_cidrs: Vec<String>,
+    /// development; a bare address counts as a range of one. Empty by default: no private,
+    /// loopback or otherwise internal address.
+    #[serde(deserialize_with = "networks")]
+    pub allowed_cidrs: Vec<IpNet>,
     /// Deliveries in flight at once.
     pub concurrency: usize,
     /// Connect timeout per attempt.
@@ -203,6 +199,31 @@ impl Default for WebhookSettings {
             retry: RetrySettings::default(),
         }
     }
+}
+
+/// `webhooks.allowed_cidrs`: CIDR ranges or bare addresses, each checked as it is read (so an
+/// error names its index: `webhooks.allowed_cidrs[1]`).
+fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    /// One entry of the list.
+    struct Network(IpNet);
+
+    impl<'de> Deserialize<'de> for Network {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            let text = text.trim();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map(Network)
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is not a CIDR range such as 127.0.0.1/32"
+                    ))
+                })
+        }
+    }
+
+    let list = Vec::<Network>::deserialize(deserializer)?;
+    Ok(list.into_iter().map(|Network(net)| net).collect())
 }
 
 /// `[webhooks.retry]`: after failed attempt n, wait `base_delay_ms × factor^(n-1)`.
@@ -266,6 +287,15 @@ impl Default for IdempotencySettings {
     }
 }
 
+/// The key of a retry table that a policy error is about.
+fn policy_error_key(error: &PolicyError) -> &'static str {
+    match error {
+        PolicyError::ZeroFactor => "factor",
+        PolicyError::JitterOutOfRange(_) => "jitter",
+        PolicyError::BaseAboveMax => "base_delay_ms",
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -276,7 +306,8 @@ pub enum ConfigError {
     /// The file could not be read or parsed, or a value has the wrong type.
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
-    /// A value parsed but is not acceptable.
+    /// A value that is not acceptable: refused as it was read (a store URL that names no
+    /// store, an allow-list entry that is no address range) or by the checks.
     #[error("configuration: `{key}`: {message}")]
     Invalid {
         /// The dotted key.
@@ -293,9 +324,29 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A value that did not parse is named by its key the way the checks name theirs
+/// (``configuration: `store.url`: ...``); other loading errors are kept as they are.
+fn load_error(err: config::ConfigError) -> ConfigError {
+    match err {
+        config::ConfigError::At {
+            error,
+            origin: None,
+            key: Some(key),
+        } => match *error {
+            config::ConfigError::Message(message) => invalid(key, message),
+            error => ConfigError::Load(config::ConfigError::At {
+                error: Box::new(error),
+                origin: None,
+                key: Some(key),
+            }),
+        },
+        other => ConfigError::Load(other),
+    }
+}
+
 impl Settings {
     /// Loads defaults, then `file` if given, then the `FLOCK__...` variables of `env` (pass
-    /// `std::env::vars()`), and checks the result.
+    /// `std::env::vars()`), and checks the result (see [`Settings::check`]).
     ///
     /// # Errors
     /// An unreadable file, an unknown key, a value of the wrong type or an unacceptable value,
@@ -303,8 +354,24 @@ impl Settings {
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<CheckedSettings, ConfigError> {
+        Self::read(file, env)?.check()
+    }
+
+    /// Reads defaults, then `file` if given, then the `FLOCK__...` variables of `env`, into
+    /// typed values without the checks that need more than one value, nor building the agents;
+    /// [`Settings::check`] does both. For tests that adjust settings before they start a
+    /// server.
+    ///
+    /// # Errors
+    /// An unreadable file, an unknown key, or a value of the wrong type or form (a store URL
+    /// that names no store, an allow-list entry that is not an address range), each named by
+    /// its key.
+    pub fn read(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let vars: HashMap<String, String> = env
+        let vars: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("FLOCK__"))
             .collect();
@@ -321,9 +388,29 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
-        settings.validate()?;
-        Ok(settings)
+        builder
+            .add_source(environment)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(load_error)
+    }
+
+    /// Checks every value, compiles the declared types and builds the configured agents, once:
+    /// start-up takes them from the result. An LLM agent's API key is read here, from the
+    /// variable its `llm.api_key_env` names.
+    ///
+    /// # Errors
+    /// The first unacceptable value, named by its key (`types[i].schema` for a declared type,
+    /// `agents[i].field` for an agent, `agents[i].llm.model` within its `llm` table).
+    pub fn check(self) -> Result<CheckedSettings, ConfigError> {
+        self.validate()?;
+        let types = types::compile(&self.types)?;
+        let agents = self.build_agents(&types)?;
+        Ok(CheckedSettings {
+            settings: self,
+            types,
+            agents,
+        })
     }
 
     /// The file named by `--config`, else by `FLOCK_CONFIG`, else none.
@@ -338,7 +425,7 @@ impl Settings {
     ///
     /// # Errors
     /// The first unacceptable value, named by its key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
         }
@@ -346,11 +433,6 @@ impl Settings {
             return Err(invalid("server.workers", "must be at least 1 when given"));
         }
         self.log_filter_check()?;
-        self.allowed_networks()?;
-        if let Some(secret) = &self.webhooks.default_secret {
-            flock_signing::SigningKey::new(secret.expose())
-                .map_err(|e| invalid("webhooks.default_secret", e.to_string()))?;
-        }
         let w = &self.webhooks;
         if w.concurrency == 0 {
             return Err(invalid("webhooks.concurrency", "must be at least 1"));
@@ -362,12 +444,10 @@ impl Settings {
             return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
         }
         w.retry.policy().validate().map_err(|e| {
-            let key = match e {
-                flock_retry::PolicyError::ZeroFactor => "webhooks.retry.factor",
-                flock_retry::PolicyError::JitterOutOfRange(_) => "webhooks.retry.jitter",
-                flock_retry::PolicyError::BaseAboveMax => "webhooks.retry.base_delay_ms",
-            };
-            invalid(key, e.to_string())
+            invalid(
+                format!("webhooks.retry.{}", policy_error_key(&e)),
+                e.to_string(),
+            )
         })?;
         if self.idempotency.max_entries == 0 {
             return Err(invalid("idempotency.max_entries", "must be at least 1"));
@@ -387,7 +467,6 @@ impl Settings {
         if w.poll_interval_ms == 0 {
             return Err(invalid("webhooks.poll_interval_ms", "must be at least 1"));
         }
-        self.store.store_url()?;
         if self.store.retention_secs == 0 {
             return Err(invalid("store.retention_secs", "must be at least 1"));
         }
@@ -400,7 +479,6 @@ impl Settings {
                 e.message(),
             )
         })?;
-        self.build_agents()?;
         Ok(())
     }
 
@@ -408,13 +486,13 @@ impl Settings {
     ///
     /// # Errors
     /// An invalid agent, named as `agents[i].field`, or two agents with one name.
-    pub fn build_agents(&self) -> Result<Vec<Arc<dyn Agent>>, ConfigError> {
+    fn build_agents(&self, types: &Arc<TypeSchemas>) -> Result<Vec<Arc<dyn Agent>>, ConfigError> {
         let mut names = std::collections::HashSet::new();
         self.agents
             .iter()
             .enumerate()
-            .map(|(i, spec)| {
-                let agent = spec.build().map_err(|e| {
+            .map(|(i, table)| {
+                let agent = table.build(types).map_err(|e| {
                     let key = match e.field_name() {
                         Some(f) if f.starts_with('[') => format!("agents[{i}]{f}"),
                         Some(f) => format!("agents[{i}].{f}"),
@@ -433,29 +511,6 @@ impl Settings {
             .collect()
     }
 
-    /// The SSRF allow-list, parsed. A bare address counts as a single-address range.
-    ///
-    /// # Errors
-    /// An entry that is neither a CIDR nor an address, named by its index.
-    pub fn allowed_networks(&self) -> Result<Vec<IpNet>, ConfigError> {
-        self.webhooks
-            .allowed_cidrs
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                let text = text.trim();
-                text.parse::<IpNet>()
-                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        invalid(
-                            format!("webhooks.allowed_cidrs[{i}]"),
-                            format!("`{text}` is not a CIDR range such as 127.0.0.1/32"),
-                        )
-                    })
-            })
-            .collect()
-    }
-
     fn log_filter_check(&self) -> Result<(), ConfigError> {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map(drop)
@@ -465,5 +520,61 @@ impl Settings {
     /// The grace period of a stop.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.server.shutdown_grace_ms)
+    }
+}
+
+/// Settings that passed every check, with the agents they configure built: what
+/// [`Application::build`](crate::startup::Application::build) and
+/// [`build_state`](crate::startup::build_state) take. Reads as the [`Settings`] it holds; a
+/// clone shares the built agents.
+#[derive(Clone)]
+pub struct CheckedSettings {
+    settings: Settings,
+    types: Arc<TypeSchemas>,
+    agents: Vec<Arc<dyn Agent>>,
+}
+
+impl CheckedSettings {
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The declared types, compiled (in `[[types]]` order).
+    pub fn types(&self) -> &Arc<TypeSchemas> {
+        &self.types
+    }
+
+    /// The configured agents, built (in `[[agents]]` order).
+    pub fn agents(&self) -> &[Arc<dyn Agent>] {
+        &self.agents
+    }
+}
+
+impl Deref for CheckedSettings {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+impl fmt::Debug for CheckedSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckedSettings")
+            .field("settings", &self.settings)
+            .field(
+                "types",
+                &self
+                    .types
+                    .names()
+                    .map(flock_models::TypeName::as_str)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "agents",
+                &self.agents.iter().map(|a| a.name()).collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }

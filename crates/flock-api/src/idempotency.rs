@@ -10,22 +10,25 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 /// The request header carrying the key.
-pub const HEADER: &str = "x-idempotency-key";
+pub(crate) const HEADER: &str = "x-idempotency-key";
 /// The longest key accepted.
-pub const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
+/// The characters of a key, as the OpenAPI document states them: visible ASCII, which
+/// [`check_key`] checks.
+pub(crate) const KEY_PATTERN: &str = "^[!-~]+$";
 
 /// A remembered answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// Its HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Its JSON body.
-    pub body: Arc<[u8]>,
+    pub(crate) body: Arc<[u8]>,
 }
 
 /// What to do with a request that carries a key.
 #[derive(Debug)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// First use of the key: compute the answer, then [`Pending::complete`] it.
     New(Pending),
     /// The key was used with the same request: answer this again.
@@ -49,7 +52,7 @@ struct Inner {
 }
 
 /// The cache of idempotency keys, shared by every worker of the server.
-pub struct IdempotencyCache {
+pub(crate) struct IdempotencyCache {
     inner: Arc<Mutex<Inner>>,
     ttl: Duration,
     max_entries: usize,
@@ -58,7 +61,7 @@ pub struct IdempotencyCache {
 /// A key whose answer is being computed. Dropping it without [`Pending::complete`] (an error
 /// answer, say) forgets the key, so that a retry starts afresh.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     key: String,
     sender: Option<watch::Sender<Option<Stored>>>,
     inner: Arc<Mutex<Inner>>,
@@ -74,7 +77,7 @@ impl std::fmt::Debug for Inner {
 
 impl Pending {
     /// Remembers `answer` for the key and hands it to requests waiting on it.
-    pub fn complete(mut self, answer: Stored) {
+    pub(crate) fn complete(mut self, answer: Stored) {
         if let Some(sender) = self.sender.take() {
             let _ = sender.send(Some(answer));
         }
@@ -94,7 +97,7 @@ impl Drop for Pending {
 
 impl IdempotencyCache {
     /// A cache remembering keys for `ttl`, at most `max_entries` of them.
-    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, max_entries: usize) -> Self {
         IdempotencyCache {
             inner: Arc::new(Mutex::new(Inner {
                 entries: HashMap::new(),
@@ -107,7 +110,7 @@ impl IdempotencyCache {
 
     /// Looks `key` up for a request on `route` whose parsed JSON body is `body`. A request with
     /// the same key that is still being answered is waited for.
-    pub async fn claim(&self, key: &str, route: &str, body: &serde_json::Value) -> Claim {
+    pub(crate) async fn claim(&self, key: &str, route: &str, body: &serde_json::Value) -> Claim {
         let fingerprint = fingerprint(route, body);
         loop {
             let mut waiting = {
@@ -147,18 +150,14 @@ impl IdempotencyCache {
         }
     }
 
-    /// How many keys are remembered.
-    pub fn len(&self) -> usize {
+    /// How many keys are remembered (the tests look).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entries
             .len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn expire(&self, inner: &mut Inner, now: Instant) {
@@ -215,7 +214,7 @@ fn fingerprint(route: &str, body: &serde_json::Value) -> [u8; 32] {
 ///
 /// # Errors
 /// A message saying what is wrong with the key.
-pub fn check_key(key: &str) -> Result<(), String> {
+pub(crate) fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(format!(
             "X-Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"

@@ -3,10 +3,11 @@
 #![doc = include_str!("../README.md")]
 
 mod app;
+mod auth;
 mod body;
 pub mod config;
-pub mod error;
-pub mod idempotency;
+pub(crate) mod error;
+pub(crate) mod idempotency;
 pub mod listen;
 mod openapi;
 mod routes;

@@ -1,20 +1,45 @@
-//! The OpenAPI 3 document of `GET /api/v1/openapi.json`, generated from the route handlers'
-//! annotations. The schema types here describe the JSON the routes speak; a test checks them
-//! against the real types' serialized fields, so they cannot drift apart silently.
+//! The OpenAPI 3.1 document of `GET /api/v1/openapi.json`, generated from the route handlers'
+//! annotations. What clients send is described in `openapi/input.rs` and `openapi/params.rs`,
+//! built from the constants validation uses; what the routes answer in `openapi/schema.rs`;
+//! each route's error answers, with their `code`s, by [`error_responses`]. The test in
+//! `openapi/agreement.rs` checks the document against validation on generated values.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
+use crate::error::ErrorCode;
 use crate::routes;
+
+/// Only utoipa reads these types, at compile time (the names and types of their fields) or
+/// through their trait implementations; no value of them is ever built, so every one of them
+/// is dead code to the compiler.
+#[expect(
+    dead_code,
+    reason = "schema-only types: utoipa reads their fields' names and types, no value is built"
+)]
+mod schema;
+
+mod input;
+mod params;
+
+#[cfg(test)]
+mod agreement;
+
+pub(crate) use input::*;
+pub(crate) use params::*;
+pub(crate) use schema::*;
 
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Flock",
-        description = "A blackboard orchestrator with signed webhook notifications for every artifact of a workflow."
+        description = "A blackboard orchestrator with signed webhook notifications for every artifact of a workflow. Every constraint the server enforces on a request is stated here; a request that breaks one is answered with the error body and its `code`."
     ),
     paths(
         routes::artifacts::publish,
@@ -28,12 +53,14 @@ use crate::routes;
         routes::system::health,
         routes::system::metrics,
         routes::system::openapi,
+        routes::types::types,
     ),
+    components(schemas(ErrorBodyDoc)),
     tags(
         (name = "artifacts", description = "Publish and read artifacts"),
         (name = "correlations", description = "Workflows and their webhook deliveries"),
         (name = "webhooks", description = "Acting on webhook deliveries"),
-        (name = "system", description = "Agents, health, metrics, this document"),
+        (name = "system", description = "Agents, declared types, health, metrics, this document"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -41,246 +68,108 @@ pub(crate) struct ApiDoc;
 /// The document as JSON text, built once.
 pub(crate) fn document_json() -> String {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serializes")
-    })
-    .clone()
+    JSON.get_or_init(|| document().to_string()).clone()
 }
 
-/// Where a workflow's webhooks go.
-#[derive(ToSchema)]
-#[schema(as = Webhook)]
-#[allow(dead_code)]
-pub(crate) struct WebhookDoc {
-    /// Absolute http(s) URL with a host, at most 2048 bytes, no user-info.
-    url: String,
-    /// 1 to 256 bytes; signs every delivery. Omit for unsigned webhooks.
-    secret: Option<String>,
+/// The document as a JSON value.
+pub(crate) fn document() -> Value {
+    let mut document =
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    name_link_fields(&mut document);
+    document
 }
 
-/// `POST /api/v1/artifacts` body. `webhook_url`/`webhook_secret` are shorthand for `webhook`.
-#[derive(ToSchema)]
-#[schema(as = PublishRequest)]
-#[allow(dead_code)]
-pub(crate) struct PublishRequestDoc {
-    /// 1 to 256 characters of letters, digits, `.`, `_`, `-`.
-    #[schema(rename = "type")]
-    type_name: String,
-    /// A JSON object.
-    #[schema(value_type = Object)]
-    payload: Value,
-    /// Tags, sorted and made unique.
-    tags: Option<Vec<String>>,
-    webhook: Option<WebhookDoc>,
-    webhook_url: Option<String>,
-    webhook_secret: Option<String>,
+/// utoipa 5 writes a Link object's fields in snake case (`operation_id`); OpenAPI names them in
+/// camel case (`operationId`), and tools ignore links without them.
+fn name_link_fields(document: &mut Value) {
+    let responses = document["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|operations| operations.values_mut())
+        .filter_map(|operation| operation.get_mut("responses"))
+        .filter_map(Value::as_object_mut)
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let links = response
+            .get_mut("links")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|links| links.values_mut())
+            .filter_map(Value::as_object_mut);
+        for link in links {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.to_owned(), value);
+                }
+            }
+        }
+    }
 }
 
-/// Which artifacts a sync answer includes.
-#[derive(ToSchema)]
-#[schema(as = SyncFilters)]
-#[allow(dead_code)]
-pub(crate) struct SyncFiltersDoc {
-    type_names: Option<Vec<String>>,
-    produced_by: Option<Vec<String>>,
+/// The error answers of a route that can fail with `codes`: one response per status, whose
+/// body is the error body with its `code` narrowed to the codes of that status.
+pub(crate) fn error_responses(codes: &[ErrorCode]) -> BTreeMap<String, RefOr<Response>> {
+    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    for code in codes {
+        by_status
+            .entry(code.status().as_u16())
+            .or_default()
+            .push(*code);
+    }
+    by_status
+        .into_iter()
+        .map(|(status, codes)| {
+            let description = codes
+                .iter()
+                .map(|c| format!("- `{}`: {}", c.as_str(), c.describe()))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let narrowed = ObjectBuilder::new().property(
+                "error",
+                ObjectBuilder::new().property(
+                    "code",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(codes.iter().map(|c| c.as_str()))),
+                ),
+            );
+            let schema = AllOfBuilder::new()
+                .item(Ref::from_schema_name("ErrorBody"))
+                .item(narrowed);
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(schema)).build(),
+                )
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
 }
 
-/// `POST /api/v1/artifacts/sync` body.
-#[derive(ToSchema)]
-#[schema(as = SyncPublishRequest)]
-#[allow(dead_code)]
-pub(crate) struct SyncRequestDoc {
-    #[schema(rename = "type")]
-    type_name: String,
-    #[schema(value_type = Object)]
-    payload: Value,
-    tags: Option<Vec<String>>,
-    webhook: Option<WebhookDoc>,
-    webhook_url: Option<String>,
-    webhook_secret: Option<String>,
-    /// Seconds to wait for the workflow to go idle, 1 to 300, default 30.
-    timeout: Option<f64>,
-    filters: Option<SyncFiltersDoc>,
+/// Declares a route's error answers: a type for `responses(...)` of `#[utoipa::path]` whose
+/// responses are [`error_responses`] of the listed codes.
+macro_rules! route_errors {
+    ($(#[$doc:meta])* $ty:ident: [$($code:ident),* $(,)?]) => {
+        $(#[$doc])*
+        pub(crate) struct $ty;
+
+        impl utoipa::IntoResponses for $ty {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::Response>,
+            > {
+                $crate::openapi::error_responses(&[$($crate::error::ErrorCode::$code),*])
+            }
+        }
+    };
 }
 
-/// `202` answer of a publish.
-#[derive(ToSchema)]
-#[schema(as = PublishResponse)]
-#[allow(dead_code)]
-pub(crate) struct PublishResponseDoc {
-    /// Always `accepted`.
-    status: String,
-    correlation_id: uuid::Uuid,
-}
-
-/// An artifact.
-#[derive(ToSchema)]
-#[schema(as = Artifact)]
-#[allow(dead_code)]
-pub(crate) struct ArtifactDoc {
-    id: uuid::Uuid,
-    #[schema(rename = "type")]
-    type_name: String,
-    #[schema(value_type = Object)]
-    payload: Value,
-    produced_by: String,
-    correlation_id: uuid::Uuid,
-    tags: Vec<String>,
-    /// RFC 3339, UTC, microseconds.
-    created_at: String,
-}
-
-/// Answer of the sync publish.
-#[derive(ToSchema)]
-#[schema(as = SyncPublishResponse)]
-#[allow(dead_code)]
-pub(crate) struct SyncResponseDoc {
-    correlation_id: uuid::Uuid,
-    artifacts: Vec<ArtifactDoc>,
-    completed: bool,
-    duration_ms: u64,
-}
-
-/// Page metadata.
-#[derive(ToSchema)]
-#[schema(as = Pagination)]
-#[allow(dead_code)]
-pub(crate) struct PaginationDoc {
-    limit: usize,
-    offset: usize,
-    total: u64,
-}
-
-/// A page of artifacts.
-#[derive(ToSchema)]
-#[schema(as = ArtifactPage)]
-#[allow(dead_code)]
-pub(crate) struct ArtifactPageDoc {
-    items: Vec<ArtifactDoc>,
-    pagination: PaginationDoc,
-}
-
-/// The error body of every error answer.
-#[derive(ToSchema)]
-#[schema(as = ErrorBody)]
-#[allow(dead_code)]
-pub(crate) struct ErrorBodyDoc {
-    error: ErrorDetailDoc,
-}
-
-/// The inside of the error body.
-#[derive(ToSchema)]
-#[schema(as = ErrorDetail)]
-#[allow(dead_code)]
-pub(crate) struct ErrorDetailDoc {
-    /// Stable machine-readable code, such as `validation_error`.
-    code: String,
-    message: String,
-    /// The offending field, such as `webhook.url`.
-    field: Option<String>,
-}
-
-/// An error recorded on a workflow.
-#[derive(ToSchema)]
-#[schema(as = RecordedError)]
-#[allow(dead_code)]
-pub(crate) struct RecordedErrorDoc {
-    kind: String,
-    agent: Option<String>,
-    message: String,
-    at: String,
-}
-
-/// A workflow's status.
-#[derive(ToSchema)]
-#[schema(as = CorrelationStatus)]
-#[allow(dead_code)]
-pub(crate) struct CorrelationStatusDoc {
-    correlation_id: uuid::Uuid,
-    /// `active`, `completed` or `failed`.
-    state: String,
-    artifact_count: u64,
-    error_count: u64,
-    pending_runs: u64,
-    started_at: String,
-    last_activity_at: String,
-    errors: Vec<RecordedErrorDoc>,
-}
-
-/// One attempt of a delivery.
-#[derive(ToSchema)]
-#[schema(as = Attempt)]
-#[allow(dead_code)]
-pub(crate) struct AttemptDoc {
-    number: u32,
-    started_at: String,
-    status_code: Option<u16>,
-    /// `http_status`, `connect`, `timeout`, `blocked`, `signing` or `other`.
-    error_kind: Option<String>,
-    error: Option<String>,
-    duration_ms: u64,
-}
-
-/// One webhook delivery.
-#[derive(ToSchema)]
-#[schema(as = Delivery)]
-#[allow(dead_code)]
-pub(crate) struct DeliveryDoc {
-    /// Also the `webhook-id` header.
-    id: uuid::Uuid,
-    correlation_id: uuid::Uuid,
-    artifact_id: uuid::Uuid,
-    sequence: u64,
-    /// Without query or fragment.
-    url: String,
-    /// `pending`, `delivered` or `failed`.
-    state: String,
-    failure: Option<String>,
-    attempts: Vec<AttemptDoc>,
-    next_attempt_at: Option<String>,
-    created_at: String,
-    completed_at: Option<String>,
-}
-
-/// A workflow's deliveries.
-#[derive(ToSchema)]
-#[schema(as = Deliveries)]
-#[allow(dead_code)]
-pub(crate) struct DeliveriesDoc {
-    correlation_id: uuid::Uuid,
-    deliveries: Vec<DeliveryDoc>,
-}
-
-/// An agent.
-#[derive(ToSchema)]
-#[schema(as = AgentInfo)]
-#[allow(dead_code)]
-pub(crate) struct AgentInfoDoc {
-    name: String,
-    /// `rust`, `command` or `http`.
-    kind: String,
-    consumes: Vec<String>,
-    publishes: Vec<String>,
-    timeout_ms: u64,
-}
-
-/// The agents.
-#[derive(ToSchema)]
-#[schema(as = Agents)]
-#[allow(dead_code)]
-pub(crate) struct AgentsDoc {
-    agents: Vec<AgentInfoDoc>,
-}
-
-/// Health.
-#[derive(ToSchema)]
-#[schema(as = Health)]
-#[allow(dead_code)]
-pub(crate) struct HealthDoc {
-    status: String,
-    version: String,
-    deliveries_pending: u64,
-    deliveries_in_flight: u64,
-}
+pub(crate) use route_errors;

@@ -9,70 +9,72 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::{HttpServer, web};
 use anyhow::Context as _;
-use flock_context::ContextRegistry;
-use flock_delivery::{
-    DeliveryConfig, Dispatcher, DispatcherHandle, Outbox, WebhookDeliveryComponent,
-};
+use flock_context::Webhooks;
+use flock_delivery::{DeliveryConfig, Dispatcher, DispatcherHandle, WebhookDeliveryComponent};
 use flock_orchestrator::{ArtifactStore, Orchestrator};
 use flock_store::{Pruner, Storage};
 
 use crate::app::create_app;
-use crate::config::Settings;
+use crate::config::CheckedSettings;
 use crate::idempotency::IdempotencyCache;
 use crate::state::AppState;
 use crate::telemetry;
 
-/// Builds what the routes share: the storage `store.url` names (opened, and created and
-/// migrated if needed), the orchestrator (with the configured agents and the webhook component)
-/// and the dispatcher, not yet started. Tests use it with
+/// Builds what the routes share from checked settings: the storage `store.url` names (opened,
+/// and created and migrated if needed), the orchestrator (with the declared types and the
+/// agents the check built, and the webhook component) and the dispatcher, not yet started. Tests use it with
 /// `actix_web::test::init_service(create_app(state))`.
 ///
 /// # Errors
 /// A store that cannot be opened (the message names `store.url`, the file or server, and the
-/// reason), or an invalid agent or delivery setting.
-pub async fn build_state(settings: &Settings) -> anyhow::Result<(web::Data<AppState>, Dispatcher)> {
+/// reason), or agents or delivery settings the orchestrator or dispatcher refuse.
+pub async fn build_state(
+    settings: &CheckedSettings,
+) -> anyhow::Result<(web::Data<AppState>, Dispatcher)> {
     let metrics = telemetry::prometheus();
     flock_orchestrator::describe_metrics();
     flock_delivery::metrics::describe();
-    let url = settings.store.store_url()?;
-    let storage = Storage::open(&url)
+    flock_llm::describe_metrics();
+    let url = &settings.store.url;
+    let storage = Storage::open(url)
         .await
         .with_context(|| format!("store.url `{url}`"))?;
     let store: Arc<dyn ArtifactStore> = storage.artifacts();
-    let outbox: Arc<dyn Outbox> = storage.outbox();
-    let registry = Arc::new(ContextRegistry::new());
-
-    let agents = settings.build_agents()?;
-    let orchestrator = Orchestrator::builder()
-        .store(store)
-        .agents(agents)
-        .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
-            &registry,
-        ))))
-        .config(settings.orchestrator.clone())
-        .build()
-        .await
-        .context("configuration: agents")?;
 
     let delivery = DeliveryConfig {
         concurrency: settings.webhooks.concurrency,
         connect_timeout: Duration::from_millis(settings.webhooks.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.webhooks.timeout_ms),
         retry: settings.webhooks.retry.policy(),
-        allowed_cidrs: settings.allowed_networks()?,
+        allowed_cidrs: settings.webhooks.allowed_cidrs.clone(),
         lease: Duration::from_millis(settings.webhooks.lease_ms),
         poll_interval: Duration::from_millis(settings.webhooks.poll_interval_ms),
         ..DeliveryConfig::default()
     };
+    // The guard that refuses a submitted webhook is the one the dispatcher's client enforces.
+    let webhooks = Arc::new(Webhooks::new(
+        delivery.guard(),
+        settings.webhooks.default_secret.clone(),
+    ));
+
+    let orchestrator = Orchestrator::builder()
+        .store(store)
+        .agents(settings.agents().iter().cloned())
+        .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
+            &webhooks,
+        ))))
+        .config(settings.orchestrator.clone())
+        .types(Arc::clone(settings.types()))
+        .build()
+        .await
+        .context("configuration: agents")?;
+
     let dispatcher =
-        Dispatcher::new(Arc::clone(&outbox), delivery).context("configuration: webhooks")?;
+        Dispatcher::new(storage.outbox(), delivery).context("configuration: webhooks")?;
     let state = web::Data::new(AppState {
         orchestrator,
         storage,
-        outbox,
-        registry,
-        guard: dispatcher.guard().clone(),
-        default_secret: settings.webhooks.default_secret.clone(),
+        webhooks,
         idempotency: IdempotencyCache::new(
             Duration::from_secs(settings.idempotency.ttl_secs),
             settings.idempotency.max_entries,
@@ -112,9 +114,9 @@ impl Application {
     /// lease expires. Done deliveries are pruned past `store.retention_secs`.
     ///
     /// # Errors
-    /// A store that cannot be opened, an invalid agent or delivery setting, or an address that
-    /// cannot be bound.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// A store that cannot be opened, agents or delivery settings the orchestrator or
+    /// dispatcher refuse, or an address that cannot be bound.
+    pub async fn build(settings: CheckedSettings) -> anyhow::Result<Self> {
         let (state, dispatcher) = build_state(&settings).await?;
         let orchestrator = state.orchestrator.clone();
         let storage = state.storage.clone();

@@ -35,7 +35,7 @@ const SECONDS_BUCKETS: &[f64] = &[
 
 /// The process's Prometheus recorder, installed on first use. The `metrics` facade has one
 /// recorder per process by design, so every server in the process shares it.
-pub fn prometheus() -> PrometheusHandle {
+pub(crate) fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

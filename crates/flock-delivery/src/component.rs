@@ -1,29 +1,29 @@
-//! `WebhookDeliveryComponent`: the orchestrator component that turns every artifact of a
-//! workflow with a webhook into one delivery, written with the artifact.
+//! `WebhookDeliveryComponent`: the orchestrator component that hands every artifact of a
+//! workflow with a webhook to [`Webhooks`] for its delivery, written with the artifact.
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flock_context::ContextRegistry;
+use flock_context::Webhooks;
 use flock_models::{Artifact, NewDelivery};
 use flock_orchestrator::Component;
 use uuid::Uuid;
 
 /// Announces every artifact of a workflow that has a webhook: register it with the orchestrator
-/// to get webhooks.
+/// to get webhooks. A thin adapter between the orchestrator's hooks and [`Webhooks`], which
+/// owns the workflows' webhooks.
 ///
 /// In [`Component::before_store`], called while the artifact's workflow holds its publish lock,
-/// it looks up the workflow's [`WebhookContext`](flock_context::WebhookContext) in the registry
-/// by the artifact's correlation id; without one it does nothing; with one it takes the next
-/// sequence number and pushes the delivery (its body rendered once, here) for the store to write
-/// together with the artifact. So sequence numbers follow blackboard order, an artifact is never
-/// stored without its delivery, and no I/O happens on the publishing path.
+/// it pushes the delivery [`Webhooks::delivery_for`] builds (the workflow's next sequence
+/// number, the body rendered once, there; nothing for a workflow without a webhook) for the
+/// store to write together with the artifact. So sequence numbers follow blackboard order, an
+/// artifact is never stored without its delivery, and no I/O happens on the publishing path.
 ///
-/// In [`Component::on_correlation_idle`] it removes the workflow's context from the registry:
-/// the workflow has nothing queued or running, so every artifact it will ever have is enqueued.
+/// In [`Component::on_correlation_idle`] it has [`Webhooks`] forget the workflow: the workflow
+/// has nothing queued or running, so every artifact it will ever have is enqueued.
 pub struct WebhookDeliveryComponent {
-    registry: Arc<ContextRegistry>,
+    webhooks: Arc<Webhooks>,
 }
 
 impl WebhookDeliveryComponent {
@@ -32,21 +32,21 @@ impl WebhookDeliveryComponent {
     /// Its priority: after components that may replace or stop artifacts.
     pub const PRIORITY: i32 = 200;
 
-    /// A component that finds workflows' webhooks in `registry`.
-    pub fn new(registry: Arc<ContextRegistry>) -> Self {
-        WebhookDeliveryComponent { registry }
+    /// A component that announces the artifacts of the workflows `webhooks` holds.
+    pub fn new(webhooks: Arc<Webhooks>) -> Self {
+        WebhookDeliveryComponent { webhooks }
     }
 
-    /// The registry it reads.
-    pub fn registry(&self) -> &Arc<ContextRegistry> {
-        &self.registry
+    /// The owner it asks.
+    pub fn webhooks(&self) -> &Arc<Webhooks> {
+        &self.webhooks
     }
 }
 
 impl fmt::Debug for WebhookDeliveryComponent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookDeliveryComponent")
-            .field("workflows", &self.registry.len())
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -62,18 +62,10 @@ impl Component for WebhookDeliveryComponent {
     }
 
     fn before_store(&self, artifact: &Artifact, outbox: &mut Vec<NewDelivery>) {
-        let Some(context) = self.registry.get(&artifact.correlation_id) else {
-            return;
-        };
-        outbox.push(NewDelivery::new(
-            artifact,
-            context.next_sequence(),
-            context.url().clone(),
-            context.secret().cloned(),
-        ));
+        outbox.extend(self.webhooks.delivery_for(artifact));
     }
 
     async fn on_correlation_idle(&self, correlation_id: Uuid) {
-        self.registry.remove(&correlation_id);
+        self.webhooks.forget(correlation_id);
     }
 }

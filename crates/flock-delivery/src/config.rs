@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use flock_context::SsrfGuard;
 use flock_retry::{PolicyError, RetryPolicy};
 use ipnet::IpNet;
 
@@ -72,6 +73,13 @@ pub enum ConfigError {
 }
 
 impl DeliveryConfig {
+    /// The SSRF guard these settings describe: the default policy with `allowed_cidrs` opened.
+    /// The dispatcher's client enforces it; give the same to the `Webhooks` that checks
+    /// submitted webhooks.
+    pub fn guard(&self) -> SsrfGuard {
+        SsrfGuard::new(self.allowed_cidrs.iter().copied())
+    }
+
     /// Checks the settings.
     ///
     /// # Errors

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flock_retry::{Decision, GiveUp};
+use flock_retry::{Decision, Outcome, RetryPolicy};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
@@ -15,10 +15,9 @@ use tracing::{debug, error, warn};
 use crate::config::{ConfigError, DeliveryConfig};
 use crate::metrics::Metrics;
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, ErrorKind, FailureReason, Outbox, OutboxError, Resolution,
+    AttemptView, ClaimedDelivery, ErrorKind, Outbox, OutboxError, Resolution, failure_name,
 };
-use crate::sender::{Sender, error_chain};
-use crate::ssrf::SsrfGuard;
+use crate::sender::{Sender, Sent, error_chain};
 use crate::time_util::{add, millis, until};
 
 /// How often, at most, the pending gauge is refreshed while attempts keep completing.
@@ -34,7 +33,8 @@ const ENQUEUE_COALESCE: Duration = Duration::from_millis(1);
 /// The shortest sleep between two looks at the outbox when nothing woke the dispatcher.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
-/// A dispatcher, configured but not started: it owns the shared HTTP client and the SSRF guard.
+/// A dispatcher, configured but not started: it owns the shared HTTP client, which enforces the
+/// SSRF guard of its configuration ([`DeliveryConfig::guard`]).
 ///
 /// [`Dispatcher::start`] spawns its loop on the current tokio runtime. The loop claims due
 /// deliveries in batches (never more than the free attempt slots) and starts a task per slot;
@@ -62,8 +62,7 @@ impl Dispatcher {
     /// An invalid configuration, or an HTTP client that cannot be built.
     pub fn new(outbox: Arc<dyn Outbox>, config: DeliveryConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let guard = SsrfGuard::new(config.allowed_cidrs.iter().copied());
-        let sender = Sender::new(&config, guard)?;
+        let sender = Sender::new(&config, config.guard())?;
         Ok(Dispatcher {
             shared: Arc::new(Shared {
                 outbox,
@@ -72,11 +71,6 @@ impl Dispatcher {
                 metrics: Metrics::register(),
             }),
         })
-    }
-
-    /// The SSRF guard it enforces (the API uses the same one to refuse literal addresses).
-    pub fn guard(&self) -> &SsrfGuard {
-        self.shared.sender.guard()
     }
 
     /// Starts the loop on the current tokio runtime.
@@ -168,11 +162,6 @@ impl DispatcherHandle {
     /// The outbox it delivers from.
     pub fn outbox(&self) -> &Arc<dyn Outbox> {
         &self.shared.outbox
-    }
-
-    /// The SSRF guard it enforces.
-    pub fn guard(&self) -> &SsrfGuard {
-        self.shared.sender.guard()
     }
 }
 
@@ -306,74 +295,122 @@ async fn work(
     }
 }
 
-/// One attempt: send, classify, record (and, unless the dispatcher is stopping, claim the
-/// slot's next delivery in the same call), log, count. Returns the next delivery, if any.
+/// One attempt: send, then [`decide`] what its outcome means for the delivery, [`record`] it
+/// (and, unless the dispatcher is stopping, claim the slot's next delivery in the same call),
+/// and [`log`] it. Returns the next delivery, if any.
 async fn attempt(
     shared: &Shared,
     claimed: ClaimedDelivery,
     stop: &watch::Receiver<Option<Instant>>,
 ) -> Option<ClaimedDelivery> {
-    let delivery = &*claimed.delivery;
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let sent = shared.sender.send(delivery, started_at).await;
+    let sent = shared.sender.send(&claimed.delivery, started_at).await;
     let duration = clock.elapsed();
     let finished = OffsetDateTime::now_utc();
 
-    let resolution = if sent.kind == Some(ErrorKind::Signing) {
-        Resolution::Failed(FailureReason::InvalidSecret)
-    } else {
-        match shared
-            .config
-            .retry
-            .decide(claimed.round_attempt, &sent.outcome, fastrand::f64())
-        {
-            Decision::Delivered => Resolution::Delivered,
-            Decision::RetryAfter(wait) => Resolution::RetryAt(add(finished, wait)),
-            Decision::GiveUp(GiveUp::Gone) => Resolution::Failed(FailureReason::Gone),
-            Decision::GiveUp(GiveUp::Blocked) => Resolution::Failed(FailureReason::Blocked),
-            Decision::GiveUp(GiveUp::Exhausted) => Resolution::Failed(FailureReason::Exhausted),
-        }
-    };
-    let latency = finished - delivery.artifact_created_at;
-    let record = AttemptView {
-        number: claimed.attempt,
+    let resolution = decide(
+        &shared.config.retry,
+        claimed.round_attempt,
+        &sent.outcome,
+        finished,
+        fastrand::f64(),
+    );
+    let attempt_record = AttemptView::new(
+        claimed.attempt,
         started_at,
-        status_code: sent.status,
-        error_kind: sent.kind,
-        error: sent.error,
-        duration_ms: millis(duration),
-    };
-    let error_kind = record.error_kind.map(ErrorKind::as_str);
-    let error_text = record.error.clone();
+        &sent.outcome,
+        sent.error.clone(),
+        millis(duration),
+    );
+    let (recorded, next) = record(shared, &claimed, attempt_record, resolution, stop).await;
+    log(
+        shared,
+        &claimed,
+        &Finished {
+            sent: &sent,
+            resolution,
+            duration,
+            finished,
+        },
+        recorded,
+    );
+    next
+}
 
-    let (recorded, next) = if stop_requested(stop) {
+/// What an attempt that ended at `finished` in `outcome` means for its delivery: delivered,
+/// retried at a time, or failed with a reason. `round_attempt` is the attempt's number in the
+/// current round (the number the policy counts); `sample` feeds the jitter. Pure.
+fn decide(
+    policy: &RetryPolicy,
+    round_attempt: u32,
+    outcome: &Outcome,
+    finished: OffsetDateTime,
+    sample: f64,
+) -> Resolution {
+    match policy.decide(round_attempt, outcome, sample) {
+        Decision::Delivered => Resolution::Delivered,
+        Decision::RetryAfter(wait) => Resolution::RetryAt(add(finished, wait)),
+        Decision::GiveUp(reason) => Resolution::Failed(reason),
+    }
+}
+
+/// Hands the attempt and its resolution to the outbox under the attempt's lease and, unless the
+/// dispatcher is stopping, claims the slot's next delivery in the same call. Returns the
+/// record's result and the next delivery, if any.
+async fn record(
+    shared: &Shared,
+    claimed: &ClaimedDelivery,
+    attempt: AttemptView,
+    resolution: Resolution,
+    stop: &watch::Receiver<Option<Instant>>,
+) -> (Result<(), OutboxError>, Option<ClaimedDelivery>) {
+    if stop_requested(stop) {
         let recorded = shared
             .outbox
-            .record(&claimed.lease, record, resolution)
+            .record(&claimed.lease, attempt, resolution)
             .await;
-        (recorded, None)
-    } else {
-        let both = shared
-            .outbox
-            .record_and_claim(
-                &claimed.lease,
-                record,
-                resolution,
-                OffsetDateTime::now_utc(),
-                1,
-                shared.config.lease,
-            )
-            .await;
-        let next = match both.claimed {
-            Ok(mut batch) => batch.pop(),
-            Err(e) => {
-                error!(error = %error_chain(&e), "claiming webhook deliveries failed");
-                None
-            }
-        };
-        (both.recorded, next)
+        return (recorded, None);
+    }
+    let both = shared
+        .outbox
+        .record_and_claim(
+            &claimed.lease,
+            attempt,
+            resolution,
+            OffsetDateTime::now_utc(),
+            1,
+            shared.config.lease,
+        )
+        .await;
+    let next = match both.claimed {
+        Ok(mut batch) => batch.pop(),
+        Err(e) => {
+            error!(error = %error_chain(&e), "claiming webhook deliveries failed");
+            None
+        }
     };
+    (both.recorded, next)
+}
+
+/// An attempt as [`log`] reports it.
+struct Finished<'a> {
+    sent: &'a Sent,
+    resolution: Resolution,
+    duration: Duration,
+    finished: OffsetDateTime,
+}
+
+/// Reports an attempt: a log line, and, once its record was accepted, the metrics (the attempt
+/// by its outcome, the delivery by its resolution, the latency of a delivered one). A result
+/// the outbox refused is logged and counted nowhere.
+fn log(
+    shared: &Shared,
+    claimed: &ClaimedDelivery,
+    attempt: &Finished<'_>,
+    recorded: Result<(), OutboxError>,
+) {
+    let delivery = &*claimed.delivery;
     match recorded {
         Ok(()) => {}
         Err(OutboxError::LeaseLost(_)) => {
@@ -384,7 +421,7 @@ async fn attempt(
                 attempt = claimed.attempt,
                 "webhook attempt finished after its lease lapsed; its result was dropped"
             );
-            return next;
+            return;
         }
         Err(e) => {
             error!(
@@ -395,14 +432,18 @@ async fn attempt(
                 error = %error_chain(&e),
                 "recording a webhook attempt failed"
             );
-            return next;
+            return;
         }
     }
 
-    shared.metrics.attempt(sent.kind);
-    match resolution {
+    let outcome = &attempt.sent.outcome;
+    let error_kind = ErrorKind::of(outcome).map(ErrorKind::as_str);
+    let error_text = attempt.sent.error.as_deref();
+    shared.metrics.attempt(outcome);
+    match attempt.resolution {
         Resolution::Delivered => {
             shared.metrics.delivered.increment(1);
+            let latency = attempt.finished - delivery.artifact_created_at;
             shared.metrics.latency.record(latency.as_seconds_f64());
             debug!(
                 correlation_id = %delivery.correlation_id,
@@ -410,8 +451,8 @@ async fn attempt(
                 delivery_id = %delivery.id,
                 url = %delivery.url.for_logs(),
                 attempt = claimed.attempt,
-                status = sent.status,
-                duration_ms = millis(duration),
+                status = outcome.status_code(),
+                duration_ms = millis(attempt.duration),
                 "webhook delivered"
             );
         }
@@ -423,8 +464,8 @@ async fn attempt(
                 url = %delivery.url.for_logs(),
                 attempt = claimed.attempt,
                 error_kind,
-                error = error_text.as_deref(),
-                retry_in_ms = millis(until(at, finished)),
+                error = error_text,
+                retry_in_ms = millis(until(at, attempt.finished)),
                 "webhook attempt failed; retrying"
             );
         }
@@ -436,12 +477,70 @@ async fn attempt(
                 delivery_id = %delivery.id,
                 url = %delivery.url.for_logs(),
                 attempts = claimed.attempt,
-                reason = reason.as_str(),
+                reason = failure_name(reason),
                 error_kind,
-                error = error_text.as_deref(),
+                error = error_text,
                 "webhook delivery failed"
             );
         }
     }
-    next
+}
+
+#[cfg(test)]
+mod tests {
+    use flock_retry::GiveUp;
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn decisions_follow_the_outcome_and_the_round() {
+        let policy = RetryPolicy::default();
+        let at = datetime!(2026-11-28 12:00:00 UTC);
+        let status = |code| Outcome::Status {
+            code,
+            retry_after: None,
+        };
+        let cases = [
+            (1, status(204), Resolution::Delivered),
+            (
+                1,
+                status(500),
+                Resolution::RetryAt(at + Duration::from_secs(1)),
+            ),
+            (
+                3,
+                Outcome::Timeout,
+                Resolution::RetryAt(at + Duration::from_secs(4)),
+            ),
+            (
+                1,
+                Outcome::Status {
+                    code: 429,
+                    retry_after: Some(Duration::from_secs(30)),
+                },
+                Resolution::RetryAt(at + Duration::from_secs(30)),
+            ),
+            (4, status(500), Resolution::Failed(GiveUp::Exhausted)),
+            (
+                4,
+                Outcome::ConnectError,
+                Resolution::Failed(GiveUp::Exhausted),
+            ),
+            (
+                1,
+                Outcome::OtherError,
+                Resolution::RetryAt(at + Duration::from_secs(1)),
+            ),
+            (1, status(410), Resolution::Failed(GiveUp::Gone)),
+            (1, Outcome::Blocked, Resolution::Failed(GiveUp::Blocked)),
+        ];
+        for (round_attempt, outcome, expected) in cases {
+            assert_eq!(
+                decide(&policy, round_attempt, &outcome, at, 0.5),
+                expected,
+                "attempt {round_attempt}: {outcome:?}"
+            );
+        }
+    }
 }

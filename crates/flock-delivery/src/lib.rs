@@ -1,7 +1,7 @@
 //! Flock's webhook delivery engine: the outbox and its in-memory implementation, the dispatcher
-//! that sends signed POSTs with retries through one pooled HTTP client, the SSRF guard, delivery
-//! metrics, and the orchestrator component that enqueues a delivery for every artifact of a
-//! workflow with a webhook.
+//! that sends signed POSTs with retries through one pooled HTTP client that enforces the SSRF
+//! guard where it connects, delivery metrics, and the orchestrator component that enqueues a
+//! delivery for every artifact of a workflow with a webhook.
 #![doc = include_str!("../README.md")]
 
 mod component;
@@ -18,11 +18,14 @@ mod time_util;
 pub use component::WebhookDeliveryComponent;
 pub use config::{ConfigError, DeliveryConfig};
 pub use dispatcher::{Dispatcher, DispatcherHandle, ShutdownReport};
+/// The vocabulary of an attempt's result, from `flock-retry`: what an attempt came to, and why
+/// a delivery failed ([`Resolution::Failed`], [`DeliveryView::failure`]).
+pub use flock_retry::{GiveUp, Outcome};
 pub use memory::MemoryOutbox;
 pub use outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailureReason, Lease,
-    MAX_ERROR_CHARS, Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, Lease, MAX_ERROR_CHARS,
+    Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution, failure_from_name,
+    failure_name,
 };
 pub use sender::USER_AGENT;
-pub use ssrf::{Refused, RefusedRange, SsrfGuard};
 pub use storage::MemoryStorage;

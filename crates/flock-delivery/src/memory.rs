@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flock_models::NewDelivery;
+use flock_retry::GiveUp;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailureReason, Lease,
-    Outbox, OutboxCounts, OutboxError, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, Lease, Outbox,
+    OutboxCounts, OutboxError, Resolution,
 };
 use crate::time_util::add;
 
@@ -117,7 +118,7 @@ enum Status {
     Failed {
         delivery: Arc<NewDelivery>,
         at: OffsetDateTime,
-        reason: FailureReason,
+        reason: GiveUp,
     },
 }
 
@@ -693,16 +694,12 @@ mod tests {
             Err(OutboxError::LeaseLost(old.delivery.id))
         );
         outbox
-            .record(
-                &new.lease,
-                attempt(1),
-                Resolution::Failed(FailureReason::Gone),
-            )
+            .record(&new.lease, attempt(1), Resolution::Failed(GiveUp::Gone))
             .await
             .unwrap();
         let view = outbox.delivery(old.delivery.id).await.unwrap().unwrap();
         assert_eq!(view.state, DeliveryState::Failed);
-        assert_eq!(view.failure, Some(FailureReason::Gone));
+        assert_eq!(view.failure, Some(GiveUp::Gone));
         assert_eq!(view.attempts.len(), 1);
         assert_eq!(outbox.counts().await.unwrap(), OutboxCounts::default());
     }
@@ -727,7 +724,7 @@ mod tests {
             .record(
                 &first.lease,
                 attempt(1),
-                Resolution::Failed(FailureReason::Exhausted),
+                Resolution::Failed(GiveUp::Exhausted),
             )
             .await
             .unwrap();
@@ -773,11 +770,7 @@ mod tests {
             .await
             .unwrap();
         outbox
-            .record(
-                &failed.lease,
-                attempt(1),
-                Resolution::Failed(FailureReason::Gone),
-            )
+            .record(&failed.lease, attempt(1), Resolution::Failed(GiveUp::Gone))
             .await
             .unwrap();
         assert_eq!(outbox.prune(now).await.unwrap(), 0, "completed after now");

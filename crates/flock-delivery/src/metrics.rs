@@ -1,14 +1,15 @@
 //! Delivery metrics through the `metrics` facade: names, labels, and handles registered once
 //! when the dispatcher starts so the hot path does no lookups.
 
+use flock_retry::Outcome;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::outbox::ErrorKind;
 
 /// Counter of deliveries by final outcome, label `outcome` = `delivered` | `failed`.
 pub const DELIVERIES_TOTAL: &str = "flock_webhook_deliveries_total";
-/// Counter of attempts by result, label `result` = `success` or an error kind (`http_status`,
-/// `connect`, `timeout`, `blocked`, `signing`, `other`).
+/// Counter of attempts by result, label `result` = `success` or the error kind of the attempt's
+/// outcome (`http_status`, `connect`, `timeout`, `blocked`, `other`).
 pub const ATTEMPTS_TOTAL: &str = "flock_webhook_attempts_total";
 /// Histogram of seconds from artifact creation to the receiver's 2xx.
 pub const DELIVERY_LATENCY_SECONDS: &str = "flock_webhook_delivery_latency_seconds";
@@ -27,7 +28,6 @@ pub(crate) struct Metrics {
     attempt_connect: Counter,
     attempt_timeout: Counter,
     attempt_blocked: Counter,
-    attempt_signing: Counter,
     attempt_other: Counter,
     pub(crate) latency: Histogram,
     pub(crate) pending: Gauge,
@@ -45,7 +45,6 @@ impl Metrics {
             attempt_connect: attempts(ErrorKind::Connect.as_str()),
             attempt_timeout: attempts(ErrorKind::Timeout.as_str()),
             attempt_blocked: attempts(ErrorKind::Blocked.as_str()),
-            attempt_signing: attempts(ErrorKind::Signing.as_str()),
             attempt_other: attempts(ErrorKind::Other.as_str()),
             latency: histogram!(DELIVERY_LATENCY_SECONDS),
             pending: gauge!(DELIVERIES_PENDING),
@@ -53,15 +52,14 @@ impl Metrics {
         }
     }
 
-    /// Counts one attempt that ended with `kind` (`None` for a 2xx).
-    pub(crate) fn attempt(&self, kind: Option<ErrorKind>) {
-        let counter = match kind {
+    /// Counts one attempt that came to `outcome`.
+    pub(crate) fn attempt(&self, outcome: &Outcome) {
+        let counter = match ErrorKind::of(outcome) {
             None => &self.attempt_success,
             Some(ErrorKind::HttpStatus) => &self.attempt_http_status,
             Some(ErrorKind::Connect) => &self.attempt_connect,
             Some(ErrorKind::Timeout) => &self.attempt_timeout,
             Some(ErrorKind::Blocked) => &self.attempt_blocked,
-            Some(ErrorKind::Signing) => &self.attempt_signing,
             Some(ErrorKind::Other) => &self.attempt_other,
         };
         counter.increment(1);

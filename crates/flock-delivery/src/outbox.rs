@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flock_models::NewDelivery;
+use flock_retry::{GiveUp, Outcome};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -18,22 +19,8 @@ pub enum DeliveryState {
     Pending,
     /// A receiver answered 2xx.
     Delivered,
-    /// Given up; see [`FailureReason`].
+    /// Given up; [`DeliveryView::failure`] says why.
     Failed,
-}
-
-/// Why a delivery failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    /// Every attempt the retry policy allows failed.
-    Exhausted,
-    /// The receiver answered 410 Gone.
-    Gone,
-    /// The SSRF guard refused the destination address.
-    Blocked,
-    /// The webhook secret cannot sign (a `whsec_` secret that is not base64).
-    InvalidSecret,
 }
 
 impl DeliveryState {
@@ -47,19 +34,25 @@ impl DeliveryState {
     }
 }
 
-impl FailureReason {
-    /// The reason as its snake-case name, for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::Exhausted => "exhausted",
-            FailureReason::Gone => "gone",
-            FailureReason::Blocked => "blocked",
-            FailureReason::InvalidSecret => "invalid_secret",
-        }
+/// The name of why a delivery failed, as it is stored, shown and logged: `exhausted`, `gone`
+/// or `blocked`. (`flock-retry` has no names of its own; they are the outbox's.)
+pub fn failure_name(reason: GiveUp) -> &'static str {
+    match reason {
+        GiveUp::Exhausted => "exhausted",
+        GiveUp::Gone => "gone",
+        GiveUp::Blocked => "blocked",
     }
 }
 
-/// What went wrong in an attempt that did not deliver.
+/// The reason named `name` by [`failure_name`]; `None` for any other text.
+pub fn failure_from_name(name: &str) -> Option<GiveUp> {
+    [GiveUp::Exhausted, GiveUp::Gone, GiveUp::Blocked]
+        .into_iter()
+        .find(|reason| failure_name(*reason) == name)
+}
+
+/// What went wrong in an attempt that did not deliver: the attempt log's and the metrics' view
+/// of its [`Outcome`] ([`ErrorKind::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -71,23 +64,48 @@ pub enum ErrorKind {
     Timeout,
     /// The SSRF guard refused the destination address.
     Blocked,
-    /// The request could not be signed.
-    Signing,
     /// Any other failure (for example a broken response).
     Other,
 }
 
 impl ErrorKind {
-    /// The kind as its snake-case name, for logs and metrics.
+    /// Every kind, in the order of their declaration.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::HttpStatus,
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Blocked,
+        ErrorKind::Other,
+    ];
+
+    /// What went wrong in an attempt that came to `outcome`; `None` for a 2xx.
+    pub fn of(outcome: &Outcome) -> Option<ErrorKind> {
+        match outcome {
+            _ if outcome.is_success() => None,
+            Outcome::Status { .. } => Some(ErrorKind::HttpStatus),
+            Outcome::ConnectError => Some(ErrorKind::Connect),
+            Outcome::Timeout => Some(ErrorKind::Timeout),
+            Outcome::Blocked => Some(ErrorKind::Blocked),
+            Outcome::OtherError => Some(ErrorKind::Other),
+        }
+    }
+
+    /// The kind as its snake-case name, for storage, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::HttpStatus => "http_status",
             ErrorKind::Connect => "connect",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Blocked => "blocked",
-            ErrorKind::Signing => "signing",
             ErrorKind::Other => "other",
         }
+    }
+
+    /// The kind named `name` by [`ErrorKind::as_str`]; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 
@@ -109,6 +127,28 @@ pub struct AttemptView {
     pub duration_ms: u64,
 }
 
+impl AttemptView {
+    /// The record of attempt `number`, started at `started_at`, that came to `outcome` after
+    /// `duration_ms`; `error` says in words what went wrong (`None` for a 2xx). The status code
+    /// and the error kind are read off the outcome.
+    pub fn new(
+        number: u32,
+        started_at: OffsetDateTime,
+        outcome: &Outcome,
+        error: Option<String>,
+        duration_ms: u64,
+    ) -> Self {
+        AttemptView {
+            number,
+            started_at,
+            status_code: outcome.status_code(),
+            error_kind: ErrorKind::of(outcome),
+            error,
+            duration_ms,
+        }
+    }
+}
+
 /// The longest error message kept with an attempt, in characters.
 pub const MAX_ERROR_CHARS: usize = 512;
 
@@ -128,8 +168,9 @@ pub struct DeliveryView {
     pub url: String,
     /// Where it stands.
     pub state: DeliveryState,
-    /// Why it failed, when it has.
-    pub failure: Option<FailureReason>,
+    /// Why it failed, when it has (shown by [`failure_name`]).
+    #[serde(with = "opt_failure")]
+    pub failure: Option<GiveUp>,
     /// Its attempts, oldest first.
     pub attempts: Vec<AttemptView>,
     /// When the next attempt is due, while it is waiting for one.
@@ -141,6 +182,32 @@ pub struct DeliveryView {
     /// When it was delivered or given up.
     #[serde(with = "opt_micros")]
     pub completed_at: Option<OffsetDateTime>,
+}
+
+/// `Option<GiveUp>` as its [`failure_name`] or `null`.
+mod opt_failure {
+    use flock_retry::GiveUp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        reason: &Option<GiveUp>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match reason {
+            Some(reason) => s.serialize_str(super::failure_name(*reason)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GiveUp>, D::Error> {
+        Option::<std::borrow::Cow<'de, str>>::deserialize(d)?
+            .map(|name| {
+                super::failure_from_name(&name).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown failure reason `{name}`"))
+                })
+            })
+            .transpose()
+    }
 }
 
 /// `Option<OffsetDateTime>` as a microsecond timestamp or `null`.
@@ -204,8 +271,8 @@ pub enum Resolution {
     Delivered,
     /// Try again at this time.
     RetryAt(OffsetDateTime),
-    /// Given up.
-    Failed(FailureReason),
+    /// Given up, for this reason.
+    Failed(GiveUp),
 }
 
 /// How many deliveries an outbox holds that are not done.
@@ -403,5 +470,113 @@ pub trait Outbox: Send + Sync + 'static {
     /// spuriously. The default never completes; the dispatcher then relies on polling.
     async fn enqueued(&self) {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_outcome_names_its_error_kind_as_attempts_and_metrics_always_did() {
+        let status = |code| Outcome::Status {
+            code,
+            retry_after: None,
+        };
+        let cases = [
+            (status(200), None),
+            (status(204), None),
+            (status(301), Some("http_status")),
+            (status(410), Some("http_status")),
+            (
+                Outcome::Status {
+                    code: 503,
+                    retry_after: Some(Duration::from_secs(5)),
+                },
+                Some("http_status"),
+            ),
+            (Outcome::ConnectError, Some("connect")),
+            (Outcome::Timeout, Some("timeout")),
+            (Outcome::Blocked, Some("blocked")),
+            (Outcome::OtherError, Some("other")),
+        ];
+        for (outcome, name) in cases {
+            let kind = ErrorKind::of(&outcome);
+            assert_eq!(kind.map(ErrorKind::as_str), name, "{outcome:?}");
+            if let Some(kind) = kind {
+                assert_eq!(ErrorKind::from_name(kind.as_str()), Some(kind));
+                // The serde name is the same word.
+                assert_eq!(
+                    serde_json::to_value(kind).unwrap(),
+                    serde_json::Value::from(kind.as_str())
+                );
+            }
+        }
+        assert_eq!(ErrorKind::from_name("signing"), None);
+    }
+
+    #[test]
+    fn failure_reasons_have_the_names_they_always_had() {
+        for (reason, name) in [
+            (GiveUp::Exhausted, "exhausted"),
+            (GiveUp::Gone, "gone"),
+            (GiveUp::Blocked, "blocked"),
+        ] {
+            assert_eq!(failure_name(reason), name);
+            assert_eq!(failure_from_name(name), Some(reason));
+        }
+        assert_eq!(failure_from_name("invalid_secret"), None);
+        assert_eq!(failure_from_name("Gone"), None);
+    }
+
+    #[test]
+    fn a_view_shows_its_failure_by_name() {
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let view = DeliveryView {
+            id: Uuid::nil(),
+            correlation_id: Uuid::nil(),
+            artifact_id: Uuid::nil(),
+            sequence: 1,
+            url: "https://example.com/hook".to_owned(),
+            state: DeliveryState::Failed,
+            failure: Some(GiveUp::Gone),
+            attempts: vec![AttemptView::new(
+                1,
+                at,
+                &Outcome::Status {
+                    code: 410,
+                    retry_after: None,
+                },
+                Some("the receiver answered 410 Gone".to_owned()),
+                3,
+            )],
+            next_attempt_at: None,
+            created_at: at,
+            completed_at: Some(at),
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["failure"], "gone");
+        assert_eq!(json["attempts"][0]["status_code"], 410);
+        assert_eq!(json["attempts"][0]["error_kind"], "http_status");
+        let back: DeliveryView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, view);
+
+        let mut unknown = json;
+        unknown["failure"] = serde_json::Value::from("bored");
+        let err = serde_json::from_value::<DeliveryView>(unknown).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown failure reason `bored`"),
+            "{err}"
+        );
+        let mut pending = serde_json::to_value(&view).unwrap();
+        pending["failure"] = serde_json::Value::Null;
+        assert_eq!(
+            serde_json::from_value::<DeliveryView>(pending)
+                .unwrap()
+                .failure,
+            None
+        );
     }
 }

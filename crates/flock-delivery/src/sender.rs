@@ -6,13 +6,14 @@ use std::time::SystemTime;
 
 use flock_models::NewDelivery;
 use flock_retry::{Outcome, parse_retry_after};
-use flock_signing::SigningKey;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use time::OffsetDateTime;
 
+use flock_context::{Refused, SsrfGuard};
+
 use crate::config::{ConfigError, DeliveryConfig};
-use crate::outbox::{ErrorKind, MAX_ERROR_CHARS};
-use crate::ssrf::{GuardedResolver, Refused, SsrfGuard};
+use crate::outbox::MAX_ERROR_CHARS;
+use crate::ssrf::GuardedResolver;
 
 /// `User-Agent` of every webhook request.
 pub const USER_AGENT: &str = concat!("flock-webhooks/", env!("CARGO_PKG_VERSION"));
@@ -27,31 +28,27 @@ const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 const FLOCK_SIGNATURE: HeaderName = HeaderName::from_static("x-flock-signature");
 
-/// What one attempt came to.
+/// What one attempt came to: its [`Outcome`], the one word everything else is derived from
+/// (the retry decision, the attempt record's status code and error kind, the metrics), and what
+/// went wrong in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sent {
-    /// For the retry policy.
+    /// What the attempt came to.
     pub(crate) outcome: Outcome,
-    /// The receiver's status, if it answered.
-    pub(crate) status: Option<u16>,
-    /// What went wrong, if anything.
-    pub(crate) kind: Option<ErrorKind>,
-    /// In words, truncated.
+    /// What went wrong, in words, truncated; `None` for a 2xx.
     pub(crate) error: Option<String>,
 }
 
 impl Sent {
-    fn failed(outcome: Outcome, kind: ErrorKind, error: &str) -> Self {
+    fn failed(outcome: Outcome, error: &str) -> Self {
         Sent {
             outcome,
-            status: None,
-            kind: Some(kind),
             error: Some(truncate(error)),
         }
     }
 
     fn blocked(refused: &Refused) -> Self {
-        Sent::failed(Outcome::Blocked, ErrorKind::Blocked, &refused.to_string())
+        Sent::failed(Outcome::Blocked, &refused.to_string())
     }
 }
 
@@ -82,11 +79,6 @@ impl Sender {
         Ok(Sender { client, guard })
     }
 
-    /// The guard this sender enforces.
-    pub(crate) fn guard(&self) -> &SsrfGuard {
-        &self.guard
-    }
-
     /// Makes one attempt of `delivery`, stamped `at`.
     pub(crate) async fn send(&self, delivery: &NewDelivery, at: OffsetDateTime) -> Sent {
         if let Err(refused) = self.guard.check_ip_host(&delivery.url) {
@@ -109,7 +101,7 @@ impl Sender {
 }
 
 /// The headers of one attempt: content type, `webhook-id`, `webhook-timestamp` and, with a
-/// secret, both signatures.
+/// secret, both signatures (a `Secret` always signs).
 fn headers(delivery: &NewDelivery, timestamp: i64) -> Result<HeaderMap, Sent> {
     let mut buf = uuid::Uuid::encode_buffer();
     let id: &str = delivery.id.hyphenated().encode_lower(&mut buf);
@@ -118,13 +110,7 @@ fn headers(delivery: &NewDelivery, timestamp: i64) -> Result<HeaderMap, Sent> {
     headers.insert(WEBHOOK_ID, header_value(id.to_owned())?);
     headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
     if let Some(secret) = &delivery.secret {
-        let key = SigningKey::new(secret.expose()).map_err(|e| {
-            Sent::failed(
-                Outcome::OtherError,
-                ErrorKind::Signing,
-                &format!("the webhook secret cannot sign: {e}"),
-            )
-        })?;
+        let key = secret.signing_key();
         headers.insert(
             FLOCK_SIGNATURE,
             header_value(key.flock_signature(&delivery.body))?,
@@ -138,13 +124,8 @@ fn headers(delivery: &NewDelivery, timestamp: i64) -> Result<HeaderMap, Sent> {
 }
 
 fn header_value(text: String) -> Result<HeaderValue, Sent> {
-    HeaderValue::try_from(text).map_err(|_| {
-        Sent::failed(
-            Outcome::OtherError,
-            ErrorKind::Other,
-            "a header value could not be encoded",
-        )
-    })
+    HeaderValue::try_from(text)
+        .map_err(|_| Sent::failed(Outcome::OtherError, "a header value could not be encoded"))
 }
 
 /// The receiver answered: classify the status, read `Retry-After` on 429/503, and drain a
@@ -168,25 +149,14 @@ async fn answered(mut response: reqwest::Response) -> Sent {
             Ok(None) | Err(_) => break,
         }
     }
-    let (kind, error) = if status.is_success() {
-        (None, None)
-    } else {
+    let outcome = Outcome::Status { code, retry_after };
+    let error = (!outcome.is_success()).then(|| {
         let reason = status.canonical_reason().unwrap_or("");
-        (
-            Some(ErrorKind::HttpStatus),
-            Some(
-                format!("the receiver answered {code} {reason}")
-                    .trim_end()
-                    .to_owned(),
-            ),
-        )
-    };
-    Sent {
-        outcome: Outcome::Status { code, retry_after },
-        status: Some(code),
-        kind,
-        error,
-    }
+        format!("the receiver answered {code} {reason}")
+            .trim_end()
+            .to_owned()
+    });
+    Sent { outcome, error }
 }
 
 /// The request failed before an answer: blocked by the guard, timed out, could not connect,
@@ -203,13 +173,13 @@ fn failed(error: reqwest::Error) -> Sent {
         } else {
             "timed out"
         };
-        Sent::failed(Outcome::Timeout, ErrorKind::Timeout, message)
+        Sent::failed(Outcome::Timeout, message)
     } else if error.is_connect() {
         let message = format!("could not connect: {}", root_cause(&error));
-        Sent::failed(Outcome::ConnectError, ErrorKind::Connect, &message)
+        Sent::failed(Outcome::ConnectError, &message)
     } else {
         let message = format!("request failed: {}", root_cause(&error));
-        Sent::failed(Outcome::OtherError, ErrorKind::Other, &message)
+        Sent::failed(Outcome::OtherError, &message)
     }
 }
 

@@ -21,6 +21,10 @@ pub struct TypeName(String);
 impl TypeName {
     /// The longest type name accepted, in characters.
     pub const MAX_LEN: usize = 256;
+    /// The characters a type name is made of, as an ECMA-262 regular expression (the OpenAPI
+    /// document's `pattern`); [`TypeName::new`] accepts exactly the names that match it and
+    /// are 1 to [`TypeName::MAX_LEN`] characters long.
+    pub const PATTERN: &'static str = "^[A-Za-z0-9._-]+$";
 
     /// Validates a type name.
     ///
@@ -79,22 +83,26 @@ impl PartialEq<&str> for TypeName {
     }
 }
 
-/// An artifact's tags: sorted and unique; each 1 to 256 bytes without control characters, at
-/// most 64 of them.
+/// An artifact's tags: sorted and unique; each 1 to 256 characters without control characters,
+/// at most 64 of them given (repeats count).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Tags(Vec<String>);
 
 impl Tags {
-    /// The most tags one artifact may carry.
+    /// The most tags one artifact may be given, repeats included.
     pub const MAX_COUNT: usize = 64;
-    /// The longest tag accepted, in bytes.
+    /// The longest tag accepted, in characters.
     pub const MAX_LEN: usize = 256;
+    /// What one tag may contain, as an ECMA-262 regular expression (the OpenAPI document's
+    /// `pattern`): anything but control characters (Unicode category Cc).
+    pub const PATTERN: &'static str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
     /// Validates tags, then sorts them and drops repeats.
     ///
     /// # Errors
-    /// Too many tags, or an empty, too long or control-character tag (the field is `[i]`).
+    /// More than [`Tags::MAX_COUNT`] tags (counting repeats), or an empty, too long or
+    /// control-character tag (the field is `[i]`).
     pub fn new<I, S>(tags: I) -> Result<Self, ValidationError>
     where
         I: IntoIterator<Item = S>,
@@ -102,11 +110,21 @@ impl Tags {
     {
         let mut out: Vec<String> = Vec::new();
         for (i, tag) in tags.into_iter().enumerate() {
+            if i == Self::MAX_COUNT {
+                return Err(ValidationError::whole(format!(
+                    "more than {} tags given; at most {} are allowed (repeats count)",
+                    Self::MAX_COUNT,
+                    Self::MAX_COUNT
+                )));
+            }
             let tag = tag.into();
             let problem = if tag.is_empty() {
                 Some("a tag must not be empty".to_owned())
-            } else if tag.len() > Self::MAX_LEN {
-                Some(format!("a tag may be at most {} bytes long", Self::MAX_LEN))
+            } else if tag.chars().count() > Self::MAX_LEN {
+                Some(format!(
+                    "a tag may be at most {} characters long",
+                    Self::MAX_LEN
+                ))
             } else if tag.chars().any(char::is_control) {
                 Some("a tag must not contain control characters".to_owned())
             } else {
@@ -119,13 +137,6 @@ impl Tags {
         }
         out.sort_unstable();
         out.dedup();
-        if out.len() > Self::MAX_COUNT {
-            return Err(ValidationError::whole(format!(
-                "{} distinct tags given; at most {} are allowed",
-                out.len(),
-                Self::MAX_COUNT
-            )));
-        }
         Ok(Tags(out))
     }
 

@@ -8,6 +8,7 @@ mod error;
 mod fields;
 mod request;
 mod secret;
+mod tenant;
 pub mod timestamp;
 mod webhook;
 
@@ -18,7 +19,9 @@ pub use request::{
     ArtifactPublishRequest, DEFAULT_SYNC_TIMEOUT, MAX_SYNC_TIMEOUT, MIN_SYNC_TIMEOUT,
     PublishResponse, SyncFilters, SyncPublishRequest, SyncPublishResponse,
 };
-pub use secret::{MAX_SECRET_BYTES, Secret};
+pub use secret::{MAX_SECRET_CHARS, Secret};
+pub use tenant::{Scope, Scopes, TenantId};
 pub use webhook::{
-    EventType, MAX_URL_BYTES, WebhookArtifact, WebhookConfig, WebhookPayload, WebhookUrl,
+    EventType, MAX_URL_BYTES, RequestedWebhook, WebhookArtifact, WebhookConfig, WebhookForm,
+    WebhookPayload, WebhookUrl,
 };

@@ -8,7 +8,10 @@ use uuid::Uuid;
 
 use crate::artifact::read_draft;
 use crate::fields::{Fields, kind, string_list};
-use crate::{Artifact, ArtifactDraft, TypeName, ValidationError, WebhookConfig};
+use crate::{
+    Artifact, ArtifactDraft, RequestedWebhook, TypeName, ValidationError, WebhookConfig,
+    WebhookForm,
+};
 
 /// The sync route's wait when the request names none.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,8 +30,8 @@ pub struct ArtifactPublishRequest {
     pub payload: Map<String, Value>,
     /// Its tags.
     pub tags: crate::Tags,
-    /// Where this workflow's webhooks go, if anywhere.
-    pub webhook: Option<WebhookConfig>,
+    /// Where this workflow's webhooks go, if anywhere, and the form the request gave it in.
+    pub webhook: Option<RequestedWebhook>,
 }
 
 impl ArtifactPublishRequest {
@@ -56,6 +59,16 @@ impl ArtifactPublishRequest {
             payload: self.payload.clone(),
             tags: self.tags.clone(),
         }
+    }
+
+    /// The artifact this request publishes and its webhook, without copying the payload.
+    pub fn into_parts(self) -> (ArtifactDraft, Option<RequestedWebhook>) {
+        let draft = ArtifactDraft {
+            type_name: self.type_name,
+            payload: self.payload,
+            tags: self.tags,
+        };
+        (draft, self.webhook)
     }
 }
 
@@ -184,8 +197,8 @@ fn parse_timeout(value: &Value) -> Result<Duration, ValidationError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Reads `webhook` or its shorthand `webhook_url` / `webhook_secret`.
-fn read_webhook(fields: &mut Fields) -> Result<Option<WebhookConfig>, ValidationError> {
+/// Reads `webhook` or its shorthand `webhook_url` / `webhook_secret`, noting which form was used.
+fn read_webhook(fields: &mut Fields) -> Result<Option<RequestedWebhook>, ValidationError> {
     let nested = fields.take("webhook");
     let url = fields.take_string("webhook_url")?;
     let secret = fields.take_string("webhook_secret")?;
@@ -194,17 +207,25 @@ fn read_webhook(fields: &mut Fields) -> Result<Option<WebhookConfig>, Validation
             "webhook",
             "give either `webhook` or `webhook_url`/`webhook_secret`, not both",
         )),
-        (Some(value), None, None) => WebhookConfig::from_value(value, "webhook").map(Some),
+        (Some(value), None, None) => Ok(Some(RequestedWebhook {
+            config: WebhookConfig::from_value(value, "webhook")?,
+            form: WebhookForm::Nested,
+        })),
         (None, None, Some(_)) => Err(ValidationError::field(
             "webhook_secret",
             "`webhook_secret` needs `webhook_url`",
         )),
-        (None, Some(url), secret) => WebhookConfig::new(&url, secret.as_deref())
-            .map(Some)
-            .map_err(|e| match e.field_name() {
-                Some("secret") => ValidationError::field("webhook_secret", e.message()),
-                _ => ValidationError::field("webhook_url", e.message()),
-            }),
+        (None, Some(url), secret) => {
+            let form = WebhookForm::Shorthand;
+            let config = WebhookConfig::new(&url, secret.as_deref()).map_err(|e| {
+                let field = match e.field_name() {
+                    Some("secret") => form.secret_field(),
+                    _ => form.url_field(),
+                };
+                ValidationError::field(field, e.message())
+            })?;
+            Ok(Some(RequestedWebhook { config, form }))
+        }
         (None, None, None) => Ok(None),
     }
 }

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::OnceLock;
 
+use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -12,21 +14,157 @@ use uuid::Uuid;
 use crate::fields::{Fields, kind};
 use crate::{Artifact, Secret, Tags, TypeName, ValidationError};
 
-/// The longest webhook URL accepted, in bytes.
+/// The longest webhook URL accepted, in bytes (a webhook URL is ASCII, so also in characters).
 pub const MAX_URL_BYTES: usize = 2048;
 
+/// A decimal octet of an IPv4 address, without leading zeros.
+macro_rules! dec_octet {
+    () => {
+        "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    };
+}
+
+/// A dotted-decimal IPv4 address.
+macro_rules! ipv4 {
+    () => {
+        concat!(
+            dec_octet!(),
+            r"\.",
+            dec_octet!(),
+            r"\.",
+            dec_octet!(),
+            r"\.",
+            dec_octet!()
+        )
+    };
+}
+
+/// One to four hexadecimal digits: a piece of an IPv6 address.
+macro_rules! h16 {
+    () => {
+        "[0-9A-Fa-f]{1,4}"
+    };
+}
+
+/// The last 32 bits of an IPv6 address: two pieces or an IPv4 address.
+macro_rules! ls32 {
+    () => {
+        concat!("(?:", h16!(), ":", h16!(), "|", ipv4!(), ")")
+    };
+}
+
+/// An IPv6 address, RFC 3986's `IPv6address` rule.
+macro_rules! ipv6 {
+    () => {
+        concat!(
+            "(?:(?:",
+            h16!(),
+            ":){6}",
+            ls32!(),
+            "|::(?:",
+            h16!(),
+            ":){5}",
+            ls32!(),
+            "|(?:",
+            h16!(),
+            ")?::(?:",
+            h16!(),
+            ":){4}",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":)?",
+            h16!(),
+            ")?::(?:",
+            h16!(),
+            ":){3}",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,2}",
+            h16!(),
+            ")?::(?:",
+            h16!(),
+            ":){2}",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,3}",
+            h16!(),
+            ")?::",
+            h16!(),
+            ":",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,4}",
+            h16!(),
+            ")?::",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,5}",
+            h16!(),
+            ")?::",
+            h16!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,6}",
+            h16!(),
+            ")?::)"
+        )
+    };
+}
+
 /// A webhook URL: absolute `http` or `https` with a host, at most [`MAX_URL_BYTES`] bytes, and
-/// without user-info (credentials in a URL end up in logs).
+/// without user-info (credentials in a URL end up in logs). One from a request is written in the
+/// characters RFC 3986 allows (anything else percent-encoded) and matches
+/// [`WebhookUrl::PATTERN`]; one read back from storage ([`WebhookUrl::from_stored`]) may have
+/// been accepted by a build that did not ask for the pattern.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct WebhookUrl(Url);
 
 impl WebhookUrl {
+    /// Every webhook URL matches this ECMA-262 regular expression (the OpenAPI document's
+    /// `pattern`, beside `format: uri`), and [`WebhookUrl::parse`] checks it: `http` or
+    /// `https` (any case), `://`, no user-info, a host that is a domain name whose last label
+    /// starts with a letter, a dotted-decimal IPv4 address or a bracketed IPv6 address, an
+    /// optional port up to 65535, then path, query and fragment in RFC 3986 characters with
+    /// `%` only before two hexadecimal digits.
+    pub const PATTERN: &'static str = concat!(
+        "^[Hh][Tt][Tt][Pp][Ss]?://",
+        "(?:(?:[A-Za-z0-9_-]+\\.)*[A-Za-z][A-Za-z0-9_-]*\\.?|",
+        ipv4!(),
+        "|\\[",
+        ipv6!(),
+        "\\])",
+        "(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?",
+        "(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?",
+        "(?:\\?(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?",
+        "(?:#(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$"
+    );
+
     /// Validates a URL.
+    ///
+    /// # Errors
+    /// A URL that is too long, not absolute, not `http`/`https`, without a host, with
+    /// user-info, or otherwise outside [`WebhookUrl::PATTERN`].
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        let url = Self::from_stored(text)?;
+        if !url_pattern().is_match(text) {
+            return Err(ValidationError::whole(outside_pattern(text)));
+        }
+        Ok(url)
+    }
+
+    /// A URL read back from storage: checked as [`WebhookUrl::parse`] checks it, except for
+    /// [`WebhookUrl::PATTERN`], which a build before the pattern did not ask of requests, so
+    /// that the deliveries it stored are still sent.
     ///
     /// # Errors
     /// A URL that is too long, not absolute, not `http`/`https`, without a host, or with
     /// user-info.
-    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+    pub fn from_stored(text: &str) -> Result<Self, ValidationError> {
         if text.len() > MAX_URL_BYTES {
             return Err(ValidationError::whole(format!(
                 "the URL is {} bytes long; at most {MAX_URL_BYTES} are allowed",
@@ -69,6 +207,29 @@ impl WebhookUrl {
         url.set_fragment(None);
         url.into()
     }
+}
+
+/// [`WebhookUrl::PATTERN`], compiled once.
+fn url_pattern() -> &'static Regex {
+    static PATTERN: OnceLock<Regex> = OnceLock::new();
+    PATTERN.get_or_init(|| Regex::new(WebhookUrl::PATTERN).expect("the URL pattern compiles"))
+}
+
+/// Why a URL that the URL parser took does not match [`WebhookUrl::PATTERN`], in words.
+fn outside_pattern(text: &str) -> String {
+    const ALLOWED: &str = "-._~:/?#[]@!$&'()*+,;=%";
+    if let Some(bad) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ALLOWED.contains(*c)))
+    {
+        return format!(
+            "the URL contains {bad:?}; only the characters of RFC 3986 are allowed (percent-encode others)"
+        );
+    }
+    "the URL is not in the accepted form: the host must be a domain name whose last label \
+     starts with a letter, a dotted-decimal IPv4 address or a bracketed IPv6 address, the port \
+     at most 65535, and `%` must start a percent-encoding of two hexadecimal digits"
+        .to_owned()
 }
 
 impl fmt::Debug for WebhookUrl {
@@ -132,6 +293,44 @@ impl WebhookConfig {
         fields.finish()?;
         WebhookConfig::new(&url, secret.as_deref()).map_err(|e| e.within(path))
     }
+}
+
+/// How a publish request wrote its webhook, so that errors about it name the fields the client
+/// used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookForm {
+    /// `"webhook": {"url", "secret"?}`.
+    Nested,
+    /// `"webhook_url"` and `"webhook_secret"` at the top level.
+    Shorthand,
+}
+
+impl WebhookForm {
+    /// The field that held the URL: `webhook.url` or `webhook_url`.
+    pub fn url_field(self) -> &'static str {
+        match self {
+            WebhookForm::Nested => "webhook.url",
+            WebhookForm::Shorthand => "webhook_url",
+        }
+    }
+
+    /// The field that held the secret: `webhook.secret` or `webhook_secret`.
+    pub fn secret_field(self) -> &'static str {
+        match self {
+            WebhookForm::Nested => "webhook.secret",
+            WebhookForm::Shorthand => "webhook_secret",
+        }
+    }
+}
+
+/// The webhook a publish request asked for: where to send and how to sign, and the form the
+/// client wrote it in. `Debug` shows the secret as `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedWebhook {
+    /// The receiver and the request's own secret, if it gave one.
+    pub config: WebhookConfig,
+    /// Nested or shorthand.
+    pub form: WebhookForm,
 }
 
 /// Takes a string field, with the error message a webhook field deserves.

@@ -140,6 +140,8 @@ pub enum AgentKind {
     Command,
     /// An HTTP endpoint from configuration, POSTed to for each run.
     Http,
+    /// A model asked over an OpenAI-compatible chat completions API (`flock-llm`).
+    Llm,
 }
 
 /// An agent: a name, what it consumes, what it may publish, and the handler.

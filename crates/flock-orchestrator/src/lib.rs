@@ -23,6 +23,6 @@ pub use orchestrator::{
     AgentInfo, BuildError, Orchestrator, OrchestratorBuilder, PublishError, ShutdownReport,
     WORKFLOW_ERROR_TYPE,
 };
-pub use spec::AgentSpec;
+pub use spec::{AgentBasics, AgentSpec};
 pub use store::{ArtifactQuery, ArtifactStore, MemoryStore, Page, StoreError};
 pub use workflow::{CorrelationStatus, ErrorKind, RecordedError, WaitOutcome, WorkflowState};

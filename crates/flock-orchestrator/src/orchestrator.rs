@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flock_models::{Artifact, ArtifactDraft, EXTERNAL_PRODUCER, NewDelivery, TypeName};
+use flock_models::{
+    Artifact, ArtifactDraft, EXTERNAL_PRODUCER, NewDelivery, TypeName, ValidationError,
+};
+use flock_schema::TypeSchemas;
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -47,11 +50,17 @@ pub enum BuildError {
         /// The name as given.
         name: String,
         /// What is wrong with it.
-        error: flock_models::ValidationError,
+        error: ValidationError,
     },
     /// The configuration is invalid; the error names the field.
     #[error("invalid orchestrator configuration: {0}")]
-    InvalidConfig(flock_models::ValidationError),
+    InvalidConfig(ValidationError),
+    /// The declared types include one the orchestrator publishes itself, with a payload of its
+    /// own ([`WORKFLOW_ERROR_TYPE`]).
+    #[error(
+        "the type `{0}` cannot be declared: the orchestrator publishes it, with a payload of its own"
+    )]
+    ReservedType(String),
 }
 
 /// Why an artifact was not published.
@@ -71,6 +80,10 @@ pub enum PublishError {
     /// The orchestrator is shutting down and accepts no new work.
     #[error("the orchestrator is shutting down")]
     ShuttingDown,
+    /// The payload does not match its type's declared schema; nothing was stored. The error's
+    /// field is the failing place under `payload` (`payload.steps[3]`).
+    #[error("{0}")]
+    InvalidPayload(ValidationError),
     /// The store refused the artifact; it was not published.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -150,6 +163,7 @@ pub struct OrchestratorBuilder {
     agents: Vec<Arc<dyn Agent>>,
     components: Vec<Arc<dyn Component>>,
     config: OrchestratorConfig,
+    types: Option<Arc<TypeSchemas>>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -164,6 +178,7 @@ impl std::fmt::Debug for OrchestratorBuilder {
                 &self.components.iter().map(|c| c.name()).collect::<Vec<_>>(),
             )
             .field("config", &self.config)
+            .field("types", &self.types)
             .finish_non_exhaustive()
     }
 }
@@ -200,6 +215,13 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// The declared types: every publish of one of them, a client's or an agent's, must have
+    /// a payload its schema accepts. None unless set: every payload is accepted.
+    pub fn types(mut self, types: Arc<TypeSchemas>) -> Self {
+        self.types = Some(types);
+        self
+    }
+
     /// Checks the configuration and the agents, then calls every component's `on_initialize`
     /// in priority order.
     ///
@@ -209,9 +231,14 @@ impl OrchestratorBuilder {
     ///
     /// # Errors
     /// An invalid configuration, an agent name that breaks the rules (those of type names;
-    /// `external` is reserved), or two agents with the same name.
+    /// `external` is reserved), two agents with the same name, or a declared
+    /// [`WORKFLOW_ERROR_TYPE`].
     pub async fn build(self) -> Result<Orchestrator, BuildError> {
         self.config.validate().map_err(BuildError::InvalidConfig)?;
+        let types = self.types.unwrap_or_else(|| Arc::new(TypeSchemas::empty()));
+        if let Some(reserved) = types.names().find(|t| t.as_str() == WORKFLOW_ERROR_TYPE) {
+            return Err(BuildError::ReservedType(reserved.as_str().to_owned()));
+        }
         let mut names = std::collections::HashSet::new();
         for agent in &self.agents {
             let name = agent.name();
@@ -239,6 +266,7 @@ impl OrchestratorBuilder {
             agents: self.agents,
             components,
             config: self.config,
+            types,
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
@@ -271,6 +299,8 @@ impl Orchestrator {
     ///
     /// # Errors
     /// [`PublishError::ShuttingDown`] after [`Orchestrator::shutdown`] began;
+    /// [`PublishError::InvalidPayload`] when the payload does not match its type's declared
+    /// schema (nothing was stored; the field names the place under `payload`);
     /// [`PublishError::LimitReached`] when the workflow reached its artifact limit;
     /// [`PublishError::Store`] when the store refused the artifact (nothing was published).
     pub async fn publish(
@@ -281,6 +311,10 @@ impl Orchestrator {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
+        self.inner
+            .types
+            .validate(&draft.type_name, &draft.payload)
+            .map_err(|e| PublishError::InvalidPayload(e.within("payload")))?;
         self.inner
             .publish_artifact(correlation_id, draft, EXTERNAL_PRODUCER)
             .await
@@ -406,6 +440,11 @@ impl Orchestrator {
     pub fn config(&self) -> &OrchestratorConfig {
         &self.inner.config
     }
+
+    /// The declared types whose payloads every publish is checked against.
+    pub fn types(&self) -> &Arc<TypeSchemas> {
+        &self.inner.types
+    }
 }
 
 struct Inner {
@@ -414,6 +453,8 @@ struct Inner {
     /// Sorted by priority, registration order among equals.
     components: Vec<Arc<dyn Component>>,
     config: OrchestratorConfig,
+    /// The declared types; every publish of one is checked against its schema.
+    types: Arc<TypeSchemas>,
     workflows: Workflows,
     /// One permit per concurrent run; closed at shutdown so queued runs give up.
     run_slots: Arc<Semaphore>,
@@ -653,38 +694,20 @@ impl Inner {
         drop(permit);
         let name = agent.name();
         let failure = match outcome {
-            RunOutcome::Ok(drafts) => {
-                let undeclared: Vec<&str> = drafts
-                    .iter()
-                    .map(|d| d.type_name.as_str())
-                    .filter(|t| !agent.publishes().iter().any(|p| p == t))
-                    .collect();
-                if undeclared.is_empty() {
+            RunOutcome::Ok(drafts) => match self.check_outputs(agent.as_ref(), &drafts) {
+                Ok(()) => {
                     metrics::agent_run(name, "ok", elapsed);
                     tracing::debug!(outputs = drafts.len(), "agent run succeeded");
                     for draft in drafts {
                         self.publish_output(correlation_id, draft, name).await;
                     }
                     None
-                } else {
-                    metrics::agent_run(name, "error", elapsed);
-                    Some((
-                        ErrorKind::UndeclaredOutput,
-                        format!(
-                            "returned artifacts of undeclared types ({}); it declares [{}]; \
-                             none of its {} outputs was published",
-                            undeclared.join(", "),
-                            agent
-                                .publishes()
-                                .iter()
-                                .map(TypeName::as_str)
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            drafts.len()
-                        ),
-                    ))
                 }
-            }
+                Err(refused) => {
+                    metrics::agent_run(name, "error", elapsed);
+                    Some(refused)
+                }
+            },
             RunOutcome::Failed(error) => {
                 metrics::agent_run(name, "error", elapsed);
                 let kind = match &error {
@@ -723,6 +746,51 @@ impl Inner {
         }
     }
 
+    /// Checks a run's outputs before any is published: every type is one the agent declares,
+    /// every payload matches its type's declared schema. A refusal (its kind and message)
+    /// publishes none of them.
+    fn check_outputs(
+        &self,
+        agent: &dyn Agent,
+        drafts: &[ArtifactDraft],
+    ) -> Result<(), (ErrorKind, String)> {
+        let undeclared: Vec<&str> = drafts
+            .iter()
+            .map(|d| d.type_name.as_str())
+            .filter(|t| !agent.publishes().iter().any(|p| p == t))
+            .collect();
+        if !undeclared.is_empty() {
+            return Err((
+                ErrorKind::UndeclaredOutput,
+                format!(
+                    "returned artifacts of undeclared types ({}); it declares [{}]; \
+                     none of its {} outputs was published",
+                    undeclared.join(", "),
+                    agent
+                        .publishes()
+                        .iter()
+                        .map(TypeName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    drafts.len()
+                ),
+            ));
+        }
+        for (i, draft) in drafts.iter().enumerate() {
+            if let Err(error) = self.types.validate(&draft.type_name, &draft.payload) {
+                return Err((
+                    ErrorKind::InvalidOutput,
+                    format!(
+                        "{}; none of its {} outputs was published",
+                        error.within(&format!("artifacts[{i}].payload")),
+                        drafts.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes one output of agent `producer`; a refusal is recorded on the workflow.
     async fn publish_output(
         self: &Arc<Self>,
@@ -731,8 +799,14 @@ impl Inner {
         producer: &str,
     ) {
         match self.publish_artifact(correlation_id, draft, producer).await {
-            // The runaway guard recorded it already.
-            Ok(_) | Err(PublishError::LimitReached { .. } | PublishError::ShuttingDown) => {}
+            // The runaway guard recorded it already; schemas are checked by the public
+            // `publish` and, for a run's outputs, by `check_outputs`, never here.
+            Ok(_)
+            | Err(
+                PublishError::LimitReached { .. }
+                | PublishError::ShuttingDown
+                | PublishError::InvalidPayload(_),
+            ) => {}
             Err(PublishError::Store(error)) => self.record(
                 correlation_id,
                 RecordedError::new(

@@ -67,30 +67,12 @@ impl AgentSpec {
     /// `command`, `command[0]`, `url`, `timeout_ms`); prefix it with the spec's own place
     /// (`agents[2]`) with [`ValidationError::within`].
     pub fn build(&self) -> Result<Arc<dyn Agent>, ValidationError> {
-        check_agent_name(&self.name).map_err(|e| e.within("name"))?;
-        if self.consumes.is_empty() {
-            return Err(ValidationError::field(
-                "consumes",
-                "at least one artifact type is required",
-            ));
-        }
-        let consumes = type_names(&self.consumes, "consumes")?;
-        let publishes = type_names(&self.publishes, "publishes")?;
-        let timeout = match self.timeout_ms {
-            None => None,
-            Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Some(Duration::from_millis(ms)),
-            Some(_) => {
-                return Err(ValidationError::field(
-                    "timeout_ms",
-                    format!("must be between 1 and {MAX_TIMEOUT_MS}"),
-                ));
-            }
-        };
+        let basics = self.basics()?;
         let common = Common {
-            name: self.name.clone(),
-            subscriptions: vec![Subscription::to(consumes)],
-            publishes,
-            timeout,
+            name: basics.name,
+            subscriptions: vec![Subscription::to(basics.consumes)],
+            publishes: basics.publishes,
+            timeout: basics.timeout,
         };
         match (&self.command, &self.url) {
             (Some(_), Some(_)) => Err(ValidationError::field(
@@ -112,6 +94,56 @@ impl AgentSpec {
             }
         }
     }
+}
+
+impl AgentSpec {
+    /// Checks what every configured agent has, whatever its kind: `name`, `consumes`,
+    /// `publishes` and `timeout_ms` (not `command` or `url`). [`AgentSpec::build`] starts
+    /// with it; a host that builds agents of kinds of its own from configuration (an LLM agent)
+    /// uses it for the same rules and the same error fields.
+    ///
+    /// # Errors
+    /// The first invalid field, named as [`AgentSpec::build`] names it.
+    pub fn basics(&self) -> Result<AgentBasics, ValidationError> {
+        check_agent_name(&self.name).map_err(|e| e.within("name"))?;
+        if self.consumes.is_empty() {
+            return Err(ValidationError::field(
+                "consumes",
+                "at least one artifact type is required",
+            ));
+        }
+        let consumes = type_names(&self.consumes, "consumes")?;
+        let publishes = type_names(&self.publishes, "publishes")?;
+        let timeout = match self.timeout_ms {
+            None => None,
+            Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Some(Duration::from_millis(ms)),
+            Some(_) => {
+                return Err(ValidationError::field(
+                    "timeout_ms",
+                    format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+                ));
+            }
+        };
+        Ok(AgentBasics {
+            name: self.name.clone(),
+            consumes,
+            publishes,
+            timeout,
+        })
+    }
+}
+
+/// What every agent declared in configuration has, checked by [`AgentSpec::basics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentBasics {
+    /// Its name (the rules of type names, not `external`).
+    pub name: String,
+    /// The types that wake it, each once, in the order written (at least one).
+    pub consumes: Vec<TypeName>,
+    /// The types it may publish, each once, in the order written.
+    pub publishes: Vec<TypeName>,
+    /// How long one run may take; the orchestrator's default if `None`.
+    pub timeout: Option<Duration>,
 }
 
 /// What command and HTTP agents have in common.

@@ -34,7 +34,8 @@ pub enum ErrorKind {
     Timeout,
     /// The agent's handler panicked.
     Panic,
-    /// The agent answered something that is not a valid list of artifacts.
+    /// The agent answered something that is not a valid list of artifacts, or an artifact
+    /// whose payload does not match its type's declared schema.
     InvalidOutput,
     /// An agent program exited unsuccessfully or could not be started.
     Process,

@@ -57,7 +57,9 @@ impl std::fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-/// What one attempt came to, as delivery observed it.
+/// What one attempt came to, as delivery observed it: the one word for an attempt's result.
+/// The retry decision ([`RetryPolicy::decide`]), the reason a delivery failed ([`GiveUp`]) and
+/// whatever a caller records or counts about the attempt are derived from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The receiver answered with this status; `retry_after` is its parsed `Retry-After`, if any.
@@ -91,8 +93,8 @@ pub enum Class {
     Permanent(GiveUp),
 }
 
-/// Why a delivery stops without being delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a delivery stops without being delivered: the reason a failed delivery keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GiveUp {
     /// The receiver answered 410 Gone.
     Gone,
@@ -114,14 +116,35 @@ pub enum Decision {
 }
 
 impl Outcome {
+    /// The receiver's status code, when it answered.
+    pub fn status_code(&self) -> Option<u16> {
+        match *self {
+            Outcome::Status { code, .. } => Some(code),
+            Outcome::ConnectError | Outcome::Timeout | Outcome::Blocked | Outcome::OtherError => {
+                None
+            }
+        }
+    }
+
+    /// Whether the receiver answered 2xx: the attempt delivered.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Status {
+                code: 200..=299,
+                ..
+            }
+        )
+    }
+
     /// 2xx delivers; 410 and a blocked address give up; every other status (1xx, 3xx, which are
     /// not followed, 4xx and 5xx), connection errors and timeouts are retryable. `Retry-After`
     /// counts only on 429 and 503.
     pub fn classify(&self) -> Class {
+        if self.is_success() {
+            return Class::Delivered;
+        }
         match *self {
-            Outcome::Status {
-                code: 200..=299, ..
-            } => Class::Delivered,
             Outcome::Status { code: 410, .. } => Class::Permanent(GiveUp::Gone),
             Outcome::Status {
                 code: 429 | 503,

@@ -26,6 +26,16 @@ pub fn flock_signature_header(body: &[u8], secret: &[u8]) -> String {
 /// [`VerifyError::MalformedHeader`] when the header is not `sha256=` and 64 hex characters,
 /// [`VerifyError::Mismatch`] when it is but does not match.
 pub fn verify_flock_signature(header: &str, body: &[u8], secret: &[u8]) -> Result<(), VerifyError> {
+    let expected = parse_flock_header(header)?;
+    let mut mac = keyed(secret);
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .map_err(|_| VerifyError::Mismatch)
+}
+
+/// The signature an `X-Flock-Signature` header carries: `sha256=` and 64 hex characters (either
+/// case), decoded.
+pub(crate) fn parse_flock_header(header: &str) -> Result<[u8; 32], VerifyError> {
     let hex = header
         .trim()
         .strip_prefix(PREFIX)
@@ -40,10 +50,7 @@ pub fn verify_flock_signature(header: &str, body: &[u8], secret: &[u8]) -> Resul
     let mut expected = [0u8; 32];
     base16ct::mixed::decode(hex, &mut expected)
         .map_err(|_| VerifyError::MalformedHeader("the signature is not hex"))?;
-    let mut mac = keyed(secret);
-    mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| VerifyError::Mismatch)
+    Ok(expected)
 }
 
 /// An HMAC-SHA256 keyed with `key` (any length is a valid HMAC key).

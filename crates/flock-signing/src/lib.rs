@@ -4,6 +4,7 @@
 
 mod flock;
 mod standard;
+mod webhook;
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ pub use flock::{flock_signature_header, sign_payload, verify_flock_signature};
 pub use standard::{
     KEY_PREFIX, SigningKey, sign_standard, standard_key, verify_standard, verify_standard_at,
 };
+pub use webhook::{WebhookError, verify_webhook, verify_webhook_at};
 
 /// The header carrying `sha256=<hex HMAC-SHA256(secret, body)>`.
 pub const FLOCK_SIGNATURE_HEADER: &str = "X-Flock-Signature";

@@ -54,10 +54,22 @@ pub fn verify_standard(
     body: &[u8],
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let now = SystemTime::now()
+    verify_standard_at(
+        secret,
+        id,
+        timestamp,
+        signatures,
+        body,
+        tolerance,
+        now_unix(),
+    )
+}
+
+/// The system clock as Unix seconds (0 before 1970).
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    verify_standard_at(secret, id, timestamp, signatures, body, tolerance, now)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// [`verify_standard`] with the receiver's clock given as Unix seconds.
@@ -74,6 +86,25 @@ pub fn verify_standard_at(
     tolerance: Duration,
     now_unix: u64,
 ) -> Result<(), VerifyError> {
+    let sent = check_timestamp(timestamp, tolerance, now_unix)?;
+    let key = SigningKey::new(secret)?;
+    let candidates = v1_signatures(signatures)?;
+    if candidates
+        .iter()
+        .any(|expected| key.standard_matches(id, sent, body, expected))
+    {
+        return Ok(());
+    }
+    Err(VerifyError::Mismatch)
+}
+
+/// Parses a `webhook-timestamp` header and checks it is within `tolerance` of `now_unix`, either
+/// way; gives the timestamp as sent.
+pub(crate) fn check_timestamp(
+    timestamp: &str,
+    tolerance: Duration,
+    now_unix: u64,
+) -> Result<i64, VerifyError> {
     let sent: i64 = timestamp
         .trim()
         .parse()
@@ -87,8 +118,17 @@ pub fn verify_standard_at(
     if skew < -limit {
         return Err(VerifyError::TimestampInFuture(skew.unsigned_abs()));
     }
-    let key = SigningKey::new(secret)?;
+    Ok(sent)
+}
+
+/// The `v1` signatures of a `webhook-signature` header, decoded. Other versions are skipped, and
+/// so is a `v1` signature that is not base64 (it can match nothing).
+///
+/// # Errors
+/// A signature that is not `<version>,<base64>`, or a header without any `v1,` signature.
+pub(crate) fn v1_signatures(signatures: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
     let mut candidates = 0usize;
+    let mut decoded = Vec::new();
     for signature in signatures.split_whitespace() {
         let Some((version, encoded)) = signature.split_once(',') else {
             return Err(VerifyError::MalformedHeader(
@@ -99,13 +139,8 @@ pub fn verify_standard_at(
             continue;
         }
         candidates += 1;
-        let Ok(expected) = BASE64.decode(encoded) else {
-            continue;
-        };
-        let mut mac = key.standard.clone();
-        feed_message(&mut mac, id, sent, body);
-        if mac.verify_slice(&expected).is_ok() {
-            return Ok(());
+        if let Ok(bytes) = BASE64.decode(encoded) {
+            decoded.push(bytes);
         }
     }
     if candidates == 0 {
@@ -113,7 +148,7 @@ pub fn verify_standard_at(
             "no `v1,` signature in the header",
         ));
     }
-    Err(VerifyError::Mismatch)
+    Ok(decoded)
 }
 
 /// A webhook secret turned into ready-keyed HMACs, so that signing an attempt costs only the
@@ -147,6 +182,28 @@ impl SigningKey {
         let mut mac = self.standard.clone();
         feed_message(&mut mac, id, timestamp, body);
         format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+    }
+
+    /// Whether `expected` is this key's `X-Flock-Signature` of `body` (compared in constant
+    /// time).
+    pub(crate) fn flock_matches(&self, body: &[u8], expected: &[u8]) -> bool {
+        let mut mac = self.flock.clone();
+        mac.update(body);
+        mac.verify_slice(expected).is_ok()
+    }
+
+    /// Whether `expected` is this key's `webhook-signature` of message `id` sent at `timestamp`
+    /// (compared in constant time).
+    pub(crate) fn standard_matches(
+        &self,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+        expected: &[u8],
+    ) -> bool {
+        let mut mac = self.standard.clone();
+        feed_message(&mut mac, id, timestamp, body);
+        mac.verify_slice(expected).is_ok()
     }
 }
 

@@ -154,6 +154,15 @@ impl std::str::FromStr for StoreUrl {
     }
 }
 
+/// A `store.url` in a configuration file is checked as it is read: one that names no supported
+/// store is a deserialization error saying what is wrong.
+impl<'de> serde::Deserialize<'de> for StoreUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+        StoreUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +200,18 @@ mod tests {
             let err = StoreUrl::parse(text).unwrap_err().to_string();
             assert!(err.contains(words), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn deserializes_as_it_parses() {
+        let url: StoreUrl = serde_json::from_str(r#""sqlite://flock.db""#).unwrap();
+        assert_eq!(url, StoreUrl::Sqlite(PathBuf::from("flock.db")));
+        let err = serde_json::from_str::<StoreUrl>(r#""mysql://db/flock""#).unwrap_err();
+        assert!(
+            err.to_string().contains("`mysql` is not a supported store"),
+            "{err}"
+        );
+        assert!(serde_json::from_str::<StoreUrl>("7").is_err());
     }
 
     #[test]

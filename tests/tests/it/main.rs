@@ -3,6 +3,7 @@
 
 mod chain;
 mod concurrent;
+mod llm;
 mod refusals;
 mod retries;
 mod shutdown;

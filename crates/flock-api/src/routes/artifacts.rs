@@ -6,69 +6,90 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
-use flock_context::WebhookContext;
 use flock_models::{
-    ArtifactPublishRequest, PublishResponse, SyncPublishRequest, SyncPublishResponse, TypeName,
-    ValidationError, WebhookConfig,
+    ArtifactPublishRequest, PublishResponse, Scope, SyncPublishRequest, SyncPublishResponse,
+    TypeName, ValidationError,
 };
-use flock_orchestrator::{ArtifactQuery, PublishError, WaitOutcome};
+use flock_orchestrator::{ArtifactQuery, WaitOutcome};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{LoggedCorrelation, method_not_allowed, path_id};
+use super::{LoggedCorrelation, Resource, hyphenated_uuid, path_id};
+use crate::auth::Caller;
 use crate::body;
 use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::{self, Claim, Stored};
+use crate::openapi::route_errors;
 use crate::state::AppState;
 
-/// The default and largest page of `GET /api/v1/artifacts`.
+/// The default page of `GET /api/v1/artifacts`.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
 /// The largest page.
 pub(crate) const MAX_LIMIT: usize = 500;
+/// The largest `offset`: the largest integer that every JSON client holds exactly (2^53 - 1).
+/// Past the last match, a page is empty.
+pub(crate) const MAX_OFFSET: usize = (1 << 53) - 1;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/artifacts")
-            .route(web::post().to(publish))
-            .route(web::get().to(list))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/artifacts/sync")
-            .route(web::post().to(publish_sync))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/artifacts/{id}")
-            .route(web::get().to(get))
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.service(Resource::new("/artifacts").post(publish).get(list).finish())
+        .service(Resource::new("/artifacts/sync").post(publish_sync).finish())
+        .service(Resource::new("/artifacts/{id}").get(get).finish());
 }
+
+route_errors!(
+    /// What the publish routes answer when they refuse.
+    PublishErrors: [
+        MalformedJson,
+        InvalidHeader,
+        Forbidden,
+        PayloadTooLarge,
+        Validation,
+        WebhookAddressRefused,
+        IdempotencyKeyReused,
+        ShuttingDown,
+        StorageUnavailable,
+    ]
+);
+
+route_errors!(
+    /// What `GET /api/v1/artifacts` answers when it refuses.
+    ListErrors: [Forbidden, Validation, StorageUnavailable]
+);
+
+route_errors!(
+    /// What `GET /api/v1/artifacts/{id}` answers when it refuses.
+    GetErrors: [Forbidden, NotFound, StorageUnavailable]
+);
 
 /// `POST /api/v1/artifacts`: 202 `{"status":"accepted","correlation_id"}` once the artifact is
 /// stored; agents and webhooks run in the background.
 #[utoipa::path(
     post, path = "/api/v1/artifacts", tag = "artifacts",
     request_body = crate::openapi::PublishRequestDoc,
-    params(("X-Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    params(crate::openapi::IdempotencyKeyDoc),
     responses(
-        (status = 202, body = crate::openapi::PublishResponseDoc),
-        (status = 400, body = crate::openapi::ErrorBodyDoc), (status = 413, body = crate::openapi::ErrorBodyDoc),
-        (status = 422, body = crate::openapi::ErrorBodyDoc), (status = 503, body = crate::openapi::ErrorBodyDoc),
+        (status = 202, body = crate::openapi::PublishResponseDoc, description = "Stored; agents and webhooks run in the background",
+            links(
+                ("status" = (operation_id = "status", parameters(("id" = "$response.body#/correlation_id")), description = "The workflow's status")),
+                ("webhooks" = (operation_id = "webhooks", parameters(("id" = "$response.body#/correlation_id")), description = "The workflow's webhook deliveries")),
+            )
+        ),
+        PublishErrors,
     )
 )]
 pub(crate) async fn publish(
     req: HttpRequest,
+    caller: Caller,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Publish)?;
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
     idempotent(&req, &state, "publish", value, |value| async {
-        let shorthand = uses_shorthand(&value);
         let request = ArtifactPublishRequest::from_value(value)?;
-        let correlation_id = start_workflow(&state, shorthand, request).await?;
+        let correlation_id = start_workflow(&state, request).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         Ok((
@@ -84,25 +105,31 @@ pub(crate) async fn publish(
 #[utoipa::path(
     post, path = "/api/v1/artifacts/sync", tag = "artifacts",
     request_body = crate::openapi::SyncRequestDoc,
-    params(("X-Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    params(crate::openapi::IdempotencyKeyDoc),
     responses(
-        (status = 200, body = crate::openapi::SyncResponseDoc),
-        (status = 400, body = crate::openapi::ErrorBodyDoc), (status = 413, body = crate::openapi::ErrorBodyDoc),
-        (status = 422, body = crate::openapi::ErrorBodyDoc), (status = 503, body = crate::openapi::ErrorBodyDoc),
+        (status = 200, body = crate::openapi::SyncResponseDoc, description = "The workflow went idle or its timeout passed; webhooks keep flowing",
+            links(
+                ("status" = (operation_id = "status", parameters(("id" = "$response.body#/correlation_id")), description = "The workflow's status")),
+                ("webhooks" = (operation_id = "webhooks", parameters(("id" = "$response.body#/correlation_id")), description = "The workflow's webhook deliveries")),
+                ("artifact" = (operation_id = "get", parameters(("id" = "$response.body#/artifacts/0/id")), description = "The first artifact of the answer")),
+            )
+        ),
+        PublishErrors,
     )
 )]
 pub(crate) async fn publish_sync(
     req: HttpRequest,
+    caller: Caller,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Publish)?;
     let started = Instant::now();
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
     idempotent(&req, &state, "publish_sync", value, |value| async {
-        let shorthand = uses_shorthand(&value);
         let request = SyncPublishRequest::from_value(value)?;
-        let correlation_id = start_workflow(&state, shorthand, request.publish).await?;
+        let correlation_id = start_workflow(&state, request.publish).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         let outcome = state
@@ -113,8 +140,7 @@ pub(crate) async fn publish_sync(
             .orchestrator
             .store()
             .query(&ArtifactQuery::correlation(correlation_id))
-            .await
-            .map_err(storage_error)?;
+            .await?;
         let answer = SyncPublishResponse {
             correlation_id,
             artifacts: page
@@ -130,74 +156,22 @@ pub(crate) async fn publish_sync(
     .await
 }
 
-/// Whether the request gave its webhook as `webhook_url`/`webhook_secret`, so errors name the
-/// fields it used.
-fn uses_shorthand(value: &Value) -> bool {
-    value.get("webhook_url").is_some()
-}
-
-/// Checks the webhook, registers the workflow's context under a new correlation id and
-/// publishes the request's artifact.
+/// Starts the request's workflow: the webhook owner checks and registers its webhook under a
+/// new correlation id, the artifact is published under that id, and a failed publish leaves no
+/// webhook behind.
 async fn start_workflow(
     state: &AppState,
-    shorthand: bool,
     request: ArtifactPublishRequest,
 ) -> Result<Uuid, ApiError> {
-    let (url_field, secret_field) = if shorthand {
-        ("webhook_url", "webhook_secret")
-    } else {
-        ("webhook.url", "webhook.secret")
-    };
-    let webhook = match &request.webhook {
-        None => None,
-        Some(webhook) => {
-            state.guard.check_literal(&webhook.url).map_err(|refused| {
-                ApiError::new(
-                    ErrorCode::WebhookAddressRefused,
-                    format!("{url_field}: webhooks may not be sent there: {refused}"),
-                )
-                .field(url_field)
-            })?;
-            let secret = webhook
-                .secret
-                .clone()
-                .or_else(|| state.default_secret.clone());
-            // Only a `whsec_` secret can be unusable (its key must decode). Checking that is
-            // enough here; preparing both HMAC keys only to drop them cost each publish with a
-            // webhook about 1.5 µs of SHA-256 (a profile of the publish path).
-            if let Some(secret) = &secret
-                && let Err(err) = flock_signing::standard_key(secret.expose())
-            {
-                return Err(ValidationError::field(secret_field, err.to_string()).into());
-            }
-            Some(WebhookConfig {
-                url: webhook.url.clone(),
-                secret,
-            })
-        }
-    };
-    let correlation_id = Uuid::now_v7();
-    if let Some(webhook) = webhook {
-        state
-            .registry
-            .insert(Arc::new(WebhookContext::new(correlation_id, webhook)));
-    }
-    match state
-        .orchestrator
-        .publish(correlation_id, request.draft())
-        .await
-    {
-        Ok(_) => Ok(correlation_id),
-        Err(err) => {
-            state.registry.remove(&correlation_id);
-            Err(match err {
-                PublishError::ShuttingDown => {
-                    ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
-                }
-                other => storage_error(other),
-            })
-        }
-    }
+    let (draft, webhook) = request.into_parts();
+    let orchestrator = &state.orchestrator;
+    let (correlation_id, _) = state
+        .webhooks
+        .publish(webhook, |correlation_id| {
+            orchestrator.publish(correlation_id, draft)
+        })
+        .await?;
+    Ok(correlation_id)
 }
 
 /// Runs `answer` once per idempotency key: a repeat of the same request gets the first answer
@@ -261,23 +235,6 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("API answers are plain data and always serialize")
 }
 
-/// A storage failure as the client sees it; the log gets the failure with its sources (the
-/// database's own error).
-pub(crate) fn storage_error(err: impl std::error::Error) -> ApiError {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    tracing::error!(error = %text, "storage failed");
-    ApiError::new(
-        ErrorCode::StorageUnavailable,
-        "storage is unavailable; try again",
-    )
-}
-
 /// The answer of `GET /api/v1/artifacts`.
 #[derive(Debug, Serialize)]
 pub(crate) struct ArtifactPage {
@@ -295,29 +252,25 @@ struct Pagination {
 /// `GET /api/v1/artifacts`: filtered and paginated, in publication order.
 #[utoipa::path(
     get, path = "/api/v1/artifacts", tag = "artifacts",
-    params(
-        ("type" = Option<String>, Query, description = "Artifact type; repeat or separate by commas for several"),
-        ("produced_by" = Option<String>, Query, description = "Producing agent, or `external`"),
-        ("correlation_id" = Option<String>, Query, description = "Workflow id (UUID)"),
-        ("tag" = Option<String>, Query, description = "Carries this tag"),
-        ("from" = Option<String>, Query, description = "Created at or after (RFC 3339)"),
-        ("to" = Option<String>, Query, description = "Created at or before (RFC 3339)"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 500, default 50"),
-        ("offset" = Option<usize>, Query, description = "Matches to skip, default 0"),
-    ),
-    responses((status = 200, body = crate::openapi::ArtifactPageDoc), (status = 422, body = crate::openapi::ErrorBodyDoc))
+    params(crate::openapi::ListQueryDoc),
+    responses(
+        (status = 200, body = crate::openapi::ArtifactPageDoc, description = "A page of matches",
+            links(
+                ("artifact" = (operation_id = "get", parameters(("id" = "$response.body#/items/0/id")), description = "The first artifact of the page")),
+                ("status" = (operation_id = "status", parameters(("id" = "$response.body#/items/0/correlation_id")), description = "The first artifact's workflow")),
+            )
+        ),
+        ListErrors,
+    )
 )]
 pub(crate) async fn list(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let query = parse_query(req.query_string())?;
-    let page = state
-        .orchestrator
-        .store()
-        .query(&query)
-        .await
-        .map_err(storage_error)?;
+    let page = state.orchestrator.store().query(&query).await?;
     Ok(HttpResponse::Ok().json(ArtifactPage {
         items: page.items,
         pagination: Pagination {
@@ -346,12 +299,18 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
         ValidationError::field(field, message).into()
     };
     let time = |field: &str, value: &str| {
-        flock_models::timestamp::parse(value).map_err(|_| {
-            invalid(
-                field,
-                format!("`{value}` is not an RFC 3339 time such as 2026-11-28T12:00:00Z"),
-            )
-        })
+        // JSON Schema's `date-time` (what the document says) separates date and time with `T`;
+        // RFC 3339 also lets a space through, which the parser would take.
+        let separated_by_t = matches!(value.as_bytes().get(10), Some(b'T' | b't'));
+        separated_by_t
+            .then(|| flock_models::timestamp::parse(value).ok())
+            .flatten()
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    format!("`{value}` is not an RFC 3339 time such as 2026-11-28T12:00:00Z"),
+                )
+            })
     };
     for (name, value) in pairs {
         match name.as_str() {
@@ -363,18 +322,18 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
             }
             "produced_by" => query.produced_by = Some(value),
             "correlation_id" => {
-                query.correlation_id =
-                    Some(Uuid::parse_str(&value).map_err(|_| {
-                        invalid("correlation_id", format!("`{value}` is not a UUID"))
-                    })?);
+                query.correlation_id = Some(hyphenated_uuid(&value).ok_or_else(|| {
+                    invalid(
+                        "correlation_id",
+                        format!("`{value}` is not a UUID in its hyphenated form"),
+                    )
+                })?);
             }
             "tag" => query.tag = Some(value),
             "from" => query.from = Some(time("from", &value)?),
             "to" => query.to = Some(time("to", &value)?),
             "limit" => {
-                query.limit = value
-                    .parse()
-                    .ok()
+                query.limit = whole_number(&value)
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .ok_or_else(|| {
                         invalid(
@@ -384,9 +343,14 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
                     })?;
             }
             "offset" => {
-                query.offset = value.parse().map_err(|_| {
-                    invalid("offset", "must be a whole number, 0 or more".to_owned())
-                })?;
+                query.offset = whole_number(&value)
+                    .filter(|n| *n <= MAX_OFFSET)
+                    .ok_or_else(|| {
+                        invalid(
+                            "offset",
+                            format!("must be a whole number from 0 to {MAX_OFFSET}"),
+                        )
+                    })?;
             }
             other => return Err(invalid(other, format!("unknown query parameter `{other}`"))),
         }
@@ -394,24 +358,35 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
     Ok(query)
 }
 
+/// A whole number written in decimal digits alone (what an `integer` query parameter is).
+fn whole_number(text: &str) -> Option<usize> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// `GET /api/v1/artifacts/{id}`.
 #[utoipa::path(
     get, path = "/api/v1/artifacts/{id}", tag = "artifacts",
-    params(("id" = String, Path, description = "Artifact id (UUID)")),
-    responses((status = 200, body = crate::openapi::ArtifactDoc), (status = 404, body = crate::openapi::ErrorBodyDoc))
+    params(("id" = uuid::Uuid, Path, description = "Artifact id")),
+    responses(
+        (status = 200, body = crate::openapi::ArtifactDoc, description = "The artifact",
+            links(
+                ("status" = (operation_id = "status", parameters(("id" = "$response.body#/correlation_id")), description = "The artifact's workflow")),
+            )
+        ),
+        GetErrors,
+    )
 )]
 pub(crate) async fn get(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = path_id(&path, "artifact")?;
-    match state
-        .orchestrator
-        .store()
-        .get(id)
-        .await
-        .map_err(storage_error)?
-    {
+    match state.orchestrator.store().get(id).await? {
         Some(artifact) => Ok(HttpResponse::Ok().json(artifact)),
         None => Err(ApiError::new(
             ErrorCode::NotFound,

@@ -5,23 +5,31 @@ use flock_delivery::DeliveryView;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::artifacts::storage_error;
-use super::{LoggedCorrelation, method_not_allowed, path_id};
+use super::{LoggedCorrelation, Resource, path_id};
+use flock_models::Scope;
+
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
+use crate::openapi::route_errors;
 use crate::state::AppState;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/correlations/{id}/status")
-            .route(web::get().to(status))
-            .default_service(web::to(method_not_allowed)),
+        Resource::new("/correlations/{id}/status")
+            .get(status)
+            .finish(),
     )
     .service(
-        web::resource("/correlations/{id}/webhooks")
-            .route(web::get().to(webhooks))
-            .default_service(web::to(method_not_allowed)),
+        Resource::new("/correlations/{id}/webhooks")
+            .get(webhooks)
+            .finish(),
     );
 }
+
+route_errors!(
+    /// What the correlation routes answer when they refuse.
+    CorrelationErrors: [Forbidden, NotFound, StorageUnavailable]
+);
 
 fn unknown(id: Uuid) -> ApiError {
     ApiError::new(
@@ -33,17 +41,26 @@ fn unknown(id: Uuid) -> ApiError {
 /// `GET /api/v1/correlations/{id}/status`: state, counts, times and recorded errors.
 #[utoipa::path(
     get, path = "/api/v1/correlations/{id}/status", tag = "correlations",
-    params(("id" = String, Path, description = "Correlation id (UUID)")),
-    responses((status = 200, body = crate::openapi::CorrelationStatusDoc), (status = 404, body = crate::openapi::ErrorBodyDoc))
+    params(("id" = uuid::Uuid, Path, description = "Correlation id")),
+    responses(
+        (status = 200, body = crate::openapi::CorrelationStatusDoc, description = "The workflow's status",
+            links(
+                ("webhooks" = (operation_id = "webhooks", parameters(("id" = "$response.body#/correlation_id")), description = "The workflow's webhook deliveries")),
+            )
+        ),
+        CorrelationErrors,
+    )
 )]
 pub(crate) async fn status(
     req: HttpRequest,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
-    match state.orchestrator.status(id).await.map_err(storage_error)? {
+    match state.orchestrator.status(id).await? {
         Some(status) => Ok(HttpResponse::Ok().json(status)),
         None => Err(unknown(id)),
     }
@@ -60,25 +77,27 @@ pub(crate) struct Deliveries {
 /// with its attempts; never a secret.
 #[utoipa::path(
     get, path = "/api/v1/correlations/{id}/webhooks", tag = "correlations",
-    params(("id" = String, Path, description = "Correlation id (UUID)")),
-    responses((status = 200, body = crate::openapi::DeliveriesDoc), (status = 404, body = crate::openapi::ErrorBodyDoc))
+    params(("id" = uuid::Uuid, Path, description = "Correlation id")),
+    responses(
+        (status = 200, body = crate::openapi::DeliveriesDoc, description = "The workflow's deliveries",
+            links(
+                ("redeliver" = (operation_id = "redeliver", parameters(("id" = "$response.body#/deliveries/0/id")), description = "Queue the first delivery again")),
+            )
+        ),
+        CorrelationErrors,
+    )
 )]
 pub(crate) async fn webhooks(
     req: HttpRequest,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
-    let deliveries = state.outbox.deliveries(id).await.map_err(storage_error)?;
-    if deliveries.is_empty()
-        && state
-            .orchestrator
-            .status(id)
-            .await
-            .map_err(storage_error)?
-            .is_none()
-    {
+    let deliveries = state.storage.outbox().deliveries(id).await?;
+    if deliveries.is_empty() && state.orchestrator.status(id).await?.is_none() {
         return Err(unknown(id));
     }
     Ok(HttpResponse::Ok().json(Deliveries {

@@ -4,37 +4,35 @@ use actix_web::{HttpResponse, web};
 use flock_orchestrator::AgentInfo;
 use serde::Serialize;
 
-use super::method_not_allowed;
+use super::Resource;
+use flock_models::Scope;
+
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::route_errors;
 use crate::state::AppState;
 
 /// Routes under `/api/v1`.
 pub(crate) fn configure_api(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/agents")
-            .route(web::get().to(agents))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/openapi.json")
-            .route(web::get().to(openapi))
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.service(Resource::new("/agents").get(agents).finish())
+        .service(Resource::new("/openapi.json").get(openapi).finish());
 }
 
 /// Routes at the root.
 pub(crate) fn configure_root(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/health")
-            .route(web::get().to(health))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(metrics))
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.service(Resource::new("/health").get(health).finish())
+        .service(Resource::new("/metrics").get(metrics).finish());
 }
+
+route_errors!(
+    /// What the agents and metrics routes answer when they refuse.
+    ScopedErrors: [Forbidden]
+);
+
+route_errors!(
+    /// What the health route answers when storage fails.
+    HealthErrors: [StorageUnavailable]
+);
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Agents {
@@ -42,11 +40,15 @@ pub(crate) struct Agents {
 }
 
 /// `GET /api/v1/agents`: every agent with what it consumes and publishes.
-#[utoipa::path(get, path = "/api/v1/agents", tag = "system", responses((status = 200, body = crate::openapi::AgentsDoc)))]
-pub(crate) async fn agents(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(Agents {
+#[utoipa::path(get, path = "/api/v1/agents", tag = "system", responses((status = 200, body = crate::openapi::AgentsDoc, description = "Every agent"), ScopedErrors))]
+pub(crate) async fn agents(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    Ok(HttpResponse::Ok().json(Agents {
         agents: state.orchestrator.agents(),
-    })
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -58,13 +60,9 @@ pub(crate) struct Health {
 }
 
 /// `GET /health`: `ok` with the version and the delivery backlog.
-#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = crate::openapi::HealthDoc), (status = 503, body = crate::openapi::ErrorBodyDoc)))]
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = crate::openapi::HealthDoc, description = "Serving"), HealthErrors))]
 pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = state
-        .outbox
-        .counts()
-        .await
-        .map_err(super::artifacts::storage_error)?;
+    let counts = state.storage.outbox().counts().await?;
     Ok(HttpResponse::Ok().json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -74,15 +72,19 @@ pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, A
 }
 
 /// `GET /metrics`: Prometheus text.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
-pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text"), ScopedErrors))]
+pub(crate) async fn metrics(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Metrics)?;
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }
 
 /// `GET /api/v1/openapi.json`: this API described as OpenAPI 3.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system", responses((status = 200, content_type = "application/json", body = Object)))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system", responses((status = 200, content_type = "application/json", body = Object, description = "This document")))]
 pub(crate) async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")

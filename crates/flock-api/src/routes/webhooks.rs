@@ -1,30 +1,28 @@
 //! `/api/v1/webhooks/deliveries/{id}`: acting on one webhook delivery.
 
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
-use flock_delivery::{DeliveryState, OutboxError};
 use time::OffsetDateTime;
 
-use super::artifacts::storage_error;
-use super::{LoggedCorrelation, method_not_allowed, path_id};
-use crate::error::{ApiError, ErrorCode};
+use super::{LoggedCorrelation, Resource, path_id};
+use flock_models::Scope;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::openapi::route_errors;
 use crate::state::AppState;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/webhooks/deliveries/{id}/redeliver")
-            .route(web::post().to(redeliver))
-            .default_service(web::to(method_not_allowed)),
+        Resource::new("/webhooks/deliveries/{id}/redeliver")
+            .post(redeliver)
+            .finish(),
     );
 }
 
-fn unknown(id: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotFound,
-        format!(
-            "no webhook delivery has the id {id} (done deliveries are pruned after the store's retention period)"
-        ),
-    )
-}
+route_errors!(
+    /// What the redeliver route answers when it refuses.
+    RedeliverErrors: [Forbidden, NotFound, Conflict, StorageUnavailable]
+);
 
 /// `POST /api/v1/webhooks/deliveries/{id}/redeliver`: queues a failed delivery again. It keeps
 /// its id (so the same `webhook-id`), body and secret; new attempts are numbered after the old
@@ -32,49 +30,31 @@ fn unknown(id: impl std::fmt::Display) -> ApiError {
 /// is attempted again by itself), and so is a delivered one (its receiver answered 2xx).
 #[utoipa::path(
     post, path = "/api/v1/webhooks/deliveries/{id}/redeliver", tag = "webhooks",
-    params(("id" = String, Path, description = "Delivery id (UUID; the `webhook-id` header)")),
+    params(("id" = uuid::Uuid, Path, description = "Delivery id (the `webhook-id` header)")),
     responses(
         (status = 202, body = crate::openapi::DeliveryDoc, description = "Queued again, due now"),
-        (status = 404, body = crate::openapi::ErrorBodyDoc, description = "No such delivery"),
-        (status = 409, body = crate::openapi::ErrorBodyDoc, description = "The delivery is pending or was delivered"),
+        RedeliverErrors,
     )
 )]
 pub(crate) async fn redeliver(
     req: HttpRequest,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Redeliver)?;
     let id = path_id(&path, "webhook delivery")?;
-    match state.outbox.redeliver(id, OffsetDateTime::now_utc()).await {
-        Ok(()) => {}
-        Err(OutboxError::UnknownDelivery(_)) => return Err(unknown(id)),
-        Err(OutboxError::NotRedeliverable {
-            state: DeliveryState::Delivered,
-            ..
-        }) => {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "webhook delivery {id} was delivered (its receiver answered 2xx); only a failed delivery can be redelivered"
-                ),
-            ));
-        }
-        Err(OutboxError::NotRedeliverable { .. }) => {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "webhook delivery {id} is still pending: it is attempted again by itself; only a failed delivery can be redelivered"
-                ),
-            ));
-        }
-        Err(other) => return Err(storage_error(other)),
-    }
+    state
+        .storage
+        .outbox()
+        .redeliver(id, OffsetDateTime::now_utc())
+        .await?;
     let view = state
-        .outbox
+        .storage
+        .outbox()
         .delivery(id)
-        .await
-        .map_err(storage_error)?
-        .ok_or_else(|| unknown(id))?;
+        .await?
+        .ok_or_else(|| ApiError::unknown_delivery(id))?;
     req.extensions_mut()
         .insert(LoggedCorrelation(view.correlation_id));
     tracing::info!(

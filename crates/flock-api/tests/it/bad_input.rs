@@ -16,7 +16,7 @@ async fn call(req: TestRequest, limit: Option<usize>) -> (StatusCode, Value) {
     if let Some(limit) = limit {
         s.server.body_limit_bytes = limit;
     }
-    let (state, _dispatcher) = build_state(&s).await.unwrap();
+    let (state, _dispatcher) = build_state(&s.check().unwrap()).await.unwrap();
     let app = test::init_service(create_app(state)).await;
     let response = test::call_service(&app, req.to_request()).await;
     let status = response.status();
@@ -305,6 +305,65 @@ async fn unknown_routes_and_ids_are_404_wrong_methods_405() {
             None,
             "wrong method",
         );
+    }
+}
+
+/// Every path of the OpenAPI document, asked with every method it does not list, answers 405
+/// with `Allow` naming exactly the methods the document lists for it: the resources' routes and
+/// the document agree, also for routes added later.
+#[actix_web::test]
+async fn every_405_allows_exactly_the_documented_methods() {
+    let (state, _dispatcher) = build_state(&settings().check().unwrap()).await.unwrap();
+    let app = test::init_service(create_app(state)).await;
+    let response = test::call_service(
+        &app,
+        TestRequest::get().uri("/api/v1/openapi.json").to_request(),
+    )
+    .await;
+    let document: Value = serde_json::from_slice(&test::read_body(response).await).unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    let all = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.len() >= 10, "{:?}", paths.keys());
+    for (path, operations) in paths {
+        let mut documented: Vec<String> = operations
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_uppercase())
+            .collect();
+        documented.sort();
+        let real = path.replace("{id}", &id);
+        for method in all.iter().filter(|m| !documented.iter().any(|d| d == *m)) {
+            let request = TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(&real)
+                .to_request();
+            let response = test::call_service(&app, request).await;
+            let status = response.status();
+            let allow = response
+                .headers()
+                .get("allow")
+                .unwrap_or_else(|| panic!("{method} {path}: {status} without Allow"))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = test::read_body(response).await;
+            let value: Value = serde_json::from_slice(&body).unwrap();
+            assert_error(
+                status,
+                &value,
+                405,
+                "method_not_allowed",
+                None,
+                &format!("{method} {path}"),
+            );
+            let mut allowed: Vec<String> = allow.split(',').map(|m| m.trim().to_owned()).collect();
+            allowed.sort();
+            assert_eq!(allowed, documented, "{method} {path}: Allow: {allow}");
+        }
     }
 }
 

@@ -1,22 +1,27 @@
 //! Configuration: defaults < file < environment, and errors that name the key.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use flock_api::config::{LogFormat, Settings};
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
 
-fn file(text: &str) -> tempfile_lite::TempFile {
+fn net(text: &str) -> ipnet::IpNet {
+    text.parse().unwrap()
+}
+
+pub(crate) fn file(text: &str) -> tempfile_lite::TempFile {
     tempfile_lite::TempFile::with(text)
 }
 
 /// A throw-away file under the target directory, removed on drop.
-mod tempfile_lite {
+pub(crate) mod tempfile_lite {
     use std::path::{Path, PathBuf};
 
     pub(crate) struct TempFile(PathBuf);
@@ -52,12 +57,17 @@ fn defaults_without_file_or_env() {
     assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
     assert_eq!(s.log.format, LogFormat::Pretty);
     assert!(s.webhooks.allowed_cidrs.is_empty());
+    assert!(s.agents().is_empty());
     assert_eq!(
         s.webhooks.retry.policy(),
         flock_retry::RetryPolicy::default()
     );
     assert_eq!(s.idempotency.ttl_secs, 86_400);
-    assert_eq!(s.store.url, "sqlite://flock.db");
+    assert_eq!(s.store.url.to_string(), "sqlite://flock.db");
+    assert_eq!(
+        s.store.url,
+        flock_store::StoreUrl::Sqlite("flock.db".into())
+    );
     assert_eq!(s.store.retention_secs, 7 * 24 * 60 * 60);
     assert_eq!(s.store.prune_interval_ms, 60_000);
     assert_eq!(s.webhooks.lease_ms, 60_000);
@@ -77,10 +87,7 @@ fn the_store_url_never_shows_a_password() {
     let shown = format!("{s:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("flock:***@db.example"), "{shown}");
-    assert!(matches!(
-        s.store.store_url().unwrap(),
-        flock_store::StoreUrl::Postgres(_)
-    ));
+    assert!(matches!(s.store.url, flock_store::StoreUrl::Postgres(_)));
 }
 
 #[test]
@@ -127,8 +134,10 @@ base_delay_ms = 50
         s.server.body_limit_bytes, 2048,
         "file values stay where env says nothing"
     );
-    assert_eq!(s.webhooks.allowed_cidrs, ["127.0.0.1/32", "::1/128"]);
-    assert_eq!(s.allowed_networks().unwrap().len(), 2);
+    assert_eq!(
+        s.webhooks.allowed_cidrs,
+        [net("127.0.0.1/32"), net("::1/128")]
+    );
     assert_eq!(
         s.webhooks.default_secret.as_ref().unwrap().expose(),
         "12345"
@@ -148,13 +157,13 @@ fn single_cidr_from_environment_is_a_list() {
         env(&[("FLOCK__WEBHOOKS__ALLOWED_CIDRS", "127.0.0.1/32")]),
     )
     .unwrap();
-    assert_eq!(s.webhooks.allowed_cidrs, ["127.0.0.1/32"]);
+    assert_eq!(s.webhooks.allowed_cidrs, [net("127.0.0.1/32")]);
     let s = Settings::load(
         None,
         env(&[("FLOCK__WEBHOOKS__ALLOWED_CIDRS", "127.0.0.1")]),
     )
     .unwrap();
-    assert_eq!(s.allowed_networks().unwrap()[0].to_string(), "127.0.0.1/32");
+    assert_eq!(s.webhooks.allowed_cidrs[0].to_string(), "127.0.0.1/32");
 }
 
 /// Environment, optional file text, and words the error must contain.
@@ -272,4 +281,56 @@ fn config_file_from_flag_or_env() {
     );
     assert!(Settings::file_from(None, |_| None).is_none());
     assert!(Settings::file_from(None, |_| Some(String::new())).is_none());
+}
+
+const TWO_AGENTS: &str = r#"
+[store]
+url = "memory://"
+
+[[agents]]
+name = "shouter"
+consumes = ["Idea"]
+publishes = ["Shout"]
+command = ["python3", "shout.py"]
+
+[[agents]]
+name = "echo"
+consumes = ["Shout"]
+url = "http://127.0.0.1:7000/echo"
+"#;
+
+#[tokio::test]
+async fn the_check_builds_the_agents_once_and_start_up_takes_them() {
+    let f = file(TWO_AGENTS);
+    let checked = Settings::load(Some(f.path()), env(&[])).unwrap();
+    let names: Vec<&str> = checked.agents().iter().map(|a| a.name()).collect();
+    assert_eq!(names, ["shouter", "echo"]);
+    assert!(format!("{checked:?}").contains(r#"agents: ["shouter", "echo"]"#));
+    let before: Vec<usize> = checked.agents().iter().map(Arc::strong_count).collect();
+    let (state, _dispatcher) = flock_api::startup::build_state(&checked).await.unwrap();
+    // The orchestrator holds the very agents the check built: none was built again.
+    for (agent, count) in checked.agents().iter().zip(before) {
+        assert_eq!(Arc::strong_count(agent), count + 1, "{}", agent.name());
+    }
+    let listed: Vec<String> = state
+        .orchestrator
+        .agents()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(listed, ["shouter", "echo"]);
+}
+
+#[test]
+fn agents_are_checked_with_the_other_settings() {
+    let f = file(&TWO_AGENTS.replace("name = \"echo\"", "name = \"shouter\""));
+    let err = Settings::load(Some(f.path()), env(&[])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "configuration: `agents[1].name`: another agent is already called `shouter`"
+    );
+    // Read without the checks, then checked: the same error.
+    let read = Settings::read(Some(f.path()), env(&[])).unwrap();
+    assert_eq!(read.agents.len(), 2);
+    assert_eq!(read.check().unwrap_err().to_string(), err.to_string());
 }

@@ -231,7 +231,7 @@ async fn two_instances_on_one_postgres_deliver_everything_when_one_is_killed() {
 /// Settings for an in-process server on an SQLite file in `dir`.
 fn sqlite_settings(dir: &TempDir) -> flock_api::config::Settings {
     let mut s = settings();
-    s.store.url = format!("sqlite://{}", dir.path().join("flock.db").display());
+    s.store.url = flock_store::StoreUrl::Sqlite(dir.path().join("flock.db"));
     s
 }
 

@@ -10,3 +10,4 @@ mod process;
 mod routes;
 mod server;
 mod support;
+mod types;

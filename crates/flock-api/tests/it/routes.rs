@@ -1,5 +1,6 @@
 //! Routes through the production app factory in process (`init_service`), with access to the
-//! shared state: the webhook registry empties as workflows go idle; the default secret signs.
+//! shared state: the workflows' webhooks are forgotten as workflows go idle; the default secret
+//! signs.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,8 @@ use uuid::Uuid;
 use crate::support::{LONG, Receiver, Script, TestApp, settings};
 
 #[actix_web::test]
-async fn webhook_contexts_leave_the_registry_once_workflows_are_idle() {
-    let (state, _dispatcher) = build_state(&settings()).await.unwrap();
+async fn webhooks_are_forgotten_once_workflows_are_idle() {
+    let (state, _dispatcher) = build_state(&settings().check().unwrap()).await.unwrap();
     let app = test::init_service(create_app(state.clone())).await;
     let mut correlations = Vec::new();
     for i in 0..20 {
@@ -33,25 +34,30 @@ async fn webhook_contexts_leave_the_registry_once_workflows_are_idle() {
         );
     }
     let deadline = Instant::now() + LONG;
-    while !state.registry.is_empty() {
+    while !state.webhooks.is_empty() {
         assert!(
             Instant::now() < deadline,
-            "{} contexts left behind",
-            state.registry.len()
+            "{} webhooks left behind",
+            state.webhooks.len()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Every workflow got its delivery, to its own URL.
     for (i, correlation) in correlations.iter().enumerate() {
-        let deliveries = state.outbox.deliveries(*correlation).await.unwrap();
+        let deliveries = state
+            .storage
+            .outbox()
+            .deliveries(*correlation)
+            .await
+            .unwrap();
         assert_eq!(deliveries.len(), 1);
         assert_eq!(deliveries[0].url, format!("https://example.com/hook/{i}"));
     }
 }
 
 #[actix_web::test]
-async fn a_refused_publish_leaves_no_context_behind() {
-    let (state, _dispatcher) = build_state(&settings()).await.unwrap();
+async fn a_refused_publish_leaves_no_webhook_behind() {
+    let (state, _dispatcher) = build_state(&settings().check().unwrap()).await.unwrap();
     let app = test::init_service(create_app(state.clone())).await;
     state.orchestrator.shutdown(Duration::from_millis(10)).await;
     let req = TestRequest::post()
@@ -62,7 +68,7 @@ async fn a_refused_publish_leaves_no_context_behind() {
     assert_eq!(response.status(), 503);
     let body: Value = test::read_body_json(response).await;
     assert_eq!(body["error"]["code"], "shutting_down");
-    assert!(state.registry.is_empty());
+    assert!(state.webhooks.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

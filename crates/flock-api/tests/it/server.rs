@@ -480,6 +480,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/health"),
         ("get", "/metrics"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/types"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
@@ -513,6 +514,8 @@ async fn openapi_document_lists_every_route() {
         "Delivery",
         "ErrorBody",
         "CorrelationStatus",
+        "Types",
+        "DeclaredType",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

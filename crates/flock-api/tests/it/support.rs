@@ -11,6 +11,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use flock_api::config::Settings;
 use flock_api::startup::{Application, StopReport};
 use flock_models::WebhookPayload;
+use flock_store::StoreUrl;
 use tokio::sync::{Notify, oneshot};
 
 /// Upper bound for anything a test waits for; only ever a failure limit.
@@ -19,12 +20,12 @@ pub(crate) const LONG: Duration = Duration::from_secs(30);
 /// Settings for a test server: port 0, loopback allowed, fast retries, quiet logs, artifacts
 /// and deliveries in memory (tests that need a database name their own).
 pub(crate) fn settings() -> Settings {
-    let mut s = Settings::load(None, Vec::new()).unwrap();
-    s.store.url = "memory://".to_owned();
+    let mut s = Settings::read(None, Vec::new()).unwrap();
+    s.store.url = StoreUrl::Memory;
     s.server.port = 0;
     s.server.workers = Some(2);
     s.server.shutdown_grace_ms = 5_000;
-    s.webhooks.allowed_cidrs = vec!["127.0.0.1/32".to_owned()];
+    s.webhooks.allowed_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
     s.webhooks.retry.base_delay_ms = 50;
     s.webhooks.retry.max_delay_ms = 2_000;
     s.webhooks.timeout_ms = 5_000;
@@ -41,6 +42,9 @@ pub(crate) struct TestApp {
 
 impl TestApp {
     pub(crate) async fn start(settings: Settings) -> TestApp {
+        let settings = settings
+            .check()
+            .expect("the test's settings pass the checks");
         let app = Application::build(settings)
             .await
             .expect("the server builds");
@@ -141,29 +145,20 @@ impl Received {
         self.check(secret).is_ok()
     }
 
-    /// Checks both signatures with `flock-signing`, panicking with the reason if one fails.
+    /// Checks both signatures with `flock_signing::verify_webhook`, panicking with the reason
+    /// if one fails.
     pub(crate) fn verify(&self, secret: &str) {
         if let Err(reason) = self.check(secret) {
             panic!("signature check failed: {reason}");
         }
     }
 
-    fn check(&self, secret: &str) -> Result<(), String> {
-        flock_signing::verify_flock_signature(
-            self.header("x-flock-signature"),
+    fn check(&self, secret: &str) -> Result<(), flock_signing::WebhookError> {
+        flock_signing::verify_webhook(
+            |name| self.headers.get(name).map(String::as_str),
             &self.body,
-            secret.as_bytes(),
+            &[secret],
         )
-        .map_err(|e| format!("X-Flock-Signature: {e}"))?;
-        flock_signing::verify_standard(
-            secret,
-            self.header("webhook-id"),
-            self.header("webhook-timestamp"),
-            self.header("webhook-signature"),
-            &self.body,
-            flock_signing::DEFAULT_TOLERANCE,
-        )
-        .map_err(|e| format!("webhook-signature: {e}"))
     }
 }
 
@@ -355,7 +350,7 @@ pub(crate) fn transform_agent(
     consumes: &str,
     publishes: &str,
     sleep_secs: f64,
-) -> flock_orchestrator::AgentSpec {
+) -> flock_api::config::AgentTable {
     let script = dir.write(
         "transform.py",
         r#"

@@ -1,25 +1,53 @@
-//! Integration tests of `flock-context`: sequences under contention, scopes, the registry.
+//! Integration tests of `flock-context`: the webhook owner (checks, registration, rollback,
+//! sequences under contention, removal, secrets kept out of `Debug`) and the SSRF guard's policy.
+
+mod ssrf;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use flock_context::{ContextRegistry, WebhookContext, current, scope};
-use flock_models::WebhookConfig;
+use flock_context::{SsrfGuard, StartError, Webhooks};
+use flock_models::{
+    Artifact, ArtifactDraft, RequestedWebhook, Secret, TypeName, WebhookConfig, WebhookForm,
+    WebhookPayload,
+};
 use uuid::Uuid;
 
-fn context(secret: Option<&str>) -> Arc<WebhookContext> {
-    let config = WebhookConfig::new("https://example.com/hook", secret).unwrap();
-    Arc::new(WebhookContext::new(Uuid::now_v7(), config))
+fn requested(url: &str, secret: Option<&str>, form: WebhookForm) -> RequestedWebhook {
+    RequestedWebhook {
+        config: WebhookConfig::new(url, secret).unwrap(),
+        form,
+    }
+}
+
+fn nested(url: &str, secret: Option<&str>) -> RequestedWebhook {
+    requested(url, secret, WebhookForm::Nested)
+}
+
+fn artifact(correlation_id: Uuid) -> Artifact {
+    let draft = ArtifactDraft::new(TypeName::new("Idea").unwrap(), serde_json::Map::new());
+    Artifact::new(draft, "external", correlation_id)
+}
+
+fn owner() -> Webhooks {
+    Webhooks::new(SsrfGuard::default(), None)
 }
 
 #[test]
 fn eight_threads_draw_every_number_exactly_once() {
-    let ctx = context(None);
+    let webhooks = Arc::new(owner());
+    let workflow = webhooks
+        .register(nested("https://example.com/hook", None))
+        .unwrap();
     let handles: Vec<_> = (0..8)
         .map(|_| {
-            let ctx = Arc::clone(&ctx);
-            std::thread::spawn(move || (0..10_000).map(|_| ctx.next_sequence()).collect::<Vec<_>>())
+            let webhooks = Arc::clone(&webhooks);
+            let artifact = artifact(workflow);
+            std::thread::spawn(move || {
+                (0..10_000)
+                    .map(|_| webhooks.delivery_for(&artifact).unwrap().sequence)
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
     let mut all: Vec<u64> = handles
@@ -28,139 +56,269 @@ fn eight_threads_draw_every_number_exactly_once() {
         .collect();
     all.sort_unstable();
     assert_eq!(all, (1..=80_000).collect::<Vec<u64>>());
-    assert_eq!(ctx.issued(), 80_000);
 }
 
 #[test]
-fn sequence_starts_at_one() {
-    let ctx = context(None);
-    assert_eq!(ctx.issued(), 0);
-    assert_eq!(ctx.next_sequence(), 1);
-    assert_eq!(ctx.next_sequence(), 2);
+fn sequences_start_at_one_per_workflow_and_bodies_carry_them() {
+    let webhooks = owner();
+    let a = webhooks
+        .register(nested("https://a.example/hook?token=1", Some("a-secret")))
+        .unwrap();
+    let b = webhooks
+        .register(nested("https://b.example/hook", None))
+        .unwrap();
+    assert_ne!(a, b, "each registration gets a fresh correlation id");
+    assert_eq!(webhooks.len(), 2);
+
+    let first = artifact(a);
+    let delivery = webhooks.delivery_for(&first).unwrap();
+    assert_eq!(delivery.sequence, 1);
+    assert_eq!(delivery.correlation_id, a);
+    assert_eq!(delivery.artifact_id, first.id);
+    assert_eq!(delivery.url.as_str(), "https://a.example/hook?token=1");
+    assert_eq!(delivery.secret.as_ref().unwrap().expose(), "a-secret");
+    let body: WebhookPayload = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!((body.sequence, body.artifact.id), (1, first.id));
+    assert_eq!(webhooks.delivery_for(&artifact(a)).unwrap().sequence, 2);
+
+    // Another workflow counts on its own, and has no secret.
+    let other = webhooks.delivery_for(&artifact(b)).unwrap();
+    assert_eq!((other.sequence, other.secret), (1, None));
+    assert_eq!(webhooks.delivery_for(&artifact(a)).unwrap().sequence, 3);
+
+    // A workflow without a webhook gets nothing.
+    assert!(webhooks.delivery_for(&artifact(Uuid::now_v7())).is_none());
 }
 
-#[tokio::test]
-async fn current_is_none_outside_a_scope() {
-    assert!(current().is_none());
-    let ctx = context(None);
-    let inside = scope(Arc::clone(&ctx), async {
-        current().map(|c| c.correlation_id())
-    })
-    .await;
-    assert_eq!(inside, Some(ctx.correlation_id()));
-    assert!(
-        current().is_none(),
-        "the scope must not leak past its future"
+#[test]
+fn the_default_secret_signs_only_webhooks_without_their_own() {
+    let webhooks = Webhooks::new(
+        SsrfGuard::default(),
+        Some(Secret::new("server-default").unwrap()),
+    );
+    let without = webhooks
+        .register(requested(
+            "https://example.com/h",
+            None,
+            WebhookForm::Shorthand,
+        ))
+        .unwrap();
+    let with = webhooks
+        .register(nested("https://example.com/h", Some("own")))
+        .unwrap();
+    let secret_of = |workflow| {
+        webhooks
+            .delivery_for(&artifact(workflow))
+            .unwrap()
+            .secret
+            .unwrap()
+            .expose()
+            .to_owned()
+    };
+    assert_eq!(secret_of(without), "server-default");
+    assert_eq!(secret_of(with), "own");
+    // Unsigned without a default.
+    let plain = owner();
+    let workflow = plain
+        .register(nested("https://example.com/h", None))
+        .unwrap();
+    assert_eq!(
+        plain.delivery_for(&artifact(workflow)).unwrap().secret,
+        None
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_scopes_stay_isolated() {
-    let tasks: Vec<_> = (0..64)
-        .map(|i| {
-            let ctx = context(None);
-            tokio::spawn(async move {
-                let id = ctx.correlation_id();
-                scope(ctx, async move {
-                    for _ in 0..20 {
-                        // Yield and sleep so that tasks interleave on the worker threads.
-                        tokio::time::sleep(Duration::from_millis(i % 3)).await;
-                        tokio::task::yield_now().await;
-                        assert_eq!(current().unwrap().correlation_id(), id);
-                    }
-                    id
-                })
-                .await
-            })
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    for task in tasks {
-        assert!(seen.insert(task.await.unwrap()));
-    }
-    assert_eq!(seen.len(), 64);
-}
-
-#[tokio::test]
-async fn scopes_nest() {
-    let outer = context(None);
-    let inner = context(None);
-    let (o, i, back) = scope(Arc::clone(&outer), async {
-        let o = current().unwrap().correlation_id();
-        let i = scope(Arc::clone(&inner), async {
-            current().unwrap().correlation_id()
-        })
-        .await;
-        (o, i, current().unwrap().correlation_id())
-    })
-    .await;
-    assert_eq!(
-        (o, i, back),
+#[test]
+fn refused_literal_addresses_name_the_field_the_request_used() {
+    let webhooks = owner();
+    for (url, form, field) in [
+        ("http://127.0.0.1:9/h", WebhookForm::Nested, "webhook.url"),
         (
-            outer.correlation_id(),
-            inner.correlation_id(),
-            outer.correlation_id()
+            "http://[::ffff:127.0.0.1]/h",
+            WebhookForm::Shorthand,
+            "webhook_url",
+        ),
+        (
+            "http://localhost:8080/",
+            WebhookForm::Shorthand,
+            "webhook_url",
+        ),
+        ("http://10.1.2.3/", WebhookForm::Nested, "webhook.url"),
+    ] {
+        let refused = webhooks
+            .register(requested(url, Some("k"), form))
+            .expect_err(url);
+        assert_eq!(refused.field(), field, "{url}");
+        let message = refused.to_string();
+        assert!(
+            message.starts_with(&format!("{field}: webhooks may not be sent there: ")),
+            "{message}"
+        );
+        assert!(message.contains("refused by the SSRF guard"), "{message}");
+        let host = refused.refused().host();
+        assert_eq!(
+            host,
+            url.contains("localhost").then_some("localhost"),
+            "{url}"
+        );
+    }
+    assert!(webhooks.is_empty(), "nothing refused was registered");
+
+    // A name passes here (it is checked where the client resolves it), and the allow-list
+    // opens what it names.
+    assert!(
+        webhooks
+            .register(nested("https://example.com/", None))
+            .is_ok()
+    );
+    let local = Webhooks::new(SsrfGuard::new(["127.0.0.1/32".parse().unwrap()]), None);
+    assert!(local.register(nested("http://127.0.0.1:9/h", None)).is_ok());
+    assert!(local.register(nested("http://localhost:9/h", None)).is_ok());
+    assert!(local.register(nested("http://[::1]:9/h", None)).is_err());
+    assert_eq!(local.guard().allowed().len(), 1);
+}
+
+#[tokio::test]
+async fn publish_registers_first_and_keeps_the_webhook_when_the_publish_succeeds() {
+    let webhooks = owner();
+    let (correlation_id, seen) = webhooks
+        .publish(
+            Some(nested("https://example.com/h", None)),
+            |correlation_id| {
+                // The webhook is registered before the publish runs, so its first artifact
+                // gets a delivery.
+                let delivery = webhooks.delivery_for(&artifact(correlation_id));
+                async move { Ok::<_, String>((correlation_id, delivery.map(|d| d.sequence))) }
+            },
         )
-    );
-}
-
-#[test]
-fn registry_insert_get_remove() {
-    let registry = ContextRegistry::new();
-    assert!(registry.is_empty());
-    let a = context(Some("a"));
-    let b = context(None);
-    assert!(registry.insert(Arc::clone(&a)).is_none());
-    assert!(registry.insert(Arc::clone(&b)).is_none());
-    assert_eq!(registry.len(), 2);
-
-    let found = registry.get(&a.correlation_id()).unwrap();
-    assert!(Arc::ptr_eq(&found, &a));
-    // The shared context keeps one counter for everyone who holds it.
-    assert_eq!(found.next_sequence(), 1);
-    assert_eq!(a.next_sequence(), 2);
-
-    let replaced = registry.insert(context(None));
-    assert!(replaced.is_none());
-    assert!(Arc::ptr_eq(
-        &registry.remove(&b.correlation_id()).unwrap(),
-        &b
-    ));
-    assert!(registry.get(&b.correlation_id()).is_none());
-    assert!(registry.remove(&b.correlation_id()).is_none());
-    assert!(registry.get(&Uuid::now_v7()).is_none());
-    assert_eq!(registry.len(), 2);
-}
-
-#[test]
-fn registry_insert_replaces_same_correlation() {
-    let registry = ContextRegistry::new();
-    let id = Uuid::now_v7();
-    let first = Arc::new(WebhookContext::new(
-        id,
-        WebhookConfig::new("http://a.example/", None).unwrap(),
-    ));
-    let second = Arc::new(WebhookContext::new(
-        id,
-        WebhookConfig::new("http://b.example/", None).unwrap(),
-    ));
-    registry.insert(Arc::clone(&first));
-    let old = registry.insert(Arc::clone(&second)).unwrap();
-    assert!(Arc::ptr_eq(&old, &first));
+        .await
+        .unwrap();
+    assert_eq!(seen, (correlation_id, Some(1)));
+    assert!(webhooks.is_registered(correlation_id));
     assert_eq!(
-        registry.get(&id).unwrap().url().as_str(),
-        "http://b.example/"
+        webhooks
+            .delivery_for(&artifact(correlation_id))
+            .unwrap()
+            .sequence,
+        2
     );
 }
 
+#[tokio::test]
+async fn a_failed_publish_rolls_the_registration_back() {
+    let webhooks = owner();
+    let mut given = None;
+    let err = webhooks
+        .publish(
+            Some(nested("https://example.com/h", None)),
+            |correlation_id| {
+                given = Some(correlation_id);
+                assert!(webhooks.is_registered(correlation_id));
+                async { Err::<(), _>("the store is down") }
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StartError::Publish("the store is down")),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "the store is down");
+    assert!(!webhooks.is_registered(given.unwrap()));
+    assert!(webhooks.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_webhook_publishes_nothing() {
+    let webhooks = owner();
+    let mut ran = false;
+    let err = webhooks
+        .publish(
+            Some(requested(
+                "http://169.254.169.254/latest",
+                None,
+                WebhookForm::Shorthand,
+            )),
+            |_| {
+                ran = true;
+                async { Ok::<_, String>(()) }
+            },
+        )
+        .await
+        .unwrap_err();
+    let StartError::AddressRefused(refused) = err else {
+        panic!("expected a refusal, got {err:?}");
+    };
+    assert_eq!(refused.field(), "webhook_url");
+    assert!(!ran, "the publish must not run");
+    assert!(webhooks.is_empty());
+}
+
+#[tokio::test]
+async fn publish_without_a_webhook_registers_nothing() {
+    let webhooks = owner();
+    let mut ids = HashSet::new();
+    for _ in 0..3 {
+        let (correlation_id, ()) = webhooks
+            .publish(None, |_| async { Ok::<_, String>(()) })
+            .await
+            .unwrap();
+        assert!(
+            ids.insert(correlation_id),
+            "a fresh correlation id each time"
+        );
+        assert!(webhooks.delivery_for(&artifact(correlation_id)).is_none());
+    }
+    assert!(webhooks.is_empty());
+    let err = webhooks
+        .publish(None, |_| async { Err::<(), _>("down") })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Publish("down")));
+}
+
 #[test]
-fn debug_redacts_the_secret() {
-    let ctx = context(Some("very-secret-value"));
-    let registry = ContextRegistry::new();
-    registry.insert(Arc::clone(&ctx));
-    for debug in [format!("{ctx:?}"), format!("{registry:?}")] {
-        assert!(!debug.contains("very-secret-value"), "{debug}");
+fn forget_removes_a_workflow_once() {
+    let webhooks = owner();
+    let a = webhooks
+        .register(nested("http://a.example/", None))
+        .unwrap();
+    let b = webhooks
+        .register(nested("http://b.example/", None))
+        .unwrap();
+    assert_eq!(webhooks.len(), 2);
+    assert!(webhooks.forget(a));
+    assert!(!webhooks.forget(a));
+    assert!(!webhooks.is_registered(a));
+    assert!(webhooks.delivery_for(&artifact(a)).is_none());
+    assert!(webhooks.is_registered(b));
+    assert!(!webhooks.forget(Uuid::now_v7()));
+    assert_eq!(webhooks.len(), 1);
+}
+
+#[test]
+fn debug_redacts_every_secret() {
+    let webhooks = Webhooks::new(
+        SsrfGuard::default(),
+        Some(Secret::new("default-secret-value").unwrap()),
+    );
+    let workflow = webhooks
+        .register(nested(
+            "https://example.com/h?token=hidden",
+            Some("very-secret-value"),
+        ))
+        .unwrap();
+    let delivery = webhooks.delivery_for(&artifact(workflow)).unwrap();
+    for debug in [
+        format!("{webhooks:?}"),
+        format!("{webhooks:#?}"),
+        format!("{delivery:?}"),
+    ] {
+        for hidden in ["very-secret-value", "default-secret-value", "token=hidden"] {
+            assert!(!debug.contains(hidden), "{hidden} leaked: {debug}");
+        }
         assert!(debug.contains("[redacted]"), "{debug}");
     }
-    assert_eq!(ctx.secret().unwrap().expose(), "very-secret-value");
+    assert!(format!("{webhooks:?}").contains("workflows: 1"));
+    assert_eq!(delivery.secret.unwrap().expose(), "very-secret-value");
 }

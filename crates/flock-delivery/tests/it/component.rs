@@ -1,31 +1,30 @@
 //! The webhook component driven directly: sequences 1..n of one workflow, each delivered once;
-//! nothing for a workflow without a webhook; the context is dropped when the workflow is idle.
+//! nothing for a workflow without a webhook; the webhook is forgotten when the workflow is idle.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use flock_context::{ContextRegistry, WebhookContext};
+use flock_context::Webhooks;
 use flock_delivery::{DeliveryState, Outbox, WebhookDeliveryComponent};
-use flock_models::WebhookConfig;
 use flock_orchestrator::{ArtifactStore, Component};
 use uuid::Uuid;
 
 use crate::receiver::Receiver;
-use crate::{Harness, artifact, test_config};
+use crate::{Harness, artifact, requested, test_config};
 
 #[tokio::test]
 async fn sequences_one_to_n_of_a_workflow_are_each_delivered_once() {
     const N: u64 = 40;
     let receiver = Receiver::ok().await;
     let harness = Harness::start(test_config());
-    let registry = Arc::new(ContextRegistry::new());
-    let component = WebhookDeliveryComponent::new(Arc::clone(&registry));
+    let webhooks = Arc::new(Webhooks::new(test_config().guard(), None));
+    let component = WebhookDeliveryComponent::new(Arc::clone(&webhooks));
     assert_eq!(component.name(), "webhook_delivery");
     assert_eq!(component.priority(), 200);
 
-    let workflow = Uuid::now_v7();
-    let webhook = WebhookConfig::new(&receiver.url("/flow"), Some("flow-secret")).unwrap();
-    registry.insert(Arc::new(WebhookContext::new(workflow, webhook)));
+    let workflow = webhooks
+        .register(requested(&receiver.url("/flow"), Some("flow-secret")))
+        .unwrap();
     let quiet = Uuid::now_v7();
 
     let mut artifact_ids = HashSet::new();
@@ -73,7 +72,7 @@ async fn sequences_one_to_n_of_a_workflow_are_each_delivered_once() {
     assert_eq!(receiver.requests().len() as u64, N, "each delivered once");
 
     component.on_correlation_idle(workflow).await;
-    assert!(registry.get(&workflow).is_none());
+    assert!(!webhooks.is_registered(workflow));
     let after = artifact(workflow, N + 1);
     let mut none = Vec::new();
     component.before_store(&after, &mut none);

@@ -17,7 +17,10 @@ use flock_delivery::{
     DeliveryConfig, DeliveryState, DeliveryView, Dispatcher, DispatcherHandle, MemoryStorage,
     Outbox,
 };
-use flock_models::{Artifact, ArtifactDraft, NewDelivery, Secret, TypeName, WebhookUrl};
+use flock_models::{
+    Artifact, ArtifactDraft, NewDelivery, RequestedWebhook, Secret, TypeName, WebhookConfig,
+    WebhookForm, WebhookUrl,
+};
 use flock_retry::RetryPolicy;
 use serde_json::json;
 use uuid::Uuid;
@@ -56,6 +59,15 @@ pub(crate) fn delivery(url: &str, secret: Option<&str>) -> NewDelivery {
         WebhookUrl::parse(url).unwrap(),
         secret.map(|s| Secret::new(s).unwrap()),
     )
+}
+
+/// A webhook as a publish request gives it (nested form), to `url`, signed with `secret` when
+/// given.
+pub(crate) fn requested(url: &str, secret: Option<&str>) -> RequestedWebhook {
+    RequestedWebhook {
+        config: WebhookConfig::new(url, secret).unwrap(),
+        form: WebhookForm::Nested,
+    }
 }
 
 /// Memory storage with a dispatcher running on it.

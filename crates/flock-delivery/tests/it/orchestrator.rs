@@ -5,19 +5,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use flock_context::{ContextRegistry, WebhookContext};
+use flock_context::Webhooks;
 use flock_delivery::{DeliveryConfig, DeliveryState, Outbox, WebhookDeliveryComponent};
-use flock_models::{Artifact, ArtifactDraft, TypeName, WebhookConfig};
+use flock_models::{Artifact, ArtifactDraft, TypeName};
 use flock_orchestrator::{
     Agent, AgentContext, AgentError, ArtifactQuery, ArtifactStore, Orchestrator, Subscription,
     WaitOutcome,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-use uuid::Uuid;
 
 use crate::receiver::{Receiver, Reply};
-use crate::{Harness, test_config};
+use crate::{Harness, requested, test_config};
 
 /// Answers every `Idea` with a `Shout`.
 struct Shouter {
@@ -68,12 +67,12 @@ async fn publishing_through_the_orchestrator_completes_while_the_receiver_is_hel
         lease: Duration::from_secs(240),
         ..test_config()
     });
-    let registry = Arc::new(ContextRegistry::new());
+    let webhooks = Arc::new(Webhooks::new(test_config().guard(), None));
     let store: Arc<dyn ArtifactStore> = harness.storage.clone();
     let orchestrator = Orchestrator::builder()
         .store(store)
         .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
-            &registry,
+            &webhooks,
         ))))
         .agent(Arc::new(Shouter {
             subscriptions: vec![Subscription::to([TypeName::new("Idea").unwrap()])],
@@ -83,15 +82,14 @@ async fn publishing_through_the_orchestrator_completes_while_the_receiver_is_hel
         .await
         .unwrap();
 
-    let workflow = Uuid::now_v7();
-    let webhook = WebhookConfig::new(&receiver.url("/flow"), Some("whsec_c2VjcmV0")).unwrap();
-    registry.insert(Arc::new(WebhookContext::new(workflow, webhook)));
     let mut payload = Map::new();
     payload.insert("text".into(), Value::from("hello"));
-    orchestrator
+    let draft = ArtifactDraft::new(TypeName::new("Idea").unwrap(), payload);
+    // As the API starts a workflow: register the webhook, then publish under its id.
+    let (workflow, _) = webhooks
         .publish(
-            workflow,
-            ArtifactDraft::new(TypeName::new("Idea").unwrap(), payload),
+            Some(requested(&receiver.url("/flow"), Some("whsec_c2VjcmV0"))),
+            |workflow| orchestrator.publish(workflow, draft),
         )
         .await
         .unwrap();
@@ -147,10 +145,10 @@ async fn publishing_through_the_orchestrator_completes_while_the_receiver_is_hel
     assert_eq!(bodies[1]["artifact"]["produced_by"], "shouter");
     assert_eq!(bodies[1]["artifact"]["payload"]["text"], "HELLO");
 
-    // The idle hook (on a task of its own) drops the workflow's webhook context.
+    // The idle hook (on a task of its own) has the workflow's webhook forgotten.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while registry.get(&workflow).is_some() {
-        assert!(Instant::now() < deadline, "the context was not removed");
+    while webhooks.is_registered(workflow) {
+        assert!(Instant::now() < deadline, "the webhook was not forgotten");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     orchestrator.shutdown(Duration::from_secs(5)).await;

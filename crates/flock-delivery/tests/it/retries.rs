@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flock_delivery::{DeliveryConfig, DeliveryState, ErrorKind, FailureReason, Outbox};
+use flock_delivery::{DeliveryConfig, DeliveryState, ErrorKind, GiveUp, Outbox};
 use flock_retry::RetryPolicy;
 
 use crate::receiver::{Receiver, Reply};
@@ -94,7 +94,7 @@ async fn four_failures_end_as_failed_after_exactly_four_attempts() {
     let view = harness.finished(id).await;
 
     assert_eq!(view.state, DeliveryState::Failed);
-    assert_eq!(view.failure, Some(FailureReason::Exhausted));
+    assert_eq!(view.failure, Some(GiveUp::Exhausted));
     assert_eq!(view.attempts.len(), 4);
     assert!(view.attempts.iter().all(|a| a.status_code == Some(500)));
     assert_eq!(view.next_attempt_at, None);
@@ -117,7 +117,7 @@ async fn connection_refused_is_retried() {
     let view = harness.finished(id).await;
 
     assert_eq!(view.state, DeliveryState::Failed);
-    assert_eq!(view.failure, Some(FailureReason::Exhausted));
+    assert_eq!(view.failure, Some(GiveUp::Exhausted));
     assert_eq!(view.attempts.len(), 3, "retried until the policy gave up");
     for attempt in &view.attempts {
         assert_eq!(attempt.error_kind, Some(ErrorKind::Connect), "{attempt:?}");
@@ -161,7 +161,7 @@ async fn gone_stops_after_one_attempt() {
     let view = harness.finished(id).await;
 
     assert_eq!(view.state, DeliveryState::Failed);
-    assert_eq!(view.failure, Some(FailureReason::Gone));
+    assert_eq!(view.failure, Some(GiveUp::Gone));
     assert_eq!(view.attempts.len(), 1);
     assert_eq!(view.attempts[0].status_code, Some(410));
     assert_eq!(receiver.requests().len(), 1);

@@ -3,19 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flock_context::{ContextRegistry, WebhookContext};
+use flock_context::Webhooks;
 use flock_delivery::{
     DeliveryConfig, DeliveryState, Dispatcher, MemoryOutbox, MemoryStorage, Outbox,
     WebhookDeliveryComponent,
 };
-use flock_models::WebhookConfig;
+use flock_models::Secret;
 use flock_orchestrator::Component;
 use flock_retry::RetryPolicy;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::receiver::{Receiver, Reply};
-use crate::{Harness, artifact, delivery, test_config};
+use crate::{Harness, artifact, delivery, requested, test_config};
 
 const SECRET: &str = "top-secret-value-4711";
 
@@ -53,16 +52,15 @@ async fn secrets_never_appear_in_debug_or_attempt_records() {
     assert_clean("ClaimedDelivery", &format!("{claimed:?}"));
     assert_clean("MemoryOutbox", &format!("{outbox:?}"));
 
-    // The component and its registry.
-    let registry = Arc::new(ContextRegistry::new());
-    let workflow = Uuid::now_v7();
-    registry.insert(Arc::new(WebhookContext::new(
-        workflow,
-        WebhookConfig::new(&url, Some(SECRET)).unwrap(),
-    )));
-    let component = WebhookDeliveryComponent::new(Arc::clone(&registry));
+    // The component and the webhooks it asks (holding a default secret as well).
+    let webhooks = Arc::new(Webhooks::new(
+        config.guard(),
+        Some(Secret::new(SECRET).unwrap()),
+    ));
+    let workflow = webhooks.register(requested(&url, Some(SECRET))).unwrap();
+    let component = WebhookDeliveryComponent::new(Arc::clone(&webhooks));
     assert_clean("WebhookDeliveryComponent", &format!("{component:?}"));
-    assert_clean("ContextRegistry", &format!("{registry:?}"));
+    assert_clean("Webhooks", &format!("{webhooks:?}"));
 
     // Attempts made through the dispatcher: one 500, then 410.
     let harness = Harness::start(config.clone());

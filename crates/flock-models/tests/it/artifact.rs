@@ -49,6 +49,17 @@ fn tags_are_sorted_unique_and_checked() {
             .message()
             .contains("at most 64")
     );
+    // Repeats count towards the limit, as the document's `maxItems` says.
+    assert!(Tags::new(["same"; 64]).is_ok());
+    assert!(
+        Tags::new(["same"; 65])
+            .unwrap_err()
+            .message()
+            .contains("repeats count")
+    );
+    // Lengths are in characters, as JSON Schema's `maxLength` counts them.
+    assert!(Tags::new(["é".repeat(256)]).is_ok());
+    assert!(Tags::new(["é".repeat(257)]).is_err());
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use flock_models::{
     Artifact, ArtifactPublishRequest, ErrorBody, PublishResponse, SyncPublishRequest,
-    SyncPublishResponse, WebhookConfig, WebhookUrl, timestamp,
+    SyncPublishResponse, WebhookConfig, WebhookForm, WebhookUrl, timestamp,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -20,7 +20,9 @@ fn publish_request_with_nested_webhook() {
     .unwrap();
     assert_eq!(req.type_name, "Idea");
     assert_eq!(req.tags.iter().collect::<Vec<_>>(), ["a", "z"]);
-    let webhook = req.webhook.unwrap();
+    let requested = req.webhook.unwrap();
+    assert_eq!(requested.form, WebhookForm::Nested);
+    let webhook = requested.config;
     assert_eq!(webhook.url.as_str(), "https://example.com/hook?token=1");
     assert_eq!(webhook.url.for_logs(), "https://example.com/hook");
     assert_eq!(webhook.secret.unwrap().expose(), "k");
@@ -36,12 +38,39 @@ fn shorthand_equals_nested_form() {
         "type": "Idea", "payload": {}, "webhook_url": "http://example.com/h", "webhook_secret": "k"
     }))
     .unwrap();
-    assert_eq!(nested, short);
+    // The same request in every respect but the form it was written in, which errors follow.
+    let (nested_draft, nested_webhook) = nested.into_parts();
+    let (short_draft, short_webhook) = short.into_parts();
+    assert_eq!(nested_draft, short_draft);
+    let (nested_webhook, short_webhook) = (nested_webhook.unwrap(), short_webhook.unwrap());
+    assert_eq!(nested_webhook.config, short_webhook.config);
+    assert_eq!(nested_webhook.form, WebhookForm::Nested);
+    assert_eq!(short_webhook.form, WebhookForm::Shorthand);
+    assert_eq!(
+        (
+            WebhookForm::Nested.url_field(),
+            WebhookForm::Nested.secret_field()
+        ),
+        ("webhook.url", "webhook.secret")
+    );
+    assert_eq!(
+        (
+            WebhookForm::Shorthand.url_field(),
+            WebhookForm::Shorthand.secret_field()
+        ),
+        ("webhook_url", "webhook_secret")
+    );
     let unsigned = ArtifactPublishRequest::from_value(
         json!({"type": "I", "payload": {}, "webhook_url": "http://e.com"}),
     )
     .unwrap();
-    assert!(unsigned.webhook.unwrap().secret.is_none());
+    assert!(unsigned.webhook.unwrap().config.secret.is_none());
+    // A `null` shorthand field is absent: the nested form is what the request used.
+    let nested_with_null = ArtifactPublishRequest::from_value(json!({
+        "type": "I", "payload": {}, "webhook": {"url": "http://e.com"}, "webhook_url": null
+    }))
+    .unwrap();
+    assert_eq!(nested_with_null.webhook.unwrap().form, WebhookForm::Nested);
     let none =
         ArtifactPublishRequest::from_value(json!({"type": "I", "payload": {}, "webhook": null}))
             .unwrap();
@@ -137,6 +166,16 @@ fn publish_rejections_name_their_field() {
             "at most 256",
         ),
         (
+            json!({"type": "I", "payload": {}, "webhook": {"url": "http://e.com", "secret": "whsec_!!"}}),
+            Some("webhook.secret"),
+            "must be base64 after the prefix",
+        ),
+        (
+            json!({"type": "I", "payload": {}, "webhook": {"url": "http://e.com", "secret": "whsec_"}}),
+            Some("webhook.secret"),
+            "must have a key after the prefix",
+        ),
+        (
             json!({"type": "I", "payload": {}, "webhook": {"url": "http://e.com", "extra": 1}}),
             Some("webhook.extra"),
             "unknown field",
@@ -165,6 +204,16 @@ fn publish_rejections_name_their_field() {
             json!({"type": "I", "payload": {}, "webhook_url": "http://e.com", "webhook_secret": ""}),
             Some("webhook_secret"),
             "omit the field",
+        ),
+        (
+            json!({"type": "I", "payload": {}, "webhook_url": "http://e.com", "webhook_secret": "whsec_not base64"}),
+            Some("webhook_secret"),
+            "must be base64 after the prefix",
+        ),
+        (
+            json!({"type": "I", "payload": {}, "webhook_url": "http://e.com", "webhook_secret": "whsec_"}),
+            Some("webhook_secret"),
+            "must have a key after the prefix",
         ),
         (
             json!({"type": "I", "payload": {}, "webhook_url": 1}),
@@ -292,6 +341,41 @@ fn urls_keep_their_query_but_logs_do_not() {
     assert!(WebhookUrl::parse("http://[::1]:80/").is_ok());
     let config = WebhookConfig::new("http://e.com/", None).unwrap();
     assert!(config.secret.is_none());
+}
+
+#[test]
+fn urls_outside_the_documented_pattern_are_refused_saying_why() {
+    let pattern = regex::Regex::new(WebhookUrl::PATTERN).unwrap();
+    for ok in [
+        "http://127.0.0.1:9000/hook",
+        "HTTPS://Example.COM./a/b;c=d?e=f/g?#h",
+        "https://xn--bcher-kva.example/",
+        "http://[::ffff:1.2.3.4]:65535/",
+        "http://my_host-1.internal:0/%41",
+    ] {
+        assert!(WebhookUrl::parse(ok).is_ok(), "{ok}");
+        assert!(pattern.is_match(ok), "{ok}");
+    }
+    // The URL parser takes these; the documented pattern does not, and neither does the check.
+    for (bad, words) in [
+        ("https://exämple.com/", "contains 'ä'"),
+        ("https://example.com/{x}", "contains '{'"),
+        ("https://example.com/a b", "contains ' '"),
+        ("http://1host/", "last label starts with a letter"),
+        ("http://example.com/%zz", "percent-encoding"),
+        ("http://010.0.0.1/", "dotted-decimal IPv4"),
+    ] {
+        let err = WebhookUrl::parse(bad).unwrap_err();
+        assert!(err.message().contains(words), "{bad}: {err}");
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
+    // What an earlier build stored is read back without the pattern, so its deliveries are
+    // still sent; the other checks still hold.
+    let stored = WebhookUrl::from_stored("http://1host/a|b").unwrap();
+    assert_eq!(stored.as_str(), "http://1host/a|b");
+    assert!(WebhookUrl::parse(stored.as_str()).is_err());
+    assert!(WebhookUrl::from_stored("ftp://e.com/").is_err());
+    assert!(WebhookUrl::from_stored("https://user@e.com/").is_err());
 }
 
 #[test]

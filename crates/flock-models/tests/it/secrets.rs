@@ -21,6 +21,79 @@ fn secret_limits() {
             .contains("at most 256")
     );
     assert_eq!(Secret::new("abc").unwrap().expose(), "abc");
+    // In characters, as the document's `maxLength` counts them.
+    assert!(Secret::new("é".repeat(256)).is_ok());
+    assert!(
+        Secret::new("é".repeat(257))
+            .unwrap_err()
+            .message()
+            .contains("257 characters long")
+    );
+}
+
+#[test]
+fn the_documented_pattern_is_what_new_accepts() {
+    let pattern = regex::Regex::new(Secret::PATTERN).unwrap();
+    for text in [
+        "whsec_QQ==",
+        "whsec_QUI=",
+        "whsec_QUJD",
+        "whsec",
+        "WHSEC_!!",
+        "plain",
+        "whsec_",
+        "whsec_QR==",
+        "whsec_QUJ=",
+        "whsec_QQ",
+        "whsec_!!",
+        "whsec_QQ==\n",
+    ] {
+        assert_eq!(
+            pattern.is_match(text),
+            Secret::new(text).is_ok(),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_always_signs() {
+    // A `whsec_` secret must carry a base64 key, in the words of the signing crate.
+    for (text, error) in [
+        ("whsec_", flock_signing::KeyError::EmptyKey),
+        ("whsec_!!", flock_signing::KeyError::InvalidBase64),
+        ("whsec_not base64", flock_signing::KeyError::InvalidBase64),
+    ] {
+        let err = Secret::new(text).unwrap_err();
+        assert_eq!(err.field_name(), None, "{text}: the caller names the field");
+        assert_eq!(err.message(), error.to_string(), "{text}");
+        let key = &text["whsec_".len()..];
+        assert!(
+            key.is_empty() || !err.to_string().contains(key),
+            "the error repeats the secret: {err}"
+        );
+    }
+    // Whatever was accepted signs exactly as the signing crate signs its text.
+    for text in [
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "plain",
+        "whsec",
+        "WHSEC_!!",
+    ] {
+        let secret = Secret::new(text).unwrap();
+        let key = secret.signing_key();
+        let expected = flock_signing::SigningKey::new(text).unwrap();
+        assert_eq!(
+            key.flock_signature(b"body"),
+            expected.flock_signature(b"body")
+        );
+        assert_eq!(
+            key.standard_signature("msg", 1, b"body"),
+            expected.standard_signature("msg", 1, b"body")
+        );
+    }
+    let err = serde_json::from_value::<Secret>(json!("whsec_!!")).unwrap_err();
+    assert!(err.to_string().contains("base64"), "{err}");
 }
 
 #[test]

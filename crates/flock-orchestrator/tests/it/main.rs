@@ -3,6 +3,7 @@
 
 mod builder;
 mod command_agents;
+mod declared_types;
 mod failures;
 mod hooks;
 mod http_agents;

@@ -105,3 +105,41 @@ fn unknown_and_missing_keys_are_refused_when_reading() {
         serde_json::from_value::<AgentSpec>(spec(&json!({"consumes": null}))).unwrap_err();
     assert!(missing.to_string().contains("consumes"), "{missing}");
 }
+
+#[test]
+fn basics_check_the_common_fields_whatever_the_kind() {
+    // Neither `command` nor `url`: an agent of a kind the host builds itself.
+    let spec_of = |change: &Value| -> AgentSpec {
+        let mut value = spec(change);
+        value.as_object_mut().unwrap().remove("command");
+        serde_json::from_value(value).unwrap()
+    };
+    let basics = spec_of(&json!({"consumes": ["Idea", "Idea", "Note"]}))
+        .basics()
+        .unwrap();
+    assert_eq!(basics.name, "shouter");
+    let consumes: Vec<&str> = basics
+        .consumes
+        .iter()
+        .map(flock_models::TypeName::as_str)
+        .collect();
+    assert_eq!(consumes, ["Idea", "Note"], "each once, in order");
+    assert_eq!(basics.publishes.len(), 1);
+    assert_eq!(basics.timeout, Some(std::time::Duration::from_secs(10)));
+    for (change, field) in [
+        (json!({"name": "external"}), "name"),
+        (json!({"consumes": []}), "consumes"),
+        (json!({"consumes": ["Idea", "bad type"]}), "consumes[1]"),
+        (json!({"publishes": ["ok", ""]}), "publishes[1]"),
+        (json!({"timeout_ms": 0}), "timeout_ms"),
+    ] {
+        let spec = spec_of(&change);
+        let error = spec.basics().unwrap_err();
+        assert_eq!(error.field_name(), Some(field), "{change}: {error}");
+        assert_eq!(
+            spec.build().err().map(|e| e.to_string()),
+            Some(error.to_string()),
+            "build checks the same way first"
+        );
+    }
+}

@@ -229,6 +229,43 @@ fn classification_table() {
 }
 
 #[test]
+fn outcomes_say_their_status_and_whether_they_delivered() {
+    let status = |code| Outcome::Status {
+        code,
+        retry_after: None,
+    };
+    let cases = [
+        (status(200), Some(200), true),
+        (status(299), Some(299), true),
+        (status(199), Some(199), false),
+        (status(300), Some(300), false),
+        (status(410), Some(410), false),
+        (
+            Outcome::Status {
+                code: 503,
+                retry_after: Some(S(7)),
+            },
+            Some(503),
+            false,
+        ),
+        (Outcome::ConnectError, None, false),
+        (Outcome::Timeout, None, false),
+        (Outcome::Blocked, None, false),
+        (Outcome::OtherError, None, false),
+    ];
+    for (outcome, code, success) in cases {
+        assert_eq!(outcome.status_code(), code, "{outcome:?}");
+        assert_eq!(outcome.is_success(), success, "{outcome:?}");
+        // Success is exactly what classifies as delivered.
+        assert_eq!(
+            outcome.classify() == Class::Delivered,
+            success,
+            "{outcome:?}"
+        );
+    }
+}
+
+#[test]
 fn decision_table() {
     let policy = RetryPolicy::default();
     let s500 = Outcome::Status {

@@ -1,10 +1,13 @@
-//! Integration tests of `flock-signing`: known answers, then every way a signature is refused.
+//! Integration tests of `flock-signing`: known answers, then every way a signature is refused,
+//! then `verify_webhook` as a receiver calls it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use flock_signing::{
-    DEFAULT_TOLERANCE, KeyError, SigningKey, VerifyError, flock_signature_header, sign_payload,
-    sign_standard, standard_key, verify_flock_signature, verify_standard, verify_standard_at,
+    DEFAULT_TOLERANCE, KeyError, SigningKey, VerifyError, WebhookError, flock_signature_header,
+    sign_payload, sign_standard, standard_key, verify_flock_signature, verify_standard,
+    verify_standard_at, verify_webhook, verify_webhook_at,
 };
 
 /// RFC 4231 section 4: HMAC-SHA256 test cases (key, data, expected hex).
@@ -228,4 +231,277 @@ fn invalid_whsec_secrets_are_errors() {
     );
     let err = verify_standard("whsec_!!", KA_ID, "0", KA_SIG, KA_BODY, Duration::MAX).unwrap_err();
     assert_eq!(err, VerifyError::Key(KeyError::InvalidBase64));
+}
+
+/// `X-Flock-Signature` of `KA_BODY` under `KA_SECRET` (its UTF-8 bytes as the key), computed
+/// with another HMAC implementation.
+const KA_FLOCK: &str = "sha256=80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c";
+
+/// The headers of the known-answer delivery, by lower-case name as HTTP libraries give them.
+fn ka_headers() -> HashMap<String, String> {
+    [
+        ("x-flock-signature", KA_FLOCK),
+        ("webhook-id", KA_ID),
+        ("webhook-timestamp", "1614265330"),
+        ("webhook-signature", KA_SIG),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// `verify_webhook_at` over a map of headers, at the known answer's time.
+fn check(
+    headers: &HashMap<String, String>,
+    body: &[u8],
+    secrets: &[&str],
+) -> Result<(), WebhookError> {
+    verify_webhook_at(
+        |name| headers.get(name).map(String::as_str),
+        body,
+        secrets,
+        DEFAULT_TOLERANCE,
+        1_614_265_330,
+    )
+}
+
+fn invalid(header: &'static str, error: VerifyError) -> Result<(), WebhookError> {
+    Err(WebhookError::Invalid { header, error })
+}
+
+#[test]
+fn verify_webhook_known_answer() {
+    assert_eq!(
+        flock_signature_header(KA_BODY, KA_SECRET.as_bytes()),
+        KA_FLOCK
+    );
+    check(&ka_headers(), KA_BODY, &[KA_SECRET]).unwrap();
+    // Upper-case hex is the same signature.
+    let mut headers = ka_headers();
+    headers.insert(
+        "x-flock-signature".into(),
+        KA_FLOCK.to_uppercase().replace("SHA256=", "sha256="),
+    );
+    check(&headers, KA_BODY, &[KA_SECRET]).unwrap();
+}
+
+#[test]
+fn verify_webhook_asks_in_lower_case_and_a_case_insensitive_lookup_answers() {
+    // A receiver whose map keeps the names as the sender spelt them looks them up ignoring case.
+    let sent: Vec<(&str, &str)> = vec![
+        ("X-Flock-Signature", KA_FLOCK),
+        ("Webhook-Id", KA_ID),
+        ("WEBHOOK-TIMESTAMP", "1614265330"),
+        ("webhook-signature", KA_SIG),
+    ];
+    let asked = std::cell::RefCell::new(Vec::new());
+    verify_webhook_at(
+        |name| {
+            asked.borrow_mut().push(name.to_owned());
+            sent.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        },
+        KA_BODY,
+        &[KA_SECRET],
+        DEFAULT_TOLERANCE,
+        1_614_265_330,
+    )
+    .unwrap();
+    assert_eq!(
+        asked.into_inner(),
+        [
+            "x-flock-signature",
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature"
+        ]
+    );
+}
+
+#[test]
+fn verify_webhook_with_the_system_clock() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let body = br#"{"event_type":"artifact.created"}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = SigningKey::new(secret).unwrap();
+    let flock = key.flock_signature(body);
+    let standard = key.standard_signature("msg_1", i64::try_from(now).unwrap(), body);
+    let timestamp = now.to_string();
+    let header = |name: &str| match name {
+        "x-flock-signature" => Some(flock.as_str()),
+        "webhook-id" => Some("msg_1"),
+        "webhook-timestamp" => Some(timestamp.as_str()),
+        "webhook-signature" => Some(standard.as_str()),
+        _ => None,
+    };
+    verify_webhook(header, body, &[secret]).unwrap();
+    // Secrets may be given as owned strings too.
+    verify_webhook(header, body, &[String::from(secret)]).unwrap();
+    assert_eq!(
+        verify_webhook(header, b"tampered", &[secret]),
+        invalid("X-Flock-Signature", VerifyError::Mismatch)
+    );
+    // The known-answer delivery is years old by the system clock.
+    let old = ka_headers();
+    assert!(matches!(
+        verify_webhook(|n| old.get(n).map(String::as_str), KA_BODY, &[KA_SECRET]),
+        Err(WebhookError::Invalid {
+            header: "webhook-timestamp",
+            error: VerifyError::TimestampTooOld(_)
+        })
+    ));
+}
+
+#[test]
+fn verify_webhook_accepts_any_secret_of_the_list() {
+    const OLD: &str = "the old secret";
+    // The receiver rotates: it accepts the new and the old secret, in either order.
+    check(&ka_headers(), KA_BODY, &["another", KA_SECRET]).unwrap();
+    check(&ka_headers(), KA_BODY, &[KA_SECRET, "another"]).unwrap();
+    // The sender rotates: `webhook-signature` carries a signature per secret, while
+    // `X-Flock-Signature` carries one; a receiver that knows either secret accepts it.
+    let old_key = SigningKey::new(OLD).unwrap();
+    let old_sig = old_key.standard_signature(KA_ID, KA_TS, KA_BODY);
+    let mut headers = ka_headers();
+    headers.insert("webhook-signature".into(), format!("{old_sig} {KA_SIG}"));
+    check(&headers, KA_BODY, &[KA_SECRET]).unwrap();
+    headers.insert("x-flock-signature".into(), old_key.flock_signature(KA_BODY));
+    check(&headers, KA_BODY, &[OLD]).unwrap();
+    check(&headers, KA_BODY, &[KA_SECRET, OLD]).unwrap();
+    // Each signature must come from a secret of the list.
+    assert_eq!(
+        check(&headers, KA_BODY, &[KA_SECRET]),
+        invalid("X-Flock-Signature", VerifyError::Mismatch)
+    );
+    assert_eq!(
+        check(&ka_headers(), KA_BODY, &[OLD]),
+        invalid("X-Flock-Signature", VerifyError::Mismatch)
+    );
+    headers.insert("webhook-signature".into(), KA_SIG.to_owned());
+    assert_eq!(
+        check(&headers, KA_BODY, &[OLD]),
+        invalid("webhook-signature", VerifyError::Mismatch)
+    );
+}
+
+#[test]
+fn verify_webhook_refuses_tampering_and_names_the_header() {
+    let ka = ka_headers();
+    // Another body: the first signature checked fails.
+    assert_eq!(
+        check(&ka, br#"{"test": 2432232315}"#, &[KA_SECRET]),
+        invalid("X-Flock-Signature", VerifyError::Mismatch)
+    );
+    // The id and the timestamp are signed by `webhook-signature` only.
+    let tampered = |name: &str, value: &str| {
+        let mut headers = ka_headers();
+        headers.insert(name.to_owned(), value.to_owned());
+        check(&headers, KA_BODY, &[KA_SECRET])
+    };
+    assert_eq!(
+        tampered("webhook-id", "msg_other"),
+        invalid("webhook-signature", VerifyError::Mismatch)
+    );
+    assert_eq!(
+        tampered("webhook-timestamp", "1614265331"),
+        invalid("webhook-signature", VerifyError::Mismatch)
+    );
+    // A signature of another message moved over.
+    let other = SigningKey::new(KA_SECRET).unwrap();
+    assert_eq!(
+        tampered("x-flock-signature", &other.flock_signature(b"{}")),
+        invalid("X-Flock-Signature", VerifyError::Mismatch)
+    );
+    assert_eq!(
+        tampered(
+            "webhook-signature",
+            &other.standard_signature(KA_ID, KA_TS, b"{}")
+        ),
+        invalid("webhook-signature", VerifyError::Mismatch)
+    );
+    // Out of tolerance, either way, before the signature is looked at.
+    assert_eq!(
+        tampered("webhook-timestamp", "1614265029"),
+        invalid("webhook-timestamp", VerifyError::TimestampTooOld(301))
+    );
+    assert_eq!(
+        tampered("webhook-timestamp", "1614265631"),
+        invalid("webhook-timestamp", VerifyError::TimestampInFuture(301))
+    );
+    // Malformed values.
+    assert_eq!(
+        tampered("webhook-timestamp", "soon"),
+        invalid("webhook-timestamp", VerifyError::MalformedTimestamp)
+    );
+    for (name, value) in [
+        ("x-flock-signature", ""),
+        ("x-flock-signature", "sha1=abcd"),
+        ("webhook-signature", ""),
+        ("webhook-signature", "v2,abc"),
+        ("webhook-signature", "nocomma"),
+    ] {
+        let err = tampered(name, value).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WebhookError::Invalid {
+                    error: VerifyError::MalformedHeader(_),
+                    ..
+                }
+            ),
+            "{name}: {value:?}: {err:?}"
+        );
+        assert_eq!(
+            err.header().map(str::to_ascii_lowercase).as_deref(),
+            Some(name)
+        );
+    }
+}
+
+#[test]
+fn verify_webhook_requires_every_header() {
+    for (name, shown) in [
+        ("x-flock-signature", "X-Flock-Signature"),
+        ("webhook-id", "webhook-id"),
+        ("webhook-timestamp", "webhook-timestamp"),
+        ("webhook-signature", "webhook-signature"),
+    ] {
+        let mut headers = ka_headers();
+        headers.remove(name);
+        let err = check(&headers, KA_BODY, &[KA_SECRET]).unwrap_err();
+        assert_eq!(err, WebhookError::Missing { header: shown }, "{name}");
+        assert_eq!(err.header(), Some(shown));
+        assert_eq!(err.to_string(), format!("the {shown} header is missing"));
+    }
+}
+
+#[test]
+fn verify_webhook_refuses_an_empty_or_unusable_list_of_secrets() {
+    let no_secrets: [&str; 0] = [];
+    assert_eq!(
+        check(&ka_headers(), KA_BODY, &no_secrets),
+        Err(WebhookError::NoSecret)
+    );
+    let err = check(&ka_headers(), KA_BODY, &[KA_SECRET, "whsec_!!!"]).unwrap_err();
+    assert_eq!(
+        err,
+        WebhookError::Secret {
+            index: 1,
+            error: KeyError::InvalidBase64
+        }
+    );
+    assert_eq!(err.header(), None);
+    assert!(!err.to_string().contains("!!!"), "{err}");
+}
+
+#[test]
+fn verify_webhook_errors_name_the_header_and_never_a_secret() {
+    let err = check(&ka_headers(), b"other", &["hunter2"]).unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.starts_with("X-Flock-Signature: "), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
 }

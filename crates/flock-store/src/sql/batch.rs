@@ -117,7 +117,12 @@ impl<'a> Record<'a> {
         let (state, due_at, failure, completed_at) = match resolution {
             Resolution::Delivered => ("delivered", None, None, Some(finished)),
             Resolution::RetryAt(at) => ("pending", Some(at), None, None),
-            Resolution::Failed(reason) => ("failed", None, Some(reason.as_str()), Some(finished)),
+            Resolution::Failed(reason) => (
+                "failed",
+                None,
+                Some(flock_delivery::failure_name(reason)),
+                Some(finished),
+            ),
         };
         Record {
             id: lease.delivery_id,
@@ -226,7 +231,12 @@ impl Claimed {
             correlation_id: self.correlation_id,
             artifact_id: self.artifact_id,
             sequence: to_u64(self.sequence, "sequence")?,
-            url: WebhookUrl::parse(&self.url).map_err(|e| field("url", &e))?,
+            // Stored by whichever build accepted it: an earlier one may have taken a URL that
+            // requests may no longer give, and its deliveries are still sent.
+            url: WebhookUrl::from_stored(&self.url).map_err(|e| field("url", &e))?,
+            // A secret an earlier build stored but that cannot sign (a `whsec_` secret whose
+            // key is not base64; the API never accepted one) does not decode: the claim skips
+            // the row, as any row that does not decode. Listing never reads the secret.
             secret: (self.secret.map(Secret::new).transpose()).map_err(|e| field("secret", &e))?,
             body: Bytes::from(body),
             artifact_created_at: self.artifact_created_at,
@@ -269,4 +279,38 @@ pub(crate) fn outcomes(
         claimed.into_iter().map(|(_, c)| c).collect()
     });
     (applied, claimed)
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn a_stored_secret_that_cannot_sign_does_not_decode_for_a_claim() {
+        let claimed = |secret: &str| Claimed {
+            id: Uuid::now_v7(),
+            correlation_id: Uuid::now_v7(),
+            artifact_id: Uuid::now_v7(),
+            sequence: 1,
+            url: "https://example.com/hook".to_owned(),
+            secret: Some(secret.to_owned()),
+            body: Some(b"{}".to_vec()),
+            artifact_created_at: datetime!(2026-11-28 12:00:00 UTC),
+            attempts: 0,
+            round_start: 0,
+            was_due: datetime!(2026-11-28 12:00:00 UTC),
+        };
+        let err = claimed("whsec_!!").lease(&Claim::NONE).unwrap_err();
+        assert!(err.0.contains("secret"), "{err}");
+        assert!(
+            !err.to_string().contains("whsec_!!"),
+            "the secret leaked: {err}"
+        );
+        let leased = claimed("whsec_c2VjcmV0").lease(&Claim::NONE).unwrap();
+        let secret = leased.delivery.secret.as_ref().unwrap();
+        assert_eq!(secret.expose(), "whsec_c2VjcmV0");
+        assert_eq!((leased.attempt, leased.round_attempt), (1, 1));
+    }
 }

@@ -13,7 +13,9 @@ use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row a
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::rows::{ArtifactFields, bad, ceil_micros, parse_name, to_u32, to_u64};
+use super::rows::{
+    ArtifactFields, bad, ceil_micros, parse_error_kind, parse_failure, parse_state, to_u32, to_u64,
+};
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
 
@@ -171,8 +173,11 @@ where
     fn delivery_row(row: &D::Row) -> Result<DeliveryView, sqlx::Error> {
         let id: Uuid = row.try_get("id")?;
         let url: String = row.try_get("url")?;
-        let url = WebhookUrl::parse(&url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
-        let state = parse_name(&row.try_get::<String, _>("state")?, "delivery state")?;
+        // Stored by whichever build accepted it: an earlier one may have taken a URL that
+        // requests may no longer give.
+        let url = WebhookUrl::from_stored(&url)
+            .map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
+        let state = parse_state(&row.try_get::<String, _>("state")?)?;
         let failure: Option<String> = row.try_get("failure")?;
         let leased = row.try_get::<Option<i64>, _>("lease_token")?.is_some();
         Ok(DeliveryView {
@@ -182,9 +187,7 @@ where
             sequence: to_u64(row.try_get("sequence")?, "sequence")?,
             url: url.for_logs(),
             state,
-            failure: (failure.as_deref())
-                .map(|f| parse_name(f, "failure reason"))
-                .transpose()?,
+            failure: failure.as_deref().map(parse_failure).transpose()?,
             attempts: Vec::new(),
             // While claimed, `due_at` is when the lease expires, not when an attempt is due.
             next_attempt_at: match (state, leased) {
@@ -204,7 +207,7 @@ where
             started_at: Self::time(row, "started_at")?,
             status_code: (status.map(|c| u16::try_from(c).map_err(|_| bad(format!("status {c}")))))
                 .transpose()?,
-            error_kind: kind.map(|k| parse_name(&k, "error kind")).transpose()?,
+            error_kind: kind.as_deref().map(parse_error_kind).transpose()?,
             error: row.try_get("error")?,
             duration_ms: to_u64(row.try_get("duration_ms")?, "duration")?,
         };

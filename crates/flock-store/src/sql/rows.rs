@@ -4,8 +4,8 @@
 
 use std::fmt;
 
+use flock_delivery::{DeliveryState, ErrorKind, GiveUp};
 use flock_models::{Artifact, Tags, TypeName};
-use serde::de::{DeserializeOwned, IntoDeserializer as _};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -59,11 +59,44 @@ pub(crate) fn ceil_micros(at: OffsetDateTime) -> OffsetDateTime {
     }
 }
 
-/// A stored name as its type: a delivery state, failure reason or error kind. Names are the
-/// types' serde names, which their `as_str` gives when a write stores them.
-pub(crate) fn parse_name<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, DecodeError> {
-    T::deserialize(text.into_deserializer())
-        .map_err(|_: serde::de::value::Error| bad(format!("{what} `{text}`")))
+/// A delivery state by its stored name.
+pub(crate) fn parse_state(text: &str) -> Result<DeliveryState, DecodeError> {
+    [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ]
+    .into_iter()
+    .find(|state| state.as_str() == text)
+    .ok_or_else(|| bad(format!("delivery state `{text}`")))
+}
+
+/// A failure reason by its stored name.
+///
+/// A database written by an earlier build may also hold `invalid_secret`: a delivery whose
+/// `whsec_` secret could not sign, given up after one attempt that sent nothing. Secrets that
+/// cannot sign can no longer be built, so the name is no longer written; such a row reads as
+/// `exhausted`, which is what the attempt's outcome (`other`, see [`parse_error_kind`]) means
+/// once no attempt is left, so listing it never fails. Its attempt's stored message still says
+/// that the secret could not sign.
+pub(crate) fn parse_failure(text: &str) -> Result<GiveUp, DecodeError> {
+    match text {
+        "invalid_secret" => Ok(GiveUp::Exhausted),
+        _ => flock_delivery::failure_from_name(text)
+            .ok_or_else(|| bad(format!("failure reason `{text}`"))),
+    }
+}
+
+/// An attempt's error kind by its stored name.
+///
+/// A database written by an earlier build may also hold `signing` (the attempt's secret could
+/// not sign); that attempt's outcome was "any other failure", so it reads as `other`, with its
+/// stored message ("the webhook secret cannot sign: ...") kept, and listing it never fails.
+pub(crate) fn parse_error_kind(text: &str) -> Result<ErrorKind, DecodeError> {
+    match text {
+        "signing" => Ok(ErrorKind::Other),
+        _ => ErrorKind::from_name(text).ok_or_else(|| bad(format!("error kind `{text}`"))),
+    }
 }
 
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, DecodeError> {
@@ -131,7 +164,6 @@ pub(crate) fn new_token() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use flock_delivery::{DeliveryState, ErrorKind, FailureReason};
     use time::macros::datetime;
 
     use super::*;
@@ -158,22 +190,22 @@ mod tests {
             DeliveryState::Delivered,
             DeliveryState::Failed,
         ] {
+            assert_eq!(parse_state(state.as_str()).unwrap(), state);
+        }
+        assert!(parse_state("lost").is_err());
+        for reason in [GiveUp::Exhausted, GiveUp::Gone, GiveUp::Blocked] {
             assert_eq!(
-                parse_name::<DeliveryState>(state.as_str(), "").unwrap(),
-                state
+                parse_failure(flock_delivery::failure_name(reason)).unwrap(),
+                reason
             );
         }
-        assert!(parse_name::<DeliveryState>("lost", "").is_err());
-        assert_eq!(
-            parse_name::<FailureReason>("gone", "").unwrap(),
-            FailureReason::Gone
-        );
-        assert!(parse_name::<FailureReason>("bored", "").is_err());
-        assert_eq!(
-            parse_name::<ErrorKind>("timeout", "").unwrap(),
-            ErrorKind::Timeout
-        );
-        let err = parse_name::<ErrorKind>("", "error kind").unwrap_err();
+        assert_eq!(parse_failure("gone").unwrap(), GiveUp::Gone);
+        assert!(parse_failure("bored").is_err());
+        for kind in ErrorKind::ALL {
+            assert_eq!(parse_error_kind(kind.as_str()).unwrap(), kind);
+        }
+        assert_eq!(parse_error_kind("timeout").unwrap(), ErrorKind::Timeout);
+        let err = parse_error_kind("").unwrap_err();
         assert_eq!(err.to_string(), "unreadable stored data: error kind ``");
     }
 

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::batch::{self, Batch, Claim};
-use super::rows::{ceil_micros, parse_name};
+use super::rows::{ceil_micros, parse_state};
 use super::{Dialect, KEEP_IDLE, Sql, Value};
 use crate::durable::Backend;
 use crate::error::Failure;
@@ -239,7 +239,7 @@ where
                 .await?;
         Ok(Err(match state {
             None => Refusal::UnknownDelivery(id),
-            Some(state) => Refusal::NotRedeliverable(id, parse_name(&state, "delivery state")?),
+            Some(state) => Refusal::NotRedeliverable(id, parse_state(&state)?),
         }))
     }
 

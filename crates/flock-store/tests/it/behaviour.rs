@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flock_delivery::{DeliveryState, FailureReason, OutboxCounts, OutboxError, Resolution};
+use flock_delivery::{DeliveryState, GiveUp, OutboxCounts, OutboxError, Resolution};
 use flock_orchestrator::{ArtifactQuery, StoreError};
 use flock_store::{Pruner, Retention, Storage};
 use uuid::Uuid;
@@ -290,11 +290,7 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_token_cannot_record(sto
         Err(OutboxError::LeaseLost(d.id))
     );
     outbox
-        .record(
-            &new.lease,
-            attempt(1),
-            Resolution::Failed(FailureReason::Gone),
-        )
+        .record(&new.lease, attempt(1), Resolution::Failed(GiveUp::Gone))
         .await
         .unwrap();
     assert_eq!(
@@ -306,7 +302,7 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_token_cannot_record(sto
     );
     let view = outbox.delivery(d.id).await.unwrap().unwrap();
     assert_eq!(view.state, DeliveryState::Failed);
-    assert_eq!(view.failure, Some(FailureReason::Gone));
+    assert_eq!(view.failure, Some(GiveUp::Gone));
     assert_eq!(view.attempts.len(), 1);
     assert_eq!(outbox.counts().await.unwrap(), OutboxCounts::default());
 
@@ -337,7 +333,7 @@ async fn records_from_many_slots_at_once_each_land(store: &Storage) {
         tasks.push(tokio::spawn(async move {
             let resolution = match i % 3 {
                 0 => Resolution::Delivered,
-                1 => Resolution::Failed(FailureReason::Exhausted),
+                1 => Resolution::Failed(GiveUp::Exhausted),
                 _ => Resolution::RetryAt(later(now(), 3600)),
             };
             outbox.record(&c.lease, attempt(1), resolution).await
@@ -425,7 +421,7 @@ async fn a_failed_delivery_is_redelivered_with_a_fresh_budget(store: &Storage) {
         .record(
             &second.lease,
             attempt(2),
-            Resolution::Failed(FailureReason::Exhausted),
+            Resolution::Failed(GiveUp::Exhausted),
         )
         .await
         .unwrap();
@@ -484,11 +480,7 @@ async fn prune_deletes_only_done_deliveries_completed_before_the_cutoff(store: &
         .await
         .unwrap();
     outbox
-        .record(
-            &failed.lease,
-            attempt(1),
-            Resolution::Failed(FailureReason::Gone),
-        )
+        .record(&failed.lease, attempt(1), Resolution::Failed(GiveUp::Gone))
         .await
         .unwrap();
     let before = later(now(), -3600);

@@ -179,3 +179,63 @@ async fn a_database_failure_is_the_source_of_the_error_and_holds_no_secret() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn names_of_an_earlier_build_still_list() {
+    use flock_delivery::{DeliveryState, ErrorKind, GiveUp};
+    use sqlx::Connection as _;
+
+    let dir = TempDir::new();
+    let path = dir.path().join("flock.db");
+    let store = Storage::open(&StoreUrl::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    let outbox = store.outbox();
+    let a = artifact(Uuid::now_v7(), "Idea");
+    let d = delivery(&a, 1);
+    outbox.enqueue(vec![d.clone()]).await.unwrap();
+    let claimed = outbox.claim(later(now(), 1), 1, LEASE).await.unwrap();
+    outbox
+        .record(
+            &claimed[0].lease,
+            attempt(1),
+            Resolution::Failed(GiveUp::Gone),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    // What an earlier build wrote for a secret that could not sign.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deliveries SET failure = 'invalid_secret'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE attempts SET error_kind = 'signing', \
+         error = 'the webhook secret cannot sign: ...', status_code = NULL",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = Storage::open(&StoreUrl::Sqlite(path)).await.unwrap();
+    let view = store.outbox().delivery(d.id).await.unwrap().unwrap();
+    assert_eq!(view.state, DeliveryState::Failed);
+    assert_eq!(view.failure, Some(GiveUp::Exhausted));
+    assert_eq!(view.attempts[0].error_kind, Some(ErrorKind::Other));
+    assert_eq!(
+        view.attempts[0].error.as_deref(),
+        Some("the webhook secret cannot sign: ...")
+    );
+    // Shown with today's names, and listed by correlation too.
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(json["failure"], "exhausted");
+    assert_eq!(json["attempts"][0]["error_kind"], "other");
+    let listed = store.outbox().deliveries(a.correlation_id).await.unwrap();
+    assert_eq!(listed, vec![view]);
+    store.close().await;
+}

@@ -3,6 +3,7 @@
 //! medians with the brief's targets. `cargo xtask bench` builds it and `flock-api` in release
 //! and runs it. Exits non-zero with a message when something does not complete in time.
 
+mod external;
 mod measure;
 mod stats;
 
@@ -44,9 +45,16 @@ struct Options {
     /// Deliveries left pending for the memory measurement.
     #[arg(long)]
     pending: Option<usize>,
+    /// Seconds of each `wrk` run of the external ceiling.
+    #[arg(long)]
+    wrk_secs: Option<u32>,
     /// The `flock-api` binary (default: beside this program).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// A second `flock-api` binary, the build before a change: every measurement then runs on
+    /// both, run for run alternately, and the table gives each figure for both and their ratio.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Run only these measurements (for profiling one of them); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
@@ -76,6 +84,7 @@ enum Phase {
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     runs: usize,
+    wrk_secs: u32,
     count: usize,
     samples: usize,
     rate: u32,
@@ -92,6 +101,10 @@ impl Options {
         };
         Plan {
             runs: self.runs.unwrap_or(runs).max(1),
+            wrk_secs: self
+                .wrk_secs
+                .unwrap_or(if self.quick { 2 } else { 5 })
+                .max(1),
             count: self.count.unwrap_or(count).max(1),
             samples: self.samples.unwrap_or(samples).max(1),
             rate: self.rate.max(1),
@@ -146,7 +159,15 @@ fn server_config() -> ServerConfig {
 }
 
 async fn start_server(binary: PathBuf, dir: &Workdir) -> anyhow::Result<ServerProcess> {
-    let config = server_config().write(dir)?;
+    start_with(binary, server_config(), dir).await
+}
+
+async fn start_with(
+    binary: PathBuf,
+    config: ServerConfig,
+    dir: &Workdir,
+) -> anyhow::Result<ServerProcess> {
+    let config = config.write(dir)?;
     tokio::task::spawn_blocking(move || {
         ServerProcess::spawn(&binary, &config, Duration::from_secs(60))
     })
@@ -160,83 +181,235 @@ async fn stop(server: ServerProcess) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `flock-api` binary under measurement: this build, and the build before a change when
+/// `--baseline` names one.
+struct Build {
+    /// Empty when only one build is measured (the rows then read as they always did).
+    label: &'static str,
+    binary: PathBuf,
+}
+
+/// A running server of one build, as the measurements reach it.
+struct Target {
+    label: &'static str,
+    api: String,
+    pid: Option<u32>,
+}
+
+impl Target {
+    fn of(label: &'static str, server: &ServerProcess) -> Self {
+        Target {
+            label,
+            api: format!("http://{}", server.address()),
+            pid: Some(server.pid()),
+        }
+    }
+
+    /// `" [label]"`, or nothing when one build is measured.
+    fn tag(&self) -> String {
+        tag(self.label)
+    }
+}
+
+fn tag(label: &str) -> String {
+    if label.is_empty() {
+        String::new()
+    } else {
+        format!(" [{label}]")
+    }
+}
+
+/// The pairs of a run in the order they are measured: this build first on odd runs, the
+/// baseline first on even ones, so neither always goes first (the first of a pair was
+/// measured faster in most runs of two identical builds).
+fn in_turn<T>(run: usize, pairs: impl Iterator<Item = T>) -> Vec<T> {
+    let mut pairs: Vec<T> = pairs.collect();
+    if run.is_multiple_of(2) {
+        pairs.reverse();
+    }
+    pairs
+}
+
+/// The row comparing this build with the baseline: each `(what, this build, baseline)` with
+/// their ratio; nothing when one build is measured.
+fn comparison(table: &mut Vec<String>, number: &str, figures: &[(String, f64, f64)]) {
+    if figures.is_empty() {
+        return;
+    }
+    let text = figures
+        .iter()
+        .map(|(what, new, old)| format!("{what}: {new:.0} vs {old:.0}, ratio {:.3}", new / old))
+        .collect::<Vec<_>>()
+        .join("; ");
+    table.push(format!(
+        "| {number} | this build against the baseline, side by side | {text} | | |"
+    ));
+}
+
 async fn run(options: &Options) -> anyhow::Result<()> {
     let plan = options.plan();
     let binary = match &options.server {
         Some(path) => path.clone(),
         None => flock_e2e::flock_api_binary()?,
     };
+    let builds: Vec<Build> = match &options.baseline {
+        None => vec![Build { label: "", binary }],
+        Some(baseline) => vec![
+            Build {
+                label: "this build",
+                binary,
+            },
+            Build {
+                label: "baseline",
+                binary: baseline.clone(),
+            },
+        ],
+    };
     let started = Instant::now();
     println!("# flock-bench");
     println!();
     println!("date:     {}", today());
     println!("machine:  {}", machine());
-    println!("server:   {}", binary.display());
+    for build in &builds {
+        println!("server:   {}{}", build.binary.display(), tag(build.label));
+    }
     println!(
         "plan:     {} runs; {} deliveries per throughput run; {} publishes of each kind per \
          latency run; {}/s for {} s; {} pending",
         plan.runs, plan.count, plan.samples, plan.rate, plan.seconds, plan.pending
     );
     println!("payload:  1,024-byte JSON object; {CONNECTIONS} connections per closed-loop client");
+    if builds.len() > 1 {
+        println!("builds:   every run measures each build in turn, this build first");
+    }
     println!();
 
     let mut table = Vec::new();
     let receiver = Receiver::start(Behaviour::default()).await?;
     let client = measure::client(CONNECTIONS)?;
+    let external = if options.runs(Phase::Throughput) || options.runs(Phase::Durable) {
+        match external::Tools::find() {
+            Some(tools) => Some(External {
+                nginx: tools.start_nginx()?,
+                tools,
+            }),
+            None => {
+                println!(
+                    "external ceiling: wrk or nginx is missing (`{}`); going on with the plain \
+                     client's ceiling alone",
+                    external::INSTALL
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut ceilings = None;
     if options.runs(Phase::Throughput) || options.runs(Phase::Publish) || options.runs(Phase::Fixed)
     {
-        let dir = Workdir::new()?;
-        let server = start_server(binary.clone(), &dir).await?;
-        println!("flock-api pid {} at {}", server.pid(), server.address());
-        let api = format!("http://{}", server.address());
-        // Warm-up: connections, allocators, the server's first workflows.
         let bodies = Arc::new(measure::signed_webhooks(1_000)?);
         let warm = plan.count.min(2_000);
-        measure::ceiling(&client, &receiver, Arc::clone(&bodies), warm).await?;
-        measure::flock(&client, &api, &receiver, warm).await?;
+        let mut servers = Vec::new();
+        let mut targets = Vec::new();
+        for build in &builds {
+            let dir = Workdir::new()?;
+            let server = start_server(build.binary.clone(), &dir).await?;
+            println!(
+                "flock-api pid {} at {}{}",
+                server.pid(),
+                server.address(),
+                tag(build.label)
+            );
+            let target = Target::of(build.label, &server);
+            // Warm-up: connections, allocators, the server's first workflows.
+            measure::ceiling(&client, &receiver, Arc::clone(&bodies), warm).await?;
+            measure::flock(&client, &target.api, &receiver, warm).await?;
+            servers.push((dir, server));
+            targets.push(target);
+        }
         if options.runs(Phase::Throughput) {
-            let server = Some(server.pid());
-            throughput(&plan, &client, &api, &receiver, bodies, server, &mut table).await?;
+            ceilings = Some(
+                throughput(
+                    &plan,
+                    &client,
+                    &targets,
+                    &receiver,
+                    bodies,
+                    external.as_ref(),
+                    &mut table,
+                )
+                .await?,
+            );
         }
         if options.runs(Phase::Publish) {
-            publish_latency(&plan, &api, &receiver, &mut table).await?;
+            publish_latency(&plan, &targets, &receiver, &mut table).await?;
         }
         if options.runs(Phase::Fixed) {
-            fixed_rate(&plan, &client, &api, &receiver, &mut table).await?;
+            fixed_rate(&plan, &client, &targets, &receiver, &mut table).await?;
         }
-        stop(server).await?;
+        for (_dir, server) in servers {
+            stop(server).await?;
+        }
     }
     if options.runs(Phase::Durable) {
-        durable(&plan, options, &binary, &client, &receiver, &mut table).await?;
+        let ceilings = match ceilings {
+            Some(ceilings) => ceilings,
+            None => {
+                let bodies = Arc::new(measure::signed_webhooks(1_000)?);
+                Ceilings::measure(&plan, &client, &receiver, &bodies, external.as_ref()).await?
+            }
+        };
+        durable(
+            &plan, options, &builds, &client, &receiver, &ceilings, &mut table,
+        )
+        .await?;
     }
     if options.runs(Phase::Memory) {
         // The in-memory store, then the default store (an SQLite file), which keeps pending
         // deliveries out of the process.
         for store in [MemoryStore::Memory, MemoryStore::Sqlite] {
-            let mut peaks = Vec::new();
+            let mut peaks: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
             for run in 1..=plan.runs.min(3) {
-                let (idle, peak) = memory(&binary, &client, plan.pending, store).await?;
-                println!(
-                    "memory run {run}: {} store, {} pending; flock-api resident at start \
-                     {idle:.1} MiB, peak {peak:.1} MiB",
-                    store.name(),
-                    plan.pending
-                );
-                peaks.push(peak);
-            }
-            let peak = median(&peaks);
-            table.push(format!(
-                "| 5 | flock-api peak resident memory (VmHWM), {} pending, {} store | {peak:.1} \
-                 MiB ({:.1} MB) | < 200 MB | {} |",
-                plan.pending,
-                store.name(),
-                peak * 1.048_576,
-                if plan.pending >= 100_000 {
-                    verdict(peak * 1.048_576 < 200.0)
-                } else {
-                    "(the target is for 100,000)"
+                for (build, peaks) in in_turn(run, builds.iter().zip(&mut peaks)) {
+                    let (idle, peak) = memory(&build.binary, &client, plan.pending, store).await?;
+                    println!(
+                        "memory run {run}{}: {} store, {} pending; flock-api resident at \
+                         start {idle:.1} MiB, peak {peak:.1} MiB",
+                        tag(build.label),
+                        store.name(),
+                        plan.pending
+                    );
+                    peaks.push(peak);
                 }
-            ));
+            }
+            for (build, peaks) in builds.iter().zip(&peaks) {
+                let peak = median(peaks);
+                table.push(format!(
+                    "| 5 | flock-api peak resident memory (VmHWM), {} pending, {} store{} | \
+                     {peak:.1} MiB ({:.1} MB) | < 200 MB | {} |",
+                    plan.pending,
+                    store.name(),
+                    tag(build.label),
+                    peak * 1.048_576,
+                    if plan.pending >= 100_000 {
+                        verdict(peak * 1.048_576 < 200.0)
+                    } else {
+                        "(the target is for 100,000)"
+                    }
+                ));
+            }
+            if let [new, old] = peaks.as_slice() {
+                comparison(
+                    &mut table,
+                    "5",
+                    &[(
+                        format!("peak MiB, {} store", store.name()),
+                        median(new),
+                        median(old),
+                    )],
+                );
+            }
         }
     }
 
@@ -255,43 +428,137 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-/// 1 and 2: the ceiling and Flock, alternating run by run.
+/// `nginx` and the `wrk` that posts to it: the external ceiling.
+struct External {
+    tools: external::Tools,
+    nginx: external::Nginx,
+}
+
+/// The two ceilings every Flock throughput figure is a ratio to: the plain pooled client
+/// posting to this program's receiver, and `wrk` posting to `nginx` (when both are installed).
+#[derive(Debug, Clone, Copy)]
+struct Ceilings {
+    plain: f64,
+    external: Option<f64>,
+}
+
+impl Ceilings {
+    /// Medians of a few runs of each, for measurements that did not take their own.
+    async fn measure(
+        plan: &Plan,
+        client: &reqwest::Client,
+        receiver: &Receiver,
+        bodies: &Arc<Vec<measure::Prepared>>,
+        external: Option<&External>,
+    ) -> anyhow::Result<Ceilings> {
+        let (mut plain, mut wrk) = (Vec::new(), Vec::new());
+        for run in 1..=plan.runs.min(3) {
+            let ceiling =
+                measure::ceiling(client, receiver, Arc::clone(bodies), plan.count).await?;
+            plain.push(ceiling);
+            let line = match external {
+                Some(external) => {
+                    let rate = wrk_ceiling(plan, external, bodies).await?;
+                    wrk.push(rate);
+                    format!("; wrk → nginx {rate:>6.0} req/s")
+                }
+                None => String::new(),
+            };
+            println!("ceilings run {run}: plain client {ceiling:>6.0} req/s{line}");
+        }
+        Ok(Ceilings {
+            plain: median(&plain),
+            external: external.map(|_| median(&wrk)),
+        })
+    }
+
+    /// `rate` as a ratio to each ceiling: `0.67 of the plain client, 0.18 of wrk → nginx`.
+    fn ratios(&self, rate: f64) -> String {
+        let mut text = format!("{:.2} of the plain client", rate / self.plain);
+        if let Some(external) = self.external {
+            text.push_str(&format!(", {:.2} of wrk → nginx", rate / external));
+        }
+        text
+    }
+}
+
+/// One `wrk` run against `nginx` with the first of `bodies`, off the async runtime.
+async fn wrk_ceiling(
+    plan: &Plan,
+    external: &External,
+    bodies: &[measure::Prepared],
+) -> anyhow::Result<f64> {
+    let request = bodies.first().context("no webhook body")?.clone();
+    let secs = plan.wrk_secs;
+    tokio::task::block_in_place(|| external.tools.wrk(&external.nginx, &request, secs))
+}
+
+/// What the throughput runs measured on one build.
+#[derive(Default)]
+struct Rates {
+    drains: Vec<f64>,
+    flocks: Vec<f64>,
+    publishes: Vec<f64>,
+    drain_cpu: Vec<f64>,
+    flock_cpu: Vec<f64>,
+}
+
+/// 1 and 2: the ceilings and Flock, alternating run by run (and build by build).
 async fn throughput(
     plan: &Plan,
     client: &reqwest::Client,
-    api: &str,
+    targets: &[Target],
     receiver: &Receiver,
     bodies: Arc<Vec<measure::Prepared>>,
-    server: Option<u32>,
+    external: Option<&External>,
     table: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let (mut ceilings, mut drains, mut flocks, mut publishes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut drain_cpu, mut flock_cpu) = (Vec::new(), Vec::new());
+) -> anyhow::Result<Ceilings> {
+    let (mut ceilings, mut wrks) = (Vec::new(), Vec::new());
+    let mut rates: Vec<Rates> = targets.iter().map(|_| Rates::default()).collect();
     let per_delivery = |cpu: f64| cpu / plan.count as f64 * 1e6;
     for run in 1..=plan.runs {
         let ceiling = measure::ceiling(client, receiver, Arc::clone(&bodies), plan.count).await?;
-        let cpu = cpu_seconds(server);
-        let drain = measure::drain(client, api, receiver, plan.count).await?;
-        let cpu_drained = cpu_seconds(server);
-        let (flock, publish) = measure::flock(client, api, receiver, plan.count).await?;
-        let cpu_flocked = cpu_seconds(server);
-        drain_cpu.push(per_delivery(cpu_drained - cpu));
-        flock_cpu.push(per_delivery(cpu_flocked - cpu_drained));
-        println!(
-            "throughput run {run}: ceiling {ceiling:>6.0} req/s; flock delivering \
-             {drain:>6.0}/s ({:.2}); publish and deliver {flock:>6.0}/s ({:.2}), publishes \
-             answered {publish:>6.0}/s; flock-api CPU per delivery {:.0} µs and {:.0} µs",
-            drain / ceiling,
-            flock / ceiling,
-            per_delivery(cpu_drained - cpu),
-            per_delivery(cpu_flocked - cpu_drained),
-        );
+        let wrk = match external {
+            Some(external) => {
+                let rate = wrk_ceiling(plan, external, &bodies).await?;
+                wrks.push(rate);
+                format!("; wrk → nginx {rate:>6.0} req/s")
+            }
+            None => String::new(),
+        };
+        println!("throughput run {run}: ceiling {ceiling:>6.0} req/s{wrk}");
         ceilings.push(ceiling);
-        drains.push(drain);
-        flocks.push(flock);
-        publishes.push(publish);
+        for (target, rates) in in_turn(run, targets.iter().zip(&mut rates)) {
+            let cpu = cpu_seconds(target.pid);
+            let drain = measure::drain(client, &target.api, receiver, plan.count).await?;
+            let cpu_drained = cpu_seconds(target.pid);
+            let (flock, publish) =
+                measure::flock(client, &target.api, receiver, plan.count).await?;
+            let cpu_flocked = cpu_seconds(target.pid);
+            println!(
+                "throughput run {run}{}: flock delivering {drain:>6.0}/s ({:.2}); publish and \
+                 deliver {flock:>6.0}/s ({:.2}), publishes answered {publish:>6.0}/s; flock-api \
+                 CPU per delivery {:.0} µs and {:.0} µs",
+                target.tag(),
+                drain / ceiling,
+                flock / ceiling,
+                per_delivery(cpu_drained - cpu),
+                per_delivery(cpu_flocked - cpu_drained),
+            );
+            rates.drain_cpu.push(per_delivery(cpu_drained - cpu));
+            rates
+                .flock_cpu
+                .push(per_delivery(cpu_flocked - cpu_drained));
+            rates.drains.push(drain);
+            rates.flocks.push(flock);
+            rates.publishes.push(publish);
+        }
     }
+    let measured = Ceilings {
+        plain: median(&ceilings),
+        external: external.map(|_| median(&wrks)),
+    };
+    // The plain client's ratio run by run (each Flock run sits beside its own ceiling run).
     let ratio = |xs: &[f64]| {
         median(
             &xs.iter()
@@ -300,33 +567,88 @@ async fn throughput(
                 .collect::<Vec<_>>(),
         )
     };
-    let (drain_ratio, flock_ratio) = (ratio(&drains), ratio(&flocks));
+    let beside_wrk = |rate: f64| {
+        measured.external.map_or_else(String::new, |wrk| {
+            format!(", {:.2} of wrk → nginx", rate / wrk)
+        })
+    };
     table.push(format!(
         "| 1 | ceiling: plain pooled client, {CONNECTIONS} connections | {:.0} requests/s | | |",
-        median(&ceilings)
+        measured.plain
     ));
-    table.push(format!(
-        "| 2 | Flock delivering: published through the API while the receiver held, then \
-         released | {:.0} deliveries/s, {drain_ratio:.2} of the ceiling | ≥ 0.5 | {} |",
-        median(&drains),
-        verdict(drain_ratio >= 0.5)
-    ));
-    table.push(format!(
-        "| 2 | Flock publishing and delivering at once, first publish to last delivery | {:.0} \
-         deliveries/s, {flock_ratio:.2} of the ceiling ({:.0} publishes/s answered) | (≥ 0.5) | {} |",
-        median(&flocks),
-        median(&publishes),
-        verdict(flock_ratio >= 0.5)
-    ));
-    if server.is_some() {
+    match measured.external {
+        Some(wrk) => table.push(format!(
+            "| 1 | external ceiling: wrk → nginx (`return 200`), the same bodies, {CONNECTIONS} \
+             connections | {wrk:.0} requests/s | | |"
+        )),
+        None => table.push(format!(
+            "| 1 | external ceiling: wrk → nginx | not measured: `{}` | | |",
+            external::INSTALL
+        )),
+    }
+    for (target, rates) in targets.iter().zip(&rates) {
+        let (drain_ratio, flock_ratio) = (ratio(&rates.drains), ratio(&rates.flocks));
+        let (drain, flock) = (median(&rates.drains), median(&rates.flocks));
+        let tag = target.tag();
+        table.push(format!(
+            "| 2 | Flock delivering: published through the API while the receiver held, then \
+             released{tag} | {drain:.0} deliveries/s, {drain_ratio:.2} of the plain client{} | \
+             ≥ 0.5 | {} |",
+            beside_wrk(drain),
+            verdict(drain_ratio >= 0.5)
+        ));
+        table.push(format!(
+            "| 2 | Flock publishing and delivering at once, first publish to last delivery{tag} | \
+             {flock:.0} deliveries/s, {flock_ratio:.2} of the plain client{} ({:.0} publishes/s \
+             answered) | (≥ 0.5) | {} |",
+            beside_wrk(flock),
+            median(&rates.publishes),
+            verdict(flock_ratio >= 0.5)
+        ));
         table.push(format!(
             "| 2 | flock-api CPU time per delivery: publish (while held) and deliver; publish and \
-             deliver at once | {:.0} µs; {:.0} µs | | |",
-            median(&drain_cpu),
-            median(&flock_cpu)
+             deliver at once{tag} | {:.0} µs; {:.0} µs | | |",
+            median(&rates.drain_cpu),
+            median(&rates.flock_cpu)
         ));
     }
-    Ok(())
+    if let [new, old] = rates.as_slice() {
+        comparison(
+            table,
+            "2",
+            &[
+                (
+                    "delivering /s".to_owned(),
+                    median(&new.drains),
+                    median(&old.drains),
+                ),
+                (
+                    "at once /s".to_owned(),
+                    median(&new.flocks),
+                    median(&old.flocks),
+                ),
+                (
+                    "CPU µs per delivery, delivering".to_owned(),
+                    median(&new.drain_cpu),
+                    median(&old.drain_cpu),
+                ),
+                (
+                    "CPU µs per delivery, at once".to_owned(),
+                    median(&new.flock_cpu),
+                    median(&old.flock_cpu),
+                ),
+            ],
+        );
+    }
+    Ok(measured)
+}
+
+/// What one store measured on one build.
+#[derive(Default)]
+struct StoreRuns {
+    rates: Rates,
+    with50: Vec<f64>,
+    without50: Vec<f64>,
 }
 
 /// 6: the delivering and the publishing-and-delivering measurements of row 2, with each store,
@@ -335,9 +657,10 @@ async fn throughput(
 async fn durable(
     plan: &Plan,
     options: &Options,
-    binary: &std::path::Path,
+    builds: &[Build],
     client: &reqwest::Client,
     receiver: &Receiver,
+    ceilings: &Ceilings,
     table: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let postgres = options
@@ -351,165 +674,229 @@ async fn durable(
     } else {
         println!("durable: no Postgres server (--postgres or FLOCK_TEST_POSTGRES_URL); skipped");
     }
-    let (mut delivering, mut at_once, mut cpu, mut latency) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let per = |cpu: f64| cpu / plan.count as f64 * 1e6;
+    // (store, build label, what it measured)
+    let mut measured: Vec<(&str, &'static str, StoreRuns)> = Vec::new();
     for (name, admin) in stores {
-        let dir = Workdir::new()?;
-        let database = match &admin {
-            Some(admin) => Some(
-                flock_store::testing::PostgresTestDatabase::create_on(admin)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("Postgres: {e}"))?,
-            ),
-            None => None,
-        };
-        let store_url = match (&database, name) {
-            (Some(db), _) => db.url_text(),
-            (None, "SQLite") => format!("sqlite://{}", dir.path().join("flock.db").display()),
-            (None, _) => "memory://".to_owned(),
-        };
-        let config = ServerConfig {
-            store_url,
-            ..server_config()
-        }
-        .write(&dir)?;
-        let binary = binary.to_path_buf();
-        let server = tokio::task::spawn_blocking(move || {
-            ServerProcess::spawn(&binary, &config, Duration::from_secs(60))
-        })
-        .await??;
-        println!(
-            "durable: {name}: flock-api pid {} at {}",
-            server.pid(),
-            server.address()
-        );
-        let api = format!("http://{}", server.address());
-        let pid = Some(server.pid());
-        measure::flock(client, &api, receiver, plan.count.min(2_000)).await?;
-        let (mut drains, mut flocks, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
-        for run in 1..=plan.runs {
-            let before = cpu_seconds(pid);
-            let drain = measure::drain(client, &api, receiver, plan.count).await?;
-            let between = cpu_seconds(pid);
-            let (flock, publish) = measure::flock(client, &api, receiver, plan.count).await?;
-            let after = cpu_seconds(pid);
-            let per = |cpu: f64| cpu / plan.count as f64 * 1e6;
+        // One server per build, each with a fresh store of this kind.
+        let mut servers = Vec::new();
+        for build in builds {
+            let dir = Workdir::new()?;
+            let database = match &admin {
+                Some(admin) => Some(
+                    flock_store::testing::PostgresTestDatabase::create_on(admin)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("Postgres: {e}"))?,
+                ),
+                None => None,
+            };
+            let store_url = match (&database, name) {
+                (Some(db), _) => db.url_text(),
+                (None, "SQLite") => format!("sqlite://{}", dir.path().join("flock.db").display()),
+                (None, _) => "memory://".to_owned(),
+            };
+            let config = ServerConfig {
+                store_url,
+                ..server_config()
+            };
+            let server = start_with(build.binary.clone(), config, &dir).await?;
             println!(
-                "durable run {run}: {name}: delivering {drain:>6.0}/s; publish and deliver \
-                 {flock:>6.0}/s (publishes answered {publish:>6.0}/s); flock-api CPU per \
-                 delivery {:.0} µs and {:.0} µs",
-                per(between - before),
-                per(after - between)
+                "durable: {name}{}: flock-api pid {} at {}",
+                tag(build.label),
+                server.pid(),
+                server.address()
             );
-            drains.push(drain);
-            flocks.push(flock);
-            cpus.push((per(between - before), per(after - between)));
+            let target = Target::of(build.label, &server);
+            measure::flock(client, &target.api, receiver, plan.count.min(2_000)).await?;
+            servers.push((dir, database, server, target, StoreRuns::default()));
+        }
+        for run in 1..=plan.runs {
+            for (_, _, _, target, runs) in in_turn(run, servers.iter_mut()) {
+                let before = cpu_seconds(target.pid);
+                let drain = measure::drain(client, &target.api, receiver, plan.count).await?;
+                let between = cpu_seconds(target.pid);
+                let (flock, publish) =
+                    measure::flock(client, &target.api, receiver, plan.count).await?;
+                let after = cpu_seconds(target.pid);
+                println!(
+                    "durable run {run}: {name}{}: delivering {drain:>6.0}/s; publish and deliver \
+                     {flock:>6.0}/s (publishes answered {publish:>6.0}/s); flock-api CPU per \
+                     delivery {:.0} µs and {:.0} µs",
+                    target.tag(),
+                    per(between - before),
+                    per(after - between)
+                );
+                runs.rates.drains.push(drain);
+                runs.rates.flocks.push(flock);
+                runs.rates.publishes.push(publish);
+                runs.rates.drain_cpu.push(per(between - before));
+                runs.rates.flock_cpu.push(per(after - between));
+            }
         }
         // Publish latency with and without a webhook on this store, as in measurement 3.
-        let (mut with50, mut without50) = (Vec::new(), Vec::new());
         for run in 1..=plan.runs.min(3) {
-            let (mut with, mut without) =
-                measure::publish_latency(&api, receiver, plan.samples).await?;
-            let (w50, n50) = (percentile(&mut with, 50.0), percentile(&mut without, 50.0));
-            println!(
-                "durable publish latency run {run}: {name}: with webhook p50 {w50:.0} µs; \
-                 without p50 {n50:.0} µs; ratio p50 {:.3}",
-                w50 / n50
-            );
-            with50.push(w50);
-            without50.push(n50);
+            for (_, _, _, target, runs) in in_turn(run, servers.iter_mut()) {
+                let (mut with, mut without) =
+                    measure::publish_latency(&target.api, receiver, plan.samples).await?;
+                let (w50, n50) = (percentile(&mut with, 50.0), percentile(&mut without, 50.0));
+                println!(
+                    "durable publish latency run {run}: {name}{}: with webhook p50 {w50:.0} µs; \
+                     without p50 {n50:.0} µs; ratio p50 {:.3}",
+                    target.tag(),
+                    w50 / n50
+                );
+                runs.with50.push(w50);
+                runs.without50.push(n50);
+            }
         }
-        stop(server).await?;
-        drop(database);
-        latency.push((name, median(&without50), median(&with50)));
-        let (drain_cpu, flock_cpu): (Vec<f64>, Vec<f64>) = cpus.into_iter().unzip();
-        delivering.push((name, median(&drains)));
-        at_once.push((name, median(&flocks)));
-        cpu.push((name, median(&drain_cpu), median(&flock_cpu)));
+        for (_dir, database, server, target, runs) in servers {
+            stop(server).await?;
+            drop(database);
+            measured.push((name, target.label, runs));
+        }
     }
-    let list = |xs: &[(&str, f64)]| {
-        xs.iter()
-            .map(|(name, rate)| format!("{name} {rate:.0}/s"))
+    let listed = |figure: &dyn Fn(&StoreRuns) -> String| {
+        measured
+            .iter()
+            .map(|(name, label, runs)| format!("{name}{} {}", tag(label), figure(runs)))
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let sqlite = delivering
+    let sqlite = measured
         .iter()
-        .find(|(name, _)| *name == "SQLite")
-        .map_or(0.0, |(_, rate)| *rate);
+        .find(|(name, label, _)| *name == "SQLite" && *label == builds[0].label)
+        .map_or(0.0, |(_, _, runs)| median(&runs.rates.drains));
     table.push(format!(
         "| 6 | deliveries per second by store, delivering (published while the receiver held, \
          then released), each store on a fresh server | {} | SQLite ≥ 10,000/s | {} |",
-        list(&delivering),
+        listed(&|r| {
+            let rate = median(&r.rates.drains);
+            format!("{rate:.0}/s ({})", ceilings.ratios(rate))
+        }),
         verdict(sqlite >= 10_000.0)
     ));
     table.push(format!(
         "| 6 | by store, publishing and delivering at once, first publish to last delivery | {} | | |",
-        list(&at_once)
+        listed(&|r| {
+            let rate = median(&r.rates.flocks);
+            format!("{rate:.0}/s ({})", ceilings.ratios(rate))
+        })
     ));
     table.push(format!(
         "| 6 | publish latency p50 by store, without / with a webhook (one at a time, interleaved) | {} | ≤ 1.05 | |",
-        latency
-            .iter()
-            .map(|(name, without, with)| format!(
-                "{name} {without:.0} / {with:.0} µs, ratio {:.3}",
-                with / without
-            ))
-            .collect::<Vec<_>>()
-            .join("; ")
+        listed(&|r| {
+            let (without, with) = (median(&r.without50), median(&r.with50));
+            format!("{without:.0} / {with:.0} µs, ratio {:.3}", with / without)
+        })
     ));
     table.push(format!(
         "| 6 | flock-api CPU time per delivery by store: publish (while held) and deliver; at once | {} | | |",
-        cpu.iter()
-            .map(|(name, a, b)| format!("{name} {a:.0} µs, {b:.0} µs"))
-            .collect::<Vec<_>>()
-            .join("; ")
+        listed(&|r| format!(
+            "{:.0} µs, {:.0} µs",
+            median(&r.rates.drain_cpu),
+            median(&r.rates.flock_cpu)
+        ))
     ));
+    if builds.len() > 1 {
+        let mut figures = Vec::new();
+        for pair in measured.chunks(2) {
+            if let [(name, _, new), (_, _, old)] = pair {
+                figures.push((
+                    format!("{name} delivering /s"),
+                    median(&new.rates.drains),
+                    median(&old.rates.drains),
+                ));
+                figures.push((
+                    format!("{name} at once /s"),
+                    median(&new.rates.flocks),
+                    median(&old.rates.flocks),
+                ));
+                figures.push((
+                    format!("{name} CPU µs per delivery at once"),
+                    median(&new.rates.flock_cpu),
+                    median(&old.rates.flock_cpu),
+                ));
+                figures.push((
+                    format!("{name} publish p50 µs with a webhook"),
+                    median(&new.with50),
+                    median(&old.with50),
+                ));
+            }
+        }
+        comparison(table, "6", &figures);
+    }
     Ok(())
 }
 
 /// 3: publish latency with and without a webhook, interleaved.
 async fn publish_latency(
     plan: &Plan,
-    api: &str,
+    targets: &[Target],
     receiver: &Receiver,
     table: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let (mut with50, mut with99, mut without50, mut without99) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Per build: p50 and p99 with, p50 and p99 without.
+    let mut figures: Vec<[Vec<f64>; 4]> = targets.iter().map(|_| Default::default()).collect();
     for run in 1..=plan.runs {
-        let (mut with, mut without) = measure::publish_latency(api, receiver, plan.samples).await?;
-        let (w50, w99) = (percentile(&mut with, 50.0), percentile(&mut with, 99.0));
-        let (n50, n99) = (
-            percentile(&mut without, 50.0),
-            percentile(&mut without, 99.0),
-        );
-        println!(
-            "publish latency run {run}: with webhook p50 {w50:.0} µs p99 {w99:.0} µs; \
-             without p50 {n50:.0} µs p99 {n99:.0} µs; ratio p50 {:.3}",
-            w50 / n50
-        );
-        with50.push(w50);
-        with99.push(w99);
-        without50.push(n50);
-        without99.push(n99);
+        for (target, [with50, with99, without50, without99]) in
+            in_turn(run, targets.iter().zip(&mut figures))
+        {
+            let (mut with, mut without) =
+                measure::publish_latency(&target.api, receiver, plan.samples).await?;
+            let (w50, w99) = (percentile(&mut with, 50.0), percentile(&mut with, 99.0));
+            let (n50, n99) = (
+                percentile(&mut without, 50.0),
+                percentile(&mut without, 99.0),
+            );
+            println!(
+                "publish latency run {run}{}: with webhook p50 {w50:.0} µs p99 {w99:.0} µs; \
+                 without p50 {n50:.0} µs p99 {n99:.0} µs; ratio p50 {:.3}",
+                target.tag(),
+                w50 / n50
+            );
+            with50.push(w50);
+            with99.push(w99);
+            without50.push(n50);
+            without99.push(n99);
+        }
     }
-    let (w50, w99, n50, n99) = (
-        median(&with50),
-        median(&with99),
-        median(&without50),
-        median(&without99),
-    );
-    table.push(format!(
-        "| 3 | publish latency without a webhook (one at a time, interleaved) | p50 {n50:.0} µs, p99 {n99:.0} µs | | |"
-    ));
-    table.push(format!(
-        "| 3 | publish latency with a webhook (one at a time, interleaved) | p50 {w50:.0} µs, p99 {w99:.0} µs; ratio \
-         p50 {:.3}, p99 {:.3} | p50 ≤ 1.05 | {} |",
-        w50 / n50,
-        w99 / n99,
-        verdict(w50 / n50 <= 1.05)
-    ));
+    for (target, [with50, with99, without50, without99]) in targets.iter().zip(&figures) {
+        let (w50, w99, n50, n99) = (
+            median(with50),
+            median(with99),
+            median(without50),
+            median(without99),
+        );
+        let tag = target.tag();
+        table.push(format!(
+            "| 3 | publish latency without a webhook (one at a time, interleaved){tag} | p50 {n50:.0} µs, p99 {n99:.0} µs | | |"
+        ));
+        table.push(format!(
+            "| 3 | publish latency with a webhook (one at a time, interleaved){tag} | p50 {w50:.0} µs, p99 {w99:.0} µs; ratio \
+             p50 {:.3}, p99 {:.3} | p50 ≤ 1.05 | {} |",
+            w50 / n50,
+            w99 / n99,
+            verdict(w50 / n50 <= 1.05)
+        ));
+    }
+    if let [new, old] = figures.as_slice() {
+        comparison(
+            table,
+            "3",
+            &[
+                (
+                    "p50 µs without a webhook".to_owned(),
+                    median(&new[2]),
+                    median(&old[2]),
+                ),
+                (
+                    "p50 µs with a webhook".to_owned(),
+                    median(&new[0]),
+                    median(&old[0]),
+                ),
+            ],
+        );
+    }
     Ok(())
 }
 
@@ -517,40 +904,66 @@ async fn publish_latency(
 async fn fixed_rate(
     plan: &Plan,
     client: &reqwest::Client,
-    api: &str,
+    targets: &[Target],
     receiver: &Receiver,
     table: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let (mut p50s, mut p95s, mut p99s, mut rates) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Per build: p50, p95, p99 and the achieved rate of each run.
+    let mut figures: Vec<[Vec<f64>; 4]> = targets.iter().map(|_| Default::default()).collect();
     for run in 1..=plan.runs.min(3) {
-        let mut fixed = measure::fixed_rate(client, api, receiver, plan.rate, plan.seconds).await?;
-        let l = &mut fixed.latencies_ms;
-        let (p50, p95, p99, max) = (
-            percentile(l, 50.0),
-            percentile(l, 95.0),
-            percentile(l, 99.0),
-            percentile(l, 100.0),
-        );
-        println!(
-            "fixed rate run {run}: {:.0} sent/s, {} latencies: p50 {p50:.2} ms p95 {p95:.2} ms \
-             p99 {p99:.2} ms max {max:.2} ms",
-            fixed.sent_per_sec,
-            l.len()
-        );
-        p50s.push(p50);
-        p95s.push(p95);
-        p99s.push(p99);
-        rates.push(fixed.sent_per_sec);
+        for (target, [p50s, p95s, p99s, rates]) in in_turn(run, targets.iter().zip(&mut figures)) {
+            let mut fixed =
+                measure::fixed_rate(client, &target.api, receiver, plan.rate, plan.seconds).await?;
+            let l = &mut fixed.latencies_ms;
+            let (p50, p95, p99, max) = (
+                percentile(l, 50.0),
+                percentile(l, 95.0),
+                percentile(l, 99.0),
+                percentile(l, 100.0),
+            );
+            println!(
+                "fixed rate run {run}{}: {:.0} sent/s, {} latencies: p50 {p50:.2} ms p95 \
+                 {p95:.2} ms p99 {p99:.2} ms max {max:.2} ms",
+                target.tag(),
+                fixed.sent_per_sec,
+                l.len()
+            );
+            p50s.push(p50);
+            p95s.push(p95);
+            p99s.push(p99);
+            rates.push(fixed.sent_per_sec);
+        }
     }
-    let (p50, p95, p99) = (median(&p50s), median(&p95s), median(&p99s));
-    table.push(format!(
-        "| 4 | creation → receiver 2xx, {}/s open loop ({:.0}/s achieved) | p50 {p50:.2} ms, \
-         p95 {p95:.2} ms, p99 {p99:.2} ms | p99 < 10 ms | {} |",
-        plan.rate,
-        median(&rates),
-        verdict(p99 < 10.0)
-    ));
+    for (target, [p50s, p95s, p99s, rates]) in targets.iter().zip(&figures) {
+        let (p50, p95, p99) = (median(p50s), median(p95s), median(p99s));
+        table.push(format!(
+            "| 4 | creation → receiver 2xx, {}/s open loop ({:.0}/s achieved){} | p50 {p50:.2} ms, \
+             p95 {p95:.2} ms, p99 {p99:.2} ms | p99 < 10 ms | {} |",
+            plan.rate,
+            median(rates),
+            target.tag(),
+            verdict(p99 < 10.0)
+        ));
+    }
+    if let [new, old] = figures.as_slice() {
+        // In microseconds, so the comparison's whole numbers keep their precision.
+        comparison(
+            table,
+            "4",
+            &[
+                (
+                    "p50 µs".to_owned(),
+                    median(&new[0]) * 1e3,
+                    median(&old[0]) * 1e3,
+                ),
+                (
+                    "p99 µs".to_owned(),
+                    median(&new[2]) * 1e3,
+                    median(&old[2]) * 1e3,
+                ),
+            ],
+        );
+    }
     Ok(())
 }
 
@@ -593,13 +1006,8 @@ async fn memory(
             let config = ServerConfig {
                 store_url: format!("sqlite://{}", dir.path().join("flock.db").display()),
                 ..server_config()
-            }
-            .write(&dir)?;
-            let binary = binary.to_path_buf();
-            tokio::task::spawn_blocking(move || {
-                ServerProcess::spawn(&binary, &config, Duration::from_secs(60))
-            })
-            .await??
+            };
+            start_with(binary.to_path_buf(), config, &dir).await?
         }
     };
     let api_url = format!("http://{}", server.address());

@@ -54,6 +54,18 @@ pub(crate) struct Prepared {
     headers: HeaderMap,
 }
 
+impl Prepared {
+    /// The body.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The headers.
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
+
 /// `n` webhook bodies as Flock renders them (1 KiB payload), each with the headers of an
 /// attempt, both signatures included: what the plain client posts for the ceiling.
 pub(crate) fn signed_webhooks(n: usize) -> anyhow::Result<Vec<Prepared>> {

@@ -1,0 +1,318 @@
+//! The schema types of what the routes answer (`crate::openapi::PublishResponseDoc`, ...): each
+//! describes the JSON of one answer, field by field, for the OpenAPI document. What clients send
+//! is in `input.rs`.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use super::input::{TagDoc, TypeNameDoc};
+use crate::error::ErrorCode;
+
+/// `202` answer of a publish.
+#[derive(ToSchema)]
+#[schema(as = PublishResponse)]
+pub(crate) struct PublishResponseDoc {
+    /// Always `accepted`.
+    #[schema(pattern = "^accepted$")]
+    status: String,
+    /// The new workflow's id; `/api/v1/correlations/{id}/...` follow it.
+    correlation_id: uuid::Uuid,
+}
+
+/// An artifact.
+#[derive(ToSchema)]
+#[schema(as = Artifact)]
+pub(crate) struct ArtifactDoc {
+    id: uuid::Uuid,
+    #[schema(rename = "type")]
+    type_name: TypeNameDoc,
+    #[schema(value_type = Object)]
+    payload: Value,
+    /// `external` for client requests, else the agent that published it.
+    produced_by: String,
+    correlation_id: uuid::Uuid,
+    /// Sorted and unique.
+    tags: Vec<TagDoc>,
+    /// UTC, microseconds.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// Answer of the sync publish.
+#[derive(ToSchema)]
+#[schema(as = SyncPublishResponse)]
+pub(crate) struct SyncResponseDoc {
+    correlation_id: uuid::Uuid,
+    /// In publication order, narrowed by the request's filters.
+    artifacts: Vec<ArtifactDoc>,
+    /// Whether the workflow went idle before the timeout.
+    completed: bool,
+    duration_ms: u64,
+}
+
+/// Page metadata.
+#[derive(ToSchema)]
+#[schema(as = Pagination)]
+pub(crate) struct PaginationDoc {
+    limit: usize,
+    offset: usize,
+    /// Matches in all, not only on this page.
+    total: u64,
+}
+
+/// A page of artifacts.
+#[derive(ToSchema)]
+#[schema(as = ArtifactPage)]
+pub(crate) struct ArtifactPageDoc {
+    items: Vec<ArtifactDoc>,
+    pagination: PaginationDoc,
+}
+
+/// A stable, machine-readable error code.
+pub(crate) struct ErrorCodeDoc;
+
+impl PartialSchema for ErrorCodeDoc {
+    fn schema() -> RefOr<Schema> {
+        let described = ErrorCode::ALL
+            .iter()
+            .map(|c| {
+                format!(
+                    "- `{}` ({}): {}",
+                    c.as_str(),
+                    c.status().as_u16(),
+                    c.describe()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(format!(
+                "What went wrong, one code per cause; each route lists the codes it answers \
+                 with.\n\n{described}"
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCodeDoc {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
+    }
+}
+
+/// The error body of every error answer.
+#[derive(ToSchema)]
+#[schema(as = ErrorBody)]
+pub(crate) struct ErrorBodyDoc {
+    error: ErrorDetailDoc,
+}
+
+/// The inside of the error body.
+#[derive(ToSchema)]
+#[schema(as = ErrorDetail)]
+pub(crate) struct ErrorDetailDoc {
+    code: ErrorCodeDoc,
+    /// A sentence for people.
+    message: String,
+    /// The offending field or parameter, such as `webhook.url` or `limit`, when one is to
+    /// blame; absent otherwise.
+    #[schema(nullable = false)]
+    field: Option<String>,
+}
+
+/// How a workflow stands.
+#[derive(ToSchema)]
+#[schema(as = WorkflowState, rename_all = "snake_case")]
+pub(crate) enum WorkflowStateDoc {
+    /// Agent runs are queued or running, or an artifact is being published.
+    Active,
+    /// Idle, and no error was recorded.
+    Completed,
+    /// Idle, with at least one recorded error.
+    Failed,
+}
+
+/// An error recorded on a workflow.
+#[derive(ToSchema)]
+#[schema(as = RecordedError)]
+pub(crate) struct RecordedErrorDoc {
+    /// What kind of error, such as `failed`, `timeout` or `panic`.
+    kind: String,
+    /// The agent it concerns; absent when none.
+    #[schema(nullable = false)]
+    agent: Option<String>,
+    message: String,
+    #[schema(format = DateTime)]
+    at: String,
+}
+
+/// A workflow's status.
+#[derive(ToSchema)]
+#[schema(as = CorrelationStatus)]
+pub(crate) struct CorrelationStatusDoc {
+    correlation_id: uuid::Uuid,
+    state: WorkflowStateDoc,
+    artifact_count: u64,
+    error_count: u64,
+    pending_runs: u64,
+    #[schema(format = DateTime)]
+    started_at: String,
+    #[schema(format = DateTime)]
+    last_activity_at: String,
+    errors: Vec<RecordedErrorDoc>,
+}
+
+/// What went wrong in an attempt.
+#[derive(ToSchema)]
+#[schema(as = AttemptErrorKind, rename_all = "snake_case")]
+pub(crate) enum AttemptErrorKindDoc {
+    /// The receiver answered with a status other than 2xx.
+    HttpStatus,
+    /// No connection could be made.
+    Connect,
+    /// The attempt took longer than its timeout.
+    Timeout,
+    /// The SSRF guard refused the destination address.
+    Blocked,
+    /// Any other failure.
+    Other,
+}
+
+/// One attempt of a delivery.
+#[derive(ToSchema)]
+#[schema(as = Attempt)]
+pub(crate) struct AttemptDoc {
+    number: u32,
+    #[schema(format = DateTime)]
+    started_at: String,
+    /// The receiver's status code, if it answered.
+    status_code: Option<u16>,
+    /// `null` for a 2xx.
+    error_kind: Option<AttemptErrorKindDoc>,
+    /// What went wrong, in words; `null` for a 2xx.
+    error: Option<String>,
+    duration_ms: u64,
+}
+
+/// Where a delivery stands.
+#[derive(ToSchema)]
+#[schema(as = DeliveryState, rename_all = "snake_case")]
+pub(crate) enum DeliveryStateDoc {
+    /// Waiting for an attempt, or being attempted.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Given up; `failure` says why.
+    Failed,
+}
+
+/// Why a delivery was given up.
+#[derive(ToSchema)]
+#[schema(as = DeliveryFailure, rename_all = "snake_case")]
+pub(crate) enum DeliveryFailureDoc {
+    /// Every attempt failed.
+    Exhausted,
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// The SSRF guard refused the destination.
+    Blocked,
+}
+
+/// One webhook delivery.
+#[derive(ToSchema)]
+#[schema(as = Delivery)]
+pub(crate) struct DeliveryDoc {
+    /// Also the `webhook-id` header.
+    id: uuid::Uuid,
+    correlation_id: uuid::Uuid,
+    artifact_id: uuid::Uuid,
+    sequence: u64,
+    /// Without query or fragment.
+    url: String,
+    state: DeliveryStateDoc,
+    /// `null` unless failed.
+    failure: Option<DeliveryFailureDoc>,
+    attempts: Vec<AttemptDoc>,
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    completed_at: Option<String>,
+}
+
+/// A workflow's deliveries.
+#[derive(ToSchema)]
+#[schema(as = Deliveries)]
+pub(crate) struct DeliveriesDoc {
+    correlation_id: uuid::Uuid,
+    /// In sequence order, each with its attempts; never a secret.
+    deliveries: Vec<DeliveryDoc>,
+}
+
+/// How an agent is implemented.
+#[derive(ToSchema)]
+#[schema(as = AgentKind, rename_all = "snake_case")]
+pub(crate) enum AgentKindDoc {
+    /// Rust code.
+    Rust,
+    /// A program spawned for each run.
+    Command,
+    /// An HTTP endpoint POSTed to for each run.
+    Http,
+    /// A chat model behind an OpenAI-compatible server, asked for the declared types.
+    Llm,
+}
+
+/// An agent.
+#[derive(ToSchema)]
+#[schema(as = AgentInfo)]
+pub(crate) struct AgentInfoDoc {
+    name: String,
+    kind: AgentKindDoc,
+    consumes: Vec<TypeNameDoc>,
+    publishes: Vec<TypeNameDoc>,
+    timeout_ms: u64,
+}
+
+/// The agents.
+#[derive(ToSchema)]
+#[schema(as = Agents)]
+pub(crate) struct AgentsDoc {
+    agents: Vec<AgentInfoDoc>,
+}
+
+/// Health.
+#[derive(ToSchema)]
+#[schema(as = Health)]
+pub(crate) struct HealthDoc {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    status: String,
+    version: String,
+    deliveries_pending: u64,
+    deliveries_in_flight: u64,
+}
+
+/// A declared artifact type.
+#[derive(ToSchema)]
+#[schema(as = DeclaredType)]
+pub(crate) struct TypeDoc {
+    name: TypeNameDoc,
+    /// Its JSON Schema, as configured; every payload of the type must match it.
+    #[schema(value_type = Object)]
+    schema: Value,
+}
+
+/// The declared types, in declaration order.
+#[derive(ToSchema)]
+#[schema(as = Types)]
+pub(crate) struct TypesDoc {
+    types: Vec<TypeDoc>,
+}
