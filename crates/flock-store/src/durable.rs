@@ -136,19 +136,17 @@ impl<B: Backend> Durable<B> {
         })
     }
 
-    /// The backend, for a read.
-    fn backend(&self) -> Arc<B> {
-        Arc::clone(&self.backend)
-    }
-
-    /// Runs `read` on the store's runtime (whose I/O driver owns the connections); `what`
-    /// names it in an error.
-    async fn read<T: Send + 'static>(
+    /// Runs `read` of the backend on the store's runtime (whose I/O driver owns the
+    /// connections); `what` names it in an error.
+    async fn read<T: Send + 'static, F>(
         &self,
         what: &str,
-        read: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
-    ) -> Result<T, Failure> {
-        match self.runtime.spawn(read).await {
+        read: impl FnOnce(Arc<B>) -> F,
+    ) -> Result<T, Failure>
+    where
+        F: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    {
+        match self.runtime.spawn(read(Arc::clone(&self.backend))).await {
             Ok(result) => result.map_err(|e| Failure::database(what, e)),
             Err(e) => Err(Failure::new(format!(
                 "{what}: the read did not finish: {e}"
@@ -230,48 +228,43 @@ async fn writer<B: Backend>(
 /// write fails alone.
 async fn commit<B: Backend>(backend: &B, mut ops: Vec<Op>, notify: &Notify) {
     let count = ops.len();
-    let wake = match backend.write(&mut ops).await {
-        Ok(()) => answer(ops),
-        Err(err) if count == 1 => {
-            if let Some(op) = ops.pop() {
-                let failure = backend.explain(&op, err).await;
-                op.fail(failure);
-            }
-            false
-        }
+    let mut wake = false;
+    match backend.write(&mut ops).await {
+        Ok(()) => wake = answer(ops),
+        Err(err) if count == 1 => fail(backend, ops, err, false).await,
         Err(err) => {
             debug!(error = %err, writes = count, "a batch of writes failed; applying them one at a time");
-            let mut wake = false;
             for mut op in ops {
                 op.outcome = None;
                 let mut one = vec![op];
                 match backend.write(&mut one).await {
                     Ok(()) => wake |= answer(one),
-                    Err(err) => {
-                        if let Some(op) = one.pop() {
-                            let failure = backend.explain(&op, err).await;
-                            if let OpError::Backend(failure) = &failure {
-                                error!(error = %failure, "a storage write failed");
-                            }
-                            op.fail(failure);
-                        }
-                    }
+                    Err(err) => fail(backend, one, err, true).await,
                 }
             }
-            wake
         }
-    };
+    }
     if wake {
         notify.notify_one();
     }
 }
 
+/// Answers each of `ops` (committed) with its outcome; returns whether one may give the
+/// dispatcher something to do.
 fn answer(ops: Vec<Op>) -> bool {
-    let mut wake = false;
-    for op in ops {
-        wake |= op.answer_committed();
+    ops.into_iter().fold(false, |wake, op| op.answer_committed() | wake)
+}
+
+/// Answers the one write of `ops`, which failed alone with `err`, with why; a database failure
+/// is logged when `log`.
+async fn fail<B: Backend>(backend: &B, mut ops: Vec<Op>, err: sqlx::Error, log: bool) {
+    if let Some(op) = ops.pop() {
+        let failure = backend.explain(&op, err).await;
+        if let (true, OpError::Backend(failure)) = (log, &failure) {
+            error!(error = %failure, "a storage write failed");
+        }
+        op.fail(failure);
     }
-    wake
 }
 
 #[async_trait]
@@ -293,14 +286,12 @@ impl<B: Backend> ArtifactStore for Durable<B> {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {
-        Ok(self
-            .read("cannot read an artifact", self.backend().get(id))
-            .await?)
+        Ok(self.read("cannot read an artifact", |b| b.get(id)).await?)
     }
 
     async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
-        let read = self.backend().query(query.clone());
-        Ok(self.read("cannot query artifacts", read).await?)
+        let query = query.clone();
+        Ok(self.read("cannot query artifacts", |b| b.query(query)).await?)
     }
 }
 
@@ -392,30 +383,20 @@ impl<B: Backend> Outbox for Durable<B> {
     }
 
     async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError> {
-        Ok(self
-            .read(
-                "cannot list a workflow's deliveries",
-                self.backend().deliveries(correlation_id),
-            )
-            .await?)
+        let what = "cannot list a workflow's deliveries";
+        Ok(self.read(what, |b| b.deliveries(correlation_id)).await?)
     }
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
-        Ok(self
-            .read("cannot read a delivery", self.backend().delivery(id))
-            .await?)
+        Ok(self.read("cannot read a delivery", |b| b.delivery(id)).await?)
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
-        Ok(self
-            .read("cannot read the next due time", self.backend().next_due())
-            .await?)
+        Ok(self.read("cannot read the next due time", B::next_due).await?)
     }
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
-        Ok(self
-            .read("cannot count deliveries", self.backend().counts())
-            .await?)
+        Ok(self.read("cannot count deliveries", B::counts).await?)
     }
 
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {

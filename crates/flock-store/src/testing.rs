@@ -7,7 +7,7 @@ use std::str::FromStr as _;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _};
 
-use crate::url::{PostgresUrl, StoreUrl};
+use crate::url::StoreUrl;
 
 /// The environment variable naming a Postgres server for tests, such as
 /// `postgres://postgres@127.0.0.1:5432/postgres`. Tests that need Postgres are skipped (and say
@@ -76,14 +76,6 @@ impl PostgresTestDatabase {
         match &self.url {
             StoreUrl::Postgres(pg) => pg.expose().to_owned(),
             other => other.to_string(),
-        }
-    }
-
-    /// The database's URL as a [`PostgresUrl`].
-    pub fn postgres_url(&self) -> Option<&PostgresUrl> {
-        match &self.url {
-            StoreUrl::Postgres(pg) => Some(pg),
-            _ => None,
         }
     }
 }

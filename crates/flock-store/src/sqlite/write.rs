@@ -16,7 +16,7 @@ use crate::sql::rows::{bad, from_micros, micros};
 
 /// A batch's writes, statement after statement:
 ///
-/// 1. the artifacts of `$1`;
+/// 1. the artifacts of `$1` (their columns by name);
 /// 2. the deliveries of `$4`, created and due at `$3`, each body `body_len` bytes at `body_at`
 ///    (from 1) of the blob `$2`;
 /// 3. of the records of `$5`, the deliveries whose lease is still the record's token: the
@@ -88,18 +88,6 @@ DELETE FROM deliveries WHERE id IN ( \
     ORDER BY completed_at, id LIMIT $2); \
 SELECT changes()";
 
-/// An artifact in the `$1` array.
-#[derive(Serialize)]
-struct ArtifactJson<'a> {
-    id: Uuid,
-    type_name: &'a str,
-    payload: &'a str,
-    produced_by: &'a str,
-    correlation_id: Uuid,
-    tags: &'a str,
-    created_at: i64,
-}
-
 /// A delivery in the `$4` array.
 #[derive(Serialize)]
 struct DeliveryJson<'a> {
@@ -137,17 +125,6 @@ pub(super) async fn batch(
     batch: &Batch<'_>,
     alone: bool,
 ) -> Result<Answer, sqlx::Error> {
-    let artifacts: Vec<ArtifactJson<'_>> = (batch.artifacts.iter())
-        .map(|a| ArtifactJson {
-            id: a.id,
-            type_name: &a.type_name,
-            payload: &a.payload,
-            produced_by: &a.produced_by,
-            correlation_id: a.correlation_id,
-            tags: &a.tags,
-            created_at: micros(a.created_at),
-        })
-        .collect();
     let mut bodies: Vec<u8> = Vec::new();
     let mut deliveries = Vec::with_capacity(batch.deliveries.len());
     for d in &batch.deliveries {
@@ -182,7 +159,7 @@ pub(super) async fn batch(
         .collect();
     let claim = batch.claim;
     let rows = sqlx::query(if alone { &BATCH_ALONE } else { BATCH })
-        .bind(json(&artifacts)?)
+        .bind(json(&batch.artifacts)?)
         .bind(bodies)
         .bind(micros(batch.now))
         .bind(json(&deliveries)?)
