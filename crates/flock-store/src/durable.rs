@@ -252,7 +252,8 @@ async fn commit<B: Backend>(backend: &B, mut ops: Vec<Op>, notify: &Notify) {
 /// Answers each of `ops` (committed) with its outcome; returns whether one may give the
 /// dispatcher something to do.
 fn answer(ops: Vec<Op>) -> bool {
-    ops.into_iter().fold(false, |wake, op| op.answer_committed() | wake)
+    ops.into_iter()
+        .fold(false, |wake, op| op.answer_committed() | wake)
 }
 
 /// Answers the one write of `ops`, which failed alone with `err`, with why; a database failure
@@ -291,7 +292,9 @@ impl<B: Backend> ArtifactStore for Durable<B> {
 
     async fn query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
         let query = query.clone();
-        Ok(self.read("cannot query artifacts", |b| b.query(query)).await?)
+        Ok(self
+            .read("cannot query artifacts", |b| b.query(query))
+            .await?)
     }
 }
 
@@ -388,11 +391,15 @@ impl<B: Backend> Outbox for Durable<B> {
     }
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
-        Ok(self.read("cannot read a delivery", |b| b.delivery(id)).await?)
+        Ok(self
+            .read("cannot read a delivery", |b| b.delivery(id))
+            .await?)
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
-        Ok(self.read("cannot read the next due time", B::next_due).await?)
+        Ok(self
+            .read("cannot read the next due time", B::next_due)
+            .await?)
     }
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {

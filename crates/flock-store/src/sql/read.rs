@@ -175,8 +175,8 @@ where
         let url: String = row.try_get("url")?;
         // Stored by whichever build accepted it: an earlier one may have taken a URL that
         // requests may no longer give.
-        let url = WebhookUrl::from_stored(&url)
-            .map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
+        let url =
+            WebhookUrl::from_stored(&url).map_err(|e| bad(format!("delivery {id}: url: {e}")))?;
         let state = parse_state(&row.try_get::<String, _>("state")?)?;
         let failure: Option<String> = row.try_get("failure")?;
         let leased = row.try_get::<Option<i64>, _>("lease_token")?.is_some();
