@@ -205,3 +205,54 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
     assert!(!message.contains("abc123"), "{message}");
     assert!(!format!("{agent:?} {error:?}").contains("abc123"));
 }
+
+#[tokio::test]
+async fn https_base_urls_are_spoken_to_in_tls() {
+    // A hosted provider is reached over `https`: what the agent sends first to such a URL is a
+    // TLS ClientHello (a handshake record, naming the host for SNI), not plain HTTP. The
+    // listener here cannot complete the handshake, so the call fails, naming the URL.
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first_bytes = tokio::spawn(async move {
+        let read_hello = async {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut hello = vec![0u8; 512];
+            let read = socket.read(&mut hello).await.unwrap();
+            hello.truncate(read);
+            hello
+        };
+        tokio::time::timeout(Duration::from_secs(10), read_hello)
+            .await
+            .expect("the agent connected and wrote within 10 s")
+    });
+    let error = agent(
+        spec(&format!("https://localhost:{port}/v1"), 64),
+        quick_policy(0),
+    )
+    .run(context("planner"), vec![idea("Learn to juggle")])
+    .await
+    .unwrap_err();
+    let hello = first_bytes.await.unwrap();
+    assert!(hello.len() > 5, "{hello:?}");
+    assert_eq!(
+        hello[0],
+        0x16,
+        "a TLS handshake record, not `{}`",
+        String::from_utf8_lossy(&hello)
+    );
+    assert_eq!(hello[1], 0x03, "TLS record version");
+    assert!(
+        hello.windows(b"localhost".len()).any(|w| w == b"localhost"),
+        "the ClientHello names the host"
+    );
+    let AgentError::Http(message) = &error else {
+        panic!("expected an HTTP error, got {error:?}");
+    };
+    assert!(
+        message.contains(&format!(
+            "POST https://localhost:{port}/v1/chat/completions"
+        )),
+        "{message}"
+    );
+}
