@@ -42,7 +42,11 @@ where
             .pop();
         let mut conn = match kept {
             Some((conn, since)) if since.elapsed() < KEEP_IDLE => conn,
-            _ => self.writer.acquire().await?,
+            stale => {
+                // Back to the pool first, to be tested: the pool may have no other.
+                drop(stale);
+                self.writer.acquire().await?
+            }
         };
         Self::apply(&mut conn, ops).await?;
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);

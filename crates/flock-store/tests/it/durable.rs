@@ -95,3 +95,27 @@ async fn a_closed_store_refuses_writes_and_reopens(place: &Place) {
     again.close().await;
 }
 on_durable_backends!(a_closed_store_refuses_writes_and_reopens);
+
+/// A writer connection left unused goes back to its pool before the writer asks the pool for
+/// one (the pool may have no other): a write after a pause answers at once.
+async fn a_write_after_a_pause_answers_at_once(place: &Place) {
+    let store = place.open().await;
+    let outbox = store.outbox();
+    let cid = Uuid::now_v7();
+    for sequence in 1..=3 {
+        let a = artifact(cid, "Idea");
+        let started = std::time::Instant::now();
+        let written = outbox.enqueue(vec![delivery(&a, sequence)]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), written)
+            .await
+            .expect("the write answers within 5 s")
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Longer than a writer keeps its connection unused.
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    }
+    assert_eq!(outbox.deliveries(cid).await.unwrap().len(), 3);
+    store.close().await;
+}
+
+on_durable_backends!(a_write_after_a_pause_answers_at_once);
