@@ -67,13 +67,16 @@ where
         } = &op.input
             && duplicate
         {
+            // A failed lookup says no.
+            let holds =
+                async |table, id| matches!(Self::exists(&self.readers, table, id).await, Ok(true));
             if let Some(a) = artifact
-                && self.holds("artifacts", a.id).await
+                && holds("artifacts", a.id).await
             {
                 return OpError::Refused(Refusal::DuplicateArtifact(a.id));
             }
             for d in deliveries {
-                if self.holds("deliveries", d.id).await {
+                if holds("deliveries", d.id).await {
                     return OpError::Refused(Refusal::DuplicateDelivery(d.id));
                 }
             }
@@ -164,8 +167,10 @@ where
                         None if in_batch => continue,
                         // Why it did not apply (a lease that cannot be looked up is as good as
                         // lost).
-                        _ => Err((Self::lost_or_unknown(conn, id).await)
-                            .unwrap_or(Refusal::LeaseLost(id))),
+                        _ => Err(match Self::exists(&mut *conn, "deliveries", id).await {
+                            Ok(false) => Refusal::UnknownDelivery(id),
+                            _ => Refusal::LeaseLost(id),
+                        }),
                     };
                     match then_claim {
                         None => recorded.map(|()| Done::Applied),
@@ -247,25 +252,14 @@ where
         }))
     }
 
-    /// Why a record of delivery `id` did not apply.
-    async fn lost_or_unknown(conn: &mut D::Connection, id: Uuid) -> Result<Refusal, sqlx::Error> {
-        let exists = sqlx::query("SELECT 1 FROM deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        Ok(match exists {
-            Some(_) => Refusal::LeaseLost(id),
-            None => Refusal::UnknownDelivery(id),
-        })
-    }
-
-    /// Whether `table` holds a row with this id (a failed lookup says no).
-    async fn holds(&self, table: &str, id: Uuid) -> bool {
+    /// Whether `table` holds a row with this id, looked up through `on`.
+    async fn exists<'c>(
+        on: impl Executor<'c, Database = D>,
+        table: &str,
+        id: Uuid,
+    ) -> Result<bool, sqlx::Error> {
         let select = format!("SELECT 1 FROM {table} WHERE id = $1");
-        let found = sqlx::query(&select)
-            .bind(id)
-            .fetch_optional(&self.readers)
-            .await;
-        matches!(found, Ok(Some(_)))
+        let found = sqlx::query(&select).bind(id).fetch_optional(on).await?;
+        Ok(found.is_some())
     }
 }

@@ -1,7 +1,7 @@
 //! Opening an SQLite store: the file, created private if needed, checked and migrated; then the
 //! writer, the readers and the checkpointer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ const WRITER_CHECKPOINT_PAGES: &str = "16384";
 /// Opens (creating it if needed, readable and writable by its owner only) and migrates the
 /// database at `path`, and starts its writer.
 pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sql<Sqlite>>>, OpenError> {
-    let absolute = absolute(path);
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let shown = absolute.display().to_string();
     let fail = |e: &dyn std::fmt::Display| OpenError::Sqlite {
         path: shown.clone(),
@@ -111,15 +111,6 @@ async fn checkpoint(mut conn: SqliteConnection, mut stopped: watch::Receiver<boo
         }
     }
     let _ = conn.close().await;
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    std::env::current_dir()
-        .map(|dir| dir.join(path))
-        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Creates the file if it does not exist, readable and writable by its owner only: it holds
