@@ -524,3 +524,59 @@ async fn openapi_document_lists_every_route() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_and_paths_add_no_metric_series() {
+    let app = TestApp::start(settings()).await;
+    let http_series = |text: &str| -> BTreeSet<String> {
+        parse_metrics(text)
+            .into_iter()
+            .map(|(series, _)| series)
+            .filter(|series| series.starts_with("flock_http_"))
+            .collect()
+    };
+    let invent = |i: usize| reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+    // One invented method on a route and one on no route create the series they fall in.
+    for (i, path) in [(0, "/api/v1/artifacts"), (1, "/no/route/0")] {
+        let answer = app
+            .client
+            .request(invent(i), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!([404, 405].contains(&answer.status().as_u16()), "{path}");
+    }
+    let metrics = |app: &TestApp| {
+        let request = app.client.get(app.url("/metrics"));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    // Reading /metrics counts itself: read it once so its series exist too.
+    metrics(&app).await;
+    let before = http_series(&metrics(&app).await);
+    assert!(
+        before.iter().any(|s| s.contains("method=\"other\"")),
+        "invented methods are labelled other: {before:#?}"
+    );
+    // 10,000 more distinct methods, half on a route and half on distinct paths that name none.
+    for i in 2..10_002 {
+        let path = if i % 2 == 0 {
+            "/api/v1/artifacts".to_owned()
+        } else {
+            format!("/no/route/{i}")
+        };
+        let answer = app
+            .client
+            .request(invent(i), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert!([404, 405].contains(&answer.status().as_u16()), "{path}");
+    }
+    let after = http_series(&metrics(&app).await);
+    assert_eq!(before, after, "invented methods and paths added series");
+    assert!(
+        after
+            .iter()
+            .all(|s| !s.contains("INVENTED") && !s.contains("/no/route"))
+    );
+}
