@@ -114,6 +114,13 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     /// HTTP worker threads; the number of CPUs when absent.
     pub workers: Option<usize>,
+    /// How long a request may take to arrive, headers and body, in milliseconds (30 s by
+    /// default): a slower body is answered 408 `request_timeout` and its connection closed, so
+    /// slow-body connections cannot pile up.
+    pub request_timeout_ms: u64,
+    /// The most connections served at once (10,000 by default), shared evenly among the
+    /// workers; past it new connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -124,6 +131,8 @@ impl Default for ServerSettings {
             body_limit_bytes: 1024 * 1024,
             shutdown_grace_ms: 10_000,
             workers: None,
+            request_timeout_ms: 30_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -429,6 +438,12 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
         }
+        if self.server.request_timeout_ms == 0 {
+            return Err(invalid("server.request_timeout_ms", "must be at least 1"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         if self.server.workers == Some(0) {
             return Err(invalid("server.workers", "must be at least 1 when given"));
         }
@@ -515,6 +530,11 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map(drop)
             .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))
+    }
+
+    /// How long a request may take to arrive (`server.request_timeout_ms`).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.request_timeout_ms)
     }
 
     /// The grace period of a stop.

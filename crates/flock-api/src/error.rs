@@ -40,16 +40,19 @@ pub(crate) enum ErrorCode {
     StorageUnavailable,
     /// The caller's key lacks the scope the route needs.
     Forbidden,
+    /// The request did not arrive within the server's request timeout.
+    RequestTimeout,
 }
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 12] = [
+    pub(crate) const ALL: [ErrorCode; 13] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Validation,
@@ -68,6 +71,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "nothing has this id, or no route has this path",
             ErrorCode::MethodNotAllowed => {
                 "the route has no such method; `Allow` lists its methods"
+            }
+            ErrorCode::RequestTimeout => {
+                "the body did not arrive within the server's request timeout; the connection is closed"
             }
             ErrorCode::Conflict => "the resource is not in a state that allows this",
             ErrorCode::PayloadTooLarge => "the body is larger than the server's limit",
@@ -96,6 +102,7 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -116,6 +123,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StorageUnavailable => "storage_unavailable",
         }

@@ -16,4 +16,5 @@ mod state;
 pub mod telemetry;
 
 pub use app::create_app;
+pub use body::BodyLimit;
 pub use state::AppState;

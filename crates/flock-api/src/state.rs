@@ -22,8 +22,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// Remembered answers of `X-Idempotency-Key` requests.
     pub(crate) idempotency: IdempotencyCache,
-    /// The largest request body accepted, in bytes.
-    pub body_limit: usize,
+    /// How large a request body may be and how long it may take to arrive.
+    pub body_limit: crate::body::BodyLimit,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
 }

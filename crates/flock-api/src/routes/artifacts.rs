@@ -43,6 +43,7 @@ route_errors!(
         MalformedJson,
         InvalidHeader,
         Forbidden,
+        RequestTimeout,
         PayloadTooLarge,
         Validation,
         WebhookAddressRefused,

@@ -580,3 +580,83 @@ async fn invented_methods_and_paths_add_no_metric_series() {
             .all(|s| !s.contains("INVENTED") && !s.contains("/no/route"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_is_cut_off_at_the_request_timeout_while_others_are_served() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = settings();
+    s.server.request_timeout_ms = 1_500;
+    let app = TestApp::start(s).await;
+    let mut slow = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    slow.write_all(
+        b"POST /api/v1/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    // One byte a second, for at most 10 s; meanwhile the server serves others.
+    let trickle = async {
+        for _ in 0..10 {
+            if slow.write_all(b" ").await.is_err() {
+                break;
+            }
+            let health = app.get("/health").await;
+            assert_eq!(health.status(), 200, "others are served meanwhile");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut probe = [0u8; 1];
+            // Stop trickling once the server has answered.
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(1), slow.peek(&mut probe)).await
+            {
+                break;
+            }
+        }
+    };
+    trickle.await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    assert!(elapsed >= Duration::from_millis(1_400), "{elapsed:?}");
+    // Nothing was published.
+    let listed = app.get_json("/api/v1/artifacts").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_maximum_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = settings();
+    s.server.workers = Some(1);
+    s.server.max_connections = 2;
+    let app = TestApp::start(s).await;
+    const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    async fn answered(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 512];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200")
+        )
+    }
+    // Two kept-alive connections fill the server.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        stream.write_all(HEALTH).await.unwrap();
+        assert!(answered(&mut stream, Duration::from_secs(10)).await);
+        held.push(stream);
+    }
+    // A third is accepted by the kernel but not served while they stay open...
+    let mut third = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    third.write_all(HEALTH).await.unwrap();
+    assert!(!answered(&mut third, Duration::from_millis(700)).await);
+    // ...and is served once one of them closes.
+    drop(held.pop());
+    assert!(answered(&mut third, Duration::from_secs(10)).await);
+}
