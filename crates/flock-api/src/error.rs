@@ -42,11 +42,13 @@ pub(crate) enum ErrorCode {
     Forbidden,
     /// The request did not arrive within the server's request timeout.
     RequestTimeout,
+    /// Too much work is queued; try again after `Retry-After`.
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 13] = [
+    pub(crate) const ALL: [ErrorCode; 14] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
         ErrorCode::Forbidden,
@@ -60,6 +62,7 @@ impl ErrorCode {
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::ShuttingDown,
         ErrorCode::StorageUnavailable,
+        ErrorCode::Overloaded,
     ];
 
     /// What the code means, for the OpenAPI document.
@@ -88,6 +91,9 @@ impl ErrorCode {
             }
             ErrorCode::ShuttingDown => "the server is stopping; try another instance or later",
             ErrorCode::StorageUnavailable => "storage failed; the request may be retried",
+            ErrorCode::Overloaded => {
+                "too many agent runs are waiting; nothing was stored, retry after `Retry-After` seconds"
+            }
         }
     }
 
@@ -104,7 +110,7 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable => {
+            ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable | ErrorCode::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -126,6 +132,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }
@@ -137,7 +144,12 @@ pub(crate) struct ApiError {
     code: ErrorCode,
     message: String,
     field: Option<String>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
+
+/// How long a publish refused as `overloaded` is asked to wait: runs take seconds.
+const OVERLOADED_RETRY_SECS: u64 = 1;
 
 impl ApiError {
     /// An error with a code and a message.
@@ -146,7 +158,15 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, asking the client to wait `secs` seconds (`Retry-After`).
+    #[must_use]
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The same error, naming the offending field.
@@ -168,6 +188,7 @@ impl From<ValidationError> for ApiError {
             code: ErrorCode::Validation,
             message: err.to_string(),
             field: err.field_name().map(str::to_owned),
+            retry_after: None,
         }
     }
 }
@@ -211,6 +232,10 @@ impl From<PublishError> for ApiError {
                 ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
             }
             PublishError::InvalidPayload(invalid) => invalid.into(),
+            PublishError::Overloaded { .. } => {
+                ApiError::new(ErrorCode::Overloaded, err.to_string())
+                    .retry_after(OVERLOADED_RETRY_SECS)
+            }
             PublishError::Store { .. } | PublishError::LimitReached { .. } => {
                 ApiError::storage(&err)
             }
@@ -269,7 +294,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(self.body())
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
+        response.json(self.body())
     }
 }
 

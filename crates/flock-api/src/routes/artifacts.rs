@@ -50,6 +50,7 @@ route_errors!(
         IdempotencyKeyReused,
         ShuttingDown,
         StorageUnavailable,
+        Overloaded,
     ]
 );
 

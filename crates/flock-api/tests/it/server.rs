@@ -660,3 +660,75 @@ async fn connections_past_the_maximum_wait_until_one_closes() {
     drop(held.pop());
     assert!(answered(&mut third, Duration::from_secs(10)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_queue_refuses_publishes_with_503_until_it_drains() {
+    let dir = TempDir::new();
+    let mut s = settings();
+    s.agents = vec![transform_agent(&dir, "planner", "Idea", "Plan", 0.4)];
+    s.orchestrator.max_concurrent_runs = 1;
+    s.orchestrator.max_queued_runs = 3;
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    let publish = |n: usize| {
+        let body = json!({"type": "Idea", "payload": {"n": n},
+                          "webhook": {"url": receiver.url, "secret": "s3cret"}});
+        let app = &app;
+        async move { app.post("/api/v1/artifacts", &body).await }
+    };
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    // One run takes the slot and three wait: a publish within the next 20 is refused.
+    for n in 0..20 {
+        let response = publish(n).await;
+        match response.status().as_u16() {
+            202 => {
+                let body: Value = response.json().await.unwrap();
+                accepted.push(body["correlation_id"].as_str().unwrap().to_owned());
+            }
+            503 => {
+                refused = Some(response);
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refused = refused.expect("a publish was refused while the queue was full");
+    assert!(accepted.len() >= 3, "{accepted:?}");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    // Nothing of the refused publish was stored: only the accepted Ideas (and their Plans).
+    let listed = app.get_json("/api/v1/artifacts?type=Idea").await;
+    assert_eq!(listed["pagination"]["total"], accepted.len(), "{listed}");
+    // Once the queue drains, publishes are accepted again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        let response = publish(100).await;
+        if response.status() == 202 {
+            let body: Value = response.json().await.unwrap();
+            break body["correlation_id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(response.status(), 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+    };
+    accepted.push(again);
+    // Nothing accepted is lost: every accepted workflow's Idea and Plan are delivered.
+    for correlation in &accepted {
+        app.deliveries_until(correlation, |d| {
+            d.len() == 2 && d.iter().all(|x| x["state"] == "delivered")
+        })
+        .await;
+    }
+    receiver.stop().await;
+    app.stop().await;
+}
