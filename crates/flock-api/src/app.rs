@@ -25,6 +25,19 @@ pub fn create_app(
 > {
     App::new()
         .app_data(state)
+        // Inside the request log and metrics below, which count its 429s too.
+        .wrap_fn(|req, srv| {
+            let call = match crate::limits::refuse(&req) {
+                None => Ok(srv.call(req)),
+                Some(refused) => Err(req.into_response(refused)),
+            };
+            async move {
+                match call {
+                    Ok(call) => call.await.map(ServiceResponse::map_into_left_body),
+                    Err(refused) => Ok(refused.map_into_right_body()),
+                }
+            }
+        })
         .wrap_fn(|req, srv| {
             let started = Instant::now();
             let method = req.method().clone();

@@ -52,6 +52,9 @@ pub struct Settings {
     /// Agent concurrency, timeouts and the runaway guard.
     #[serde(default)]
     pub orchestrator: OrchestratorConfig,
+    /// The request rate limit per caller (off by default).
+    #[serde(default)]
+    pub limits: LimitsSettings,
     /// The declared artifact types, as `[[types]]` tables (`name`, `schema`): every publish
     /// of one is checked against its JSON Schema, and LLM agents answer in it.
     #[serde(default)]
@@ -59,6 +62,18 @@ pub struct Settings {
     /// The agents, as `[[agents]]` tables.
     #[serde(default)]
     pub agents: Vec<AgentTable>,
+}
+
+/// `[limits]`: a token bucket per caller (its bearer token, or its address without one), off
+/// unless `requests_per_sec` is set. A caller past it is answered 429 `too_many_requests` with
+/// `Retry-After`. `/health` and the OpenAPI document are never limited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSettings {
+    /// Requests a second each caller may make on average; no limit when absent.
+    pub requests_per_sec: Option<u32>,
+    /// Requests a caller may make at once; `requests_per_sec` when absent.
+    pub burst: Option<u32>,
 }
 
 /// `[store]`.
@@ -437,6 +452,21 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
+        }
+        if self.limits.requests_per_sec == Some(0) {
+            return Err(invalid(
+                "limits.requests_per_sec",
+                "must be at least 1 when given (leave it out for no limit)",
+            ));
+        }
+        if self.limits.burst == Some(0) {
+            return Err(invalid("limits.burst", "must be at least 1 when given"));
+        }
+        if self.limits.burst.is_some() && self.limits.requests_per_sec.is_none() {
+            return Err(invalid(
+                "limits.burst",
+                "is only used with limits.requests_per_sec, which is not set",
+            ));
         }
         if self.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be at least 1"));

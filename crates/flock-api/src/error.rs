@@ -44,11 +44,13 @@ pub(crate) enum ErrorCode {
     RequestTimeout,
     /// Too much work is queued; try again after `Retry-After`.
     Overloaded,
+    /// The caller sent more requests than `[limits]` allows; try again after `Retry-After`.
+    TooManyRequests,
 }
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 14] = [
+    pub(crate) const ALL: [ErrorCode; 15] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
         ErrorCode::Forbidden,
@@ -60,6 +62,7 @@ impl ErrorCode {
         ErrorCode::Validation,
         ErrorCode::WebhookAddressRefused,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::TooManyRequests,
         ErrorCode::ShuttingDown,
         ErrorCode::StorageUnavailable,
         ErrorCode::Overloaded,
@@ -89,6 +92,9 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => {
                 "this `X-Idempotency-Key` was used before with a different request"
             }
+            ErrorCode::TooManyRequests => {
+                "the caller sent more requests than the server's rate limit; retry after `Retry-After` seconds"
+            }
             ErrorCode::ShuttingDown => "the server is stopping; try another instance or later",
             ErrorCode::StorageUnavailable => "storage failed; the request may be retried",
             ErrorCode::Overloaded => {
@@ -110,6 +116,7 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable | ErrorCode::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -133,6 +140,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::TooManyRequests => "too_many_requests",
         }
     }
 }

@@ -8,6 +8,7 @@ mod body;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod idempotency;
+mod limits;
 pub mod listen;
 mod openapi;
 mod routes;

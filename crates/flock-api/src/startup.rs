@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use flock_context::Webhooks;
 
 use crate::BodyLimit;
+use crate::limits::RateLimiter;
 use flock_delivery::{DeliveryConfig, Dispatcher, DispatcherHandle, WebhookDeliveryComponent};
 use flock_orchestrator::{ArtifactStore, Orchestrator};
 use flock_store::{Pruner, Storage};
@@ -81,6 +82,10 @@ pub async fn build_state(
             Duration::from_secs(settings.idempotency.ttl_secs),
             settings.idempotency.max_entries,
         ),
+        rate_limit: settings
+            .limits
+            .requests_per_sec
+            .map(|rate| RateLimiter::new(rate, settings.limits.burst.unwrap_or(rate))),
         body_limit: BodyLimit {
             bytes: settings.server.body_limit_bytes,
             timeout: settings.request_timeout(),

@@ -49,6 +49,7 @@ route_errors!(
         WebhookAddressRefused,
         IdempotencyKeyReused,
         ShuttingDown,
+        TooManyRequests,
         StorageUnavailable,
         Overloaded,
     ]
@@ -56,12 +57,12 @@ route_errors!(
 
 route_errors!(
     /// What `GET /api/v1/artifacts` answers when it refuses.
-    ListErrors: [Forbidden, Validation, StorageUnavailable]
+    ListErrors: [Forbidden, Validation, TooManyRequests, StorageUnavailable]
 );
 
 route_errors!(
     /// What `GET /api/v1/artifacts/{id}` answers when it refuses.
-    GetErrors: [Forbidden, NotFound, StorageUnavailable]
+    GetErrors: [Forbidden, NotFound, TooManyRequests, StorageUnavailable]
 );
 
 /// `POST /api/v1/artifacts`: 202 `{"status":"accepted","correlation_id"}` once the artifact is

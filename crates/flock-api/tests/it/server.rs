@@ -732,3 +732,54 @@ async fn a_full_run_queue_refuses_publishes_with_503_until_it_drains() {
     receiver.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_past_the_rate_limit_gets_429_then_is_served_after_retry_after() {
+    let mut s = settings();
+    s.limits.requests_per_sec = Some(2);
+    s.limits.burst = Some(2);
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    let body = json!({"type": "Idea", "payload": {}, "webhook": {"url": receiver.url, "secret": "s3cret"}});
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    // The burst is 2: within 10 quick publishes one is refused.
+    for _ in 0..10 {
+        let response = app.post("/api/v1/artifacts", &body).await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.unwrap();
+        accepted.push(answer["correlation_id"].as_str().unwrap().to_owned());
+    }
+    let refused = refused.expect("a publish past the burst was refused");
+    assert!((2..=3).contains(&accepted.len()), "{accepted:?}");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "too_many_requests", "{answer}");
+    // Health is never limited.
+    assert_eq!(app.get("/health").await.status(), 200);
+    // After waiting as asked, the caller is served again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let response = app.post("/api/v1/artifacts", &body).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    accepted.push(answer["correlation_id"].as_str().unwrap().to_owned());
+    // Nothing accepted is lost: each accepted workflow's Idea arrives, and nothing else.
+    let received: BTreeSet<String> = receiver
+        .wait_for(accepted.len())
+        .await
+        .iter()
+        .map(|r| r.payload().correlation_id.to_string())
+        .collect();
+    assert_eq!(received, accepted.iter().cloned().collect::<BTreeSet<_>>());
+    receiver.stop().await;
+    app.stop().await;
+}
