@@ -440,7 +440,7 @@ mod tests {
             "refused by the SSRF guard: inside.test resolves only to private addresses"
         );
         let literal = guard
-            .check_ip_host(&flock_models::WebhookUrl::parse("http://192.168.7.9/").unwrap())
+            .check_ip_host(&WebhookUrl::parse("http://192.168.7.9/").unwrap())
             .unwrap_err();
         assert!(literal.to_string().contains("192.168.7.9"), "{literal}");
         assert_eq!(
