@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::{App, HttpMessage as _, web};
 
 use crate::routes::{self, LoggedCorrelation};
@@ -24,6 +25,19 @@ pub fn create_app(
 > {
     App::new()
         .app_data(state)
+        // Inside the request log and metrics below, which count its 429s too.
+        .wrap_fn(|req, srv| {
+            let call = match crate::limits::refuse(&req) {
+                None => Ok(srv.call(req)),
+                Some(refused) => Err(req.into_response(refused)),
+            };
+            async move {
+                match call {
+                    Ok(call) => call.await.map(ServiceResponse::map_into_left_body),
+                    Err(refused) => Ok(refused.map_into_right_body()),
+                }
+            }
+        })
         .wrap_fn(|req, srv| {
             let started = Instant::now();
             let method = req.method().clone();
@@ -36,7 +50,7 @@ pub fn create_app(
                 let correlation = res.request().extensions().get::<LoggedCorrelation>().map(|c| c.0);
                 let elapsed = started.elapsed();
                 let labels = [
-                    ("method", method.to_string()),
+                    ("method", method_label(&method).to_owned()),
                     ("route", route),
                     ("status", status.to_string()),
                 ];
@@ -61,4 +75,22 @@ pub fn create_app(
         )
         .configure(routes::system::configure_root)
         .default_service(web::to(routes::not_found))
+}
+
+/// A request's method as a metric label: the methods of RFC 9110 and `PATCH` by name, and any
+/// method a client invents as `other`, so that no client can add series. (Routes are labelled by
+/// their pattern, or `unmatched`, for the same reason.)
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "other",
+    }
 }

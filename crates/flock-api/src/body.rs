@@ -1,5 +1,8 @@
-//! Reading a request body as JSON, within the size limit, with the project's errors: 413 for a
-//! body over the limit, 400 for one that is not JSON.
+//! Reading a request body as JSON, within the size and time limits, with the project's errors:
+//! 413 for a body over the limit, 408 for one that arrives too slowly, 400 for one that is not
+//! JSON.
+
+use std::time::Duration;
 
 use actix_web::{HttpRequest, web};
 use bytes::BytesMut;
@@ -7,12 +10,40 @@ use futures_util::StreamExt as _;
 
 use crate::error::{ApiError, ErrorCode};
 
-/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a `Content-Length`
-/// over the limit is refused before reading anything).
+/// How much body a request may send, and how long it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit {
+    /// The largest body accepted, in bytes (`server.body_limit_bytes`).
+    pub bytes: usize,
+    /// How long the body may take to arrive (`server.request_timeout_ms`).
+    pub timeout: Duration,
+}
+
+/// Reads the whole body within `limit`: past its bytes it is refused at once (a
+/// `Content-Length` over the limit before anything is read); past its time the request is
+/// answered 408 and, its body unread, the connection is closed.
 ///
 /// # Errors
-/// 413 past the limit; 400 when the connection breaks mid-body.
+/// 413 past the size limit; 408 past the time limit; 400 when the connection breaks mid-body.
 pub(crate) async fn read(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: BodyLimit,
+) -> Result<web::Bytes, ApiError> {
+    tokio::time::timeout(limit.timeout, read_all(req, payload, limit.bytes))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    limit.timeout.as_millis()
+                ),
+            ))
+        })
+}
+
+async fn read_all(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

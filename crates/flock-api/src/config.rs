@@ -52,6 +52,9 @@ pub struct Settings {
     /// Agent concurrency, timeouts and the runaway guard.
     #[serde(default)]
     pub orchestrator: OrchestratorConfig,
+    /// The request rate limit per caller (off by default).
+    #[serde(default)]
+    pub limits: LimitsSettings,
     /// The declared artifact types, as `[[types]]` tables (`name`, `schema`): every publish
     /// of one is checked against its JSON Schema, and LLM agents answer in it.
     #[serde(default)]
@@ -59,6 +62,18 @@ pub struct Settings {
     /// The agents, as `[[agents]]` tables.
     #[serde(default)]
     pub agents: Vec<AgentTable>,
+}
+
+/// `[limits]`: a token bucket per caller (its bearer token, or its address without one), off
+/// unless `requests_per_sec` is set. A caller past it is answered 429 `too_many_requests` with
+/// `Retry-After`. `/health` and the OpenAPI document are never limited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSettings {
+    /// Requests a second each caller may make on average; no limit when absent.
+    pub requests_per_sec: Option<u32>,
+    /// Requests a caller may make at once; `requests_per_sec` when absent.
+    pub burst: Option<u32>,
 }
 
 /// `[store]`.
@@ -114,6 +129,13 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     /// HTTP worker threads; the number of CPUs when absent.
     pub workers: Option<usize>,
+    /// How long a request may take to arrive, headers and body, in milliseconds (30 s by
+    /// default): a slower body is answered 408 `request_timeout` and its connection closed, so
+    /// slow-body connections cannot pile up.
+    pub request_timeout_ms: u64,
+    /// The most connections served at once (10,000 by default), shared evenly among the
+    /// workers; past it new connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -124,6 +146,8 @@ impl Default for ServerSettings {
             body_limit_bytes: 1024 * 1024,
             shutdown_grace_ms: 10_000,
             workers: None,
+            request_timeout_ms: 30_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -429,6 +453,27 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
         }
+        if self.limits.requests_per_sec == Some(0) {
+            return Err(invalid(
+                "limits.requests_per_sec",
+                "must be at least 1 when given (leave it out for no limit)",
+            ));
+        }
+        if self.limits.burst == Some(0) {
+            return Err(invalid("limits.burst", "must be at least 1 when given"));
+        }
+        if self.limits.burst.is_some() && self.limits.requests_per_sec.is_none() {
+            return Err(invalid(
+                "limits.burst",
+                "is only used with limits.requests_per_sec, which is not set",
+            ));
+        }
+        if self.server.request_timeout_ms == 0 {
+            return Err(invalid("server.request_timeout_ms", "must be at least 1"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         if self.server.workers == Some(0) {
             return Err(invalid("server.workers", "must be at least 1 when given"));
         }
@@ -515,6 +560,11 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map(drop)
             .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))
+    }
+
+    /// How long a request may take to arrive (`server.request_timeout_ms`).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.request_timeout_ms)
     }
 
     /// The grace period of a stop.

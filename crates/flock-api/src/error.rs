@@ -38,23 +38,32 @@ pub(crate) enum ErrorCode {
     StorageUnavailable,
     /// The caller's key lacks the scope the route needs.
     Forbidden,
+    /// The request did not arrive within the server's request timeout.
+    RequestTimeout,
+    /// Too much work is queued; try again after `Retry-After`.
+    Overloaded,
+    /// The caller sent more requests than `[limits]` allows; try again after `Retry-After`.
+    TooManyRequests,
 }
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 12] = [
+    pub(crate) const ALL: [ErrorCode; 15] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Validation,
         ErrorCode::WebhookAddressRefused,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::TooManyRequests,
         ErrorCode::ShuttingDown,
         ErrorCode::StorageUnavailable,
+        ErrorCode::Overloaded,
     ];
 
     /// What the code means, for the OpenAPI document.
@@ -67,6 +76,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => {
                 "the route has no such method; `Allow` lists its methods"
             }
+            ErrorCode::RequestTimeout => {
+                "the body did not arrive within the server's request timeout; the connection is closed"
+            }
             ErrorCode::Conflict => "the resource is not in a state that allows this",
             ErrorCode::PayloadTooLarge => "the body is larger than the server's limit",
             ErrorCode::Validation => {
@@ -78,8 +90,14 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => {
                 "this `X-Idempotency-Key` was used before with a different request"
             }
+            ErrorCode::TooManyRequests => {
+                "the caller sent more requests than the server's rate limit; retry after `Retry-After` seconds"
+            }
             ErrorCode::ShuttingDown => "the server is stopping; try another instance or later",
             ErrorCode::StorageUnavailable => "storage failed; the request may be retried",
+            ErrorCode::Overloaded => {
+                "too many agent runs are waiting; nothing was stored, retry after `Retry-After` seconds"
+            }
         }
     }
 
@@ -94,8 +112,10 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable => {
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable | ErrorCode::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -114,8 +134,11 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::TooManyRequests => "too_many_requests",
         }
     }
 }
@@ -127,7 +150,12 @@ pub(crate) struct ApiError {
     code: ErrorCode,
     message: String,
     field: Option<String>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
+
+/// How long a publish refused as `overloaded` is asked to wait: runs take seconds.
+const OVERLOADED_RETRY_SECS: u64 = 1;
 
 impl ApiError {
     /// An error with a code and a message.
@@ -136,7 +164,15 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, asking the client to wait `secs` seconds (`Retry-After`).
+    #[must_use]
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The same error, naming the offending field.
@@ -158,6 +194,7 @@ impl From<ValidationError> for ApiError {
             code: ErrorCode::Validation,
             message: err.to_string(),
             field: err.field_name().map(str::to_owned),
+            retry_after: None,
         }
     }
 }
@@ -208,6 +245,10 @@ impl From<PublishError> for ApiError {
                 ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
             }
             PublishError::InvalidPayload(invalid) => invalid.into(),
+            PublishError::Overloaded { .. } => {
+                ApiError::new(ErrorCode::Overloaded, err.to_string())
+                    .retry_after(OVERLOADED_RETRY_SECS)
+            }
             PublishError::Store { .. } | PublishError::LimitReached { .. } => {
                 ApiError::storage(&err)
             }
@@ -266,7 +307,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(self.body())
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
+        response.json(self.body())
     }
 }
 

@@ -8,6 +8,7 @@ mod body;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod idempotency;
+mod limits;
 pub mod listen;
 mod openapi;
 mod routes;
@@ -16,4 +17,5 @@ mod state;
 pub mod telemetry;
 
 pub use app::create_app;
+pub use body::BodyLimit;
 pub use state::AppState;

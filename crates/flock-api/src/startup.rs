@@ -10,6 +10,9 @@ use actix_web::dev::Server;
 use actix_web::{HttpServer, web};
 use anyhow::Context as _;
 use flock_context::Webhooks;
+
+use crate::BodyLimit;
+use crate::limits::RateLimiter;
 use flock_delivery::{DeliveryConfig, Dispatcher, DispatcherHandle, WebhookDeliveryComponent};
 use flock_orchestrator::{ArtifactStore, Orchestrator};
 use flock_store::{Pruner, Storage};
@@ -79,7 +82,14 @@ pub async fn build_state(
             Duration::from_secs(settings.idempotency.ttl_secs),
             settings.idempotency.max_entries,
         ),
-        body_limit: settings.server.body_limit_bytes,
+        rate_limit: settings
+            .limits
+            .requests_per_sec
+            .map(|rate| RateLimiter::new(rate, settings.limits.burst.unwrap_or(rate))),
+        body_limit: BodyLimit {
+            bytes: settings.server.body_limit_bytes,
+            timeout: settings.request_timeout(),
+        },
         metrics,
     });
     Ok((state, dispatcher))
@@ -125,12 +135,19 @@ impl Application {
             .with_context(|| format!("cannot listen on {requested}"))?;
         let address = listener.local_addr()?;
         let grace = settings.shutdown_grace();
-        let mut server = HttpServer::new(move || create_app(state.clone()))
+        let workers = settings
+            .server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let server = HttpServer::new(move || create_app(state.clone()))
             .disable_signals()
-            .shutdown_timeout(grace.as_secs().max(1));
-        if let Some(workers) = settings.server.workers {
-            server = server.workers(workers);
-        }
+            .shutdown_timeout(grace.as_secs().max(1))
+            .workers(workers)
+            // Headers must arrive within the request timeout too (the body's is checked as it
+            // is read).
+            .client_request_timeout(settings.request_timeout())
+            // actix counts connections per worker.
+            .max_connections(settings.server.max_connections.div_ceil(workers));
         let server = server.listen(listener)?.run();
         let dispatcher = dispatcher.start();
         let pruner = Pruner::start(storage.outbox(), settings.store.retention());

@@ -51,6 +51,21 @@ impl Refused {
         self.host.as_deref()
     }
 
+    /// What the guard refused, by class only, without the address: what an attempt record
+    /// (which API callers read) says, so that refusals do not map the internal network for
+    /// whoever chose the URL. `refused by the SSRF guard: private address`, or for a name,
+    /// `refused by the SSRF guard: inside.test resolves only to private addresses`. The
+    /// `Display` text, with the address, is for the operator's logs.
+    pub fn class(&self) -> String {
+        match &self.host {
+            Some(host) => format!(
+                "refused by the SSRF guard: {host} resolves only to {} addresses",
+                self.range.name
+            ),
+            None => format!("refused by the SSRF guard: {} address", self.range.name),
+        }
+    }
+
     fn with_host(mut self, host: &str) -> Self {
         self.host = Some(host.to_owned());
         self
@@ -418,6 +433,19 @@ mod tests {
                 .to_string()
                 .contains("inside.test resolves only to refused addresses"),
             "{refused}"
+        );
+        // What attempt records say names the class, never the address.
+        assert_eq!(
+            refused.class(),
+            "refused by the SSRF guard: inside.test resolves only to private addresses"
+        );
+        let literal = guard
+            .check_ip_host(&WebhookUrl::parse("http://192.168.7.9/").unwrap())
+            .unwrap_err();
+        assert!(literal.to_string().contains("192.168.7.9"), "{literal}");
+        assert_eq!(
+            literal.class(),
+            "refused by the SSRF guard: private address"
         );
         assert_eq!(guard.filter_resolved("empty.test", []), Err(None));
     }

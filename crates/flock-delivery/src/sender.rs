@@ -13,7 +13,7 @@ use flock_context::{Refused, SsrfGuard};
 
 use crate::config::{ConfigError, DeliveryConfig};
 use crate::outbox::MAX_ERROR_CHARS;
-use crate::ssrf::GuardedResolver;
+use crate::ssrf::{GuardedResolver, Unresolved};
 
 /// `User-Agent` of every webhook request.
 pub const USER_AGENT: &str = concat!("flock-webhooks/", env!("CARGO_PKG_VERSION"));
@@ -48,7 +48,7 @@ impl Sent {
     }
 
     fn blocked(refused: &Refused) -> Self {
-        Sent::failed(Outcome::Blocked, &refused.to_string())
+        Sent::failed(Outcome::Blocked, &refused.class())
     }
 }
 
@@ -160,10 +160,13 @@ async fn answered(mut response: reqwest::Response) -> Sent {
 }
 
 /// The request failed before an answer: blocked by the guard, timed out, could not connect,
-/// or something else. The message names the root cause briefly (attempt records can be many)
-/// and never carries the URL (its query may hold tokens).
+/// or something else. The message names the class of the failure briefly (attempt records can
+/// be many, and API callers read them): never the URL (its query may hold tokens) nor an
+/// address a name resolved to, which would map the internal network for whoever chose the
+/// URL. The whole error, address included, is logged at `debug` for the operator.
 fn failed(error: reqwest::Error) -> Sent {
     let error = error.without_url();
+    tracing::debug!(error = %error_chain(&error), "webhook attempt failed");
     if let Some(refused) = find_source::<Refused>(&error) {
         return Sent::blocked(refused);
     }
@@ -175,16 +178,38 @@ fn failed(error: reqwest::Error) -> Sent {
         };
         Sent::failed(Outcome::Timeout, message)
     } else if error.is_connect() {
-        let message = format!("could not connect: {}", root_cause(&error));
+        let message = format!("could not connect: {}", connect_class(&error));
         Sent::failed(Outcome::ConnectError, &message)
     } else {
-        let message = format!("request failed: {}", root_cause(&error));
+        let message = format!("request failed: {}", other_class(&error));
         Sent::failed(Outcome::OtherError, &message)
     }
 }
 
-/// The innermost source of `error` (the error itself when it has none), in words.
-fn root_cause(error: &(dyn StdError + 'static)) -> String {
+/// Why a connection could not be made, as a class: from the OS's error kind, or the name not
+/// resolving.
+fn connect_class(error: &(dyn StdError + 'static)) -> &'static str {
+    if find_source::<Unresolved>(error).is_some() {
+        return "the host name did not resolve";
+    }
+    match find_source::<std::io::Error>(error).map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused",
+        Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted) => {
+            "connection reset"
+        }
+        Some(std::io::ErrorKind::HostUnreachable) => "host unreachable",
+        Some(std::io::ErrorKind::NetworkUnreachable) => "network unreachable",
+        Some(std::io::ErrorKind::TimedOut) => "timed out",
+        _ => "connection failed",
+    }
+}
+
+/// What went wrong on a connection that was made: the OS's error kind when there is one (its
+/// text is fixed), else the HTTP client's innermost message, which names no address.
+fn other_class(error: &(dyn StdError + 'static)) -> String {
+    if let Some(io) = find_source::<std::io::Error>(error) {
+        return io.kind().to_string();
+    }
     let mut current = error;
     while let Some(source) = current.source() {
         current = source;

@@ -16,21 +16,32 @@ impl GuardedResolver {
     }
 }
 
-/// A name that resolved to no address at all.
+/// A name that did not resolve: the system resolver failed (`source`), or found no address.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} resolved to no address")]
-struct NoAddresses(String);
+#[error("{host} did not resolve")]
+pub(crate) struct Unresolved {
+    host: String,
+    #[source]
+    source: Option<std::io::Error>,
+}
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let guard = self.guard.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let looked_up = tokio::net::lookup_host((host.clone(), 0)).await;
+            let resolved = match looked_up {
+                Ok(resolved) => resolved,
+                Err(source) => {
+                    let source = Some(source);
+                    return Err(Box::new(Unresolved { host, source }) as _);
+                }
+            };
             match guard.filter_resolved(&host, resolved) {
                 Ok(kept) => Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs),
                 Err(Some(refused)) => Err(Box::new(refused) as _),
-                Err(None) => Err(Box::new(NoAddresses(host)) as _),
+                Err(None) => Err(Box::new(Unresolved { host, source: None }) as _),
             }
         })
     }

@@ -15,21 +15,23 @@ use tokio::process::{Child, Command};
 
 use crate::agent::{Agent, AgentContext, AgentError, AgentKind, Subscription};
 use crate::exchange::{MAX_ANSWER_BYTES, parse_answer, request_body};
-use crate::spec::Common;
-
-/// How much of a program's standard error is kept for the error message: its end.
-const STDERR_TAIL_BYTES: usize = 4 * 1024;
+use crate::spec::{CommandOptions, Common};
 
 /// A program run once per agent run. See [`AgentSpec`](crate::AgentSpec).
 pub(crate) struct CommandAgent {
     common: Common,
     /// The program and its arguments (validated: at least the program).
     command: Vec<String>,
+    options: CommandOptions,
 }
 
 impl CommandAgent {
-    pub(crate) fn new(common: Common, command: Vec<String>) -> Self {
-        CommandAgent { common, command }
+    pub(crate) fn new(common: Common, command: Vec<String>, options: CommandOptions) -> Self {
+        CommandAgent {
+            common,
+            command,
+            options,
+        }
     }
 }
 
@@ -61,22 +63,33 @@ impl Agent for CommandAgent {
         inputs: Vec<Arc<Artifact>>,
     ) -> Result<Vec<ArtifactDraft>, AgentError> {
         let body = request_body(&self.common.name, &inputs)?;
-        let stdout = run_program(&self.command, &body).await?;
+        let stdout = run_program(&self.command, &self.options, &body).await?;
         parse_answer(&stdout)
     }
 }
 
-/// Runs `command` with `input` on its stdin; returns its stdout if it exits successfully.
+/// Runs `command` with `input` on its stdin, with only the environment `options` pass through;
+/// returns its stdout if it exits successfully.
 ///
 /// The program leads a new process group. If this future is dropped before the program was
 /// reaped (the orchestrator's timeout, shutdown) the whole group is killed with `SIGKILL` and
 /// the program reaped in the background.
-async fn run_program(command: &[String], input: &[u8]) -> Result<Vec<u8>, AgentError> {
+async fn run_program(
+    command: &[String],
+    options: &CommandOptions,
+    input: &[u8],
+) -> Result<Vec<u8>, AgentError> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| AgentError::Failed("the command is empty".to_owned()))?;
+    let passed = options
+        .env
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (name, value)));
     let mut child = Command::new(program)
         .args(args)
+        .env_clear()
+        .envs(passed)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -117,13 +130,22 @@ async fn run_program(command: &[String], input: &[u8]) -> Result<Vec<u8>, AgentE
     };
     let read_err = async {
         match stderr {
-            Some(stderr) => Ok(read_tail(stderr, STDERR_TAIL_BYTES).await),
+            Some(stderr) => Ok(read_tail(stderr, options.stderr_bytes).await),
             None => Ok(String::new()),
         }
     };
     // On the first error the other futures are dropped and so is `group`, which kills the
     // program and its children.
     let ((), stdout, stderr) = tokio::try_join!(write, read_out, read_err)?;
+    if !stderr.is_empty() {
+        tracing::debug!(stderr, "agent program wrote to stderr");
+    }
+    // What a failed run's error may show: clients read it as a `WorkflowError`.
+    let stderr = if options.expose_stderr {
+        stderr
+    } else {
+        "(not shown: expose_stderr = false)".to_owned()
+    };
     let status = group.wait().await.map_err(|e| AgentError::Process {
         status: format!("could not wait for it: {e}"),
         stderr: stderr.clone(),
@@ -133,9 +155,6 @@ async fn run_program(command: &[String], input: &[u8]) -> Result<Vec<u8>, AgentE
             status: describe(status),
             stderr,
         });
-    }
-    if !stderr.is_empty() {
-        tracing::debug!(stderr, "agent program wrote to stderr");
     }
     Ok(stdout)
 }

@@ -38,6 +38,12 @@ pub struct OrchestratorConfig {
         deserialize_with = "millis::deserialize"
     )]
     pub default_agent_timeout: Duration,
+    /// How many agent runs may wait for a slot (default 10,000). While this many wait, a
+    /// client's publish is refused with [`PublishError::Overloaded`](crate::PublishError)
+    /// before anything is stored; runs that artifacts already accepted wake are still queued,
+    /// so the queue may pass the bound by what those workflows still publish (each at most
+    /// `max_artifacts_per_correlation`), and nothing accepted is dropped.
+    pub max_queued_runs: usize,
     /// How many workflows are tracked in memory (default 10,000). Past it the idle ones are
     /// forgotten, least recently active first; their status is then rebuilt from the store.
     /// Each tracked workflow costs about 600 bytes (its idle signal, publish lock and counts).
@@ -53,6 +59,7 @@ impl Default for OrchestratorConfig {
             max_concurrent_runs: 16,
             max_artifacts_per_correlation: 1_000,
             default_agent_timeout: Duration::from_secs(30),
+            max_queued_runs: 10_000,
             max_tracked_workflows: 10_000,
             max_recorded_errors: 100,
         }
@@ -85,6 +92,12 @@ impl OrchestratorConfig {
         if self.default_agent_timeout.is_zero() {
             return Err(ValidationError::field(
                 "default_agent_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.max_queued_runs == 0 {
+            return Err(ValidationError::field(
+                "max_queued_runs",
                 "must be at least 1",
             ));
         }

@@ -23,6 +23,6 @@ pub use orchestrator::{
     AgentInfo, BuildError, Orchestrator, OrchestratorBuilder, PublishError, ShutdownReport,
     WORKFLOW_ERROR_TYPE,
 };
-pub use spec::{AgentBasics, AgentSpec};
+pub use spec::{AgentBasics, AgentSpec, COMMAND_BASE_ENV, DEFAULT_STDERR_BYTES, MAX_STDERR_BYTES};
 pub use store::{ArtifactQuery, ArtifactStore, MemoryStore, Page, StoreError};
 pub use workflow::{CorrelationStatus, ErrorKind, RecordedError, WaitOutcome, WorkflowState};

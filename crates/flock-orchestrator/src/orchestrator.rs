@@ -80,6 +80,15 @@ pub enum PublishError {
     /// The orchestrator is shutting down and accepts no new work.
     #[error("the orchestrator is shutting down")]
     ShuttingDown,
+    /// `max_queued_runs` agent runs are waiting for a slot; nothing was stored. Try again once
+    /// the queue drains.
+    #[error("{queued} agent runs are waiting (the limit is {limit}); try again shortly")]
+    Overloaded {
+        /// Runs waiting when the publish was refused.
+        queued: usize,
+        /// `max_queued_runs`.
+        limit: usize,
+    },
     /// The payload does not match its type's declared schema; nothing was stored. The error's
     /// field is the failing place under `payload` (`payload.steps[3]`).
     #[error("{0}")]
@@ -272,6 +281,7 @@ impl OrchestratorBuilder {
             shutting_down: AtomicBool::new(false),
             shutdown_hooks_done: AtomicBool::new(false),
             running: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             not_started: AtomicUsize::new(0),
             workflow_error_type: TypeName::new(WORKFLOW_ERROR_TYPE)
                 .expect("the WorkflowError type name is valid"),
@@ -310,6 +320,11 @@ impl Orchestrator {
     ) -> Result<Arc<Artifact>, PublishError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
+        }
+        let queued = self.inner.queued.load(Ordering::Acquire);
+        let limit = self.inner.config.max_queued_runs;
+        if queued >= limit {
+            return Err(PublishError::Overloaded { queued, limit });
         }
         self.inner
             .types
@@ -466,6 +481,8 @@ struct Inner {
     shutdown_hooks_done: AtomicBool,
     /// Runs whose handler is executing.
     running: AtomicUsize,
+    /// Runs scheduled and not yet holding a slot (nor dropped).
+    queued: AtomicUsize,
     /// Queued runs dropped by shutdown.
     not_started: AtomicUsize,
     workflow_error_type: TypeName,
@@ -634,6 +651,7 @@ impl Inner {
             inner: Arc::clone(self),
             correlation_id,
         };
+        let queued = QueuedRun::new(self);
         let span = tracing::info_span!(
             "agent_run",
             %correlation_id,
@@ -643,7 +661,7 @@ impl Inner {
         let inner = Arc::clone(self);
         self.tracker.spawn_on(
             async move {
-                inner.run_agent(index, input, correlation_id).await;
+                inner.run_agent(index, input, correlation_id, queued).await;
                 drop(pending);
             }
             .instrument(span),
@@ -653,9 +671,17 @@ impl Inner {
 
     /// One run: wait for a slot, run under the timeout, then publish the outputs or record the
     /// error.
-    async fn run_agent(self: &Arc<Self>, index: usize, input: Arc<Artifact>, correlation_id: Uuid) {
+    async fn run_agent(
+        self: &Arc<Self>,
+        index: usize,
+        input: Arc<Artifact>,
+        correlation_id: Uuid,
+        queued: QueuedRun,
+    ) {
         let agent = &self.agents[index];
-        let Ok(permit) = Arc::clone(&self.run_slots).acquire_owned().await else {
+        let slot = Arc::clone(&self.run_slots).acquire_owned().await;
+        drop(queued);
+        let Ok(permit) = slot else {
             self.not_started.fetch_add(1, Ordering::AcqRel);
             tracing::debug!("shutting down; queued run dropped");
             return;
@@ -799,13 +825,15 @@ impl Inner {
         producer: &str,
     ) {
         match self.publish_artifact(correlation_id, draft, producer).await {
-            // The runaway guard recorded it already; schemas are checked by the public
-            // `publish` and, for a run's outputs, by `check_outputs`, never here.
+            // The runaway guard recorded it already; schemas and the queue's bound are checked
+            // by the public `publish` (and schemas, for a run's outputs, by `check_outputs`),
+            // never here.
             Ok(_)
             | Err(
                 PublishError::LimitReached { .. }
                 | PublishError::ShuttingDown
-                | PublishError::InvalidPayload(_),
+                | PublishError::InvalidPayload(_)
+                | PublishError::Overloaded { .. },
             ) => {}
             Err(PublishError::Store(error)) => self.record(
                 correlation_id,
@@ -961,6 +989,22 @@ impl Drop for PendingPublish {
 }
 
 /// A queued or running agent run, pending work of its workflow until dropped.
+/// A run counted in [`Inner::queued`] until it holds a slot or is dropped.
+struct QueuedRun(Arc<Inner>);
+
+impl QueuedRun {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.queued.fetch_add(1, Ordering::AcqRel);
+        QueuedRun(Arc::clone(inner))
+    }
+}
+
+impl Drop for QueuedRun {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct PendingRun {
     inner: Arc<Inner>,
     correlation_id: Uuid,

@@ -24,20 +24,25 @@ const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 /// publishes = ["Shout"]
 /// command = ["python3", "agents/shout.py"]   # or: url = "http://127.0.0.1:7000/shout"
 /// timeout_ms = 10000
+/// env = ["SHOUT_LEVEL"]                      # a command's extra environment variables
 /// ```
 ///
 /// Both kinds receive `{"agent": name, "artifacts": [the consumed artifact]}` (on stdin, or as
 /// the POST body) and answer `{"artifacts": [{"type", "payload", "tags"?}]}` (on stdout, or as
 /// a 2xx JSON body). A command is spawned without a shell, in a process group of its own: a
-/// timeout kills the whole group. It inherits the orchestrator's environment and working
-/// directory (relative paths resolve against it); processes it leaves running after it exits
-/// are its own business. URLs must be `http://`: agents are expected next to the
+/// timeout kills the whole group. It starts with an empty environment plus `PATH`, `HOME`,
+/// `LANG` and the variables its `env` names (the server's store URL and secrets stay out), in
+/// the orchestrator's working directory (relative paths resolve against it); processes it
+/// leaves running after it exits are its own business. When it fails, the end of its standard
+/// error (`stderr_bytes`, 4 KiB by default) goes into the error the run records, which clients
+/// can read as a `WorkflowError`, unless `expose_stderr = false`: then it is only logged at
+/// `debug`. URLs must be `http://`: agents are expected next to the
 /// orchestrator (loopback, a private network or a sidecar), and keeping TLS out keeps this
 /// crate's HTTP client small; put a local proxy in front of an `https` agent.
 ///
 /// Deserializing checks only the shape (unknown keys are refused); [`AgentSpec::build`] checks
 /// the values and names the offending field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// Its unique name, which its artifacts carry as `produced_by`: the rules of type names
@@ -57,7 +62,26 @@ pub struct AgentSpec {
     /// How long one run may take, in milliseconds; the orchestrator's default if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// A command's: the names of the server's environment variables it receives beside `PATH`,
+    /// `HOME` and `LANG` (a name the server does not have is left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// A command's: whether the end of its standard error goes into a failed run's error
+    /// (`true` if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_stderr: Option<bool>,
+    /// A command's: how many bytes of the end of its standard error are kept, 1 to
+    /// [`MAX_STDERR_BYTES`] ([`DEFAULT_STDERR_BYTES`] if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_bytes: Option<usize>,
 }
+
+/// The most of a command's standard error kept for its error: 64 KiB.
+pub const MAX_STDERR_BYTES: usize = 64 * 1024;
+/// How much of a command's standard error is kept when `stderr_bytes` is absent: 4 KiB.
+pub const DEFAULT_STDERR_BYTES: usize = 4 * 1024;
+/// The variables every command receives, when the server has them.
+pub const COMMAND_BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 
 impl AgentSpec {
     /// Checks every field and builds the agent.
@@ -85,9 +109,15 @@ impl AgentSpec {
             )),
             (Some(command), None) => {
                 check_command(command)?;
-                Ok(Arc::new(CommandAgent::new(common, command.clone())))
+                let options = self.command_options()?;
+                Ok(Arc::new(CommandAgent::new(
+                    common,
+                    command.clone(),
+                    options,
+                )))
             }
             (None, Some(url)) => {
+                self.refuse_command_options("a url agent")?;
                 let uri =
                     check_url(url).map_err(|message| ValidationError::field("url", message))?;
                 Ok(Arc::new(HttpAgent::new(common, uri)))
@@ -97,6 +127,68 @@ impl AgentSpec {
 }
 
 impl AgentSpec {
+    /// Checks a command's `env`, `expose_stderr` and `stderr_bytes`.
+    fn command_options(&self) -> Result<CommandOptions, ValidationError> {
+        for (i, name) in self.env.iter().enumerate() {
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(ValidationError::field(
+                    format!("env[{i}]"),
+                    format!(
+                        "`{name}` is not an environment variable name (ASCII letters, digits \
+                         and `_`, not starting with a digit)"
+                    ),
+                ));
+            }
+        }
+        let stderr_bytes = match self.stderr_bytes {
+            None => DEFAULT_STDERR_BYTES,
+            Some(bytes) if (1..=MAX_STDERR_BYTES).contains(&bytes) => bytes,
+            Some(_) => {
+                return Err(ValidationError::field(
+                    "stderr_bytes",
+                    format!(
+                        "must be between 1 and {MAX_STDERR_BYTES}; to keep standard error out \
+                         of errors, set expose_stderr = false"
+                    ),
+                ));
+            }
+        };
+        let mut env: Vec<String> = COMMAND_BASE_ENV.iter().map(|&n| n.to_owned()).collect();
+        for name in &self.env {
+            if !env.contains(name) {
+                env.push(name.clone());
+            }
+        }
+        Ok(CommandOptions {
+            env,
+            expose_stderr: self.expose_stderr.unwrap_or(true),
+            stderr_bytes,
+        })
+    }
+
+    /// Refuses `env`, `expose_stderr` and `stderr_bytes` on an agent that runs no program
+    /// (`what`: "a url agent"); hosts building agents of their own kinds use it too.
+    ///
+    /// # Errors
+    /// The first of those keys that is set.
+    pub fn refuse_command_options(&self, what: &str) -> Result<(), ValidationError> {
+        let set = [
+            ("env", !self.env.is_empty()),
+            ("expose_stderr", self.expose_stderr.is_some()),
+            ("stderr_bytes", self.stderr_bytes.is_some()),
+        ];
+        match set.into_iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(ValidationError::field(
+                key,
+                format!("only a command agent has `{key}`, and this is {what}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Checks what every configured agent has, whatever its kind: `name`, `consumes`,
     /// `publishes` and `timeout_ms` (not `command` or `url`). [`AgentSpec::build`] starts
     /// with it; a host that builds agents of kinds of its own from configuration (an LLM agent)
@@ -144,6 +236,16 @@ pub struct AgentBasics {
     pub publishes: Vec<TypeName>,
     /// How long one run may take; the orchestrator's default if `None`.
     pub timeout: Option<Duration>,
+}
+
+/// What a command agent runs with beyond its command.
+pub(crate) struct CommandOptions {
+    /// The variables passed through from the server's environment: the base ones and `env`.
+    pub(crate) env: Vec<String>,
+    /// Whether the end of standard error goes into a failed run's error.
+    pub(crate) expose_stderr: bool,
+    /// How many bytes of the end of standard error are kept.
+    pub(crate) stderr_bytes: usize,
 }
 
 /// What command and HTTP agents have in common.

@@ -11,14 +11,26 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         // Very long digit strings saturate instead of failing: they mean "a long time".
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let at = Duration::from_secs(http_date_secs(value)?);
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    Some(at.saturating_sub(now))
 }
 
 /// Parses an HTTP-date in any of the three forms RFC 9110 asks recipients to accept:
 /// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`)
-/// and asctime (`Sun Nov  6 08:49:37 1994`).
+/// and asctime (`Sun Nov  6 08:49:37 1994`). `None` also for a date before 1970 or too far
+/// ahead for `SystemTime`.
 pub fn parse_http_date(value: &str) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(http_date_secs(value)?))
+}
+
+/// Years further from 1970 than this are treated as this far: the arithmetic below stays within
+/// `i64`, and a date that far ahead already saturates the seconds.
+const MAX_YEARS: i64 = 1_000_000_000_000_000;
+
+/// The seconds since 1970 of an HTTP-date; dates too far ahead for a `u64` saturate to
+/// `u64::MAX` (with no overflow, in debug builds too); dates before 1970 are `None`.
+fn http_date_secs(value: &str) -> Option<u64> {
     let parts: Vec<&str> = value.split_whitespace().collect();
     let (day, month, year, clock) = match parts.as_slice() {
         // IMF-fixdate: weekday, day month year time GMT
@@ -67,9 +79,12 @@ pub fn parse_http_date(value: &str) -> Option<SystemTime> {
     if !(1..=days_in_month(year, month)).contains(&day) {
         return None;
     }
+    let year = year.clamp(-MAX_YEARS, MAX_YEARS);
     let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+    Some(
+        days.saturating_mul(86_400)
+            .saturating_add(hour * 3_600 + minute * 60 + second),
+    )
 }
 
 fn month_number(name: &str) -> Option<u32> {

@@ -56,6 +56,18 @@ pub struct AgentTable {
     /// default if absent.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// A command's: the server's environment variables it receives beside `PATH`, `HOME` and
+    /// `LANG` (nothing else of the server's environment reaches it).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// A command's: whether the end of its standard error goes into a failed run's
+    /// `WorkflowError`, which clients read (`true` if absent).
+    #[serde(default)]
+    pub expose_stderr: Option<bool>,
+    /// A command's: how many bytes of the end of its standard error are kept (4096 if absent,
+    /// at most 65536).
+    #[serde(default)]
+    pub stderr_bytes: Option<usize>,
 }
 
 /// What an agent is, as its table says.
@@ -89,7 +101,9 @@ impl AgentTable {
                 self.spec().build()
             }
             Kind::Llm(llm) => {
-                let basics = self.spec().basics()?;
+                let spec = self.spec();
+                spec.refuse_command_options("an llm agent")?;
+                let basics = spec.basics()?;
                 let mut builder = LlmAgent::builder(basics.name, llm.clone())
                     .consumes(basics.consumes)
                     .publishes(basics.publishes)
@@ -149,6 +163,9 @@ impl AgentTable {
             command: self.command.clone(),
             url: self.url.clone(),
             timeout_ms: self.timeout_ms,
+            env: self.env.clone(),
+            expose_stderr: self.expose_stderr,
+            stderr_bytes: self.stderr_bytes,
         }
     }
 }
@@ -165,6 +182,9 @@ impl From<AgentSpec> for AgentTable {
             llm: None,
             retry: None,
             timeout_ms: spec.timeout_ms,
+            env: spec.env,
+            expose_stderr: spec.expose_stderr,
+            stderr_bytes: spec.stderr_bytes,
         }
     }
 }

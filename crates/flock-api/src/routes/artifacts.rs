@@ -43,23 +43,26 @@ route_errors!(
         MalformedJson,
         InvalidHeader,
         Forbidden,
+        RequestTimeout,
         PayloadTooLarge,
         Validation,
         WebhookAddressRefused,
         IdempotencyKeyReused,
         ShuttingDown,
+        TooManyRequests,
         StorageUnavailable,
+        Overloaded,
     ]
 );
 
 route_errors!(
     /// What `GET /api/v1/artifacts` answers when it refuses.
-    ListErrors: [Forbidden, Validation, StorageUnavailable]
+    ListErrors: [Forbidden, Validation, TooManyRequests, StorageUnavailable]
 );
 
 route_errors!(
     /// What `GET /api/v1/artifacts/{id}` answers when it refuses.
-    GetErrors: [Forbidden, NotFound, StorageUnavailable]
+    GetErrors: [Forbidden, NotFound, TooManyRequests, StorageUnavailable]
 );
 
 /// `POST /api/v1/artifacts`: 202 `{"status":"accepted","correlation_id"}` once the artifact is

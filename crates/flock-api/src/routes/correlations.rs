@@ -28,7 +28,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What the correlation routes answer when they refuse.
-    CorrelationErrors: [Forbidden, NotFound, StorageUnavailable]
+    CorrelationErrors: [Forbidden, NotFound, TooManyRequests, StorageUnavailable]
 );
 
 fn unknown(id: Uuid) -> ApiError {

@@ -26,7 +26,7 @@ pub(crate) fn configure_root(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What the agents and metrics routes answer when they refuse.
-    ScopedErrors: [Forbidden]
+    ScopedErrors: [Forbidden, TooManyRequests]
 );
 
 route_errors!(

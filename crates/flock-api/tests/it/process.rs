@@ -1,6 +1,7 @@
 //! The `flock-api` binary as a process: a config file with an environment override, SIGTERM
 //! with a delivery in flight, configuration errors, and the `webhooks listen` receiver.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -333,4 +334,113 @@ fn listen_refuses_bad_options() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
+}
+
+/// Prints the names of the environment it was started with (`/proc/self/environ`: exactly what
+/// the orchestrator passed, whatever the interpreter adds later) as an `Env` artifact.
+const PRINTS_ITS_ENVIRONMENT: &str = r#"
+import json, sys
+json.load(sys.stdin)
+names = sorted(e.split(b"=", 1)[0].decode() for e in open("/proc/self/environ", "rb").read().split(b"\0") if e)
+print(json.dumps({"artifacts": [{"type": "Env", "payload": {"names": names}}]}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_agents_get_only_the_environment_and_stderr_they_are_allowed() {
+    let dir = TempDir::new();
+    let env_script = dir.write("env.py", PRINTS_ITS_ENVIRONMENT);
+    // The interpreter itself, not a wrapper script on PATH that adds variables of its own.
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    let config = dir.write(
+        "flock.toml",
+        &format!(
+            r#"
+[server]
+port = 0
+
+[[agents]]
+name = "env-printer"
+consumes = ["Idea"]
+publishes = ["Env"]
+command = ["{python}", "{env_script}"]
+env = ["AGENT_TOKEN", "NOT_SET_ANYWHERE"]
+
+[[agents]]
+name = "quiet-failer"
+consumes = ["Idea"]
+command = ["sh", "-c", "echo the database password is hunter2 >&2; exit 3"]
+expose_stderr = false
+
+[[agents]]
+name = "loud-failer"
+consumes = ["Idea"]
+command = ["sh", "-c", "printf 'BEGINNING%.0s' 1 2 3 4 5 6 7 8 >&2; echo ' the end is here' >&2; exit 4"]
+stderr_bytes = 16
+"#
+        ),
+    );
+    let mut server = Process::spawn(
+        Command::new(BIN)
+            .args(["serve", "--config", &config])
+            .env("FLOCK__STORE__URL", "memory://")
+            .env("AGENT_TOKEN", "agent-token-value")
+            .env("SERVER_ONLY_SECRET", "hunter2")
+            .env("LANG", "C.UTF-8"),
+    );
+    let mut seen = Vec::new();
+    let line = Process::wait_line(&server.stderr, "listening on http://", &mut seen);
+    let address = address_in(&line);
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{address}/api/v1/artifacts/sync"))
+        .json(&json!({"type": "Idea", "payload": {}, "timeout": 30}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let artifacts = answer["artifacts"].as_array().expect("artifacts");
+    let env = artifacts
+        .iter()
+        .find(|a| a["type"] == "Env")
+        .unwrap_or_else(|| panic!("no Env artifact: {answer:#}"));
+    let names: BTreeSet<&str> = env["payload"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    // The server's own variables (its store URL, anything secret) stay out; the base names and
+    // the listed one come through; a listed name the server does not have is left out.
+    let allowed = BTreeSet::from(["PATH", "HOME", "LANG", "AGENT_TOKEN"]);
+    assert!(names.is_subset(&allowed), "{names:?}");
+    for expected in ["PATH", "LANG", "AGENT_TOKEN"] {
+        assert!(names.contains(expected), "{expected} missing: {names:?}");
+    }
+    let error_of = |agent: &str| -> String {
+        artifacts
+            .iter()
+            .find(|a| a["type"] == "WorkflowError" && a["payload"]["agent"] == agent)
+            .unwrap_or_else(|| panic!("no WorkflowError of {agent}: {answer:#}"))["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let quiet = error_of("quiet-failer");
+    assert!(quiet.contains("exit status: 3"), "{quiet}");
+    assert!(!quiet.contains("hunter2"), "{quiet}");
+    assert!(quiet.contains("expose_stderr = false"), "{quiet}");
+    let loud = error_of("loud-failer");
+    assert!(loud.contains("exit status: 4"), "{loud}");
+    assert!(loud.ends_with("...the end is here"), "{loud}");
+    assert!(!loud.contains("BEGINNING"), "{loud}");
+    server.terminate();
+    let status = tokio::task::spawn_blocking(move || server.wait_exit())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -524,3 +524,262 @@ async fn openapi_document_lists_every_route() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_and_paths_add_no_metric_series() {
+    let app = TestApp::start(settings()).await;
+    let http_series = |text: &str| -> BTreeSet<String> {
+        parse_metrics(text)
+            .into_iter()
+            .map(|(series, _)| series)
+            .filter(|series| series.starts_with("flock_http_"))
+            .collect()
+    };
+    let invent = |i: usize| reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+    // One invented method on a route and one on no route create the series they fall in.
+    for (i, path) in [(0, "/api/v1/artifacts"), (1, "/no/route/0")] {
+        let answer = app
+            .client
+            .request(invent(i), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!([404, 405].contains(&answer.status().as_u16()), "{path}");
+    }
+    let metrics = |app: &TestApp| {
+        let request = app.client.get(app.url("/metrics"));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    // Reading /metrics counts itself: read it once so its series exist too.
+    metrics(&app).await;
+    let before = http_series(&metrics(&app).await);
+    assert!(
+        before.iter().any(|s| s.contains("method=\"other\"")),
+        "invented methods are labelled other: {before:#?}"
+    );
+    // 10,000 more distinct methods, half on a route and half on distinct paths that name none.
+    for i in 2..10_002 {
+        let path = if i % 2 == 0 {
+            "/api/v1/artifacts".to_owned()
+        } else {
+            format!("/no/route/{i}")
+        };
+        let answer = app
+            .client
+            .request(invent(i), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert!([404, 405].contains(&answer.status().as_u16()), "{path}");
+    }
+    let after = http_series(&metrics(&app).await);
+    assert_eq!(before, after, "invented methods and paths added series");
+    assert!(
+        after
+            .iter()
+            .all(|s| !s.contains("INVENTED") && !s.contains("/no/route"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_is_cut_off_at_the_request_timeout_while_others_are_served() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = settings();
+    s.server.request_timeout_ms = 1_500;
+    let app = TestApp::start(s).await;
+    let mut slow = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    slow.write_all(
+        b"POST /api/v1/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    // One byte a second, for at most 10 s; meanwhile the server serves others.
+    let trickle = async {
+        for _ in 0..10 {
+            if slow.write_all(b" ").await.is_err() {
+                break;
+            }
+            let health = app.get("/health").await;
+            assert_eq!(health.status(), 200, "others are served meanwhile");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut probe = [0u8; 1];
+            // Stop trickling once the server has answered.
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(1), slow.peek(&mut probe)).await
+            {
+                break;
+            }
+        }
+    };
+    trickle.await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    assert!(elapsed >= Duration::from_millis(1_400), "{elapsed:?}");
+    // Nothing was published.
+    let listed = app.get_json("/api/v1/artifacts").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_maximum_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = settings();
+    s.server.workers = Some(1);
+    s.server.max_connections = 2;
+    let app = TestApp::start(s).await;
+    const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    async fn answered(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 512];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200")
+        )
+    }
+    // Two kept-alive connections fill the server.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        stream.write_all(HEALTH).await.unwrap();
+        assert!(answered(&mut stream, Duration::from_secs(10)).await);
+        held.push(stream);
+    }
+    // A third is accepted by the kernel but not served while they stay open...
+    let mut third = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    third.write_all(HEALTH).await.unwrap();
+    assert!(!answered(&mut third, Duration::from_millis(700)).await);
+    // ...and is served once one of them closes.
+    drop(held.pop());
+    assert!(answered(&mut third, Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_queue_refuses_publishes_with_503_until_it_drains() {
+    let dir = TempDir::new();
+    let mut s = settings();
+    s.agents = vec![transform_agent(&dir, "planner", "Idea", "Plan", 0.4)];
+    s.orchestrator.max_concurrent_runs = 1;
+    s.orchestrator.max_queued_runs = 3;
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    let publish = |n: usize| {
+        let body = json!({"type": "Idea", "payload": {"n": n},
+                          "webhook": {"url": receiver.url, "secret": "s3cret"}});
+        let app = &app;
+        async move { app.post("/api/v1/artifacts", &body).await }
+    };
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    // One run takes the slot and three wait: a publish within the next 20 is refused.
+    for n in 0..20 {
+        let response = publish(n).await;
+        match response.status().as_u16() {
+            202 => {
+                let body: Value = response.json().await.unwrap();
+                accepted.push(body["correlation_id"].as_str().unwrap().to_owned());
+            }
+            503 => {
+                refused = Some(response);
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refused = refused.expect("a publish was refused while the queue was full");
+    assert!(accepted.len() >= 3, "{accepted:?}");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    // Nothing of the refused publish was stored: only the accepted Ideas (and their Plans).
+    let listed = app.get_json("/api/v1/artifacts?type=Idea").await;
+    assert_eq!(listed["pagination"]["total"], accepted.len(), "{listed}");
+    // Once the queue drains, publishes are accepted again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        let response = publish(100).await;
+        if response.status() == 202 {
+            let body: Value = response.json().await.unwrap();
+            break body["correlation_id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(response.status(), 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+    };
+    accepted.push(again);
+    // Nothing accepted is lost: every accepted workflow's Idea and Plan are delivered.
+    for correlation in &accepted {
+        app.deliveries_until(correlation, |d| {
+            d.len() == 2 && d.iter().all(|x| x["state"] == "delivered")
+        })
+        .await;
+    }
+    receiver.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_past_the_rate_limit_gets_429_then_is_served_after_retry_after() {
+    let mut s = settings();
+    s.limits.requests_per_sec = Some(2);
+    s.limits.burst = Some(2);
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    let body = json!({"type": "Idea", "payload": {}, "webhook": {"url": receiver.url, "secret": "s3cret"}});
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    // The burst is 2: within 10 quick publishes one is refused.
+    for _ in 0..10 {
+        let response = app.post("/api/v1/artifacts", &body).await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.unwrap();
+        accepted.push(answer["correlation_id"].as_str().unwrap().to_owned());
+    }
+    let refused = refused.expect("a publish past the burst was refused");
+    assert!((2..=3).contains(&accepted.len()), "{accepted:?}");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "too_many_requests", "{answer}");
+    // Health is never limited.
+    assert_eq!(app.get("/health").await.status(), 200);
+    // After waiting as asked, the caller is served again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let response = app.post("/api/v1/artifacts", &body).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    accepted.push(answer["correlation_id"].as_str().unwrap().to_owned());
+    // Nothing accepted is lost: each accepted workflow's Idea arrives, and nothing else.
+    let received: BTreeSet<String> = receiver
+        .wait_for(accepted.len())
+        .await
+        .iter()
+        .map(|r| r.payload().correlation_id.to_string())
+        .collect();
+    assert_eq!(received, accepted.iter().cloned().collect::<BTreeSet<_>>());
+    receiver.stop().await;
+    app.stop().await;
+}

@@ -39,11 +39,15 @@ async fn refused_destinations_fail_at_once_and_nothing_reaches_the_receiver() {
             "{url}: {error}"
         );
         if url.contains("localhost") {
-            // Refused where the client resolves the name, not before.
-            assert!(
-                error.contains("localhost resolves only to refused addresses"),
-                "{error}"
+            // Refused where the client resolves the name, not before; the record names the
+            // class of what it resolved to, never the address.
+            assert_eq!(
+                error,
+                "refused by the SSRF guard: localhost resolves only to loopback addresses"
             );
+        }
+        for address in ["127.0.0.1", "::1", "169.254.169.254", "ffff"] {
+            assert!(!error.contains(address), "{url}: {error}");
         }
     }
     assert!(
@@ -64,4 +68,30 @@ async fn a_name_is_resolved_through_the_guard_to_its_allowed_address() {
     assert_eq!(view.state, DeliveryState::Delivered, "{view:?}");
     assert_eq!(view.attempts.len(), 1);
     assert_eq!(receiver.requests()[0].path, "/named");
+}
+
+#[tokio::test]
+async fn failed_connections_are_recorded_by_class_without_the_address() {
+    // A port that was just free: the connection is refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let harness = Harness::start(DeliveryConfig {
+        retry: flock_retry::RetryPolicy {
+            max_retries: 0,
+            ..test_config().retry
+        },
+        ..test_config()
+    });
+    let id = harness
+        .enqueue(delivery(&format!("http://localhost:{port}/hook"), None))
+        .await;
+    let view = harness.finished(id).await;
+    assert_eq!(view.state, DeliveryState::Failed);
+    let attempt = &view.attempts[0];
+    assert_eq!(attempt.error_kind, Some(ErrorKind::Connect));
+    assert_eq!(
+        attempt.error.as_deref(),
+        Some("could not connect: connection refused")
+    );
 }

@@ -22,6 +22,7 @@ fn command_agent(name: &str, script: &str, timeout_ms: Option<u64>) -> Arc<dyn A
         command: Some(vec!["sh".to_owned(), script.to_owned()]),
         url: None,
         timeout_ms,
+        ..AgentSpec::default()
     }
     .build()
     .unwrap()
@@ -159,6 +160,7 @@ async fn a_missing_program_is_a_process_error() {
         command: Some(vec!["/nonexistent/flock-agent".to_owned()]),
         url: None,
         timeout_ms: None,
+        ..AgentSpec::default()
     }
     .build()
     .unwrap();
@@ -194,6 +196,7 @@ fn hanging_agent(dir: &TempDir, name: &str, timeout_ms: u64) -> Arc<dyn Agent> {
         ]),
         url: None,
         timeout_ms: Some(timeout_ms),
+        ..AgentSpec::default()
     }
     .build()
     .unwrap()

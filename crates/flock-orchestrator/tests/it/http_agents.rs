@@ -93,6 +93,7 @@ fn http_agent(name: &str, url: String, timeout_ms: Option<u64>) -> Arc<dyn Agent
         command: None,
         url: Some(url),
         timeout_ms,
+        ..AgentSpec::default()
     }
     .build()
     .unwrap()
@@ -198,6 +199,7 @@ async fn agents_are_listed_with_their_kinds() {
                 command: Some(vec!["true".to_owned()]),
                 url: None,
                 timeout_ms: None,
+                ..AgentSpec::default()
             }
             .build()
             .unwrap(),

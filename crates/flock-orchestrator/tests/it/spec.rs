@@ -76,6 +76,33 @@ fn each_invalid_field_is_named() {
             "timeout_ms",
             "between 1 and",
         ),
+        (
+            json!({"env": ["OK", "BAD-NAME"]}),
+            "env[1]",
+            "not an environment",
+        ),
+        (json!({"env": ["1ST"]}), "env[0]", "not an environment"),
+        (json!({"env": [""]}), "env[0]", "not an environment"),
+        (
+            json!({"stderr_bytes": 0}),
+            "stderr_bytes",
+            "between 1 and 65536",
+        ),
+        (
+            json!({"stderr_bytes": 65537}),
+            "stderr_bytes",
+            "between 1 and 65536",
+        ),
+        (
+            json!({"command": null, "url": "http://127.0.0.1/", "env": ["X"]}),
+            "env",
+            "only a command agent",
+        ),
+        (
+            json!({"command": null, "url": "http://127.0.0.1/", "expose_stderr": false}),
+            "expose_stderr",
+            "only a command agent",
+        ),
     ];
     for (change, field, message) in cases {
         let value = spec(&change);

@@ -399,3 +399,45 @@ fn http_dates_map_to_unix_time() {
         assert_eq!(parse_http_date(text), expected.map(at), "{text:?}");
     }
 }
+
+#[test]
+fn far_future_retry_after_dates_saturate_to_the_cap() {
+    // Dates whose seconds do not fit a u64 (or whose year does not fit the date arithmetic)
+    // mean "a very long time": they saturate, with no overflow in this debug build, and the
+    // policy caps the wait at max_delay. Dates before 1970 are not dates a server can mean.
+    let now = at(1_795_867_200);
+    let policy = RetryPolicy::default();
+    for value in [
+        "Sun, 06 Nov 1000000000000 08:49:37 GMT",
+        "Sun Nov  6 08:49:37 1000000000000",
+        "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",
+    ] {
+        let asked = parse_retry_after(value, now).expect(value);
+        assert_eq!(
+            asked,
+            Duration::from_secs(u64::MAX) - S(1_795_867_200),
+            "{value}"
+        );
+        assert_eq!(parse_http_date(value), None, "{value}");
+        let outcome = Outcome::Status {
+            code: 503,
+            retry_after: Some(asked),
+        };
+        assert_eq!(
+            policy.decide(1, &outcome, 0.5),
+            Decision::RetryAfter(policy.max_delay),
+            "{value}"
+        );
+    }
+    // A year a little past what SystemTime holds on some platforms still parses as a wait.
+    assert!(
+        parse_retry_after("Sun, 06 Nov 30000 08:49:37 GMT", now).unwrap()
+            > S(86_400 * 365 * 27_000)
+    );
+    for past in [
+        "Sun, 06 Nov -9223372036854775808 08:49:37 GMT",
+        "Sun, 06 Nov 1969 08:49:37 GMT",
+    ] {
+        assert_eq!(parse_retry_after(past, now), None, "{past}");
+    }
+}
