@@ -2,7 +2,7 @@
 //! deliveries (the transactional outbox), claimed, sent to a loopback receiver and recorded by
 //! the dispatcher. A program that prints numbers.
 //!
-//! `cargo run --release -p flock-store --example throughput [STORE_URL] [COUNT]`
+//! `cargo run --release -p flock-store --example store_throughput [STORE_URL] [COUNT]`
 //!
 //! Without a URL it uses an SQLite file in a fresh temporary directory. It prints two figures:
 //! publishing and delivering at once (publishers and dispatcher share the machine), and
