@@ -129,9 +129,9 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     /// HTTP worker threads; the number of CPUs when absent.
     pub workers: Option<usize>,
-    /// How long a request may take to arrive, headers and body, in milliseconds (30 s by
-    /// default): a slower body is answered 408 `request_timeout` and its connection closed, so
-    /// slow-body connections cannot pile up.
+    /// How long a request's body may take to arrive, in milliseconds (30 s by default): a
+    /// slower body is answered 408 `request_timeout` and its connection closed, so slow-body
+    /// connections cannot pile up. Headers must arrive within 5 s, or this when shorter.
     pub request_timeout_ms: u64,
     /// The most connections served at once (10,000 by default), shared evenly among the
     /// workers; past it new connections wait in the listen backlog until one closes.

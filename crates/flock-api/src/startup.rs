@@ -95,6 +95,10 @@ pub async fn build_state(
     Ok((state, dispatcher))
 }
 
+/// How long a request's headers may take to arrive (actix's default), unless
+/// `server.request_timeout_ms` is shorter.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A built server, listening but not yet serving.
 pub struct Application {
     address: SocketAddr,
@@ -143,9 +147,9 @@ impl Application {
             .disable_signals()
             .shutdown_timeout(grace.as_secs().max(1))
             .workers(workers)
-            // Headers must arrive within the request timeout too (the body's is checked as it
-            // is read).
-            .client_request_timeout(settings.request_timeout())
+            // Headers must arrive within actix's own 5 s, or the request timeout when it is
+            // shorter (the body's time is checked as it is read).
+            .client_request_timeout(settings.request_timeout().min(HEADER_TIMEOUT))
             // actix counts connections per worker.
             .max_connections(settings.server.max_connections.div_ceil(workers));
         let server = server.listen(listener)?.run();
