@@ -1,5 +1,6 @@
-//! Reading a request body as JSON, within the size limit, with the project's errors: 413 for a
-//! body over the limit, 400 for one that is not JSON.
+//! Reading a request body as JSON, within the size limit, with the project's errors: 415 for a
+//! body not declared `application/json`, 413 for a body over the limit, 400 for one that is not
+//! JSON.
 
 use actix_web::{HttpRequest, web};
 use bytes::BytesMut;
@@ -7,16 +8,52 @@ use futures_util::StreamExt as _;
 
 use crate::error::{ApiError, ErrorCode};
 
-/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a `Content-Length`
-/// over the limit is refused before reading anything).
+/// Refuses a body whose `Content-Type` is absent or not `application/json` (parameters such as
+/// `charset` are fine): a browser's form or `text/plain` post never reaches a JSON route.
 ///
 /// # Errors
-/// 413 past the limit; 400 when the connection breaks mid-body.
+/// 415 `unsupported_media_type`, naming what was sent.
+pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = declared
+        .as_deref()
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    match essence {
+        Some(essence) if essence.eq_ignore_ascii_case("application/json") => Ok(()),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "the body is declared `{}`; send it as `Content-Type: application/json`",
+                declared
+                    .unwrap_or_default()
+                    .chars()
+                    .take(100)
+                    .collect::<String>()
+            ),
+        )),
+        None => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request has no Content-Type; send the body as `Content-Type: application/json`",
+        )),
+    }
+}
+
+/// Checks that the body is declared JSON, then reads it whole, refusing it as soon as it
+/// exceeds `limit` bytes (a `Content-Length` over the limit is refused before reading
+/// anything).
+///
+/// # Errors
+/// 415 when it is not declared JSON; 413 past the limit; 400 when the connection breaks
+/// mid-body.
 pub(crate) async fn read(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<web::Bytes, ApiError> {
+    require_json(req)?;
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,

@@ -40,18 +40,27 @@ pub(crate) enum ErrorCode {
     StorageUnavailable,
     /// The caller's key lacks the scope the route needs.
     Forbidden,
+    /// No key, or a key that is malformed, unknown, revoked or expired, where one is needed.
+    Unauthorized,
+    /// A request served without a key named a host that is not loopback (DNS rebinding).
+    HostNotAllowed,
+    /// A body that is not declared `application/json`.
+    UnsupportedMediaType,
 }
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 12] = [
+    pub(crate) const ALL: [ErrorCode; 15] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
+        ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::HostNotAllowed,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
         ErrorCode::Validation,
         ErrorCode::WebhookAddressRefused,
         ErrorCode::IdempotencyKeyReused,
@@ -65,6 +74,17 @@ impl ErrorCode {
             ErrorCode::MalformedJson => "the body is empty, not JSON, or broke off",
             ErrorCode::InvalidHeader => "a header is malformed (`field` does not say which)",
             ErrorCode::Forbidden => "the caller's key lacks the scope this route needs",
+            ErrorCode::Unauthorized => {
+                "no API key, or one that is malformed, unknown, revoked or expired; \
+                 send `Authorization: Bearer <key>` (`WWW-Authenticate: Bearer` says so)"
+            }
+            ErrorCode::HostNotAllowed => {
+                "a request without an API key must name a loopback host (`localhost`, \
+                 `127.0.0.1`, `[::1]`), against DNS rebinding"
+            }
+            ErrorCode::UnsupportedMediaType => {
+                "the body must be sent as `Content-Type: application/json`"
+            }
             ErrorCode::NotFound => "nothing has this id, or no route has this path",
             ErrorCode::MethodNotAllowed => {
                 "the route has no such method; `Allow` lists its methods"
@@ -96,7 +116,9 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -116,6 +138,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StorageUnavailable => "storage_unavailable",
         }
@@ -261,7 +286,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(self.body())
+        let mut answer = HttpResponse::build(self.status_code());
+        if self.code == ErrorCode::Unauthorized {
+            answer.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        answer.json(self.body())
     }
 }
 

@@ -288,16 +288,13 @@ pub(crate) struct AgentsDoc {
     agents: Vec<AgentInfoDoc>,
 }
 
-/// Health.
+/// Health: `{"status":"ok"}` and nothing else (the route is open).
 #[derive(ToSchema)]
 #[schema(as = Health)]
 pub(crate) struct HealthDoc {
     /// Always `ok`.
     #[schema(pattern = "^ok$")]
     status: String,
-    version: String,
-    deliveries_pending: u64,
-    deliveries_in_flight: u64,
 }
 
 /// A declared artifact type.

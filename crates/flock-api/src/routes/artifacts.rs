@@ -42,8 +42,11 @@ route_errors!(
     PublishErrors: [
         MalformedJson,
         InvalidHeader,
+        Unauthorized,
         Forbidden,
+        HostNotAllowed,
         PayloadTooLarge,
+        UnsupportedMediaType,
         Validation,
         WebhookAddressRefused,
         IdempotencyKeyReused,
@@ -54,12 +57,12 @@ route_errors!(
 
 route_errors!(
     /// What `GET /api/v1/artifacts` answers when it refuses.
-    ListErrors: [Forbidden, Validation, StorageUnavailable]
+    ListErrors: [Unauthorized, Forbidden, HostNotAllowed, Validation, StorageUnavailable]
 );
 
 route_errors!(
     /// What `GET /api/v1/artifacts/{id}` answers when it refuses.
-    GetErrors: [Forbidden, NotFound, StorageUnavailable]
+    GetErrors: [Unauthorized, Forbidden, HostNotAllowed, NotFound, StorageUnavailable]
 );
 
 /// `POST /api/v1/artifacts`: 202 `{"status":"accepted","correlation_id"}` once the artifact is

@@ -28,7 +28,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What the correlation routes answer when they refuse.
-    CorrelationErrors: [Forbidden, NotFound, StorageUnavailable]
+    CorrelationErrors: [Unauthorized, Forbidden, HostNotAllowed, NotFound, StorageUnavailable]
 );
 
 fn unknown(id: Uuid) -> ApiError {

@@ -21,7 +21,14 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What the redeliver route answers when it refuses.
-    RedeliverErrors: [Forbidden, NotFound, Conflict, StorageUnavailable]
+    RedeliverErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        NotFound,
+        Conflict,
+        StorageUnavailable,
+    ]
 );
 
 /// `POST /api/v1/webhooks/deliveries/{id}/redeliver`: queues a failed delivery again. It keeps

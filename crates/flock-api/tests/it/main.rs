@@ -3,6 +3,7 @@
 //! stores (SQLite files in temporary directories; Postgres when `FLOCK_TEST_POSTGRES_URL`
 //! names a server).
 
+mod auth;
 mod bad_input;
 mod config;
 mod durable;

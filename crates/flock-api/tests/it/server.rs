@@ -366,7 +366,11 @@ async fn lists_filter_and_paginate_and_agents_are_listed() {
     assert_eq!(agents["agents"][0]["kind"], "command");
 
     let health = app.get_json("/health").await;
-    assert_eq!(health["status"], "ok");
+    assert_eq!(
+        health,
+        json!({"status": "ok"}),
+        "health says ok and nothing else"
+    );
     app.stop().await;
 }
 

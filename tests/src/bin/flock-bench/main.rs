@@ -1024,15 +1024,16 @@ async fn memory(
     // Every publish was answered, so every delivery is in the outbox; check it.
     let deadline = Instant::now() + limit_for(pending);
     loop {
-        let health = api.get_json("/health").await?;
-        let held = health["deliveries_pending"].as_u64().unwrap_or(0)
-            + health["deliveries_in_flight"].as_u64().unwrap_or(0);
+        let metrics = api.metrics().await?;
+        let gauge = |name| flock_e2e::metric(&metrics, name, &[]).unwrap_or(0.0);
+        let held =
+            gauge("flock_webhook_deliveries_pending") + gauge("flock_webhook_deliveries_in_flight");
         if held as usize >= pending {
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {held} of {pending} deliveries pending: {health}"
+            "only {held} of {pending} deliveries pending or in flight"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
