@@ -192,7 +192,7 @@ impl From<ValidationError> for ApiError {
 impl ApiError {
     /// 503 `storage_unavailable` for a store that failed; the cause goes to the log, not to the
     /// client.
-    fn storage(err: &dyn Display) -> Self {
+    pub(crate) fn storage(err: &dyn Display) -> Self {
         tracing::error!(error = %err, "storage failed");
         ApiError::new(
             ErrorCode::StorageUnavailable,

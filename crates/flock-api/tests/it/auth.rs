@@ -287,3 +287,114 @@ async fn metrics_need_the_metrics_scope_unless_they_are_open() {
     assert_eq!(status, 401, "only metrics are open");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn keys_are_created_listed_and_revoked_through_the_api_for_the_callers_tenant() {
+    let mut s = settings();
+    s.auth.mode = AuthMode::Keys;
+    let app = TestApp::start(s).await;
+    let admin = app.key("acme", &[Scope::KeysManage, Scope::Read]).await;
+    let post = |key: String, body: Value| {
+        let request = app
+            .client
+            .post(app.url("/api/v1/keys"))
+            .bearer_auth(key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let response = post(
+        admin.clone(),
+        json!({"scopes": ["read"], "name": "ci", "expires_in_secs": 3600}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let created: Value = response.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("flk_") && key.len() == 47, "{key}");
+    assert_eq!(created["tenant"], "acme");
+    assert_eq!(created["scopes"], json!(["read"]));
+    assert_eq!(created["name"], "ci");
+    assert!(created["expires_at"].is_string());
+    assert!(created["revoked_at"].is_null());
+    // The new key works, for its tenant and scopes.
+    let read = app
+        .client
+        .get(app.url("/api/v1/artifacts"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    // A key cannot give scopes it lacks.
+    let (status, code, message) = error_of(
+        post(
+            admin.clone(),
+            json!({"scopes": ["read", "publish", "metrics"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    assert!(message.contains("`publish`, `metrics`"), "{message}");
+    let (status, code, _) = error_of(post(admin.clone(), json!({"scopes": []})).await).await;
+    assert_eq!((status, code.as_str()), (422, "validation_error"));
+    // The list shows the tenant's keys and never a key.
+    let listed = app
+        .client
+        .get(app.url("/api/v1/keys"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let text = listed.text().await.unwrap();
+    assert!(!text.contains(&key) && !text.contains(&admin), "{text}");
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2, "{listed}");
+    assert!(
+        listed["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["tenant"] == "acme")
+    );
+    // Another tenant's admin sees none of them and cannot revoke them.
+    let stranger = app.key("other", &[Scope::KeysManage]).await;
+    let theirs: Value = app
+        .client
+        .get(app.url("/api/v1/keys"))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["keys"].as_array().unwrap().len(), 1, "{theirs}");
+    let id = created["id"].as_str().unwrap();
+    let delete = |key: String| {
+        let request = app
+            .client
+            .delete(app.url(&format!("/api/v1/keys/{id}")))
+            .bearer_auth(key);
+        async move { request.send().await.unwrap() }
+    };
+    let (status, code, _) = error_of(delete(stranger).await).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    assert_eq!(delete(admin.clone()).await.status(), 204);
+    // Refused at once on this instance.
+    let refused = app
+        .client
+        .get(app.url("/api/v1/artifacts"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, message) = error_of(refused).await;
+    assert_eq!((status, code.as_str()), (401, "unauthorized"));
+    assert!(message.contains("revoked"), "{message}");
+    // Revoking again changes nothing.
+    assert_eq!(delete(admin).await.status(), 204);
+    app.stop().await;
+}
