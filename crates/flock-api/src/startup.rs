@@ -74,7 +74,7 @@ pub async fn build_state(
     let dispatcher =
         Dispatcher::new(storage.outbox(), delivery).context("configuration: webhooks")?;
     let keys = Authenticator::new(
-        Arc::new(flock_auth::MemoryKeyStore::new()),
+        storage.keys(),
         AuthConfig {
             revocation_poll: Duration::from_millis(settings.auth.revocation_poll_ms),
             last_used_flush: Duration::from_millis(settings.auth.last_used_flush_ms),

@@ -137,6 +137,11 @@ impl<B: Backend> Durable<B> {
             .map_err(|_| OpError::Backend("the store's writer has stopped".to_owned()))?
     }
 
+    /// The database.
+    pub(crate) fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// Runs a read on the store's runtime (whose I/O driver owns the connections).
     async fn read<T, F, Fut>(&self, read: F) -> Result<T, String>
     where

@@ -6,6 +6,7 @@
 mod batch;
 mod durable;
 mod error;
+mod keys;
 mod migrations;
 mod ops;
 mod postgres;

@@ -47,6 +47,13 @@ pub(crate) struct Postgres {
     readers: PgPool,
 }
 
+impl Postgres {
+    /// The connections API keys go through.
+    pub(crate) fn key_pool(&self) -> crate::keys::KeyPool {
+        crate::keys::KeyPool::Postgres(self.readers.clone())
+    }
+}
+
 /// Connects to and migrates the database at `url`, and starts its writers.
 pub(crate) async fn open(url: &PostgresUrl) -> Result<Arc<Durable<Postgres>>, OpenError> {
     let shown = url.redacted();

@@ -69,6 +69,13 @@ pub(crate) struct Sqlite {
     checkpointer: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
 }
 
+impl Sqlite {
+    /// The connections API keys go through.
+    pub(crate) fn key_pool(&self) -> crate::keys::KeyPool {
+        crate::keys::KeyPool::Sqlite(self.readers.clone())
+    }
+}
+
 /// Opens (creating it if needed, readable and writable by its owner only) and migrates the
 /// database at `path`, and starts its writer.
 pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sqlite>>, OpenError> {
