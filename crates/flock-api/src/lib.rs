@@ -8,6 +8,7 @@ mod body;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod idempotency;
+pub mod keys_cli;
 pub mod listen;
 mod openapi;
 mod routes;
