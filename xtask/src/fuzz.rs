@@ -368,7 +368,14 @@ fn flock_api(binary: &Path, work: &Path) -> Command {
 /// alone on its first line.
 fn create_key(binary: &Path, work: &Path) -> Result<String, String> {
     let mut command = flock_api(binary, work);
-    command.args(["keys", "create", "--tenant", "fuzz", "--name", "openapi-fuzz"]);
+    command.args([
+        "keys",
+        "create",
+        "--tenant",
+        "fuzz",
+        "--name",
+        "openapi-fuzz",
+    ]);
     for scope in ["publish", "read", "redeliver", "keys:manage", "metrics"] {
         command.args(["--scope", scope]);
     }

@@ -920,7 +920,9 @@ async fn auth_server(
     let path = config.write(dir)?;
     let key = if mode == "keys" {
         let output = std::process::Command::new(binary)
-            .args(["keys", "create", "--tenant", "bench", "--scope", "publish", "--config"])
+            .args([
+                "keys", "create", "--tenant", "bench", "--scope", "publish", "--config",
+            ])
             .arg(&path)
             .output()?;
         anyhow::ensure!(
@@ -961,10 +963,12 @@ async fn auth_latency(
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for run in 1..=plan.runs {
             let (mut with, mut without) =
-                measure::keyed_and_open_latency(&keyed_api, &key, &open_api, plan.samples)
-                    .await?;
+                measure::keyed_and_open_latency(&keyed_api, &key, &open_api, plan.samples).await?;
             let (k50, k99) = (percentile(&mut with, 50.0), percentile(&mut with, 99.0));
-            let (o50, o99) = (percentile(&mut without, 50.0), percentile(&mut without, 99.0));
+            let (o50, o99) = (
+                percentile(&mut without, 50.0),
+                percentile(&mut without, 99.0),
+            );
             println!(
                 "auth latency run {run}{}: with a key (keys mode) p50 {k50:.0} µs p99 {k99:.0} µs; \
                  open mode p50 {o50:.0} µs p99 {o99:.0} µs; ratio p50 {:.3}",
