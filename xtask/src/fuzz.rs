@@ -1,6 +1,9 @@
 //! `cargo xtask openapi-fuzz`: Schemathesis, a property-based fuzzer nobody here wrote, against
 //! the real `flock-api` binary. The server runs on a free loopback port with an SQLite store in
-//! a temporary directory and the loopback allow-list; Schemathesis reads the server's own
+//! a temporary directory and the loopback allow-list, in `auth.mode = "keys"`, with an API key
+//! that `flock-api keys create` made in that store before the start (every scope); Schemathesis
+//! sends it on every request, and its `ignored_auth` check sends requests without it or with a
+//! wrong one, which must be refused. Schemathesis reads the server's own
 //! OpenAPI document and runs every check, stateful ones included, with a fixed seed, a fixed
 //! number of examples per operation and a time budget. Whatever the document lists is fuzzed,
 //! so routes added later are covered without a change here.
@@ -255,6 +258,7 @@ fn fuzz_in(
 ) -> Result<(), String> {
     // Webhooks go to a loopback port where nothing listens: refused at once, never elsewhere.
     let webhook_port = closed_port()?;
+    let key = create_key(binary, work)?;
     let mut server = start_server(binary, work)?;
     let address = wait_for_address(&mut server)?;
     wait_for_health(&mut server, address)?;
@@ -280,9 +284,12 @@ fn fuzz_in(
         .env("PYTHONPATH", root.join(FUZZ_DIR))
         .env("SCHEMATHESIS_HOOKS", "flock_fuzz_hooks")
         .env("FLOCK_FUZZ_WEBHOOK_PORT", webhook_port.to_string())
+        // `[auth.openapi.bearer]` of schemathesis.toml: the key for the document's `bearer`
+        // scheme, which Schemathesis leaves out where it checks that auth is not ignored.
+        .env("FLOCK_FUZZ_KEY", &key)
         .current_dir(work);
     eprintln!(
-        "==> {} run {base}/api/v1/openapi.json --checks all --phases examples,coverage,fuzzing,stateful --max-examples {} --seed {} --workers {WORKERS} (budget {}s)",
+        "==> {} run {base}/api/v1/openapi.json (bearer: the key) --checks all --phases examples,coverage,fuzzing,stateful --max-examples {} --seed {} --workers {WORKERS} (budget {}s)",
         st.display(),
         options.max_examples,
         options.seed,
@@ -297,7 +304,7 @@ fn fuzz_in(
     if let Ok(Some(status)) = server.child.try_wait() {
         problems.push(format!("the server died during the run ({status})"));
     } else {
-        match answers(address) {
+        match answers(address, &key) {
             Ok((table, unreached)) => {
                 eprintln!(
                     "\n==> what each operation answered (the server's own counters):\n{table}"
@@ -336,12 +343,9 @@ fn closed_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn start_server(binary: &Path, work: &Path) -> Result<Server, String> {
-    let log = work.join("server.log");
-    let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
+/// The binary with only this step's settings: nothing from the caller's environment shapes it.
+fn flock_api(binary: &Path, work: &Path) -> Command {
     let mut command = Command::new(binary);
-    // Only this step's settings: nothing from the caller's environment shapes the server.
     for (key, _) in std::env::vars_os() {
         if let Some(key) = key.to_str()
             && (key.starts_with("FLOCK_") || key == "RUST_LOG")
@@ -349,20 +353,57 @@ fn start_server(binary: &Path, work: &Path) -> Result<Server, String> {
             command.env_remove(key);
         }
     }
-    let child = command
-        .env("FLOCK__SERVER__HOST", "127.0.0.1")
-        .env("FLOCK__SERVER__PORT", "0")
-        .env("FLOCK__SERVER__WORKERS", "2")
+    command
         .env(
             "FLOCK__STORE__URL",
             format!("sqlite://{}", work.join("flock.db").display()),
         )
+        .env("FLOCK__AUTH__MODE", "keys")
+        .current_dir(work)
+        .stdin(Stdio::null());
+    command
+}
+
+/// A key with every scope, made offline in the step's store: `flock-api keys create` prints it
+/// alone on its first line.
+fn create_key(binary: &Path, work: &Path) -> Result<String, String> {
+    let mut command = flock_api(binary, work);
+    command.args([
+        "keys",
+        "create",
+        "--tenant",
+        "fuzz",
+        "--name",
+        "openapi-fuzz",
+    ]);
+    for scope in ["publish", "read", "redeliver", "keys:manage", "metrics"] {
+        command.args(["--scope", scope]);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("could not run {} keys create: {e}", binary.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout.lines().next() {
+        Some(key) if output.status.success() && key.starts_with("flk_") => Ok(key.to_owned()),
+        _ => Err(format!(
+            "flock-api keys create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
+}
+
+fn start_server(binary: &Path, work: &Path) -> Result<Server, String> {
+    let log = work.join("server.log");
+    let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let child = flock_api(binary, work)
+        .env("FLOCK__SERVER__HOST", "127.0.0.1")
+        .env("FLOCK__SERVER__PORT", "0")
+        .env("FLOCK__SERVER__WORKERS", "2")
         .env("FLOCK__WEBHOOKS__ALLOWED_CIDRS", "127.0.0.1/32")
         .env("FLOCK__WEBHOOKS__RETRY__MAX_RETRIES", "0")
         .env("FLOCK__LOG__FORMAT", "json")
         .env("FLOCK__LOG__LEVEL", "info")
-        .current_dir(work)
-        .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
@@ -403,7 +444,7 @@ fn wait_for_address(server: &mut Server) -> Result<SocketAddr, String> {
 fn wait_for_health(server: &mut Server, address: SocketAddr) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok((200, _)) = get(address, "/health") {
+        if let Ok((200, _)) = get(address, "/health", None) {
             return Ok(());
         }
         if Instant::now() > deadline || matches!(server.child.try_wait(), Ok(Some(_))) {
@@ -462,15 +503,18 @@ fn stop(server: &mut Server) -> Result<(), String> {
 }
 
 /// A GET over a fresh connection: the status and the body.
-fn get(address: SocketAddr, path: &str) -> Result<(u16, String), String> {
+fn get(address: SocketAddr, path: &str, key: Option<&str>) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
         .map_err(|e| format!("{address}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
+    let authorization = key.map_or_else(String::new, |key| {
+        format!("Authorization: Bearer {key}\r\n")
+    });
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
@@ -514,14 +558,14 @@ fn dechunk(mut rest: &str) -> String {
 
 /// What each documented operation answered, as a table, and the operations that links lead to
 /// but that never answered 2xx.
-fn answers(address: SocketAddr) -> Result<(String, Vec<String>), String> {
-    let (status, document) = get(address, "/api/v1/openapi.json")?;
+fn answers(address: SocketAddr, key: &str) -> Result<(String, Vec<String>), String> {
+    let (status, document) = get(address, "/api/v1/openapi.json", None)?;
     if status != 200 {
         return Err(format!("the document answered {status}"));
     }
     let document: Value =
         serde_json::from_str(&document).map_err(|e| format!("the document: {e}"))?;
-    let (status, metrics) = get(address, "/metrics")?;
+    let (status, metrics) = get(address, "/metrics", Some(key))?;
     if status != 200 {
         return Err(format!("/metrics answered {status}"));
     }

@@ -71,6 +71,7 @@ pub fn create_app(
                 .configure(routes::correlations::configure)
                 .configure(routes::webhooks::configure)
                 .configure(routes::types::configure)
+                .configure(routes::keys::configure)
                 .configure(routes::system::configure_api),
         )
         .configure(routes::system::configure_root)

@@ -46,6 +46,9 @@ pub struct Settings {
     /// Idempotency keys on the publish routes.
     #[serde(default)]
     pub idempotency: IdempotencySettings,
+    /// Who may call: API keys, or keyless on loopback.
+    #[serde(default)]
+    pub auth: AuthSettings,
     /// Where artifacts and deliveries live.
     #[serde(default)]
     pub store: StoreSettings,
@@ -136,6 +139,8 @@ pub struct ServerSettings {
     /// The most connections served at once (10,000 by default), shared evenly among the
     /// workers; past it new connections wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// Serve `GET /metrics` without a key; `false` by default: it needs the `metrics` scope.
+    pub metrics_open: bool,
 }
 
 impl Default for ServerSettings {
@@ -148,8 +153,48 @@ impl Default for ServerSettings {
             workers: None,
             request_timeout_ms: 30_000,
             max_connections: 10_000,
+            metrics_open: false,
         }
     }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `auto` (the default): keys are required unless the server listens on loopback only;
+    /// `keys`: always required; `open`: never required (a warning at start).
+    pub mode: AuthMode,
+    /// How often each instance reads the keys revoked on others; 1 s by default. A key
+    /// revoked elsewhere is refused within two of these.
+    pub revocation_poll_ms: u64,
+    /// How often the times keys were last used are written, in one batch; 10 s by default.
+    pub last_used_flush_ms: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            mode: AuthMode::Auto,
+            revocation_poll_ms: 1_000,
+            last_used_flush_ms: 10_000,
+        }
+    }
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Keys are required unless the server listens on loopback only; there, a request without
+    /// a key acts as tenant `default` with every scope.
+    #[default]
+    Auto,
+    /// Keys are always required.
+    Keys,
+    /// No key is required anywhere; a request without one acts as tenant `default` with every
+    /// scope. Must be chosen explicitly to serve without keys on a non-loopback address.
+    Open,
 }
 
 /// `[log]`.
@@ -508,6 +553,12 @@ impl Settings {
                     w.timeout_ms
                 ),
             ));
+        }
+        if self.auth.revocation_poll_ms == 0 {
+            return Err(invalid("auth.revocation_poll_ms", "must be at least 1"));
+        }
+        if self.auth.last_used_flush_ms == 0 {
+            return Err(invalid("auth.last_used_flush_ms", "must be at least 1"));
         }
         if w.poll_interval_ms == 0 {
             return Err(invalid("webhooks.poll_interval_ms", "must be at least 1"));

@@ -44,19 +44,28 @@ pub(crate) enum ErrorCode {
     Overloaded,
     /// The caller sent more requests than `[limits]` allows; try again after `Retry-After`.
     TooManyRequests,
+    /// No key, or a key that is malformed, unknown, revoked or expired, where one is needed.
+    Unauthorized,
+    /// A request served without a key named a host that is not loopback (DNS rebinding).
+    HostNotAllowed,
+    /// A body that is not declared `application/json`.
+    UnsupportedMediaType,
 }
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 15] = [
+    pub(crate) const ALL: [ErrorCode; 18] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
+        ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::HostNotAllowed,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::RequestTimeout,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
         ErrorCode::Validation,
         ErrorCode::WebhookAddressRefused,
         ErrorCode::IdempotencyKeyReused,
@@ -72,6 +81,17 @@ impl ErrorCode {
             ErrorCode::MalformedJson => "the body is empty, not JSON, or broke off",
             ErrorCode::InvalidHeader => "a header is malformed (`field` does not say which)",
             ErrorCode::Forbidden => "the caller's key lacks the scope this route needs",
+            ErrorCode::Unauthorized => {
+                "no API key, or one that is malformed, unknown, revoked or expired; \
+                 send `Authorization: Bearer <key>` (`WWW-Authenticate: Bearer` says so)"
+            }
+            ErrorCode::HostNotAllowed => {
+                "a request without an API key must name a loopback host (`localhost`, \
+                 `127.0.0.1`, `[::1]`), against DNS rebinding"
+            }
+            ErrorCode::UnsupportedMediaType => {
+                "the body must be sent as `Content-Type: application/json`"
+            }
             ErrorCode::NotFound => "nothing has this id, or no route has this path",
             ErrorCode::MethodNotAllowed => {
                 "the route has no such method; `Allow` lists its methods"
@@ -113,7 +133,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable | ErrorCode::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -135,6 +157,9 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Overloaded => "overloaded",
@@ -202,7 +227,7 @@ impl From<ValidationError> for ApiError {
 impl ApiError {
     /// 503 `storage_unavailable` for a store that failed; the cause goes to the log with its
     /// sources (the database's own error), not to the client.
-    fn storage(err: &dyn std::error::Error) -> Self {
+    pub(crate) fn storage(err: &dyn std::error::Error) -> Self {
         let mut text = err.to_string();
         let mut source = err.source();
         while let Some(cause) = source {
@@ -307,11 +332,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
+        let mut answer = HttpResponse::build(self.status_code());
         if let Some(secs) = self.retry_after {
-            response.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+            answer.insert_header((actix_web::http::header::RETRY_AFTER, secs));
         }
-        response.json(self.body())
+        if self.code == ErrorCode::Unauthorized {
+            answer.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        answer.json(self.body())
     }
 }
 

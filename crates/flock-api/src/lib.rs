@@ -8,6 +8,7 @@ mod body;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod idempotency;
+pub mod keys_cli;
 mod limits;
 pub mod listen;
 mod openapi;

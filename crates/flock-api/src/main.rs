@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flock_api::config::Settings;
+use flock_api::keys_cli::{self, CreateOptions, ListOptions, RevokeOptions};
 use flock_api::listen::{self, ListenOptions};
 use flock_api::startup::Application;
 use flock_api::telemetry;
@@ -29,11 +30,26 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// API keys, administered offline against the configured store.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Webhook tools.
     Webhooks {
         #[command(subcommand)]
         command: WebhooksCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints it alone on the first line (it is shown this once), then its record.
+    Create(CreateOptions),
+    /// List keys (never a key itself).
+    List(ListOptions),
+    /// Revoke a key by id.
+    Revoke(RevokeOptions),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +72,16 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Keys { command } => {
+            let mut out = std::io::stdout().lock();
+            runtime.block_on(async {
+                match command {
+                    KeysCommand::Create(options) => keys_cli::create(options, &mut out).await,
+                    KeysCommand::List(options) => keys_cli::list(options, &mut out).await,
+                    KeysCommand::Revoke(options) => keys_cli::revoke(options, &mut out).await,
+                }
+            })
+        }
         Command::Webhooks {
             command: WebhooksCommand::Listen(options),
         } => runtime.block_on(listen::run(options)),

@@ -54,16 +54,48 @@ pub(crate) use schema::*;
         routes::system::metrics,
         routes::system::openapi,
         routes::types::types,
+        routes::keys::create_key,
+        routes::keys::list_keys,
+        routes::keys::revoke_key,
     ),
     components(schemas(ErrorBodyDoc)),
+    modifiers(&BearerScheme),
+    security(("bearer" = [])),
     tags(
         (name = "artifacts", description = "Publish and read artifacts"),
         (name = "correlations", description = "Workflows and their webhook deliveries"),
         (name = "webhooks", description = "Acting on webhook deliveries"),
+        (name = "keys", description = "The caller's tenant's API keys"),
         (name = "system", description = "Agents, declared types, health, metrics, this document"),
     )
 )]
 pub(crate) struct ApiDoc;
+
+/// The `bearer` security scheme that every route but `/health` and this document requires.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "An API key, `flk_` and 43 characters: `Authorization: Bearer <key>`. \
+                             A server listening on loopback only in `auth.mode = \"auto\"` (or in \
+                             `open` mode) also serves requests without one, as tenant `default` \
+                             with every scope.",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
 
 /// The document as JSON text, built once.
 pub(crate) fn document_json() -> String {

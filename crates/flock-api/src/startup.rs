@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::{HttpServer, web};
 use anyhow::Context as _;
+use flock_auth::{AuthConfig, AuthTasks, Authenticator};
 use flock_context::Webhooks;
 
 use crate::BodyLimit;
@@ -18,6 +19,7 @@ use flock_orchestrator::{ArtifactStore, Orchestrator};
 use flock_store::{Pruner, Storage};
 
 use crate::app::create_app;
+use crate::auth::{Auth, AuthPolicy};
 use crate::config::CheckedSettings;
 use crate::idempotency::IdempotencyCache;
 use crate::state::AppState;
@@ -74,6 +76,18 @@ pub async fn build_state(
 
     let dispatcher =
         Dispatcher::new(storage.outbox(), delivery).context("configuration: webhooks")?;
+    let keys = Authenticator::new(
+        storage.keys(),
+        AuthConfig {
+            revocation_poll: Duration::from_millis(settings.auth.revocation_poll_ms),
+            last_used_flush: Duration::from_millis(settings.auth.last_used_flush_ms),
+            ..AuthConfig::default()
+        },
+    );
+    let auth = Arc::new(Auth {
+        policy: AuthPolicy::decide(settings.auth.mode, settings.server.host),
+        keys,
+    });
     let state = web::Data::new(AppState {
         orchestrator,
         storage,
@@ -91,6 +105,8 @@ pub async fn build_state(
             timeout: settings.request_timeout(),
         },
         metrics,
+        metrics_open: settings.server.metrics_open,
+        auth,
     });
     Ok((state, dispatcher))
 }
@@ -107,6 +123,8 @@ pub struct Application {
     dispatcher: DispatcherHandle,
     pruner: Pruner,
     storage: Storage,
+    keys: Authenticator,
+    key_tasks: AuthTasks,
     grace: Duration,
 }
 
@@ -134,6 +152,8 @@ impl Application {
         let (state, dispatcher) = build_state(&settings).await?;
         let orchestrator = state.orchestrator.clone();
         let storage = state.storage.clone();
+        let keys = state.keys().clone();
+        let policy = state.auth.policy;
         let requested = SocketAddr::new(settings.server.host, settings.server.port);
         let listener = TcpListener::bind(requested)
             .with_context(|| format!("cannot listen on {requested}"))?;
@@ -155,7 +175,9 @@ impl Application {
         let server = server.listen(listener)?.run();
         let dispatcher = dispatcher.start();
         let pruner = Pruner::start(storage.outbox(), settings.store.retention());
+        let key_tasks = keys.start();
         tracing::info!(store = %storage.url(), "store opened");
+        policy.log(settings.server.host);
         Ok(Application {
             address,
             server,
@@ -163,8 +185,15 @@ impl Application {
             dispatcher,
             pruner,
             storage,
+            keys,
+            key_tasks,
             grace,
         })
+    }
+
+    /// The API keys of this server: create, list, revoke.
+    pub fn keys(&self) -> &Authenticator {
+        &self.keys
     }
 
     /// The address the server listens on (the real port when 0 was asked for).
@@ -190,6 +219,8 @@ impl Application {
             dispatcher,
             pruner,
             storage,
+            keys: _,
+            key_tasks,
             grace,
         } = self;
         let handle = server.handle();
@@ -215,6 +246,7 @@ impl Application {
             .shutdown(deadline.saturating_duration_since(Instant::now()))
             .await;
         pruner.stop().await;
+        key_tasks.stop().await;
         storage.close().await;
         let report = StopReport {
             runs_still_running: runs.runs_still_running,

@@ -8,6 +8,7 @@ use flock_orchestrator::Orchestrator;
 use flock_store::Storage;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::Auth;
 use crate::idempotency::IdempotencyCache;
 
 /// The state behind every route; one per server, shared by its workers.
@@ -28,6 +29,17 @@ pub struct AppState {
     pub body_limit: crate::body::BodyLimit,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
+    /// Serve `GET /metrics` without a key (`server.metrics_open`).
+    pub metrics_open: bool,
+    /// How requests are authenticated: the policy and the key checker.
+    pub(crate) auth: Arc<Auth>,
+}
+
+impl AppState {
+    /// The API keys: create, list, revoke, check.
+    pub fn keys(&self) -> &flock_auth::Authenticator {
+        &self.auth.keys
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -36,6 +48,7 @@ impl std::fmt::Debug for AppState {
             .field("store", self.storage.url())
             .field("webhooks", &self.webhooks)
             .field("body_limit", &self.body_limit)
+            .field("auth", &self.auth.policy)
             .finish_non_exhaustive()
     }
 }

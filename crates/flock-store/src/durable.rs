@@ -136,6 +136,11 @@ impl<B: Backend> Durable<B> {
         })
     }
 
+    /// The database.
+    pub(crate) fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// Runs `read` of the backend on the store's runtime (whose I/O driver owns the
     /// connections); `what` names it in an error.
     async fn read<T: Send + 'static, F>(

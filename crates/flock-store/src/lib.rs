@@ -5,6 +5,7 @@
 
 mod durable;
 mod error;
+mod keys;
 mod migrations;
 mod ops;
 mod postgres;

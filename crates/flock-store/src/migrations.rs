@@ -18,18 +18,32 @@ use crate::error::OpenError;
 type File = (i64, &'static str, &'static str);
 
 /// The SQLite migrations, oldest first.
-pub(crate) const SQLITE: &[File] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-)];
+pub(crate) const SQLITE: &[File] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        3,
+        "api_keys",
+        include_str!("../migrations/sqlite/0003_api_keys.sql"),
+    ),
+];
 
 /// The Postgres migrations, oldest first.
-pub(crate) const POSTGRES: &[File] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/postgres/0001_initial.sql"),
-)];
+pub(crate) const POSTGRES: &[File] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        3,
+        "api_keys",
+        include_str!("../migrations/postgres/0003_api_keys.sql"),
+    ),
+];
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]

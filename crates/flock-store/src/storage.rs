@@ -5,11 +5,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use flock_auth::{KeyStore, MemoryKeyStore};
 use flock_delivery::{MemoryStorage, Outbox};
 use flock_orchestrator::ArtifactStore;
 
 use crate::durable::{Backend, Durable};
 use crate::error::OpenError;
+use crate::keys::{KeyPool, SqlKeyStore};
 use crate::url::StoreUrl;
 
 /// Artifacts and webhook deliveries in one database (or in memory), opened from a
@@ -23,6 +25,7 @@ pub struct Storage {
     url: StoreUrl,
     artifacts: Arc<dyn ArtifactStore>,
     outbox: Arc<dyn Outbox>,
+    keys: Arc<dyn KeyStore>,
     closer: Option<Arc<dyn Close>>,
 }
 
@@ -54,11 +57,13 @@ impl Storage {
             StoreUrl::Memory => Ok(Storage::memory()),
             StoreUrl::Sqlite(path) => {
                 let store = crate::sqlite::open(path).await?;
-                Ok(Storage::durable(url.clone(), store))
+                let keys = SqlKeyStore::new(KeyPool::Sqlite(store.backend().readers().clone()));
+                Ok(Storage::durable(url.clone(), store, keys))
             }
             StoreUrl::Postgres(pg) => {
                 let store = crate::postgres::open(pg).await?;
-                Ok(Storage::durable(url.clone(), store))
+                let keys = SqlKeyStore::new(KeyPool::Postgres(store.backend().readers().clone()));
+                Ok(Storage::durable(url.clone(), store, keys))
             }
         }
     }
@@ -70,15 +75,17 @@ impl Storage {
             url: StoreUrl::Memory,
             artifacts: storage.clone(),
             outbox: storage,
+            keys: Arc::new(MemoryKeyStore::new()),
             closer: None,
         }
     }
 
-    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>) -> Storage {
+    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>, keys: SqlKeyStore) -> Storage {
         Storage {
             url,
             artifacts: store.clone(),
             outbox: store.clone(),
+            keys: Arc::new(keys),
             closer: Some(store),
         }
     }
@@ -96,6 +103,11 @@ impl Storage {
     /// The outbox, for the dispatcher and the delivery routes.
     pub fn outbox(&self) -> Arc<dyn Outbox> {
         Arc::clone(&self.outbox)
+    }
+
+    /// The API keys: their SHA-256 hashes and records, never a key itself.
+    pub fn keys(&self) -> Arc<dyn KeyStore> {
+        Arc::clone(&self.keys)
     }
 
     /// Lets the writes already queued commit, then closes the connections; later writes fail.

@@ -294,3 +294,46 @@ named_schema!(
         SyncFiltersDoc
     ]
 );
+
+named_schema!(
+    /// The body of `POST /api/v1/keys`.
+    CreateKeyRequestDoc = "CreateKeyRequest",
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "name",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .max_length(Some(flock_auth::MAX_NAME_CHARS))
+                .pattern(Some(crate::routes::keys::NAME_PATTERN))
+                .description(Some(format!(
+                    "A name for people, at most {} characters, no control characters.",
+                    flock_auth::MAX_NAME_CHARS
+                ))),
+        )
+        .property(
+            "scopes",
+            ArrayBuilder::new()
+                .items(reference::<super::ScopeDoc>())
+                .min_items(Some(1))
+                .description(Some(
+                    "What the key may do; each must be a scope of the key that creates it.",
+                )),
+        )
+        .required("scopes")
+        .property(
+            "expires_in_secs",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                .minimum(Some(1))
+                .maximum(Some(crate::routes::keys::MAX_EXPIRES_IN_SECS))
+                .description(Some(
+                    "Seconds until the key stops working; it never does when absent.",
+                )),
+        )
+        .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+        .description(Some(
+            "A new API key of the caller's tenant. Fields other than these are refused."
+        )),
+    [super::ScopeDoc]
+);

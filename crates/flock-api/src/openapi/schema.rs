@@ -288,16 +288,13 @@ pub(crate) struct AgentsDoc {
     agents: Vec<AgentInfoDoc>,
 }
 
-/// Health.
+/// Health: `{"status":"ok"}` and nothing else (the route is open).
 #[derive(ToSchema)]
 #[schema(as = Health)]
 pub(crate) struct HealthDoc {
     /// Always `ok`.
     #[schema(pattern = "^ok$")]
     status: String,
-    version: String,
-    deliveries_pending: u64,
-    deliveries_in_flight: u64,
 }
 
 /// A declared artifact type.
@@ -315,4 +312,77 @@ pub(crate) struct TypeDoc {
 #[schema(as = Types)]
 pub(crate) struct TypesDoc {
     types: Vec<TypeDoc>,
+}
+
+/// A scope of an API key.
+#[derive(ToSchema)]
+#[schema(as = Scope)]
+pub(crate) enum ScopeDoc {
+    /// Publish artifacts.
+    #[schema(rename = "publish")]
+    Publish,
+    /// Read artifacts, workflows, deliveries, agents and types.
+    #[schema(rename = "read")]
+    Read,
+    /// Queue failed webhook deliveries again.
+    #[schema(rename = "redeliver")]
+    Redeliver,
+    /// Create, list and revoke the tenant's keys.
+    #[schema(rename = "keys:manage")]
+    KeysManage,
+    /// Read `/metrics`.
+    #[schema(rename = "metrics")]
+    Metrics,
+}
+
+/// An API key as it is listed: never the key itself.
+#[derive(ToSchema)]
+#[schema(as = ApiKey)]
+pub(crate) struct KeyDoc {
+    /// The key's id: `DELETE /api/v1/keys/{id}` revokes it.
+    id: uuid::Uuid,
+    /// The tenant it acts for.
+    tenant: String,
+    /// A name for people; empty when none was given.
+    name: String,
+    scopes: Vec<ScopeDoc>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// When it stops working; `null` for never.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    /// When it was revoked; `null` while it was not.
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+    /// When it was last used (written in batches, so up to 10 s late); `null` for never.
+    #[schema(format = DateTime)]
+    last_used_at: Option<String>,
+}
+
+/// `201` answer of `POST /api/v1/keys`: the key, shown this once, and its record.
+#[derive(ToSchema)]
+#[schema(as = CreatedApiKey)]
+pub(crate) struct CreatedKeyDoc {
+    /// The key: send it as `Authorization: Bearer <key>`. No later answer shows it again.
+    #[schema(pattern = "^flk_[A-Za-z0-9_-]{43}$")]
+    key: String,
+    id: uuid::Uuid,
+    tenant: String,
+    name: String,
+    scopes: Vec<ScopeDoc>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_used_at: Option<String>,
+}
+
+/// The tenant's API keys, oldest first.
+#[derive(ToSchema)]
+#[schema(as = ApiKeys)]
+pub(crate) struct KeysDoc {
+    keys: Vec<KeyDoc>,
 }

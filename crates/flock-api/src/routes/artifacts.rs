@@ -42,9 +42,12 @@ route_errors!(
     PublishErrors: [
         MalformedJson,
         InvalidHeader,
+        Unauthorized,
         Forbidden,
+        HostNotAllowed,
         RequestTimeout,
         PayloadTooLarge,
+        UnsupportedMediaType,
         Validation,
         WebhookAddressRefused,
         IdempotencyKeyReused,
@@ -57,12 +60,26 @@ route_errors!(
 
 route_errors!(
     /// What `GET /api/v1/artifacts` answers when it refuses.
-    ListErrors: [Forbidden, Validation, TooManyRequests, StorageUnavailable]
+    ListErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        Validation,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
 );
 
 route_errors!(
     /// What `GET /api/v1/artifacts/{id}` answers when it refuses.
-    GetErrors: [Forbidden, NotFound, TooManyRequests, StorageUnavailable]
+    GetErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        NotFound,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
 );
 
 /// `POST /api/v1/artifacts`: 202 `{"status":"accepted","correlation_id"}` once the artifact is

@@ -28,7 +28,14 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What the correlation routes answer when they refuse.
-    CorrelationErrors: [Forbidden, NotFound, TooManyRequests, StorageUnavailable]
+    CorrelationErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        NotFound,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
 );
 
 fn unknown(id: Uuid) -> ApiError {

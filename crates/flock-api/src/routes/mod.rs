@@ -2,6 +2,7 @@
 
 pub(crate) mod artifacts;
 pub(crate) mod correlations;
+pub(crate) mod keys;
 pub(crate) mod system;
 pub(crate) mod types;
 pub(crate) mod webhooks;
@@ -68,6 +69,16 @@ impl Resource {
         F::Output: Responder + 'static,
     {
         self.route(Method::POST, handler)
+    }
+
+    /// Answers `DELETE` with `handler`.
+    pub(crate) fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::DELETE, handler)
     }
 
     /// The resource, answering every method it was not given with 405 and `Allow`.

@@ -1,6 +1,6 @@
 //! Agents, health, metrics and the OpenAPI document.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use flock_orchestrator::AgentInfo;
 use serde::Serialize;
 
@@ -26,12 +26,7 @@ pub(crate) fn configure_root(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What the agents and metrics routes answer when they refuse.
-    ScopedErrors: [Forbidden, TooManyRequests]
-);
-
-route_errors!(
-    /// What the health route answers when storage fails.
-    HealthErrors: [StorageUnavailable]
+    ScopedErrors: [Unauthorized, Forbidden, HostNotAllowed, TooManyRequests, StorageUnavailable]
 );
 
 #[derive(Debug, Serialize)]
@@ -51,40 +46,33 @@ pub(crate) async fn agents(
     }))
 }
 
-#[derive(Debug, Serialize)]
-pub(crate) struct Health {
-    status: &'static str,
-    version: &'static str,
-    deliveries_pending: u64,
-    deliveries_in_flight: u64,
+/// `GET /health`: `{"status":"ok"}` while the server serves, and nothing else: it is open, so
+/// it tells no version and no backlog (the backlog is in `/metrics`).
+#[utoipa::path(get, path = "/health", tag = "system", security(()), responses((status = 200, body = crate::openapi::HealthDoc, description = "Serving")))]
+pub(crate) async fn health() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
 }
 
-/// `GET /health`: `ok` with the version and the delivery backlog.
-#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = crate::openapi::HealthDoc, description = "Serving"), HealthErrors))]
-pub(crate) async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = state.storage.outbox().counts().await?;
-    Ok(HttpResponse::Ok().json(Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
-        deliveries_pending: counts.pending,
-        deliveries_in_flight: counts.in_flight,
-    }))
-}
-
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: Prometheus text. Needs the `metrics` scope unless `server.metrics_open`.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text"), ScopedErrors))]
 pub(crate) async fn metrics(
-    caller: Caller,
+    req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Metrics)?;
+    if !state.metrics_open {
+        Caller::authenticate(&req, &state.auth)
+            .await?
+            .require(Scope::Metrics)?;
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render()))
 }
 
 /// `GET /api/v1/openapi.json`: this API described as OpenAPI 3.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system", responses((status = 200, content_type = "application/json", body = Object, description = "This document")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system", security(()), responses((status = 200, content_type = "application/json", body = Object, description = "This document")))]
 pub(crate) async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")

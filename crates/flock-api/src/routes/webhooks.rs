@@ -21,7 +21,15 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What the redeliver route answers when it refuses.
-    RedeliverErrors: [Forbidden, NotFound, Conflict, TooManyRequests, StorageUnavailable]
+    RedeliverErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        NotFound,
+        Conflict,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
 );
 
 /// `POST /api/v1/webhooks/deliveries/{id}/redeliver`: queues a failed delivery again. It keeps

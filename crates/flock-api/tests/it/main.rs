@@ -3,9 +3,12 @@
 //! stores (SQLite files in temporary directories; Postgres when `FLOCK_TEST_POSTGRES_URL`
 //! names a server).
 
+mod auth;
 mod bad_input;
 mod config;
 mod durable;
+mod keys;
+mod matrix;
 mod process;
 mod routes;
 mod server;

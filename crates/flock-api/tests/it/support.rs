@@ -36,6 +36,8 @@ pub(crate) fn settings() -> Settings {
 pub(crate) struct TestApp {
     pub(crate) address: SocketAddr,
     pub(crate) client: reqwest::Client,
+    /// The server's API keys.
+    pub(crate) keys: flock_auth::Authenticator,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<StopReport>>>,
 }
@@ -49,6 +51,7 @@ impl TestApp {
             .await
             .expect("the server builds");
         let address = app.address();
+        let keys = app.keys().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -56,9 +59,22 @@ impl TestApp {
         TestApp {
             address,
             client: reqwest::Client::new(),
+            keys,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// A new key of `tenant` with `scopes`, as its holder sends it.
+    pub(crate) async fn key(&self, tenant: &str, scopes: &[flock_models::Scope]) -> String {
+        let new = flock_auth::NewKey::new(
+            flock_models::TenantId::new(tenant).unwrap(),
+            "test",
+            scopes.iter().copied().collect(),
+            None,
+        )
+        .unwrap();
+        self.keys.create(new).await.unwrap().0.expose().to_owned()
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

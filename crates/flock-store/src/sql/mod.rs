@@ -114,4 +114,9 @@ impl<D: Dialect> Sql<D> {
             background: Mutex::new(background),
         }
     }
+
+    /// The pool of readers, which API keys are read and written through too.
+    pub(crate) fn readers(&self) -> &Pool<D> {
+        &self.readers
+    }
 }

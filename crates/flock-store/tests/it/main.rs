@@ -4,6 +4,7 @@
 
 mod behaviour;
 mod durable;
+mod keys;
 mod query;
 mod sqlite;
 mod support;

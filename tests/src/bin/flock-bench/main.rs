@@ -78,6 +78,8 @@ enum Phase {
     Memory,
     /// 6: deliveries per second with each store: memory, SQLite, Postgres.
     Durable,
+    /// 7: publish latency with API key authentication against open mode.
+    Auth,
 }
 
 /// The counts of one run of the program.
@@ -364,6 +366,9 @@ async fn run(options: &Options) -> anyhow::Result<()> {
             &plan, options, &builds, &client, &receiver, &ceilings, &mut table,
         )
         .await?;
+    }
+    if options.runs(Phase::Auth) {
+        auth_latency(&plan, &builds, &mut table).await?;
     }
     if options.runs(Phase::Memory) {
         // The in-memory store, then the default store (an SQLite file), which keeps pending
@@ -900,6 +905,101 @@ async fn publish_latency(
     Ok(())
 }
 
+/// A server of `binary` on an SQLite file in `auth.mode` `mode`; for `keys`, with a key made
+/// offline by `flock-api keys create` before the start.
+async fn auth_server(
+    binary: &std::path::Path,
+    mode: &str,
+    dir: &Workdir,
+) -> anyhow::Result<(ServerProcess, Option<String>)> {
+    let config = ServerConfig {
+        store_url: format!("sqlite://{}", dir.path().join("flock.db").display()),
+        extra_toml: format!("[auth]\nmode = \"{mode}\"\n"),
+        ..server_config()
+    };
+    let path = config.write(dir)?;
+    let key = if mode == "keys" {
+        let output = std::process::Command::new(binary)
+            .args([
+                "keys", "create", "--tenant", "bench", "--scope", "publish", "--config",
+            ])
+            .arg(&path)
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "flock-api keys create: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let out = String::from_utf8_lossy(&output.stdout);
+        Some(out.lines().next().unwrap_or_default().to_owned())
+    } else {
+        None
+    };
+    let binary = binary.to_path_buf();
+    let server = tokio::task::spawn_blocking(move || {
+        ServerProcess::spawn(&binary, &path, Duration::from_secs(60))
+    })
+    .await??;
+    Ok((server, key))
+}
+
+/// 7: publish latency with a key (`auth.mode = "keys"`) against open mode (no key), two
+/// servers of each build on SQLite files, publishes one at a time alternating between them.
+async fn auth_latency(
+    plan: &Plan,
+    builds: &[Build],
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    for build in builds {
+        let (keyed_dir, open_dir) = (Workdir::new()?, Workdir::new()?);
+        let (keyed, key) = auth_server(&build.binary, "keys", &keyed_dir).await?;
+        let (open, _) = auth_server(&build.binary, "open", &open_dir).await?;
+        let key = key.unwrap_or_default();
+        let (keyed_api, open_api) = (
+            format!("http://{}", keyed.address()),
+            format!("http://{}", open.address()),
+        );
+        let (mut keyed50, mut keyed99, mut open50, mut open99) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=plan.runs {
+            let (mut with, mut without) =
+                measure::keyed_and_open_latency(&keyed_api, &key, &open_api, plan.samples).await?;
+            let (k50, k99) = (percentile(&mut with, 50.0), percentile(&mut with, 99.0));
+            let (o50, o99) = (
+                percentile(&mut without, 50.0),
+                percentile(&mut without, 99.0),
+            );
+            println!(
+                "auth latency run {run}{}: with a key (keys mode) p50 {k50:.0} µs p99 {k99:.0} µs; \
+                 open mode p50 {o50:.0} µs p99 {o99:.0} µs; ratio p50 {:.3}",
+                tag(build.label),
+                k50 / o50
+            );
+            keyed50.push(k50);
+            keyed99.push(k99);
+            open50.push(o50);
+            open99.push(o99);
+        }
+        stop(keyed).await?;
+        stop(open).await?;
+        let (k50, k99, o50, o99) = (
+            median(&keyed50),
+            median(&keyed99),
+            median(&open50),
+            median(&open99),
+        );
+        let ratio = k50 / o50;
+        table.push(format!(
+            "| 7 | publish latency with an API key (keys mode) against open mode, SQLite, one at a \
+             time, alternating{} | p50 {k50:.0} vs {o50:.0} µs, p99 {k99:.0} vs {o99:.0} µs; ratio \
+             p50 {ratio:.3} | p50 ≤ 1.03 | {} |",
+            tag(build.label),
+            verdict(ratio <= 1.03)
+        ));
+    }
+    Ok(())
+}
+
 /// 4: creation to receiver 2xx at a fixed rate.
 async fn fixed_rate(
     plan: &Plan,
@@ -1024,15 +1124,16 @@ async fn memory(
     // Every publish was answered, so every delivery is in the outbox; check it.
     let deadline = Instant::now() + limit_for(pending);
     loop {
-        let health = api.get_json("/health").await?;
-        let held = health["deliveries_pending"].as_u64().unwrap_or(0)
-            + health["deliveries_in_flight"].as_u64().unwrap_or(0);
+        let metrics = api.metrics().await?;
+        let gauge = |name| flock_e2e::metric(&metrics, name, &[]).unwrap_or(0.0);
+        let held =
+            gauge("flock_webhook_deliveries_pending") + gauge("flock_webhook_deliveries_in_flight");
         if held as usize >= pending {
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {held} of {pending} deliveries pending: {health}"
+            "only {held} of {pending} deliveries pending or in flight"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -289,6 +289,53 @@ pub(crate) async fn publish_latency(
     Ok((with_us, without_us))
 }
 
+/// Publish latency (µs, without a webhook) one at a time against two servers, in pairs whose
+/// order is a coin flip: `keyed` with `Authorization: Bearer key`, `open` without a key.
+pub(crate) async fn keyed_and_open_latency(
+    keyed: &str,
+    key: &str,
+    open: &str,
+    samples: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let client = client(1)?;
+    let keyed_url = format!("{keyed}/api/v1/artifacts");
+    let open_url = format!("{open}/api/v1/artifacts");
+    let plain = publish_body(None);
+    let mut with_key = plain.clone();
+    with_key.headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse()?,
+    );
+    let deadline = Instant::now() + limit_for(samples * 2);
+    let (mut keyed_us, mut open_us) = (Vec::new(), Vec::new());
+    // Warm both connections (and the key's cache entry).
+    post_once(&client, &keyed_url, &with_key).await?;
+    post_once(&client, &open_url, &plain).await?;
+    let mut coin = Coin::seeded();
+    for i in 0..samples {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "keyed and open latency: only {i} of {samples} pairs done in time"
+        );
+        let order = if coin.flip() {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for with in order {
+            let (url, request, into) = if with {
+                (&keyed_url, &with_key, &mut keyed_us)
+            } else {
+                (&open_url, &plain, &mut open_us)
+            };
+            let started = Instant::now();
+            post_once(&client, url, request).await?;
+            into.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok((keyed_us, open_us))
+}
+
 /// Coin flips from a xorshift generator seeded by the clock: no dependency, no pattern.
 struct Coin(u64);
 

@@ -1,0 +1,246 @@
+//! API keys in SQL: the [`KeyStore`] of both backends, written once. The statements are the
+//! same text on SQLite and Postgres (`$n` placeholders, `TEXT` and `BIGINT` columns,
+//! `RETURNING`); the Rust around them is one macro body expanded for each pool type. Queries
+//! run on the store's runtime, whose I/O driver owns the connections.
+
+use async_trait::async_trait;
+use flock_auth::{KeyHash, KeyRecord, KeyStore, KeyStoreError};
+use flock_models::{Scopes, TenantId};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use time::OffsetDateTime;
+use tokio::runtime::Handle;
+use uuid::Uuid;
+
+use crate::sql::rows::{from_micros, micros};
+
+/// The columns of a record, in [`Row`] order.
+const COLUMNS: &str = "id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at";
+
+const INSERT: &str = "INSERT INTO api_keys \
+    (id, key_hash, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)";
+
+const USE: &str = "UPDATE api_keys SET last_used_at = $2 \
+    WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)";
+
+/// A record as a row: id, tenant, name, scopes, created, expires, revoked, last used.
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn decode(row: Row) -> Result<KeyRecord, KeyStoreError> {
+    let (id, tenant, name, scopes, created, expires, revoked, used) = row;
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        KeyStoreError::Backend(format!("API key {id}: {what} does not decode: {e}"))
+    };
+    let time = |value: Option<i64>| value.map(from_micros).transpose();
+    let names: Vec<&str> = scopes.split_whitespace().collect();
+    Ok(KeyRecord {
+        id: Uuid::try_parse(&id).map_err(|e| bad("id", &e))?,
+        tenant: TenantId::new(tenant).map_err(|e| bad("tenant", &e))?,
+        name,
+        scopes: Scopes::parse(&names).map_err(|e| bad("scopes", &e))?,
+        created_at: from_micros(created).map_err(|e| bad("created_at", &e))?,
+        expires_at: time(expires).map_err(|e| bad("expires_at", &e))?,
+        revoked_at: time(revoked).map_err(|e| bad("revoked_at", &e))?,
+        last_used_at: time(used).map_err(|e| bad("last_used_at", &e))?,
+    })
+}
+
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(failed)`, which hands the error over by value"
+)]
+fn failed(err: sqlx::Error) -> KeyStoreError {
+    KeyStoreError::Backend(err.to_string())
+}
+
+/// The connections keys are read and written through: the store's readers (key writes are
+/// rare and small; SQLite's busy timeout lets them wait for the group-commit writer).
+#[derive(Clone)]
+pub(crate) enum KeyPool {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// Postgres.
+    Postgres(PgPool),
+}
+
+/// The [`KeyStore`] of an SQL database.
+pub(crate) struct SqlKeyStore {
+    pool: KeyPool,
+    runtime: Handle,
+}
+
+impl SqlKeyStore {
+    /// A key store on `pool`, running its queries on the current runtime.
+    pub(crate) fn new(pool: KeyPool) -> SqlKeyStore {
+        SqlKeyStore {
+            pool,
+            runtime: Handle::current(),
+        }
+    }
+
+    /// Runs `work` on the store's runtime.
+    async fn run<T, Fut>(&self, work: Fut) -> Result<T, KeyStoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, KeyStoreError>> + Send + 'static,
+    {
+        self.runtime
+            .spawn(work)
+            .await
+            .map_err(|e| KeyStoreError::Backend(format!("a key store query did not finish: {e}")))?
+    }
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has: one text for both.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.pool.clone() {
+            KeyPool::Sqlite($pool) => $store.run(async move { $body }).await,
+            KeyPool::Postgres($pool) => $store.run(async move { $body }).await,
+        }
+    };
+}
+
+#[async_trait]
+impl KeyStore for SqlKeyStore {
+    async fn create(&self, record: &KeyRecord, hash: &KeyHash) -> Result<(), KeyStoreError> {
+        let record = record.clone();
+        let hash = hash.to_hex();
+        on_pool!(self, |pool| {
+            sqlx::query(INSERT)
+                .bind(record.id.to_string())
+                .bind(hash)
+                .bind(record.tenant.as_str().to_owned())
+                .bind(record.name)
+                .bind(record.scopes.to_string())
+                .bind(micros(record.created_at))
+                .bind(record.expires_at.map(micros))
+                .execute(&pool)
+                .await
+                .map_err(failed)?;
+            Ok(())
+        })
+    }
+
+    async fn find(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, KeyStoreError> {
+        let hash = hash.to_hex();
+        on_pool!(self, |pool| {
+            let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
+            sqlx::query_as::<_, Row>(&sql)
+                .bind(hash)
+                .fetch_optional(&pool)
+                .await
+                .map_err(failed)?
+                .map(decode)
+                .transpose()
+        })
+    }
+
+    async fn list(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyRecord>, KeyStoreError> {
+        let tenant = tenant.map(|t| t.as_str().to_owned());
+        on_pool!(self, |pool| {
+            let rows = match tenant {
+                Some(tenant) => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at, id"
+                    );
+                    sqlx::query_as::<_, Row>(&sql)
+                        .bind(tenant)
+                        .fetch_all(&pool)
+                        .await
+                }
+                None => {
+                    let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id");
+                    sqlx::query_as::<_, Row>(&sql).fetch_all(&pool).await
+                }
+            }
+            .map_err(failed)?;
+            rows.into_iter().map(decode).collect()
+        })
+    }
+
+    async fn revoke(
+        &self,
+        tenant: Option<&TenantId>,
+        id: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, KeyStoreError> {
+        let tenant = tenant.map(|t| t.as_str().to_owned());
+        on_pool!(self, |pool| {
+            let revoke = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1";
+            let row = match tenant {
+                Some(tenant) => {
+                    let sql = format!("{revoke} AND tenant = $3 RETURNING {COLUMNS}");
+                    sqlx::query_as::<_, Row>(&sql)
+                        .bind(id.to_string())
+                        .bind(micros(at))
+                        .bind(tenant)
+                        .fetch_optional(&pool)
+                        .await
+                }
+                None => {
+                    let sql = format!("{revoke} RETURNING {COLUMNS}");
+                    sqlx::query_as::<_, Row>(&sql)
+                        .bind(id.to_string())
+                        .bind(micros(at))
+                        .fetch_optional(&pool)
+                        .await
+                }
+            }
+            .map_err(failed)?;
+            row.map(decode).transpose()
+        })
+    }
+
+    async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(Uuid, OffsetDateTime)>, KeyStoreError> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT id, revoked_at FROM api_keys WHERE revoked_at >= $1",
+            )
+            .bind(micros(since))
+            .fetch_all(&pool)
+            .await
+            .map_err(failed)
+        })?;
+        rows.into_iter()
+            .map(|(id, at)| {
+                let id = Uuid::try_parse(&id)
+                    .map_err(|e| KeyStoreError::Backend(format!("API key id {id}: {e}")))?;
+                let at = from_micros(at).map_err(|e| KeyStoreError::Backend(e.to_string()))?;
+                Ok((id, at))
+            })
+            .collect()
+    }
+
+    async fn record_uses(&self, uses: &[(Uuid, OffsetDateTime)]) -> Result<(), KeyStoreError> {
+        let uses: Vec<(String, i64)> = uses
+            .iter()
+            .map(|(id, at)| (id.to_string(), micros(*at)))
+            .collect();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(failed)?;
+            for (id, at) in uses {
+                sqlx::query(USE)
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            }
+            tx.commit().await.map_err(failed)
+        })
+    }
+}
