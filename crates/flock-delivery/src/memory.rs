@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flock_models::NewDelivery;
+use flock_models::{NewDelivery, TenantId};
 use flock_retry::GiveUp;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -49,6 +49,7 @@ struct State {
 
 struct Entry {
     correlation_id: Uuid,
+    tenant: TenantId,
     artifact_id: Uuid,
     sequence: u64,
     created_at: OffsetDateTime,
@@ -169,6 +170,7 @@ impl MemoryOutbox {
                     id,
                     Entry {
                         correlation_id: delivery.correlation_id,
+                        tenant: delivery.tenant.clone(),
                         artifact_id: delivery.artifact_id,
                         sequence: delivery.sequence,
                         created_at: now,
@@ -471,6 +473,7 @@ impl State {
         Some(DeliveryView {
             id,
             correlation_id: entry.correlation_id,
+            tenant: entry.tenant.clone(),
             artifact_id: entry.artifact_id,
             sequence: entry.sequence,
             url,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flock_models::NewDelivery;
+use flock_models::{NewDelivery, TenantId};
 use flock_retry::{GiveUp, Outcome};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -160,6 +160,9 @@ pub struct DeliveryView {
     pub id: Uuid,
     /// The workflow.
     pub correlation_id: Uuid,
+    /// The tenant that owns it. Not shown: the API answers a delivery only to its own tenant.
+    #[serde(skip, default = "TenantId::default_tenant")]
+    pub tenant: TenantId,
     /// The artifact it announces.
     pub artifact_id: Uuid,
     /// The artifact's number in its workflow.
@@ -537,6 +540,7 @@ mod tests {
         let view = DeliveryView {
             id: Uuid::nil(),
             correlation_id: Uuid::nil(),
+            tenant: TenantId::default_tenant(),
             artifact_id: Uuid::nil(),
             sequence: 1,
             url: "https://example.com/hook".to_owned(),

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::ValidationError;
 use crate::fields::{Fields, kind, string_list};
+use crate::{TenantId, ValidationError};
 
 /// `produced_by` of artifacts that a client published over HTTP.
 pub const EXTERNAL_PRODUCER: &str = "external";
@@ -263,12 +263,19 @@ pub struct Artifact {
     /// When it was published, in UTC with microsecond precision.
     #[serde(with = "crate::timestamp::micros")]
     pub created_at: OffsetDateTime,
+    /// The tenant that owns it: the tenant of its workflow. Never on the wire (neither API
+    /// answers nor webhook bodies carry it); read back as `default`, so a store sets it from
+    /// what it keeps.
+    #[serde(skip, default = "TenantId::default_tenant")]
+    pub tenant: TenantId,
 }
 
 impl Artifact {
-    /// Turns a draft into an artifact with a fresh UUID v7 and the current time.
+    /// Turns a draft into an artifact of tenant `default` with a fresh UUID v7 and the current
+    /// time; [`Artifact::owned_by`] gives it another tenant.
     pub fn new(draft: ArtifactDraft, produced_by: impl Into<String>, correlation_id: Uuid) -> Self {
         Artifact {
+            tenant: TenantId::default_tenant(),
             id: Uuid::now_v7(),
             type_name: draft.type_name,
             payload: draft.payload,
@@ -277,5 +284,12 @@ impl Artifact {
             tags: draft.tags,
             created_at: crate::timestamp::now_micros(),
         }
+    }
+
+    /// The same artifact, owned by `tenant`.
+    #[must_use]
+    pub fn owned_by(mut self, tenant: TenantId) -> Self {
+        self.tenant = tenant;
+        self
     }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Artifact, Secret, WebhookPayload, WebhookUrl};
+use crate::{Artifact, Secret, TenantId, WebhookPayload, WebhookUrl};
 
 /// One webhook delivery to enqueue: the POST that announces one artifact to one workflow's
 /// webhook. Its body is rendered once, here, and every attempt sends exactly these bytes.
@@ -21,6 +21,8 @@ pub struct NewDelivery {
     pub id: Uuid,
     /// The workflow.
     pub correlation_id: Uuid,
+    /// The tenant that owns it: its artifact's.
+    pub tenant: TenantId,
     /// The artifact it announces.
     pub artifact_id: Uuid,
     /// The artifact's number in its workflow.
@@ -52,6 +54,7 @@ impl NewDelivery {
         NewDelivery {
             id: Uuid::now_v7(),
             correlation_id: artifact.correlation_id,
+            tenant: artifact.tenant.clone(),
             artifact_id: artifact.id,
             sequence,
             url,
@@ -67,6 +70,7 @@ impl fmt::Debug for NewDelivery {
         f.debug_struct("NewDelivery")
             .field("id", &self.id)
             .field("correlation_id", &self.correlation_id)
+            .field("tenant", &self.tenant)
             .field("artifact_id", &self.artifact_id)
             .field("sequence", &self.sequence)
             .field("url", &self.url)

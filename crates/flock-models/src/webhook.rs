@@ -12,7 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::fields::{Fields, kind};
-use crate::{Artifact, Secret, Tags, TypeName, ValidationError};
+use crate::{Artifact, Secret, Tags, TenantId, TypeName, ValidationError};
 
 /// The longest webhook URL accepted, in bytes (a webhook URL is ASCII, so also in characters).
 pub const MAX_URL_BYTES: usize = 2048;
@@ -506,9 +506,11 @@ impl WebhookArtifact {
             .expect("an artifact of JSON values always serializes")
     }
 
-    /// The artifact again, with the correlation id the webhook carries one level up.
-    pub fn into_artifact(self, correlation_id: Uuid) -> Artifact {
+    /// The artifact again, with the correlation id the webhook carries one level up and the
+    /// tenant it carries not at all.
+    pub fn into_artifact(self, correlation_id: Uuid, tenant: TenantId) -> Artifact {
         Artifact {
+            tenant,
             id: self.id,
             type_name: self.type_name,
             payload: self.payload,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flock_models::{
-    Artifact, ArtifactDraft, EXTERNAL_PRODUCER, NewDelivery, TypeName, ValidationError,
+    Artifact, ArtifactDraft, EXTERNAL_PRODUCER, NewDelivery, TenantId, TypeName, ValidationError,
 };
 use flock_schema::TypeSchemas;
 use futures_util::FutureExt;
@@ -301,7 +301,7 @@ impl Orchestrator {
     }
 
     /// Publishes an artifact from outside (`produced_by = "external"`) in workflow
-    /// `correlation_id`; the caller makes the id (a new one per request), so it can prepare
+    /// `correlation_id` of tenant `default`; the caller makes the id (a new one per request), so it can prepare
     /// things under it (a webhook context) first.
     ///
     /// Returns once the artifact is stored, the `on_artifact_published` hooks ran and the agents
@@ -318,6 +318,22 @@ impl Orchestrator {
         correlation_id: Uuid,
         draft: ArtifactDraft,
     ) -> Result<Arc<Artifact>, PublishError> {
+        self.publish_for(&TenantId::default_tenant(), correlation_id, draft)
+            .await
+    }
+
+    /// [`Orchestrator::publish`] for `tenant`: the workflow, its artifacts (agent outputs
+    /// included) and its deliveries are `tenant`'s. A workflow belongs to the tenant of its
+    /// first artifact.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::publish`].
+    pub async fn publish_for(
+        &self,
+        tenant: &TenantId,
+        correlation_id: Uuid,
+        draft: ArtifactDraft,
+    ) -> Result<Arc<Artifact>, PublishError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
@@ -331,7 +347,7 @@ impl Orchestrator {
             .validate(&draft.type_name, &draft.payload)
             .map_err(|e| PublishError::InvalidPayload(e.within("payload")))?;
         self.inner
-            .publish_artifact(correlation_id, draft, EXTERNAL_PRODUCER)
+            .publish_artifact(correlation_id, tenant, draft, EXTERNAL_PRODUCER)
             .await
     }
 
@@ -505,13 +521,20 @@ impl Inner {
     async fn publish_artifact(
         self: &Arc<Self>,
         correlation_id: Uuid,
+        tenant: &TenantId,
         draft: ArtifactDraft,
         producer: &str,
     ) -> Result<Arc<Artifact>, PublishError> {
         let limit = self.config.max_artifacts_per_correlation;
         let lock = self
             .workflows
-            .begin_publish(correlation_id, limit, producer, draft.type_name.as_str())
+            .begin_publish(
+                correlation_id,
+                tenant,
+                limit,
+                producer,
+                draft.type_name.as_str(),
+            )
             .map_err(|refused| {
                 tracing::warn!(
                     %correlation_id,
@@ -534,7 +557,7 @@ impl Inner {
         };
         let stored = {
             let _in_order = lock.lock().await;
-            let artifact = Artifact::new(draft, producer, correlation_id);
+            let artifact = Artifact::new(draft, producer, correlation_id).owned_by(tenant.clone());
             let deliveries = self.before_store(&artifact);
             self.store
                 .publish(&artifact, deliveries)
@@ -725,7 +748,8 @@ impl Inner {
                     metrics::agent_run(name, "ok", elapsed);
                     tracing::debug!(outputs = drafts.len(), "agent run succeeded");
                     for draft in drafts {
-                        self.publish_output(correlation_id, draft, name).await;
+                        self.publish_output(correlation_id, &input.tenant, draft, name)
+                            .await;
                     }
                     None
                 }
@@ -821,10 +845,14 @@ impl Inner {
     async fn publish_output(
         self: &Arc<Self>,
         correlation_id: Uuid,
+        tenant: &TenantId,
         draft: ArtifactDraft,
         producer: &str,
     ) {
-        match self.publish_artifact(correlation_id, draft, producer).await {
+        match self
+            .publish_artifact(correlation_id, tenant, draft, producer)
+            .await
+        {
             // The runaway guard recorded it already; schemas and the queue's bound are checked
             // by the public `publish` (and schemas, for a run's outputs, by `check_outputs`),
             // never here.
@@ -869,7 +897,8 @@ impl Inner {
             return;
         };
         let draft = ArtifactDraft::new(self.workflow_error_type.clone(), payload);
-        self.publish_output(correlation_id, draft, agent).await;
+        self.publish_output(correlation_id, &input.tenant, draft, agent)
+            .await;
     }
 
     fn record(&self, correlation_id: Uuid, error: RecordedError) {
@@ -936,6 +965,7 @@ impl Inner {
             .map_or(first_artifact.created_at, |a| a.created_at);
         Ok(Some(CorrelationStatus {
             correlation_id,
+            tenant: first_artifact.tenant.clone(),
             state: if errors.total > 0 {
                 WorkflowState::Failed
             } else {

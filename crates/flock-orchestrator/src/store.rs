@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flock_models::{Artifact, NewDelivery, Tags, TypeName, WebhookArtifact};
+use flock_models::{Artifact, NewDelivery, Tags, TenantId, TypeName, WebhookArtifact};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -58,6 +58,8 @@ pub struct ArtifactQuery {
     pub type_names: Vec<TypeName>,
     /// Produced by this agent (or `external`).
     pub produced_by: Option<String>,
+    /// Owned by this tenant; every tenant's when `None` (the API always names the caller's).
+    pub tenant: Option<TenantId>,
     /// In this workflow.
     pub correlation_id: Option<Uuid>,
     /// Carrying this tag.
@@ -77,6 +79,7 @@ impl Default for ArtifactQuery {
         ArtifactQuery {
             type_names: Vec::new(),
             produced_by: None,
+            tenant: None,
             correlation_id: None,
             tag: None,
             from: None,
@@ -102,6 +105,7 @@ impl ArtifactQuery {
         self.matches_fields(&Fields {
             type_name: &artifact.type_name,
             produced_by: &artifact.produced_by,
+            tenant: &artifact.tenant,
             correlation_id: artifact.correlation_id,
             tags: &artifact.tags,
             created_at: artifact.created_at,
@@ -114,6 +118,7 @@ impl ArtifactQuery {
                 .produced_by
                 .as_ref()
                 .is_none_or(|p| p == artifact.produced_by)
+            && self.tenant.as_ref().is_none_or(|t| t == artifact.tenant)
             && self
                 .correlation_id
                 .is_none_or(|c| c == artifact.correlation_id)
@@ -127,6 +132,7 @@ impl ArtifactQuery {
 struct Fields<'a> {
     type_name: &'a TypeName,
     produced_by: &'a str,
+    tenant: &'a TenantId,
     correlation_id: Uuid,
     tags: &'a Tags,
     created_at: OffsetDateTime,
@@ -189,6 +195,7 @@ pub struct MemoryStore {
 /// One stored artifact: what queries filter on, and the rest as JSON.
 #[derive(Debug)]
 struct Stored {
+    tenant: TenantId,
     correlation_id: Uuid,
     type_name: TypeName,
     produced_by: String,
@@ -203,6 +210,7 @@ impl Stored {
         Fields {
             type_name: &self.type_name,
             produced_by: &self.produced_by,
+            tenant: &self.tenant,
             correlation_id: self.correlation_id,
             tags: &self.tags,
             created_at: self.created_at,
@@ -211,7 +219,7 @@ impl Stored {
 
     fn artifact(&self) -> Result<Artifact, StoreError> {
         serde_json::from_slice::<WebhookArtifact>(&self.json)
-            .map(|a| a.into_artifact(self.correlation_id))
+            .map(|a| a.into_artifact(self.correlation_id, self.tenant.clone()))
             .map_err(|e| StoreError::backend_because("a stored artifact does not parse", e))
     }
 }
@@ -258,6 +266,7 @@ impl MemoryStore {
         }
         let index = inner.artifacts.len();
         inner.artifacts.push(Stored {
+            tenant: artifact.tenant.clone(),
             correlation_id: artifact.correlation_id,
             type_name: artifact.type_name.clone(),
             produced_by: artifact.produced_by.clone(),

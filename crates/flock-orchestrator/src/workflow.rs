@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use flock_models::TenantId;
 use flock_models::timestamp::now_micros;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -107,6 +108,10 @@ impl RecordedError {
 pub struct CorrelationStatus {
     /// The workflow.
     pub correlation_id: Uuid,
+    /// The tenant that owns it. Not shown: the API answers a workflow only to its own
+    /// tenant, as if another's did not exist.
+    #[serde(skip, default = "TenantId::default_tenant")]
+    pub tenant: TenantId,
     /// Active, completed or failed.
     pub state: WorkflowState,
     /// How many of its artifacts are stored.
@@ -167,6 +172,8 @@ struct Registry {
 }
 
 struct Workflow {
+    /// The tenant that owns it: that of its first artifact.
+    tenant: TenantId,
     /// Held while an artifact of this workflow goes through `before_store` and the store, so
     /// its artifacts are stored one at a time, in the order their hooks ran.
     publish_lock: Arc<tokio::sync::Mutex<()>>,
@@ -191,9 +198,10 @@ struct Workflow {
 }
 
 impl Workflow {
-    fn new() -> Self {
+    fn new(tenant: TenantId) -> Self {
         let now = now_micros();
         Workflow {
+            tenant,
             publish_lock: Arc::new(tokio::sync::Mutex::new(())),
             busy: watch::Sender::new(false),
             runs: 0,
@@ -223,6 +231,7 @@ impl Workflow {
         };
         CorrelationStatus {
             correlation_id,
+            tenant: self.tenant.clone(),
             state,
             artifact_count: self.stored,
             error_count: self.error_count,
@@ -297,12 +306,16 @@ impl Workflows {
     pub(crate) fn begin_publish(
         &self,
         id: Uuid,
+        tenant: &TenantId,
         limit: u64,
         producer: &str,
         what: &str,
     ) -> Result<Arc<tokio::sync::Mutex<()>>, LimitReached> {
         let mut registry = self.lock();
-        let workflow = registry.workflows.entry(id).or_insert_with(Workflow::new);
+        let workflow = registry
+            .workflows
+            .entry(id)
+            .or_insert_with(|| Workflow::new(tenant.clone()));
         if workflow.halted || workflow.reserved >= limit {
             workflow.halted = true;
             let error = RecordedError::new(
@@ -444,7 +457,9 @@ mod tests {
     fn a_workflow_goes_active_then_idle_once() {
         let workflows = Workflows::new(10, 10);
         let id = Uuid::now_v7();
-        workflows.begin_publish(id, 5, "external", "Idea").unwrap();
+        workflows
+            .begin_publish(id, &TenantId::default_tenant(), 5, "external", "Idea")
+            .unwrap();
         workflows.stored(id);
         workflows.begin_run(id);
         assert!(!workflows.end_publish(id, true));
@@ -461,15 +476,23 @@ mod tests {
         let workflows = Workflows::new(10, 1);
         let id = Uuid::now_v7();
         for _ in 0..2 {
-            workflows.begin_publish(id, 2, "external", "Idea").unwrap();
+            workflows
+                .begin_publish(id, &TenantId::default_tenant(), 2, "external", "Idea")
+                .unwrap();
             workflows.stored(id);
             workflows.end_publish(id, true);
         }
         assert_eq!(
-            workflows.begin_publish(id, 2, "loop", "Idea").unwrap_err(),
+            workflows
+                .begin_publish(id, &TenantId::default_tenant(), 2, "loop", "Idea")
+                .unwrap_err(),
             LimitReached { limit: 2 }
         );
-        assert!(workflows.begin_publish(id, 2, "loop", "Idea").is_err());
+        assert!(
+            workflows
+                .begin_publish(id, &TenantId::default_tenant(), 2, "loop", "Idea")
+                .is_err()
+        );
         assert!(workflows.is_halted(id));
         let status = workflows.status(id).unwrap();
         assert_eq!(status.state, WorkflowState::Failed);
@@ -483,7 +506,9 @@ mod tests {
     fn a_failed_first_publish_leaves_no_trace() {
         let workflows = Workflows::new(10, 10);
         let id = Uuid::now_v7();
-        workflows.begin_publish(id, 5, "external", "Idea").unwrap();
+        workflows
+            .begin_publish(id, &TenantId::default_tenant(), 5, "external", "Idea")
+            .unwrap();
         assert!(workflows.end_publish(id, false));
         assert!(workflows.status(id).is_none());
     }
@@ -494,10 +519,12 @@ mod tests {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
         let busy = Uuid::now_v7();
         workflows
-            .begin_publish(busy, 5, "external", "Idea")
+            .begin_publish(busy, &TenantId::default_tenant(), 5, "external", "Idea")
             .unwrap();
         for &id in &ids {
-            workflows.begin_publish(id, 5, "external", "Idea").unwrap();
+            workflows
+                .begin_publish(id, &TenantId::default_tenant(), 5, "external", "Idea")
+                .unwrap();
             workflows.stored(id);
             workflows.end_publish(id, true);
         }

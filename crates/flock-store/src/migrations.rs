@@ -25,6 +25,11 @@ pub(crate) const SQLITE: &[File] = &[
         include_str!("../migrations/sqlite/0001_initial.sql"),
     ),
     (
+        2,
+        "tenants",
+        include_str!("../migrations/sqlite/0002_tenants.sql"),
+    ),
+    (
         3,
         "api_keys",
         include_str!("../migrations/sqlite/0003_api_keys.sql"),
@@ -37,6 +42,11 @@ pub(crate) const POSTGRES: &[File] = &[
         1,
         "initial",
         include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "tenants",
+        include_str!("../migrations/postgres/0002_tenants.sql"),
     ),
     (
         3,

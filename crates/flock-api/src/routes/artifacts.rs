@@ -107,9 +107,9 @@ pub(crate) async fn publish(
     caller.require(Scope::Publish)?;
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
-    idempotent(&req, &state, "publish", value, |value| async {
+    idempotent(&req, &state, &caller, "publish", value, |value| async {
         let request = ArtifactPublishRequest::from_value(value)?;
-        let correlation_id = start_workflow(&state, request).await?;
+        let correlation_id = start_workflow(&state, &caller, request).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         Ok((
@@ -147,40 +147,48 @@ pub(crate) async fn publish_sync(
     let started = Instant::now();
     let raw = body::read(&req, payload, state.body_limit).await?;
     let value = body::json(&raw)?;
-    idempotent(&req, &state, "publish_sync", value, |value| async {
-        let request = SyncPublishRequest::from_value(value)?;
-        let correlation_id = start_workflow(&state, request.publish).await?;
-        req.extensions_mut()
-            .insert(LoggedCorrelation(correlation_id));
-        let outcome = state
-            .orchestrator
-            .wait_idle(correlation_id, request.timeout)
-            .await;
-        let page = state
-            .orchestrator
-            .store()
-            .query(&ArtifactQuery::correlation(correlation_id))
-            .await?;
-        let answer = SyncPublishResponse {
-            correlation_id,
-            artifacts: page
-                .items
-                .into_iter()
-                .filter(|a| request.filters.matches(a))
-                .collect(),
-            completed: outcome == WaitOutcome::Idle,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        };
-        Ok((StatusCode::OK, to_json(&answer)))
-    })
+    idempotent(
+        &req,
+        &state,
+        &caller,
+        "publish_sync",
+        value,
+        |value| async {
+            let request = SyncPublishRequest::from_value(value)?;
+            let correlation_id = start_workflow(&state, &caller, request.publish).await?;
+            req.extensions_mut()
+                .insert(LoggedCorrelation(correlation_id));
+            let outcome = state
+                .orchestrator
+                .wait_idle(correlation_id, request.timeout)
+                .await;
+            let page = state
+                .orchestrator
+                .store()
+                .query(&ArtifactQuery::correlation(correlation_id))
+                .await?;
+            let answer = SyncPublishResponse {
+                correlation_id,
+                artifacts: page
+                    .items
+                    .into_iter()
+                    .filter(|a| request.filters.matches(a))
+                    .collect(),
+                completed: outcome == WaitOutcome::Idle,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            Ok((StatusCode::OK, to_json(&answer)))
+        },
+    )
     .await
 }
 
-/// Starts the request's workflow: the webhook owner checks and registers its webhook under a
-/// new correlation id, the artifact is published under that id, and a failed publish leaves no
-/// webhook behind.
+/// Starts the request's workflow in the caller's tenant: the webhook owner checks and registers
+/// its webhook under a new correlation id, the artifact is published under that id, and a
+/// failed publish leaves no webhook behind.
 async fn start_workflow(
     state: &AppState,
+    caller: &Caller,
     request: ArtifactPublishRequest,
 ) -> Result<Uuid, ApiError> {
     let (draft, webhook) = request.into_parts();
@@ -188,18 +196,20 @@ async fn start_workflow(
     let (correlation_id, _) = state
         .webhooks
         .publish(webhook, |correlation_id| {
-            orchestrator.publish(correlation_id, draft)
+            orchestrator.publish_for(&caller.tenant, correlation_id, draft)
         })
         .await?;
     Ok(correlation_id)
 }
 
-/// Runs `answer` once per idempotency key: a repeat of the same request gets the first answer
-/// again, a different request under the same key a 422. Without a key it just runs. `answer`
-/// gets the request body (`value`) after the key was claimed with it.
+/// Runs `answer` once per idempotency key of the caller's tenant: a repeat of the same request
+/// gets the first answer again, a different request under the same key a 422. Keys of
+/// different tenants never meet. Without a key it just runs. `answer` gets the request body
+/// (`value`) after the key was claimed with it.
 async fn idempotent<F, Fut>(
     req: &HttpRequest,
     state: &AppState,
+    caller: &Caller,
     route: &str,
     value: Value,
     answer: F,
@@ -219,7 +229,9 @@ where
         )
     })?;
     idempotency::check_key(key).map_err(|m| ApiError::new(ErrorCode::InvalidHeader, m))?;
-    match state.idempotency.claim(key, route, &value).await {
+    // A tenant name has no `/` (see `TenantId`), so the scoped keys of two tenants differ.
+    let scoped = format!("{}/{key}", caller.tenant);
+    match state.idempotency.claim(&scoped, route, &value).await {
         Claim::Replay(stored) => {
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
             let mut response = json_response(status, stored.body.to_vec());
@@ -289,7 +301,10 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Read)?;
-    let query = parse_query(req.query_string())?;
+    let query = ArtifactQuery {
+        tenant: Some(caller.tenant.clone()),
+        ..parse_query(req.query_string())?
+    };
     let page = state.orchestrator.store().query(&query).await?;
     Ok(HttpResponse::Ok().json(ArtifactPage {
         items: page.items,
@@ -406,9 +421,10 @@ pub(crate) async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Read)?;
     let id = path_id(&path, "artifact")?;
+    // Another tenant's artifact is answered exactly as one that does not exist.
     match state.orchestrator.store().get(id).await? {
-        Some(artifact) => Ok(HttpResponse::Ok().json(artifact)),
-        None => Err(ApiError::new(
+        Some(artifact) if artifact.tenant == caller.tenant => Ok(HttpResponse::Ok().json(artifact)),
+        _ => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no artifact has the id {id}"),
         )),

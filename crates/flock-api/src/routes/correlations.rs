@@ -68,8 +68,9 @@ pub(crate) async fn status(
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
     match state.orchestrator.status(id).await? {
-        Some(status) => Ok(HttpResponse::Ok().json(status)),
-        None => Err(unknown(id)),
+        // Another tenant's workflow is answered exactly as one that does not exist.
+        Some(status) if status.tenant == caller.tenant => Ok(HttpResponse::Ok().json(status)),
+        _ => Err(unknown(id)),
     }
 }
 
@@ -103,8 +104,14 @@ pub(crate) async fn webhooks(
     caller.require(Scope::Read)?;
     let id = path_id(&path, "workflow")?;
     req.extensions_mut().insert(LoggedCorrelation(id));
+    // A workflow's deliveries are all its tenant's; another tenant's workflow is answered
+    // exactly as one that does not exist.
     let deliveries = state.storage.outbox().deliveries(id).await?;
-    if deliveries.is_empty() && state.orchestrator.status(id).await?.is_none() {
+    let owned = match deliveries.first() {
+        Some(first) => first.tenant == caller.tenant,
+        None => (state.orchestrator.status(id).await?).is_some_and(|s| s.tenant == caller.tenant),
+    };
+    if !owned {
         return Err(unknown(id));
     }
     Ok(HttpResponse::Ok().json(Deliveries {

@@ -52,6 +52,12 @@ pub(crate) async fn redeliver(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Redeliver)?;
     let id = path_id(&path, "webhook delivery")?;
+    // Another tenant's delivery is answered exactly as one that does not exist, and left alone.
+    let owned = (state.storage.outbox().delivery(id).await?)
+        .is_some_and(|view| view.tenant == caller.tenant);
+    if !owned {
+        return Err(ApiError::unknown_delivery(id));
+    }
     state
         .storage
         .outbox()

@@ -13,4 +13,5 @@ mod process;
 mod routes;
 mod server;
 mod support;
+mod tenants;
 mod types;

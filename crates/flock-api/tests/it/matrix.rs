@@ -28,8 +28,8 @@ struct Row {
     path: &'static str,
     rule: Rule,
     ok: u16,
-    /// Until tenants are stamped on artifacts, workflows and deliveries, another tenant's key
-    /// reads and acts on them as the owner does; the tenant half turns these rows into 404.
+    /// What another tenant's key gets: the owner's artifact, workflow and delivery do not exist
+    /// for it (404); lists answer it its own, empty, tenant (200).
     other_tenant: u16,
 }
 
@@ -65,35 +65,36 @@ const ROWS: &[Row] = &[
         200,
         200,
     ),
-    // Named by id: the tenant half flips `other_tenant` to 404.
+    // Named by id: another tenant's key finds nothing, exactly as for an unknown id.
     row(
         "get",
         "/api/v1/artifacts/{id}",
         Rule::Needs(Scope::Read),
         200,
-        200,
+        404,
     ),
     row(
         "get",
         "/api/v1/correlations/{id}/status",
         Rule::Needs(Scope::Read),
         200,
-        200,
+        404,
     ),
     row(
         "get",
         "/api/v1/correlations/{id}/webhooks",
         Rule::Needs(Scope::Read),
         200,
-        200,
+        404,
     ),
-    // The delivery is pending (its retry is a minute away), so a redelivery is a 409.
+    // The delivery is pending (its retry is a minute away), so a redelivery is a 409; for
+    // another tenant it does not exist (404, not 409: a 409 would tell it the id is real).
     row(
         "post",
         "/api/v1/webhooks/deliveries/{id}/redeliver",
         Rule::Needs(Scope::Redeliver),
         409,
-        409,
+        404,
     ),
     row("get", "/api/v1/agents", Rule::Needs(Scope::Read), 200, 200),
     row("get", "/api/v1/types", Rule::Needs(Scope::Read), 200, 200),

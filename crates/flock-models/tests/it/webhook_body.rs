@@ -77,7 +77,10 @@ fn the_artifact_span_of_a_body_is_the_artifact_alone() {
         let alone = WebhookArtifact::render(&artifact);
         assert_eq!(&body[span.clone()], alone.as_slice(), "sequence {sequence}");
         let back: WebhookArtifact = serde_json::from_slice(&body[span]).unwrap();
-        assert_eq!(back.into_artifact(artifact.correlation_id), artifact);
+        assert_eq!(
+            back.into_artifact(artifact.correlation_id, artifact.tenant.clone()),
+            artifact
+        );
     }
     let golden_span = WebhookPayload::artifact_span(GOLDEN.as_bytes()).unwrap();
     assert!(GOLDEN[golden_span].starts_with(r#"{"id":"0193a1b2"#));

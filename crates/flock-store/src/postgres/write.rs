@@ -12,7 +12,8 @@ use crate::sql::batch::{Answer, Batch, Claimed};
 /// A batch's writes as one statement (data-modifying common table expressions), so a batch
 /// costs one round trip to the server whatever it holds; rows come as arrays (`UNNEST`):
 ///
-/// - `$1..$7` artifacts; `$8..$15` deliveries, due at `$16`;
+/// - `$1..$7` artifacts, with their tenants in `$33`; `$8..$15` deliveries, with their tenants
+///   in `$34`, due at `$16`;
 /// - `$17..$28` attempts with their resolutions: each changes its delivery only while its lease
 ///   is still the delivery's claim (checked again on the locked row), and only those changed
 ///   get their attempt inserted; the changed deliveries come back as rows of kind 1. (The
@@ -25,21 +26,23 @@ use crate::sql::batch::{Answer, Batch, Claimed};
 ///   building JSON with the bodies costs the server about 25 µs per delivery.)
 const BATCH: &str = "\
 WITH new_artifacts AS ( \
-    INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) \
-    SELECT r.id, r.type_name, r.payload, r.produced_by, r.correlation_id, \
+    INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tenant, tags, \
+                           created_at) \
+    SELECT r.id, r.type_name, r.payload, r.produced_by, r.correlation_id, r.tenant, \
            ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.created_at \
     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], \
-                $7::timestamptz[]) WITH ORDINALITY \
-         AS r(id, type_name, payload, produced_by, correlation_id, tags, created_at, n) \
+                $7::timestamptz[], $33::text[]) WITH ORDINALITY \
+         AS r(id, type_name, payload, produced_by, correlation_id, tags, created_at, tenant, n) \
     ORDER BY r.n), \
 new_deliveries AS ( \
-    INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, body, \
-                            artifact_created_at, state, due_at, created_at) \
-    SELECT r.id, r.correlation_id, r.artifact_id, r.sequence, r.url, r.secret, r.body, \
-           r.artifact_created_at, 'pending', $16, $16 \
+    INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, \
+                            body, artifact_created_at, state, due_at, created_at) \
+    SELECT r.id, r.correlation_id, r.tenant, r.artifact_id, r.sequence, r.url, r.secret, \
+           r.body, r.artifact_created_at, 'pending', $16, $16 \
     FROM UNNEST($8::uuid[], $9::uuid[], $10::uuid[], $11::int8[], $12::text[], $13::text[], \
-                $14::bytea[], $15::timestamptz[]) \
-         AS r(id, correlation_id, artifact_id, sequence, url, secret, body, artifact_created_at)), \
+                $14::bytea[], $15::timestamptz[], $34::text[]) \
+         AS r(id, correlation_id, artifact_id, sequence, url, secret, body, artifact_created_at, \
+              tenant)), \
 recorded AS ( \
     SELECT * FROM UNNEST($17::uuid[], $18::int8[], $19::text[], $20::timestamptz[], $21::text[], \
                          $22::timestamptz[], $23::int8[], $24::timestamptz[], $25::int8[], \
@@ -68,15 +71,17 @@ picked AS ( \
 leased AS ( \
     UPDATE deliveries AS d SET lease_token = $31, due_at = $32 \
     FROM picked WHERE d.id = picked.id \
-    RETURNING picked.due_at AS was_due, d.id, d.correlation_id, d.artifact_id, d.sequence, \
+    RETURNING picked.due_at AS was_due, d.id, d.correlation_id, d.tenant, d.artifact_id, \
+              d.sequence, \
               d.url, d.secret, d.body, d.artifact_created_at, d.attempts, d.round_start) \
 SELECT 1::int8 AS kind, id, NULL::timestamptz AS was_due, NULL::uuid AS correlation_id, \
+       NULL::text AS tenant, \
        NULL::uuid AS artifact_id, NULL::int8 AS sequence, NULL::text AS url, \
        NULL::text AS secret, NULL::bytea AS body, NULL::timestamptz AS artifact_created_at, \
        NULL::int8 AS attempts, NULL::int8 AS round_start \
 FROM updated \
 UNION ALL \
-SELECT 2, id, was_due, correlation_id, artifact_id, sequence, url, secret, body, \
+SELECT 2, id, was_due, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
        artifact_created_at, attempts, round_start \
 FROM leased";
 
@@ -136,6 +141,8 @@ pub(super) async fn batch(
         .bind(claim.limit)
         .bind(claim.token)
         .bind(Pg::time(claim.expires_at))
+        .bind(column(a, |a| a.tenant.as_str()))
+        .bind(column(d, |d| d.tenant.as_str()))
         .fetch_all(conn)
         .await?;
     Ok(answer(&rows))
@@ -151,6 +158,7 @@ fn answer(rows: &[PgRow]) -> Answer {
                 Ok(Claimed {
                     id: row.try_get("id")?,
                     correlation_id: row.try_get("correlation_id")?,
+                    tenant: row.try_get("tenant")?,
                     artifact_id: row.try_get("artifact_id")?,
                     sequence: row.try_get("sequence")?,
                     url: row.try_get("url")?,

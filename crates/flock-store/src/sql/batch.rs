@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flock_delivery::{AttemptView, ClaimedDelivery, ErrorKind, Lease, Resolution};
-use flock_models::{NewDelivery, Secret, WebhookUrl};
+use flock_models::{NewDelivery, Secret, TenantId, WebhookUrl};
 use time::OffsetDateTime;
 use tracing::error;
 use uuid::Uuid;
@@ -207,6 +207,7 @@ pub(crate) struct Answer {
 pub(crate) struct Claimed {
     pub(crate) id: Uuid,
     pub(crate) correlation_id: Uuid,
+    pub(crate) tenant: String,
     pub(crate) artifact_id: Uuid,
     pub(crate) sequence: i64,
     pub(crate) url: String,
@@ -229,6 +230,7 @@ impl Claimed {
         let delivery = NewDelivery {
             id,
             correlation_id: self.correlation_id,
+            tenant: TenantId::new(self.tenant).map_err(|e| field("tenant", &e))?,
             artifact_id: self.artifact_id,
             sequence: to_u64(self.sequence, "sequence")?,
             // Stored by whichever build accepted it: an earlier one may have taken a URL that
@@ -292,6 +294,7 @@ mod tests {
         let claimed = |secret: &str| Claimed {
             id: Uuid::now_v7(),
             correlation_id: Uuid::now_v7(),
+            tenant: "default".to_owned(),
             artifact_id: Uuid::now_v7(),
             sequence: 1,
             url: "https://example.com/hook".to_owned(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flock_delivery::{AttemptView, DeliveryState, DeliveryView, OutboxCounts};
-use flock_models::{Artifact, WebhookUrl};
+use flock_models::{Artifact, TenantId, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
 use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row as _};
 use time::OffsetDateTime;
@@ -131,8 +131,8 @@ where
             sqlx::query(snapshot).execute(&mut *tx).await?;
         }
         let select = format!(
-            "SELECT id, correlation_id, artifact_id, sequence, url, state, failure, due_at, \
-             lease_token, created_at, completed_at FROM deliveries \
+            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
+             due_at, lease_token, created_at, completed_at FROM deliveries \
              WHERE {column} = $1 ORDER BY sequence, created_at"
         );
         let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
@@ -164,6 +164,7 @@ where
             payload: row.try_get("payload")?,
             produced_by: row.try_get("produced_by")?,
             correlation_id: row.try_get("correlation_id")?,
+            tenant: row.try_get("tenant")?,
             tags: row.try_get("tags")?,
             created_at: Self::time(row, "created_at")?,
         };
@@ -180,9 +181,12 @@ where
         let state = parse_state(&row.try_get::<String, _>("state")?)?;
         let failure: Option<String> = row.try_get("failure")?;
         let leased = row.try_get::<Option<i64>, _>("lease_token")?.is_some();
+        let tenant: String = row.try_get("tenant")?;
         Ok(DeliveryView {
             id,
             correlation_id: row.try_get("correlation_id")?,
+            tenant: TenantId::new(tenant)
+                .map_err(|e| bad(format!("delivery {id}: tenant: {e}")))?,
             artifact_id: row.try_get("artifact_id")?,
             sequence: to_u64(row.try_get("sequence")?, "sequence")?,
             url: url.for_logs(),
@@ -227,7 +231,8 @@ where
 /// `SELECT` of every artifact column, the tags as JSON.
 fn artifacts<D: Dialect>() -> String {
     format!(
-        "SELECT id, type_name, payload, produced_by, correlation_id, {}, created_at FROM artifacts",
+        "SELECT id, type_name, payload, produced_by, correlation_id, tenant, {}, created_at \
+         FROM artifacts",
         D::TAGS
     )
 }
@@ -255,6 +260,10 @@ where
     if let Some(producer) = &query.produced_by {
         sql.push_str(" AND produced_by = ");
         bind(sql, args, producer.clone())?;
+    }
+    if let Some(tenant) = &query.tenant {
+        sql.push_str(" AND tenant = ");
+        bind(sql, args, tenant.as_str().to_owned())?;
     }
     if let Some(correlation_id) = query.correlation_id {
         sql.push_str(" AND correlation_id = ");

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use flock_delivery::{DeliveryState, ErrorKind, GiveUp};
-use flock_models::{Artifact, Tags, TypeName};
+use flock_models::{Artifact, Tags, TenantId, TypeName};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -118,6 +118,7 @@ pub(crate) struct ArtifactFields {
     pub(crate) payload: String,
     pub(crate) produced_by: String,
     pub(crate) correlation_id: Uuid,
+    pub(crate) tenant: String,
     pub(crate) tags: String,
     #[serde(serialize_with = "serialize_micros")]
     pub(crate) created_at: OffsetDateTime,
@@ -136,6 +137,7 @@ impl ArtifactFields {
             payload: serde_json::to_string(&artifact.payload)?,
             produced_by: artifact.produced_by.clone(),
             correlation_id: artifact.correlation_id,
+            tenant: artifact.tenant.as_str().to_owned(),
             tags: serde_json::to_string(&artifact.tags)?,
             created_at: artifact.created_at,
         })
@@ -151,7 +153,10 @@ impl ArtifactFields {
         let tags: Vec<String> = serde_json::from_str(&self.tags)
             .map_err(|e| bad(format!("artifact {id}: tags: {e}")))?;
         let tags = Tags::new(tags).map_err(|e| bad(format!("artifact {id}: tags: {e}")))?;
+        let tenant =
+            TenantId::new(self.tenant).map_err(|e| bad(format!("artifact {id}: tenant: {e}")))?;
         Ok(Artifact {
+            tenant,
             id,
             type_name,
             payload,

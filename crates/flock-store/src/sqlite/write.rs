@@ -31,14 +31,16 @@ use crate::sql::rows::{bad, from_micros, micros};
 /// This relies on sqlx's SQLite driver running every statement of a text, and binding `$N` to
 /// the N-th value in each of them (sqlx 0.8).
 const BATCH: &str = "\
-INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, created_at) \
+INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tenant, tags, \
+                       created_at) \
     SELECT unhex(a.value ->> 'id', '-'), a.value ->> 'type_name', a.value ->> 'payload', \
            a.value ->> 'produced_by', unhex(a.value ->> 'correlation_id', '-'), \
-           a.value ->> 'tags', a.value ->> 'created_at' \
+           a.value ->> 'tenant', a.value ->> 'tags', a.value ->> 'created_at' \
     FROM json_each($1) AS a ORDER BY a.key; \
-INSERT INTO deliveries (id, correlation_id, artifact_id, sequence, url, secret, body, \
+INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
                         artifact_created_at, state, due_at, created_at) \
     SELECT unhex(d.value ->> 'id', '-'), unhex(d.value ->> 'correlation_id', '-'), \
+           d.value ->> 'tenant', \
            unhex(d.value ->> 'artifact_id', '-'), d.value ->> 'sequence', d.value ->> 'url', \
            d.value ->> 'secret', substr($2, d.value ->> 'body_at', d.value ->> 'body_len'), \
            d.value ->> 'artifact_created_at', 'pending', $3, $3 \
@@ -63,7 +65,8 @@ UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.sta
     WHERE deliveries.id = r.id AND deliveries.lease_token = r.token \
       AND deliveries.state = 'pending'; \
 SELECT 2 AS kind, json_group_array(json_object('id', lower(hex(id)), \
-        'correlation_id', lower(hex(correlation_id)), 'artifact_id', lower(hex(artifact_id)), \
+        'correlation_id', lower(hex(correlation_id)), 'tenant', tenant, \
+        'artifact_id', lower(hex(artifact_id)), \
         'sequence', sequence, 'url', url, 'secret', secret, \
         'body', iif(body IS NULL, NULL, lower(hex(body))), \
         'artifact_created_at', artifact_created_at, 'attempts', attempts, \
@@ -93,6 +96,7 @@ SELECT changes()";
 struct DeliveryJson<'a> {
     id: Uuid,
     correlation_id: Uuid,
+    tenant: &'a str,
     artifact_id: Uuid,
     sequence: i64,
     url: &'a str,
@@ -131,6 +135,7 @@ pub(super) async fn batch(
         deliveries.push(DeliveryJson {
             id: d.id,
             correlation_id: d.correlation_id,
+            tenant: d.tenant.as_str(),
             artifact_id: d.artifact_id,
             sequence: i64::try_from(d.sequence).unwrap_or(i64::MAX),
             url: d.url.as_str(),
@@ -198,6 +203,7 @@ fn answer(rows: &[SqliteRow]) -> Answer {
 struct ClaimedJson {
     id: Uuid,
     correlation_id: Uuid,
+    tenant: String,
     artifact_id: Uuid,
     sequence: i64,
     url: String,
@@ -216,6 +222,7 @@ impl ClaimedJson {
         Ok(Claimed {
             id: self.id,
             correlation_id: self.correlation_id,
+            tenant: self.tenant,
             artifact_id: self.artifact_id,
             sequence: self.sequence,
             url: self.url,
