@@ -117,4 +117,30 @@ mod tests {
             }
         }
     }
+
+    /// A database migrated by a build that had the keys' migration (3) but not the tenants'
+    /// (2) takes the tenants' one later, out of order, and its rows belong to `default`.
+    #[tokio::test]
+    async fn a_database_without_the_tenants_migration_gets_it_later() {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let before: &'static [File] = Box::leak(vec![SQLITE[0], SQLITE[2]].into_boxed_slice());
+        assert_eq!((before[0].0, before[1].0), (1, 3));
+        run(before, &mut conn, "memory").await.unwrap();
+        sqlx::query(
+            "INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tags, \
+             created_at) VALUES (x'01', 'Idea', '{}', 'external', x'02', '[]', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        run(SQLITE, &mut conn, "memory").await.unwrap();
+        let tenant: String = sqlx::query_scalar("SELECT tenant FROM artifacts")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(tenant, "default");
+    }
 }

@@ -16,7 +16,8 @@ use crate::support::{
 async fn publish_writes_the_artifact_and_its_deliveries_together(store: &Storage) {
     let (artifacts, outbox) = (store.artifacts(), store.outbox());
     let cid = Uuid::now_v7();
-    let first = artifact(cid, "Idea");
+    let acme = flock_models::TenantId::new("acme").unwrap();
+    let first = artifact(cid, "Idea").owned_by(acme.clone());
     let deliveries = vec![delivery(&first, 1), delivery(&first, 2)];
     let ids: Vec<Uuid> = deliveries.iter().map(|d| d.id).collect();
     artifacts.publish(&first, deliveries).await.unwrap();
@@ -34,6 +35,7 @@ async fn publish_writes_the_artifact_and_its_deliveries_together(store: &Storage
         assert_eq!(view.sequence, sequence);
         assert_eq!(view.state, DeliveryState::Pending);
         assert_eq!(view.artifact_id, first.id);
+        assert_eq!(view.tenant, acme, "a delivery is its artifact's tenant's");
         assert_eq!(view.url, "https://example.com/hook");
         assert!(view.next_attempt_at.is_some());
         assert!(view.attempts.is_empty());
@@ -157,7 +159,8 @@ on_every_backend!(enqueue_refuses_duplicates_whole);
 async fn claims_due_deliveries_once_in_order(store: &Storage) {
     let outbox = store.outbox();
     let cid = Uuid::now_v7();
-    let a = artifact(cid, "Idea");
+    let acme = flock_models::TenantId::new("acme").unwrap();
+    let a = artifact(cid, "Idea").owned_by(acme.clone());
     outbox
         .enqueue((1..=5).map(|s| delivery(&a, s)).collect())
         .await
@@ -187,6 +190,10 @@ async fn claims_due_deliveries_once_in_order(store: &Storage) {
         "https://example.com/hook?token=abc"
     );
     assert_eq!(claimed.delivery.artifact_created_at, a.created_at);
+    assert_eq!(
+        claimed.delivery.tenant, acme,
+        "a claim knows whose delivery it is"
+    );
     assert!(!claimed.delivery.body.is_empty());
     assert!(outbox.claim(at, 10, LEASE).await.unwrap().is_empty());
     assert_eq!(

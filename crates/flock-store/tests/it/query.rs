@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flock_models::{Artifact, ArtifactDraft, Tags, TypeName};
+use flock_models::{Artifact, ArtifactDraft, Tags, TenantId, TypeName};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore as _, MemoryStore};
 use flock_store::Storage;
 use serde_json::{Map, json};
@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::support::on_every_backend;
 
-/// Artifacts of three types, two producers, two workflows, a few tags and times 1 ms apart.
+/// Artifacts of three types, two producers, two workflows of two tenants (the first
+/// workflow's split between them, as no real workflow is, so filters combine), a few tags and
+/// times 1 ms apart.
 fn artifacts() -> Vec<Artifact> {
     let workflows = [Uuid::now_v7(), Uuid::now_v7()];
     let start = flock_models::timestamp::now_micros();
@@ -34,7 +36,8 @@ fn artifacts() -> Vec<Artifact> {
             } else {
                 "shouter"
             };
-            let mut artifact = Artifact::new(draft, producer, workflows[i % 2]);
+            let tenant = TenantId::new(if i % 4 == 1 { "other" } else { "acme" }).unwrap();
+            let mut artifact = Artifact::new(draft, producer, workflows[i % 2]).owned_by(tenant);
             artifact.created_at = start + time::Duration::milliseconds(i64::try_from(i).unwrap());
             artifact
         })
@@ -87,6 +90,21 @@ fn queries(all: &[Artifact]) -> Vec<ArtifactQuery> {
             ..base.clone()
         },
         ArtifactQuery::correlation(all[0].correlation_id),
+        ArtifactQuery {
+            tenant: Some(TenantId::new("other").unwrap()),
+            ..base.clone()
+        },
+        ArtifactQuery {
+            tenant: Some(TenantId::new("acme").unwrap()),
+            correlation_id: Some(all[1].correlation_id),
+            limit: 4,
+            offset: 2,
+            ..base.clone()
+        },
+        ArtifactQuery {
+            tenant: Some(TenantId::new("nobody").unwrap()),
+            ..base.clone()
+        },
         ArtifactQuery {
             tag: Some("red".into()),
             ..base.clone()
@@ -146,6 +164,21 @@ async fn filters_and_pages_match_the_memory_store(store: &Storage) {
             .unwrap()
             .unwrap();
         assert_eq!(got, expected, "{query:?}");
+    }
+    // Tenants are kept, and a tenant's query sees its own artifacts alone.
+    let other = TenantId::new("other").unwrap();
+    let page = artifacts
+        .query(&ArtifactQuery {
+            tenant: Some(other.clone()),
+            ..ArtifactQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 10);
+    assert!(page.items.iter().all(|a| a.tenant == other));
+    for a in &all {
+        let stored = artifacts.get(a.id).await.unwrap().unwrap();
+        assert_eq!(stored.tenant, a.tenant, "{}", a.id);
     }
 }
 on_every_backend!(filters_and_pages_match_the_memory_store);
