@@ -72,6 +72,12 @@ pub struct ArtifactQuery {
     pub limit: usize,
     /// After skipping this many matches.
     pub offset: usize,
+    /// Only matches after this place in publication order: the [`Page::next`] of the page
+    /// before (keyset pagination, which costs the same on every page).
+    pub after: Option<u64>,
+    /// Count matches only up to this many ([`Page::total`] then says at most this); exact
+    /// when `None`. Counting every match of a large table on every page is what this bounds.
+    pub count_limit: Option<u64>,
 }
 
 impl Default for ArtifactQuery {
@@ -86,6 +92,8 @@ impl Default for ArtifactQuery {
             to: None,
             limit: 100,
             offset: 0,
+            after: None,
+            count_limit: None,
         }
     }
 }
@@ -143,8 +151,22 @@ struct Fields<'a> {
 pub struct Page<T> {
     /// The items of this page.
     pub items: Vec<T>,
-    /// How many items match the query, across all pages.
+    /// How many items match the query, across all pages and whatever its `after` (at most its
+    /// `count_limit`).
     pub total: u64,
+    /// Where the next page starts (its query's `after`) when more matches follow this page.
+    pub next: Option<u64>,
+}
+
+impl<T> Page<T> {
+    /// An empty page.
+    pub fn empty() -> Self {
+        Page {
+            items: Vec::new(),
+            total: 0,
+            next: None,
+        }
+    }
 }
 
 /// Where the blackboard keeps artifacts.
@@ -321,18 +343,35 @@ impl MemoryStore {
         } else {
             (0..inner.artifacts.len()).collect()
         };
-        let mut total = 0u64;
-        let mut items = Vec::new();
-        for stored in candidates.into_iter().map(|i| &inner.artifacts[i]) {
+        // A place in publication order is the index plus one, so `after: 0` is the start.
+        let after = query.after.unwrap_or(0);
+        let count_limit = query.count_limit.unwrap_or(u64::MAX);
+        let (mut total, mut skipped) = (0u64, 0usize);
+        let (mut items, mut next, mut last) = (Vec::new(), None, 0u64);
+        for (place, stored) in candidates
+            .into_iter()
+            .map(|i| (i as u64 + 1, &inner.artifacts[i]))
+        {
             if !query.matches_fields(&stored.fields()) {
                 continue;
             }
-            total += 1;
-            if total > query.offset as u64 && items.len() < query.limit {
+            total = (total + 1).min(count_limit);
+            if place <= after {
+                continue;
+            }
+            if skipped < query.offset {
+                skipped += 1;
+            } else if items.len() < query.limit {
                 items.push(stored.artifact()?);
+                last = place;
+            } else if next.is_none() && query.limit > 0 {
+                next = Some(last);
+            }
+            if next.is_some() && total >= count_limit {
+                break;
             }
         }
-        Ok(Page { items, total })
+        Ok(Page { items, total, next })
     }
 }
 

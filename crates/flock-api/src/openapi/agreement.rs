@@ -656,6 +656,7 @@ fn the_list_parameters_accept_exactly_what_the_query_parser_accepts() {
         "to",
         "limit",
         "offset",
+        "cursor",
     ];
     let schemas: Vec<SchemaIndex> = names
         .iter()
@@ -754,6 +755,20 @@ fn the_list_parameters_accept_exactly_what_the_query_parser_accepts() {
         times,
         numbers(MAX_LIMIT),
         numbers(MAX_OFFSET),
+        [
+            "0",
+            "7",
+            "",
+            "-1",
+            "1.5",
+            "a",
+            "01",
+            "9999999999999999999",
+            "18446744073709551615",
+            " 1",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
 
     let judge = |document: &Document, pairs: &[(usize, &String)]| -> bool {

@@ -9,7 +9,7 @@ use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFo
 use utoipa::openapi::{Required, Schema};
 
 use crate::idempotency;
-use crate::routes::artifacts::{DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET};
+use crate::routes::artifacts::{DEFAULT_LIMIT, MAX_CURSOR_LEN, MAX_LIMIT, MAX_OFFSET};
 
 /// An optional parameter `name` in `place` with `schema`.
 fn optional(
@@ -83,7 +83,17 @@ impl IntoParams for ListQueryDoc {
                     .minimum(Some(0))
                     .maximum(Some(MAX_OFFSET))
                     .default(Some(0.into())),
-                "Matches to skip.",
+                "Matches to skip (after `cursor`, when given). Deeper pages are walked with `cursor`.",
+            ),
+            optional(
+                "cursor",
+                ParameterIn::Query,
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_CURSOR_LEN))
+                    .pattern(Some(format!("^[0-9]{{1,{MAX_CURSOR_LEN}}}$"))),
+                "Where the page starts: the `next_cursor` of the page before. Costs the same on every page.",
             ),
         ]
     }

@@ -60,8 +60,12 @@ pub(crate) struct SyncResponseDoc {
 pub(crate) struct PaginationDoc {
     limit: usize,
     offset: usize,
-    /// Matches in all, not only on this page.
+    /// Matches in all, not only on this page, counted up to 10,000.
     total: u64,
+    /// Whether `total` is the exact count (false: at least that many match).
+    total_exact: bool,
+    /// The `cursor` of the next page; null on the last page.
+    next_cursor: Option<String>,
 }
 
 /// A page of artifacts.

@@ -27,9 +27,15 @@ use crate::state::AppState;
 pub(crate) const DEFAULT_LIMIT: usize = 50;
 /// The largest page.
 pub(crate) const MAX_LIMIT: usize = 500;
-/// The largest `offset`: the largest integer that every JSON client holds exactly (2^53 - 1).
-/// Past the last match, a page is empty.
-pub(crate) const MAX_OFFSET: usize = (1 << 53) - 1;
+/// The largest `offset`. Skipping matches costs reading them, so deep pages are walked with
+/// `cursor`, which costs the same on every page. Past the last match, a page is empty.
+pub(crate) const MAX_OFFSET: usize = 10_000;
+/// How many matches a listing counts at most: `total` is exact up to this many, and says this
+/// many (with `total_exact: false`) past it, so no page counts a whole large table.
+pub(crate) const MAX_COUNTED: u64 = 10_000;
+/// The longest `cursor`: the decimal digits of a place in publication order (19 always fit a
+/// 64-bit integer).
+pub(crate) const MAX_CURSOR_LEN: usize = 19;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(Resource::new("/artifacts").post(publish).get(list).finish())
@@ -279,6 +285,8 @@ struct Pagination {
     limit: usize,
     offset: usize,
     total: u64,
+    total_exact: bool,
+    next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/artifacts`: filtered and paginated, in publication order.
@@ -303,6 +311,7 @@ pub(crate) async fn list(
     caller.require(Scope::Read)?;
     let query = ArtifactQuery {
         tenant: Some(caller.tenant.clone()),
+        count_limit: Some(MAX_COUNTED + 1),
         ..parse_query(req.query_string())?
     };
     let page = state.orchestrator.store().query(&query).await?;
@@ -311,7 +320,9 @@ pub(crate) async fn list(
         pagination: Pagination {
             limit: query.limit,
             offset: query.offset,
-            total: page.total,
+            total: page.total.min(MAX_COUNTED),
+            total_exact: page.total <= MAX_COUNTED,
+            next_cursor: page.next.map(|place| place.to_string()),
         },
     }))
 }
@@ -383,9 +394,23 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
                     .ok_or_else(|| {
                         invalid(
                             "offset",
-                            format!("must be a whole number from 0 to {MAX_OFFSET}"),
+                            format!(
+                                "must be a whole number from 0 to {MAX_OFFSET}; walk deeper \
+                                 with `cursor` (each page's `next_cursor`)"
+                            ),
                         )
                     })?;
+            }
+            "cursor" => {
+                let valid = (1..=MAX_CURSOR_LEN).contains(&value.len())
+                    && value.bytes().all(|b| b.is_ascii_digit());
+                query.after =
+                    Some(valid.then(|| value.parse().ok()).flatten().ok_or_else(|| {
+                        invalid(
+                            "cursor",
+                            "is not a cursor: pass a page's `next_cursor` as it is".to_owned(),
+                        )
+                    })?);
             }
             other => return Err(invalid(other, format!("unknown query parameter `{other}`"))),
         }

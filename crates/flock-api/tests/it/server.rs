@@ -325,11 +325,25 @@ async fn lists_filter_and_paginate_and_agents_are_listed() {
     let page = app
         .get_json("/api/v1/artifacts?type=Plan,Draft&limit=4&offset=1")
         .await;
+    let cursor = page["pagination"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         page["pagination"],
-        json!({"limit": 4, "offset": 1, "total": 6})
+        json!({"limit": 4, "offset": 1, "total": 6, "total_exact": true, "next_cursor": cursor})
     );
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
+    // The cursor goes on where that page ended: the sixth and last match.
+    let rest = app
+        .get_json(&format!(
+            "/api/v1/artifacts?type=Plan,Draft&limit=4&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["pagination"]["next_cursor"], Value::Null, "{rest}");
+    let all = app.get_json("/api/v1/artifacts?type=Plan,Draft").await;
+    assert_eq!(rest["items"][0], all["items"][5]);
     let by_agent = app.get_json("/api/v1/artifacts?produced_by=writer").await;
     assert_eq!(by_agent["pagination"]["total"], 3);
     let tagged = app.get_json("/api/v1/artifacts?tag=batch").await;
@@ -791,5 +805,80 @@ async fn a_caller_past_the_rate_limit_gets_429_then_is_served_after_retry_after(
         .collect();
     assert_eq!(received, accepted.iter().cloned().collect::<BTreeSet<_>>());
     receiver.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_pagination_walks_50_000_artifacts_with_no_duplicate_and_no_gap() {
+    const COUNT: usize = 50_000;
+    const WORKERS: usize = 16;
+    let app = TestApp::start(settings()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    // Published by 16 clients at once, so publications of different clients interleave.
+    let mut clients = Vec::new();
+    for worker in 0..WORKERS {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/artifacts"));
+        clients.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for n in (worker..COUNT).step_by(WORKERS) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "publishing took too long"
+                );
+                let answer = client
+                    .post(&url)
+                    .json(&json!({"type": "Idea", "payload": {"n": n}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 202);
+                let body: Value = answer.json().await.unwrap();
+                accepted.push(body["correlation_id"].as_str().unwrap().to_owned());
+            }
+            accepted
+        }));
+    }
+    let mut accepted = HashSet::new();
+    for client in clients {
+        accepted.extend(client.await.unwrap());
+    }
+    assert_eq!(accepted.len(), COUNT);
+
+    let mut walked: Vec<String> = Vec::with_capacity(COUNT);
+    let mut path = "/api/v1/artifacts?limit=500".to_owned();
+    for _ in 0..=COUNT / 500 + 1 {
+        let page = app.get_json(&path).await;
+        assert_eq!(page["pagination"]["total"], 10_000, "counted up to the cap");
+        assert_eq!(page["pagination"]["total_exact"], false);
+        walked.extend(
+            (page["items"].as_array().unwrap().iter())
+                .map(|a| a["correlation_id"].as_str().unwrap().to_owned()),
+        );
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/artifacts?limit=500&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let distinct: HashSet<String> = walked.iter().cloned().collect();
+    assert_eq!(walked.len(), COUNT, "no duplicate");
+    assert_eq!(
+        distinct, accepted,
+        "no gap: every accepted publish is walked"
+    );
+
+    // Offsets stop at 10,000 and point at the cursor.
+    let answer = app.get("/api/v1/artifacts?offset=10000&limit=1").await;
+    assert_eq!(answer.status(), 200);
+    let answer = app.get("/api/v1/artifacts?offset=10001").await;
+    assert_eq!(answer.status(), 422);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "offset", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cursor"),
+        "{body}"
+    );
     app.stop().await;
 }

@@ -294,10 +294,7 @@ impl flock_orchestrator::ArtifactStore for StuckStore {
         _query: &flock_orchestrator::ArtifactQuery,
     ) -> Result<flock_orchestrator::Page<flock_models::Artifact>, flock_orchestrator::StoreError>
     {
-        Ok(flock_orchestrator::Page {
-            items: Vec::new(),
-            total: 0,
-        })
+        Ok(flock_orchestrator::Page::empty())
     }
 }
 

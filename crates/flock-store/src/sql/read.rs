@@ -39,29 +39,52 @@ where
         row.map(|row| Self::artifact_row(&row)).transpose()
     }
 
-    /// A page of the artifacts `query` selects, in publication order, and how many it selects.
+    /// A page of the artifacts `query` selects, in publication order, and how many it selects
+    /// (counted up to its `count_limit`). Places in publication order are `position`s, so a
+    /// page after a cursor is an index range scan whatever the filters: each filter's index
+    /// ends in `position`.
     async fn query(self: Arc<Self>, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error> {
         let mut tx = self.readers.begin().await?;
         if let Some(snapshot) = D::SNAPSHOT {
             sqlx::query(snapshot).execute(&mut *tx).await?;
         }
-        let mut count = String::from("SELECT count(*) FROM artifacts");
+        let mut count = String::from("SELECT count(*) FROM (SELECT 1 FROM artifacts");
         let mut args = D::Arguments::default();
         filter::<D>(&mut count, &mut args, &query)?;
+        if let Some(limit) = query.count_limit {
+            count.push_str(" LIMIT ");
+            bind(
+                &mut count,
+                &mut args,
+                i64::try_from(limit).unwrap_or(i64::MAX),
+            )?;
+        }
+        count.push_str(") AS matches");
         let total: i64 = sqlx::query_scalar_with(&count, args)
             .fetch_one(&mut *tx)
             .await?;
         let total = to_u64(total, "count")?;
         let mut items = Vec::new();
-        if query.limit > 0 && (query.offset as u64) < total {
-            let mut select = artifacts::<D>();
+        let mut next = None;
+        // An exact count says when the offset is past every match; a capped one cannot.
+        if query.limit > 0 && (query.count_limit.is_some() || (query.offset as u64) < total) {
+            let mut select = format!("SELECT position, {}", &artifacts::<D>()["SELECT ".len()..]);
             let mut args = D::Arguments::default();
             filter::<D>(&mut select, &mut args, &query)?;
+            if let Some(after) = query.after {
+                select.push_str(" AND position > ");
+                bind(
+                    &mut select,
+                    &mut args,
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                )?;
+            }
+            // One more than the page, to know whether a next page exists.
             select.push_str(" ORDER BY position LIMIT ");
             bind(
                 &mut select,
                 &mut args,
-                i64::try_from(query.limit).unwrap_or(i64::MAX),
+                i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX),
             )?;
             select.push_str(" OFFSET ");
             bind(
@@ -69,12 +92,19 @@ where
                 &mut args,
                 i64::try_from(query.offset).unwrap_or(i64::MAX),
             )?;
-            for row in sqlx::query_with(&select, args).fetch_all(&mut *tx).await? {
-                items.push(Self::artifact_row(&row)?);
+            let rows = sqlx::query_with(&select, args).fetch_all(&mut *tx).await?;
+            let mut last = 0;
+            for row in &rows {
+                if items.len() == query.limit {
+                    next = Some(last);
+                    break;
+                }
+                last = to_u64(row.try_get("position")?, "position")?;
+                items.push(Self::artifact_row(row)?);
             }
         }
         tx.commit().await?;
-        Ok(Page { items, total })
+        Ok(Page { items, total, next })
     }
 
     async fn deliveries(

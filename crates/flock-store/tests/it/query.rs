@@ -106,6 +106,34 @@ fn queries(all: &[Artifact]) -> Vec<ArtifactQuery> {
             ..base.clone()
         },
         ArtifactQuery {
+            after: Some(10),
+            limit: 5,
+            ..base.clone()
+        },
+        ArtifactQuery {
+            after: Some(38),
+            limit: 5,
+            ..base.clone()
+        },
+        ArtifactQuery {
+            after: Some(12),
+            type_names: vec![name("Shout")],
+            limit: 3,
+            offset: 2,
+            ..base.clone()
+        },
+        ArtifactQuery {
+            count_limit: Some(7),
+            limit: 3,
+            ..base.clone()
+        },
+        ArtifactQuery {
+            count_limit: Some(7),
+            offset: 20,
+            limit: 30,
+            ..base.clone()
+        },
+        ArtifactQuery {
             tag: Some("red".into()),
             ..base.clone()
         },
@@ -164,6 +192,30 @@ async fn filters_and_pages_match_the_memory_store(store: &Storage) {
             .unwrap()
             .unwrap();
         assert_eq!(got, expected, "{query:?}");
+    }
+    // Following `next` walks every match once, in order, whatever the page size.
+    for limit in [1, 3, 40] {
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let query = ArtifactQuery {
+                tag: Some("blue".into()),
+                after,
+                limit,
+                ..ArtifactQuery::default()
+            };
+            let page = artifacts.query(&query).await.unwrap();
+            walked.extend(page.items.into_iter().map(|a| a.id));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let blue: Vec<Uuid> = (all.iter())
+            .filter(|a| a.tags.contains("blue"))
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(walked, blue, "pages of {limit}");
     }
     // Tenants are kept, and a tenant's query sees its own artifacts alone.
     let other = TenantId::new("other").unwrap();
