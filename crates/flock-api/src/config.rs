@@ -253,6 +253,11 @@ pub struct WebhookSettings {
     pub poll_interval_ms: u64,
     /// The retry schedule.
     pub retry: RetrySettings,
+    /// The most deliveries pending (waiting or in flight) in the whole store: past it a publish
+    /// with a webhook is answered 429 `too_many_pending_deliveries`; 1,000,000 by default.
+    pub max_pending: u64,
+    /// The most deliveries one tenant may have pending; 100,000 by default.
+    pub max_pending_per_tenant: u64,
 }
 
 impl Default for WebhookSettings {
@@ -266,6 +271,8 @@ impl Default for WebhookSettings {
             lease_ms: 60_000,
             poll_interval_ms: 1_000,
             retry: RetrySettings::default(),
+            max_pending: 1_000_000,
+            max_pending_per_tenant: 100_000,
         }
     }
 }
@@ -562,6 +569,15 @@ impl Settings {
         }
         if w.poll_interval_ms == 0 {
             return Err(invalid("webhooks.poll_interval_ms", "must be at least 1"));
+        }
+        if w.max_pending == 0 {
+            return Err(invalid("webhooks.max_pending", "must be at least 1"));
+        }
+        if w.max_pending_per_tenant == 0 {
+            return Err(invalid(
+                "webhooks.max_pending_per_tenant",
+                "must be at least 1",
+            ));
         }
         if self.store.retention_secs == 0 {
             return Err(invalid("store.retention_secs", "must be at least 1"));

@@ -44,6 +44,9 @@ pub(crate) enum ErrorCode {
     Overloaded,
     /// The caller sent more requests than `[limits]` allows; try again after `Retry-After`.
     TooManyRequests,
+    /// A publish with a webhook while too many deliveries are pending (the tenant's or the
+    /// server's); try again after `Retry-After`.
+    TooManyPendingDeliveries,
     /// No key, or a key that is malformed, unknown, revoked or expired, where one is needed.
     Unauthorized,
     /// A request served without a key named a host that is not loopback (DNS rebinding).
@@ -54,7 +57,7 @@ pub(crate) enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 18] = [
+    pub(crate) const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
         ErrorCode::Unauthorized,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::WebhookAddressRefused,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::TooManyRequests,
+        ErrorCode::TooManyPendingDeliveries,
         ErrorCode::ShuttingDown,
         ErrorCode::StorageUnavailable,
         ErrorCode::Overloaded,
@@ -113,6 +117,9 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => {
                 "the caller sent more requests than the server's rate limit; retry after `Retry-After` seconds"
             }
+            ErrorCode::TooManyPendingDeliveries => {
+                "too many webhook deliveries are pending (the tenant's or the server's); nothing was stored, retry after `Retry-After` seconds"
+            }
             ErrorCode::ShuttingDown => "the server is stopping; try another instance or later",
             ErrorCode::StorageUnavailable => "storage failed; the request may be retried",
             ErrorCode::Overloaded => {
@@ -136,7 +143,9 @@ impl ErrorCode {
             ErrorCode::Forbidden | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests | ErrorCode::TooManyPendingDeliveries => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable | ErrorCode::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -164,6 +173,7 @@ impl ErrorCode {
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::TooManyPendingDeliveries => "too_many_pending_deliveries",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod keys_cli;
 mod limits;
 pub mod listen;
 mod openapi;
+mod quota;
 mod routes;
 pub mod startup;
 mod state;

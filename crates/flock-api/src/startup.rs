@@ -88,6 +88,11 @@ pub async fn build_state(
         policy: AuthPolicy::decide(settings.auth.mode, settings.server.host),
         keys,
     });
+    let quota = crate::quota::PendingQuota::new(
+        storage.outbox(),
+        settings.webhooks.max_pending,
+        settings.webhooks.max_pending_per_tenant,
+    );
     let state = web::Data::new(AppState {
         orchestrator,
         storage,
@@ -105,6 +110,7 @@ pub async fn build_state(
             timeout: settings.request_timeout(),
         },
         metrics,
+        quota,
         metrics_open: settings.server.metrics_open,
         auth,
     });

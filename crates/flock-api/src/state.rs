@@ -29,6 +29,8 @@ pub struct AppState {
     pub body_limit: crate::body::BodyLimit,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
+    /// The pending-delivery quotas a publish with a webhook is admitted by.
+    pub(crate) quota: crate::quota::PendingQuota,
     /// Serve `GET /metrics` without a key (`server.metrics_open`).
     pub metrics_open: bool,
     /// How requests are authenticated: the policy and the key checker.

@@ -575,6 +575,20 @@ impl Outbox for MemoryOutbox {
         })
     }
 
+    async fn pending_by_tenant(&self) -> Result<Vec<(TenantId, u64)>, OutboxError> {
+        let state = self.lock();
+        let mut counts: HashMap<&TenantId, u64> = HashMap::new();
+        for entry in state.entries.values() {
+            if matches!(
+                entry.status,
+                Status::Pending { .. } | Status::InFlight { .. }
+            ) {
+                *counts.entry(&entry.tenant).or_default() += 1;
+            }
+        }
+        Ok(counts.into_iter().map(|(t, n)| (t.clone(), n)).collect())
+    }
+
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
         self.lock().redeliver(id, now)?;
         self.notify.notify_one();

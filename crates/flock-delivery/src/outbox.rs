@@ -450,6 +450,13 @@ pub trait Outbox: Send + Sync + 'static {
     /// [`OutboxError::Backend`] when the backend fails.
     async fn counts(&self) -> Result<OutboxCounts, OutboxError>;
 
+    /// How many deliveries each tenant has pending (waiting or in flight); tenants with none
+    /// are left out.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn pending_by_tenant(&self) -> Result<Vec<(TenantId, u64)>, OutboxError>;
+
     /// Queues a failed delivery again, due at `now`: the same delivery (same id, so the same
     /// `webhook-id`, body and secret) gets new attempts whose numbers continue after the old
     /// ones, which stay listed; the retry budget starts afresh

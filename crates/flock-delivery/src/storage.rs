@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flock_models::{Artifact, NewDelivery, WebhookPayload};
+use flock_models::{Artifact, NewDelivery, TenantId, WebhookPayload};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, MemoryStore, Page, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -123,6 +123,10 @@ impl Outbox for MemoryStorage {
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
         self.outbox.counts().await
+    }
+
+    async fn pending_by_tenant(&self) -> Result<Vec<(TenantId, u64)>, OutboxError> {
+        self.outbox.pending_by_tenant().await
     }
 
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {

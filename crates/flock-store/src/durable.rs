@@ -12,7 +12,7 @@ use flock_delivery::{
     AttemptView, ClaimedDelivery, DeliveryView, Lease, Outbox, OutboxCounts, OutboxError,
     RecordedAndClaimed, Resolution,
 };
-use flock_models::{Artifact, NewDelivery};
+use flock_models::{Artifact, NewDelivery, TenantId};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, Page, StoreError};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
@@ -68,6 +68,7 @@ pub(crate) trait Reads {
     async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
     async fn next_due(self: Arc<Self>) -> Result<Option<OffsetDateTime>, sqlx::Error>;
     async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error>;
+    async fn pending_by_tenant(self: Arc<Self>) -> Result<Vec<(TenantId, u64)>, sqlx::Error>;
 }
 
 #[allow(
@@ -409,6 +410,13 @@ impl<B: Backend> Outbox for Durable<B> {
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
         Ok(self.read("cannot count deliveries", B::counts).await?)
+    }
+
+    async fn pending_by_tenant(&self) -> Result<Vec<(TenantId, u64)>, OutboxError> {
+        let count = B::pending_by_tenant;
+        Ok(self
+            .read("cannot count deliveries by tenant", count)
+            .await?)
     }
 
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {

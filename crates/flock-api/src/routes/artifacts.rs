@@ -59,6 +59,7 @@ route_errors!(
         IdempotencyKeyReused,
         ShuttingDown,
         TooManyRequests,
+        TooManyPendingDeliveries,
         StorageUnavailable,
         Overloaded,
     ]
@@ -198,11 +199,18 @@ async fn start_workflow(
     request: ArtifactPublishRequest,
 ) -> Result<Uuid, ApiError> {
     let (draft, webhook) = request.into_parts();
-    let orchestrator = &state.orchestrator;
+    let with_webhook = webhook.is_some();
     let (correlation_id, _) = state
         .webhooks
-        .publish(webhook, |correlation_id| {
-            orchestrator.publish_for(&caller.tenant, correlation_id, draft)
+        .publish(webhook, |correlation_id| async move {
+            // After the webhook passed its checks, before anything is stored.
+            if with_webhook {
+                state.quota.admit(&caller.tenant).await?;
+            }
+            (state.orchestrator)
+                .publish_for(&caller.tenant, correlation_id, draft)
+                .await
+                .map_err(ApiError::from)
         })
         .await?;
     Ok(correlation_id)

@@ -882,3 +882,93 @@ async fn cursor_pagination_walks_50_000_artifacts_with_no_duplicate_and_no_gap()
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_past_the_pending_quotas_get_429_until_deliveries_drain() {
+    let receiver = Receiver::start(Script {
+        hold: true,
+        ..Script::default()
+    });
+    let mut s = settings();
+    s.auth.mode = flock_api::config::AuthMode::Keys;
+    s.webhooks.max_pending_per_tenant = 5;
+    s.webhooks.max_pending = 8;
+    let app = TestApp::start(s).await;
+    let a = app.key("tenant-a", &flock_models::Scope::ALL).await;
+    let b = app.key("tenant-b", &flock_models::Scope::ALL).await;
+    let publish = |key: &str, webhook: bool| {
+        let mut body = json!({"type": "Idea", "payload": {}});
+        if webhook {
+            body["webhook"] = json!({"url": receiver.url});
+        }
+        app.client
+            .post(app.url("/api/v1/artifacts"))
+            .header("authorization", format!("Bearer {key}"))
+            .json(&body)
+            .send()
+    };
+    let accepted = |answer: Value| answer["correlation_id"].as_str().unwrap().to_owned();
+    let mut delivered_later = HashSet::new();
+    for _ in 0..5 {
+        let answer = publish(&a, true).await.unwrap();
+        assert_eq!(answer.status(), 202);
+        delivered_later.insert(accepted(answer.json().await.unwrap()));
+    }
+    // The tenant's sixth is refused, naming its limit; one without a webhook is not counted.
+    let refused = publish(&a, true).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["error"]["code"], "too_many_pending_deliveries",
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_pending_per_tenant")
+    );
+    assert_eq!(publish(&a, false).await.unwrap().status(), 202);
+    // Another tenant fills the server's limit, then is refused by it.
+    for _ in 0..3 {
+        let answer = publish(&b, true).await.unwrap();
+        assert_eq!(answer.status(), 202);
+        delivered_later.insert(accepted(answer.json().await.unwrap()));
+    }
+    let refused = publish(&b, true).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhooks.max_pending"),
+        "{body}"
+    );
+
+    // Once the receiver answers, the deliveries drain and publishes are accepted again.
+    receiver.release();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = publish(&a, true).await.unwrap();
+        if answer.status() == 202 {
+            delivered_later.insert(accepted(answer.json().await.unwrap()));
+            break;
+        }
+        assert_eq!(answer.status(), 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused after the drain"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Nothing accepted was lost: every accepted publish with a webhook was delivered.
+    let received = receiver.wait_for(delivered_later.len()).await;
+    let correlations: HashSet<String> = (received.iter())
+        .map(|r| r.payload().correlation_id.to_string())
+        .collect();
+    assert_eq!(correlations, delivered_later);
+    app.stop().await;
+    receiver.stop().await;
+}

@@ -127,6 +127,22 @@ where
         Ok(due.map(D::from_time).transpose()?)
     }
 
+    /// Pending deliveries (waiting and claimed) per tenant.
+    async fn pending_by_tenant(self: Arc<Self>) -> Result<Vec<(TenantId, u64)>, sqlx::Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant, count(*) FROM deliveries WHERE state = 'pending' GROUP BY tenant",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        (rows.into_iter())
+            .map(|(tenant, n)| {
+                let tenant = TenantId::new(tenant)
+                    .map_err(|e| bad(format!("a delivery's tenant does not decode: {e}")))?;
+                Ok((tenant, to_u64(n, "count")?))
+            })
+            .collect()
+    }
+
     /// Pending deliveries, waiting and claimed.
     async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error> {
         let row = sqlx::query(

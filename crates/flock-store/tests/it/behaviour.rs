@@ -705,3 +705,36 @@ async fn many_slots_recording_and_claiming_at_once_deliver_everything_once(store
     assert_eq!(outbox.counts().await.unwrap(), OutboxCounts::default());
 }
 on_every_backend!(many_slots_recording_and_claiming_at_once_deliver_everything_once);
+
+async fn pending_deliveries_are_counted_per_tenant_until_they_finish(store: &Storage) {
+    let outbox = store.outbox();
+    let tenant = |name: &str| flock_models::TenantId::new(name).unwrap();
+    let a = artifact(Uuid::now_v7(), "Idea").owned_by(tenant("acme"));
+    let b = artifact(Uuid::now_v7(), "Idea").owned_by(tenant("other"));
+    outbox
+        .enqueue(vec![delivery(&a, 1), delivery(&a, 2), delivery(&b, 1)])
+        .await
+        .unwrap();
+    let mut counts = outbox.pending_by_tenant().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [(tenant("acme"), 2), (tenant("other"), 1)]);
+    // In flight still counts; delivered does not.
+    let claimed = outbox.claim(later(now(), 1), 3, LEASE).await.unwrap();
+    let mut counts = outbox.pending_by_tenant().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [(tenant("acme"), 2), (tenant("other"), 1)]);
+    for c in claimed
+        .iter()
+        .filter(|c| c.delivery.tenant == tenant("other"))
+    {
+        outbox
+            .record(&c.lease, attempt(1), Resolution::Delivered)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        outbox.pending_by_tenant().await.unwrap(),
+        [(tenant("acme"), 2)]
+    );
+}
+on_every_backend!(pending_deliveries_are_counted_per_tenant_until_they_finish);
