@@ -218,6 +218,14 @@ impl TenantSecrets for MemoryTenantSecrets {
             current: generate_secret(),
             previous: None,
         });
+        // Kept only while it may still sign.
+        if stored
+            .previous
+            .as_ref()
+            .is_some_and(|(_, until)| *until <= now)
+        {
+            stored.previous = None;
+        }
         Ok(stored.at(now))
     }
 
