@@ -44,7 +44,8 @@ pub fn sign_standard(
 /// spaces: `v1,<base64> v1,<base64>`. This is how a sender rotates its secret: while receivers
 /// move to the new secret, it signs with the new and the old one, and a receiver holding either
 /// finds a signature that matches (Standard Webhooks libraries, [`verify_standard`] and
-/// [`verify_webhook`] all accept a header with several signatures when any one matches).
+/// [`verify_webhook`](crate::verify_webhook) all accept a header with several signatures when
+/// any one matches).
 ///
 /// Put the current secret first. `X-Flock-Signature` carries a single signature: sign it with
 /// the current secret only ([`SigningKey::flock_signature`]). With no keys the value is empty;
