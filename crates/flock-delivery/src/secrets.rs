@@ -46,9 +46,13 @@ pub enum SecretsError {
 
 /// What a tenant's deliveries are signed with at one moment: its current secret and, while its
 /// grace period lasts, the one it replaced. Both HMAC keys of each are prepared once, so
-/// signing an attempt costs only the hashes of its body. `Debug` shows no secret.
+/// signing an attempt costs only the hashes of its body; cloning is a reference count.
+/// `Debug` shows no secret.
 #[derive(Clone)]
-pub struct TenantSigning {
+pub struct TenantSigning(Arc<Signing>);
+
+/// The secrets and keys behind a [`TenantSigning`].
+struct Signing {
     current: Secret,
     current_key: SigningKey,
     previous: Option<Previous>,
@@ -70,7 +74,7 @@ impl TenantSigning {
         previous: Option<(Secret, OffsetDateTime)>,
         now: OffsetDateTime,
     ) -> Self {
-        TenantSigning {
+        TenantSigning(Arc::new(Signing {
             current_key: current.signing_key(),
             current,
             previous: previous
@@ -80,49 +84,58 @@ impl TenantSigning {
                     secret,
                     until,
                 }),
-        }
+        }))
     }
 
     /// The current secret: the one `X-Flock-Signature` is signed with.
     pub fn current(&self) -> &Secret {
-        &self.current
+        &self.0.current
     }
 
     /// The previous secret, while it still signs.
     pub fn previous(&self) -> Option<&Secret> {
-        self.previous.as_ref().map(|p| &p.secret)
+        self.0.previous.as_ref().map(|p| &p.secret)
     }
 
     /// Until when the previous secret signs (exclusive); `None` when there is none.
     pub fn previous_until(&self) -> Option<OffsetDateTime> {
-        self.previous.as_ref().map(|p| p.until)
+        self.0.previous.as_ref().map(|p| p.until)
     }
 
-    /// The keys that sign `webhook-signature`: the current one first, then the previous one.
-    pub fn keys(&self) -> Vec<&SigningKey> {
-        std::iter::once(&self.current_key)
-            .chain(self.previous.as_ref().map(|p| &p.key))
-            .collect()
+    /// The current secret's keys.
+    pub fn current_key(&self) -> &SigningKey {
+        &self.0.current_key
+    }
+
+    /// The previous secret's keys, while it still signs.
+    pub fn previous_key(&self) -> Option<&SigningKey> {
+        self.0.previous.as_ref().map(|p| &p.key)
     }
 
     /// The `X-Flock-Signature` value of `body`: one signature, by the current secret.
     pub fn flock_signature(&self, body: &[u8]) -> String {
-        self.current_key.flock_signature(body)
+        self.0.current_key.flock_signature(body)
     }
 
     /// The `webhook-signature` value of message `id` sent at `timestamp`: a signature by the
     /// current secret and, while it still signs, one by the previous secret
     /// ([`flock_signing::standard_signatures`]).
     pub fn standard_signatures(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        flock_signing::standard_signatures(&self.keys(), id, timestamp, body)
+        let current = &self.0.current_key;
+        match self.previous_key() {
+            Some(previous) => {
+                flock_signing::standard_signatures(&[current, previous], id, timestamp, body)
+            }
+            None => flock_signing::standard_signatures(&[current], id, timestamp, body),
+        }
     }
 }
 
 impl fmt::Debug for TenantSigning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantSigning")
-            .field("current", &self.current)
-            .field("previous", &self.previous.as_ref().map(|p| &p.secret))
+            .field("current", self.current())
+            .field("previous", &self.previous())
             .field("previous_until", &self.previous_until())
             .finish()
     }
@@ -257,7 +270,8 @@ impl TenantSecrets for MemoryTenantSecrets {
 /// [`CachedTenantSecrets::TTL`] (1 s), so that the sender, which asks for every delivery
 /// without a secret of its own, reaches the store about once a second per tenant.
 ///
-/// A rotation through this cache replaces its entry at once; one made elsewhere (another
+/// A rotation through this cache replaces its entry at once (a read that was under way when
+/// the rotation finished does not put the old state back); one made elsewhere (another
 /// instance sharing the store) is seen within the TTL, so every instance signs with the new
 /// secret within 1 s of a rotation. A previous secret may likewise sign for up to 1 s past the
 /// end of its grace period.
@@ -310,18 +324,25 @@ impl CachedTenantSecrets {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Remembers `signing` for `tenant` from now, making room first if the cache is full.
-    fn remember(&self, tenant: &TenantId, signing: &TenantSigning) {
-        let now = Instant::now();
+    /// Remembers `signing`, read from the store by a call that started at `started`, for
+    /// `tenant`, unless the entry there comes from a later call (a rotation that finished
+    /// while this read was under way); makes room first if the cache is full.
+    fn remember(&self, tenant: &TenantId, signing: &TenantSigning, started: Instant) {
         let mut entries = self.lock();
-        if entries.len() >= self.max_tenants && !entries.contains_key(tenant) {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| now.duration_since(*at) < ttl);
-            if entries.len() >= self.max_tenants {
-                entries.clear();
+        match entries.get(tenant) {
+            Some((at, _)) if *at > started => return,
+            Some(_) => {}
+            None if entries.len() >= self.max_tenants => {
+                let now = Instant::now();
+                let ttl = self.ttl;
+                entries.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+                if entries.len() >= self.max_tenants {
+                    entries.clear();
+                }
             }
+            None => {}
         }
-        entries.insert(tenant.clone(), (now, signing.clone()));
+        entries.insert(tenant.clone(), (started, signing.clone()));
     }
 }
 
@@ -347,8 +368,9 @@ impl TenantSecrets for CachedTenantSecrets {
         {
             return Ok(signing.clone());
         }
+        let started = Instant::now();
         let signing = self.inner.signing(tenant, now).await?;
-        self.remember(tenant, &signing);
+        self.remember(tenant, &signing, started);
         Ok(signing)
     }
 
@@ -358,8 +380,9 @@ impl TenantSecrets for CachedTenantSecrets {
         now: OffsetDateTime,
         grace: Duration,
     ) -> Result<TenantSigning, SecretsError> {
+        let started = Instant::now();
         let signing = self.inner.rotate(tenant, now, grace).await?;
-        self.remember(tenant, &signing);
+        self.remember(tenant, &signing, started);
         Ok(signing)
     }
 }
@@ -425,7 +448,7 @@ mod tests {
         let later = TenantSigning::new(current.clone(), Some((old, until)), until);
         assert_eq!(later.previous(), None);
         assert_eq!(later.previous_until(), None);
-        assert_eq!(later.keys().len(), 1);
+        assert!(later.previous_key().is_none());
         assert!(!later.standard_signatures("id", 1, b"x").contains(' '));
         let shown = format!("{signing:?}");
         assert!(
@@ -510,6 +533,56 @@ mod tests {
         ) -> Result<TenantSigning, SecretsError> {
             self.inner.rotate(tenant, now, grace).await
         }
+    }
+
+    /// Reads the store, then takes a while to answer.
+    struct Slow(MemoryTenantSecrets);
+
+    #[async_trait]
+    impl TenantSecrets for Slow {
+        async fn signing(
+            &self,
+            tenant: &TenantId,
+            now: OffsetDateTime,
+        ) -> Result<TenantSigning, SecretsError> {
+            let read = self.0.signing(tenant, now).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            read
+        }
+
+        async fn rotate(
+            &self,
+            tenant: &TenantId,
+            now: OffsetDateTime,
+            grace: Duration,
+        ) -> Result<TenantSigning, SecretsError> {
+            self.0.rotate(tenant, now, grace).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_under_way_during_a_rotation_does_not_put_the_old_secret_back() {
+        let cache = Arc::new(CachedTenantSecrets::new(Arc::new(Slow(
+            MemoryTenantSecrets::new(),
+        ))));
+        let acme = tenant("acme");
+        let old = cache.signing(&acme, t0()).await.unwrap();
+        cache.lock().clear();
+        let reading = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            let acme = acme.clone();
+            async move { cache.signing(&acme, t0()).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rotated = cache
+            .rotate(&acme, t0(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(reading.await.unwrap().current(), old.current());
+        assert_eq!(
+            cache.signing(&acme, t0()).await.unwrap().current(),
+            rotated.current()
+        );
     }
 
     #[tokio::test]

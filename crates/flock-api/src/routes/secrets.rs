@@ -23,7 +23,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 route_errors!(
     /// What `POST /api/v1/webhook-secret/rotate` answers when it refuses.
-    RotateSecretErrors: [Unauthorized, Forbidden, HostNotAllowed, StorageUnavailable]
+    RotateSecretErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
 );
 
 /// The answer: the new secret, this once, and until when the old one still signs.
