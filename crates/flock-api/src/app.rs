@@ -72,6 +72,7 @@ pub fn create_app(
                 .configure(routes::webhooks::configure)
                 .configure(routes::types::configure)
                 .configure(routes::keys::configure)
+                .configure(routes::secrets::configure)
                 .configure(routes::system::configure_api),
         )
         .configure(routes::system::configure_root)

@@ -258,7 +258,17 @@ pub struct WebhookSettings {
     pub max_pending: u64,
     /// The most deliveries one tenant may have pending; 100,000 by default.
     pub max_pending_per_tenant: u64,
+    /// How long a tenant's previous webhook secret keeps signing after
+    /// `POST /api/v1/webhook-secret/rotate` (beside the new one, in `webhook-signature`), so
+    /// its receivers can move to the new secret: 86,400 (a day) by default, 0 to stop at once,
+    /// at most [`MAX_SECRET_GRACE_SECS`] (30 days).
+    pub secret_grace_secs: u64,
 }
+
+/// The longest `webhooks.secret_grace_secs`: 30 days. A rotation is often the answer to a
+/// leaked secret, and the old secret signs every delivery until its grace period ends; a
+/// longer one would leave a leaked secret useful for that long.
+pub const MAX_SECRET_GRACE_SECS: u64 = 30 * 24 * 60 * 60;
 
 impl Default for WebhookSettings {
     fn default() -> Self {
@@ -273,7 +283,15 @@ impl Default for WebhookSettings {
             retry: RetrySettings::default(),
             max_pending: 1_000_000,
             max_pending_per_tenant: 100_000,
+            secret_grace_secs: 86_400,
         }
+    }
+}
+
+impl WebhookSettings {
+    /// `secret_grace_secs` as a duration.
+    pub fn secret_grace(&self) -> Duration {
+        Duration::from_secs(self.secret_grace_secs)
     }
 }
 
@@ -577,6 +595,15 @@ impl Settings {
             return Err(invalid(
                 "webhooks.max_pending_per_tenant",
                 "must be at least 1",
+            ));
+        }
+        if w.secret_grace_secs > MAX_SECRET_GRACE_SECS {
+            return Err(invalid(
+                "webhooks.secret_grace_secs",
+                format!(
+                    "must be at most {MAX_SECRET_GRACE_SECS} (30 days): a rotated secret, \
+                     perhaps a leaked one, signs every delivery until its grace period ends"
+                ),
             ));
         }
         if self.store.retention_secs == 0 {

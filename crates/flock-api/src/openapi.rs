@@ -57,6 +57,7 @@ pub(crate) use schema::*;
         routes::keys::create_key,
         routes::keys::list_keys,
         routes::keys::revoke_key,
+        routes::secrets::rotate_secret,
     ),
     components(schemas(ErrorBodyDoc)),
     modifiers(&BearerScheme),
@@ -64,7 +65,7 @@ pub(crate) use schema::*;
     tags(
         (name = "artifacts", description = "Publish and read artifacts"),
         (name = "correlations", description = "Workflows and their webhook deliveries"),
-        (name = "webhooks", description = "Acting on webhook deliveries"),
+        (name = "webhooks", description = "Acting on webhook deliveries; the tenant's webhook secret"),
         (name = "keys", description = "The caller's tenant's API keys"),
         (name = "system", description = "Agents, declared types, health, metrics, this document"),
     )

@@ -14,7 +14,10 @@ use flock_context::Webhooks;
 
 use crate::BodyLimit;
 use crate::limits::RateLimiter;
-use flock_delivery::{DeliveryConfig, Dispatcher, DispatcherHandle, WebhookDeliveryComponent};
+use flock_delivery::{
+    CachedTenantSecrets, DeliveryConfig, Dispatcher, DispatcherHandle, TenantSecrets,
+    WebhookDeliveryComponent,
+};
 use flock_orchestrator::{ArtifactStore, Orchestrator};
 use flock_store::{Pruner, Storage};
 
@@ -45,6 +48,9 @@ pub async fn build_state(
         .await
         .with_context(|| format!("store.url `{url}`"))?;
     let store: Arc<dyn ArtifactStore> = storage.artifacts();
+    // Tenants' webhook secrets, one cache for the instance: the rotation route and the sender
+    // read the same entries, so a rotation here is seen here at once (elsewhere within 1 s).
+    let secrets: Arc<dyn TenantSecrets> = Arc::new(CachedTenantSecrets::new(storage.secrets()));
 
     let delivery = DeliveryConfig {
         concurrency: settings.webhooks.concurrency,
@@ -95,6 +101,8 @@ pub async fn build_state(
     );
     let state = web::Data::new(AppState {
         orchestrator,
+        secrets,
+        secret_grace: settings.webhooks.secret_grace(),
         storage,
         webhooks,
         idempotency: IdempotencyCache::new(

@@ -1,9 +1,11 @@
 //! What every request handler shares: the orchestrator, the storage, the workflows' webhooks, the
-//! idempotency cache and the settings that shape answers. Each part once.
+//! tenants' webhook secrets, the idempotency cache and the settings that shape answers. Each part
+//! once.
 
 use std::sync::Arc;
 
 use flock_context::Webhooks;
+use flock_delivery::TenantSecrets;
 use flock_orchestrator::Orchestrator;
 use flock_store::Storage;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -35,6 +37,13 @@ pub struct AppState {
     pub metrics_open: bool,
     /// How requests are authenticated: the policy and the key checker.
     pub(crate) auth: Arc<Auth>,
+    /// Each tenant's webhook secrets, read through a 1 s cache
+    /// ([`flock_delivery::CachedTenantSecrets`] over [`Storage::secrets`]): the rotation
+    /// route replaces them, and the sender signs deliveries without a secret of their own
+    /// with them. Share this one, so a rotation here is seen at once by this instance.
+    pub secrets: Arc<dyn TenantSecrets>,
+    /// How long a rotated-away secret keeps signing (`webhooks.secret_grace_secs`).
+    pub secret_grace: std::time::Duration,
 }
 
 impl AppState {

@@ -1,7 +1,7 @@
 //! Flock's webhook delivery engine: the outbox and its in-memory implementation, the dispatcher
 //! that sends signed POSTs with retries through one pooled HTTP client that enforces the SSRF
-//! guard where it connects, delivery metrics, and the orchestrator component that enqueues a
-//! delivery for every artifact of a workflow with a webhook.
+//! guard where it connects, delivery metrics, the orchestrator component that enqueues a
+//! delivery for every artifact of a workflow with a webhook, and each tenant's webhook secrets.
 #![doc = include_str!("../README.md")]
 
 mod component;
@@ -10,6 +10,7 @@ mod dispatcher;
 mod memory;
 pub mod metrics;
 mod outbox;
+mod secrets;
 mod sender;
 mod ssrf;
 mod storage;
@@ -26,6 +27,10 @@ pub use outbox::{
     AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, Lease, MAX_ERROR_CHARS,
     Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution, failure_from_name,
     failure_name,
+};
+pub use secrets::{
+    CachedTenantSecrets, MemoryTenantSecrets, SECRET_BYTES, SecretsError, TenantSecrets,
+    TenantSigning, generate_secret, grace_end,
 };
 pub use sender::USER_AGENT;
 pub use storage::MemoryStorage;

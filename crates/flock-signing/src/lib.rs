@@ -10,7 +10,8 @@ use std::time::Duration;
 
 pub use flock::{flock_signature_header, sign_payload, verify_flock_signature};
 pub use standard::{
-    KEY_PREFIX, SigningKey, sign_standard, standard_key, verify_standard, verify_standard_at,
+    KEY_PREFIX, SigningKey, sign_standard, standard_key, standard_signatures, verify_standard,
+    verify_standard_at,
 };
 pub use webhook::{WebhookError, verify_webhook, verify_webhook_at};
 

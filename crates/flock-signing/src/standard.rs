@@ -40,6 +40,27 @@ pub fn sign_standard(
     Ok(SigningKey::new(secret)?.standard_signature(id, timestamp, body))
 }
 
+/// The `webhook-signature` value signed by each of `keys`, in order, separated by single
+/// spaces: `v1,<base64> v1,<base64>`. This is how a sender rotates its secret: while receivers
+/// move to the new secret, it signs with the new and the old one, and a receiver holding either
+/// finds a signature that matches (Standard Webhooks libraries, [`verify_standard`] and
+/// [`verify_webhook`](crate::verify_webhook) all accept a header with several signatures when
+/// any one matches).
+///
+/// Put the current secret first. `X-Flock-Signature` carries a single signature: sign it with
+/// the current secret only ([`SigningKey::flock_signature`]). With no keys the value is empty;
+/// send no `webhook-signature` header then.
+pub fn standard_signatures(keys: &[&SigningKey], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut header = String::with_capacity(keys.len() * 48);
+    for key in keys {
+        if !header.is_empty() {
+            header.push(' ');
+        }
+        header.push_str(&key.standard_signature(id, timestamp, body));
+    }
+    header
+}
+
 /// Verifies a `webhook-signature` header (one or more space-separated signatures; any `v1`
 /// match is enough) for the message `id`, `timestamp` header and `body`, against the current time
 /// and `tolerance`.

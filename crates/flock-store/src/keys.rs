@@ -63,8 +63,9 @@ fn failed(err: sqlx::Error) -> KeyStoreError {
     KeyStoreError::Backend(err.to_string())
 }
 
-/// The connections keys are read and written through: the store's readers (key writes are
-/// rare and small; SQLite's busy timeout lets them wait for the group-commit writer).
+/// The connections keys (and tenant secrets) are read and written through: the store's readers
+/// (their writes are rare and small; SQLite's busy timeout lets them wait for the group-commit
+/// writer).
 #[derive(Clone)]
 pub(crate) enum KeyPool {
     /// SQLite.
@@ -101,15 +102,17 @@ impl SqlKeyStore {
     }
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool the store has: one text for both.
+/// Runs `$body` with `$pool` bound to whichever pool the store has: one text for both. The
+/// store is anything with a `pool: KeyPool` and an async `run` (the tenant secrets use it too).
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store.pool.clone() {
-            KeyPool::Sqlite($pool) => $store.run(async move { $body }).await,
-            KeyPool::Postgres($pool) => $store.run(async move { $body }).await,
+            $crate::keys::KeyPool::Sqlite($pool) => $store.run(async move { $body }).await,
+            $crate::keys::KeyPool::Postgres($pool) => $store.run(async move { $body }).await,
         }
     };
 }
+pub(crate) use on_pool;
 
 #[async_trait]
 impl KeyStore for SqlKeyStore {

@@ -10,6 +10,7 @@ mod migrations;
 mod ops;
 mod postgres;
 mod retention;
+mod secrets;
 mod sql;
 mod sqlite;
 mod storage;

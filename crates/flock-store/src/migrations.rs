@@ -34,6 +34,11 @@ pub(crate) const SQLITE: &[File] = &[
         "api_keys",
         include_str!("../migrations/sqlite/0003_api_keys.sql"),
     ),
+    (
+        4,
+        "tenant_secrets",
+        include_str!("../migrations/sqlite/0004_tenant_secrets.sql"),
+    ),
 ];
 
 /// The Postgres migrations, oldest first.
@@ -52,6 +57,11 @@ pub(crate) const POSTGRES: &[File] = &[
         3,
         "api_keys",
         include_str!("../migrations/postgres/0003_api_keys.sql"),
+    ),
+    (
+        4,
+        "tenant_secrets",
+        include_str!("../migrations/postgres/0004_tenant_secrets.sql"),
     ),
 ];
 

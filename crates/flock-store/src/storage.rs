@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flock_auth::{KeyStore, MemoryKeyStore};
-use flock_delivery::{MemoryStorage, Outbox};
+use flock_delivery::{MemoryStorage, MemoryTenantSecrets, Outbox, TenantSecrets};
 use flock_orchestrator::ArtifactStore;
 
 use crate::durable::{Backend, Durable};
 use crate::error::OpenError;
 use crate::keys::{KeyPool, SqlKeyStore};
+use crate::secrets::SqlTenantSecrets;
 use crate::url::StoreUrl;
 
 /// Artifacts and webhook deliveries in one database (or in memory), opened from a
@@ -26,6 +27,7 @@ pub struct Storage {
     artifacts: Arc<dyn ArtifactStore>,
     outbox: Arc<dyn Outbox>,
     keys: Arc<dyn KeyStore>,
+    secrets: Arc<dyn TenantSecrets>,
     closer: Option<Arc<dyn Close>>,
 }
 
@@ -57,13 +59,13 @@ impl Storage {
             StoreUrl::Memory => Ok(Storage::memory()),
             StoreUrl::Sqlite(path) => {
                 let store = crate::sqlite::open(path).await?;
-                let keys = SqlKeyStore::new(KeyPool::Sqlite(store.backend().readers().clone()));
-                Ok(Storage::durable(url.clone(), store, keys))
+                let pool = KeyPool::Sqlite(store.backend().readers().clone());
+                Ok(Storage::durable(url.clone(), store, pool))
             }
             StoreUrl::Postgres(pg) => {
                 let store = crate::postgres::open(pg).await?;
-                let keys = SqlKeyStore::new(KeyPool::Postgres(store.backend().readers().clone()));
-                Ok(Storage::durable(url.clone(), store, keys))
+                let pool = KeyPool::Postgres(store.backend().readers().clone());
+                Ok(Storage::durable(url.clone(), store, pool))
             }
         }
     }
@@ -76,16 +78,19 @@ impl Storage {
             artifacts: storage.clone(),
             outbox: storage,
             keys: Arc::new(MemoryKeyStore::new()),
+            secrets: Arc::new(MemoryTenantSecrets::new()),
             closer: None,
         }
     }
 
-    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>, keys: SqlKeyStore) -> Storage {
+    /// A durable store; its keys and tenant secrets go through `pool`.
+    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>, pool: KeyPool) -> Storage {
         Storage {
             url,
             artifacts: store.clone(),
             outbox: store.clone(),
-            keys: Arc::new(keys),
+            keys: Arc::new(SqlKeyStore::new(pool.clone())),
+            secrets: Arc::new(SqlTenantSecrets::new(pool)),
             closer: Some(store),
         }
     }
@@ -108,6 +113,13 @@ impl Storage {
     /// The API keys: their SHA-256 hashes and records, never a key itself.
     pub fn keys(&self) -> Arc<dyn KeyStore> {
         Arc::clone(&self.keys)
+    }
+
+    /// Each tenant's webhook secrets (the current one and, in its grace period, the previous
+    /// one), in the same database; not cached: wrap it in
+    /// [`flock_delivery::CachedTenantSecrets`] for the sender's hot path.
+    pub fn secrets(&self) -> Arc<dyn TenantSecrets> {
+        Arc::clone(&self.secrets)
     }
 
     /// Lets the writes already queued commit, then closes the connections; later writes fail.

@@ -331,7 +331,7 @@ pub(crate) enum ScopeDoc {
     /// Queue failed webhook deliveries again.
     #[schema(rename = "redeliver")]
     Redeliver,
-    /// Create, list and revoke the tenant's keys.
+    /// Create, list and revoke the tenant's keys; rotate its webhook secret.
     #[schema(rename = "keys:manage")]
     KeysManage,
     /// Read `/metrics`.
@@ -389,4 +389,19 @@ pub(crate) struct CreatedKeyDoc {
 #[schema(as = ApiKeys)]
 pub(crate) struct KeysDoc {
     keys: Vec<KeyDoc>,
+}
+
+/// `200` answer of `POST /api/v1/webhook-secret/rotate`: the tenant's new webhook secret, shown
+/// this once.
+#[derive(ToSchema)]
+#[schema(as = RotatedWebhookSecret)]
+pub(crate) struct RotatedSecretDoc {
+    /// The new secret (`whsec_` and 32 random bytes in base64): give it to the tenant's
+    /// receivers. No later answer shows it again.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{43}=$")]
+    secret: String,
+    /// Until when the previous secret still signs (`webhook-signature` carries a signature by
+    /// each until then); `null` when there was none, or no grace period is configured.
+    #[schema(format = DateTime)]
+    previous_valid_until: Option<String>,
 }

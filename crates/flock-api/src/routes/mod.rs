@@ -3,6 +3,7 @@
 pub(crate) mod artifacts;
 pub(crate) mod correlations;
 pub(crate) mod keys;
+pub(crate) mod secrets;
 pub(crate) mod system;
 pub(crate) mod types;
 pub(crate) mod webhooks;

@@ -72,6 +72,7 @@ fn defaults_without_file_or_env() {
     assert_eq!(s.store.prune_interval_ms, 60_000);
     assert_eq!(s.webhooks.lease_ms, 60_000);
     assert_eq!(s.webhooks.poll_interval_ms, 1_000);
+    assert_eq!(s.webhooks.secret_grace_secs, 86_400);
 }
 
 #[test]
@@ -237,6 +238,11 @@ fn errors_name_the_bad_key() {
             env(&[("FLOCK__WEBHOOKS__POLL_INTERVAL_MS", "0")]),
             None,
             "webhooks.poll_interval_ms",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__SECRET_GRACE_SECS", "2592001")]),
+            None,
+            "webhooks.secret_grace_secs",
         ),
         (env(&[]), Some("[server]\nport = \"x\"\n"), "port"),
         (env(&[]), Some("[server\n"), "flock.toml"),

@@ -11,6 +11,7 @@ mod keys;
 mod matrix;
 mod process;
 mod routes;
+mod secrets;
 mod server;
 mod support;
 mod tenants;

@@ -120,6 +120,14 @@ const ROWS: &[Row] = &[
         204,
         404,
     ),
+    // The caller's tenant's own secret: another tenant's key rotates its own.
+    row(
+        "post",
+        "/api/v1/webhook-secret/rotate",
+        Rule::Needs(Scope::KeysManage),
+        200,
+        200,
+    ),
     row("get", "/metrics", Rule::Needs(Scope::Metrics), 200, 200),
     row("get", "/health", Rule::Open, 200, 200),
     row("get", "/api/v1/openapi.json", Rule::Open, 200, 200),

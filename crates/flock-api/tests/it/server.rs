@@ -502,6 +502,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/api/v1/keys"),
         ("get", "/api/v1/keys"),
         ("delete", "/api/v1/keys/{id}"),
+        ("post", "/api/v1/webhook-secret/rotate"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
@@ -540,6 +541,7 @@ async fn openapi_document_lists_every_route() {
         "CreateKeyRequest",
         "CreatedApiKey",
         "ApiKeys",
+        "RotatedWebhookSecret",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -1,13 +1,14 @@
 //! Integration tests of `flock-signing`: known answers, then every way a signature is refused,
-//! then `verify_webhook` as a receiver calls it.
+//! then `verify_webhook` as a receiver calls it, then a sender's rotation (several signatures in
+//! `webhook-signature`) checked here and by the `standardwebhooks` crate.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use flock_signing::{
     DEFAULT_TOLERANCE, KeyError, SigningKey, VerifyError, WebhookError, flock_signature_header,
-    sign_payload, sign_standard, standard_key, verify_flock_signature, verify_standard,
-    verify_standard_at, verify_webhook, verify_webhook_at,
+    sign_payload, sign_standard, standard_key, standard_signatures, verify_flock_signature,
+    verify_standard, verify_standard_at, verify_webhook, verify_webhook_at,
 };
 
 /// RFC 4231 section 4: HMAC-SHA256 test cases (key, data, expected hex).
@@ -504,4 +505,122 @@ fn verify_webhook_errors_name_the_header_and_never_a_secret() {
     let shown = format!("{err} {err:?}");
     assert!(shown.starts_with("X-Flock-Signature: "), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+/// A second `whsec_` secret: the one a sender rotated to (or from).
+const SECOND: &str = "whsec_dGhlIHNlY29uZCBzZWNyZXQsIDMyIGJ5dGVzIGxvbmc=";
+
+#[test]
+fn standard_signatures_sign_with_each_key_in_order() {
+    let ka = SigningKey::new(KA_SECRET).unwrap();
+    let second = SigningKey::new(SECOND).unwrap();
+    let second_sig = second.standard_signature(KA_ID, KA_TS, KA_BODY);
+    assert_eq!(
+        standard_signatures(&[&ka], KA_ID, KA_TS, KA_BODY),
+        KA_SIG,
+        "one key: the one signature"
+    );
+    assert_eq!(
+        standard_signatures(&[&ka, &second], KA_ID, KA_TS, KA_BODY),
+        format!("{KA_SIG} {second_sig}")
+    );
+    assert_eq!(
+        standard_signatures(&[&second, &ka], KA_ID, KA_TS, KA_BODY),
+        format!("{second_sig} {KA_SIG}")
+    );
+    assert_eq!(standard_signatures(&[], KA_ID, KA_TS, KA_BODY), "");
+}
+
+#[test]
+fn a_header_signed_by_two_secrets_verifies_under_either() {
+    let keys = [
+        SigningKey::new(KA_SECRET).unwrap(),
+        SigningKey::new(SECOND).unwrap(),
+    ];
+    let header = standard_signatures(&[&keys[0], &keys[1]], KA_ID, KA_TS, KA_BODY);
+    let at = |secret: &str, body: &[u8]| {
+        verify_standard_at(
+            secret,
+            KA_ID,
+            "1614265330",
+            &header,
+            body,
+            DEFAULT_TOLERANCE,
+            1_614_265_330,
+        )
+    };
+    at(KA_SECRET, KA_BODY).unwrap();
+    at(SECOND, KA_BODY).unwrap();
+    assert_eq!(at("a third secret", KA_BODY), Err(VerifyError::Mismatch));
+    assert_eq!(at(KA_SECRET, b"tampered"), Err(VerifyError::Mismatch));
+
+    // `verify_webhook`: `X-Flock-Signature` carries the current secret's one signature and
+    // `webhook-signature` both; a receiver that holds the current secret, alone or with the old
+    // one, accepts the delivery.
+    let mut headers = ka_headers();
+    headers.insert("webhook-signature".into(), header.clone());
+    check(&headers, KA_BODY, &[KA_SECRET]).unwrap();
+    check(&headers, KA_BODY, &[SECOND, KA_SECRET]).unwrap();
+    // One that holds only the old secret finds `webhook-signature` fine but not
+    // `X-Flock-Signature`, which is one signature by the current secret.
+    assert_eq!(
+        check(&headers, KA_BODY, &[SECOND]),
+        invalid("X-Flock-Signature", VerifyError::Mismatch)
+    );
+    headers.insert("x-flock-signature".into(), keys[1].flock_signature(KA_BODY));
+    check(&headers, KA_BODY, &[SECOND]).unwrap();
+    assert_eq!(
+        check(&headers, b"tampered", &[SECOND, KA_SECRET]),
+        invalid("X-Flock-Signature", VerifyError::Mismatch)
+    );
+}
+
+/// The `standardwebhooks` crate (the Standard Webhooks project's Rust library) verifies a
+/// header that carries a signature per secret under either secret, and refuses a third.
+#[test]
+fn the_standardwebhooks_crate_verifies_two_signatures_under_either_secret() {
+    use standardwebhooks::{
+        HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, Webhook,
+    };
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let now = i64::try_from(now).unwrap();
+    let body = br#"{"event_type":"artifact.created","sequence":1}"#;
+    let current = SigningKey::new(SECOND).unwrap();
+    let previous = SigningKey::new(KA_SECRET).unwrap();
+    let header = standard_signatures(&[&current, &previous], "msg_rotating", now, body);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(HEADER_WEBHOOK_ID, "msg_rotating".parse().unwrap());
+    headers.insert(HEADER_WEBHOOK_TIMESTAMP, now.to_string().parse().unwrap());
+    headers.insert(HEADER_WEBHOOK_SIGNATURE, header.parse().unwrap());
+    for secret in [SECOND, KA_SECRET] {
+        let webhook = Webhook::new(secret).unwrap();
+        webhook.verify(body, &headers).unwrap();
+        // Each signature is the one the library computes itself.
+        let own = webhook.sign("msg_rotating", now, body).unwrap();
+        assert!(header.split(' ').any(|s| s == own), "{own} in {header}");
+        assert!(webhook.verify(b"tampered", &headers).is_err());
+    }
+    let third = Webhook::new("whsec_dGhpcmQ=").unwrap();
+    assert!(third.verify(body, &headers).is_err());
+    // And what the library signs, one signature, this crate verifies.
+    let theirs = Webhook::new(SECOND)
+        .unwrap()
+        .sign("msg_rotating", now, body)
+        .unwrap();
+    verify_standard(
+        SECOND,
+        "msg_rotating",
+        &now.to_string(),
+        &format!(
+            "{theirs} {}",
+            previous.standard_signature("msg_rotating", now, body)
+        ),
+        body,
+        DEFAULT_TOLERANCE,
+    )
+    .unwrap();
 }

@@ -6,5 +6,6 @@ mod behaviour;
 mod durable;
 mod keys;
 mod query;
+mod secrets;
 mod sqlite;
 mod support;
