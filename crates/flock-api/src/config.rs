@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use flock_models::Secret;
 use flock_orchestrator::{Agent, OrchestratorConfig};
 use flock_retry::{PolicyError, RetryPolicy};
 use flock_schema::{TypeDeclaration, TypeSchemas};
@@ -230,9 +229,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
-    /// Signs webhooks whose request gave no secret; checked to sign when it is read. `Debug`
-    /// shows it as `[redacted]`.
-    pub default_secret: Option<Secret>,
+    /// Removed: a server-wide secret signed every webhook whose request gave none, for anyone
+    /// who could publish (a signing oracle). Such webhooks are now signed with their tenant's
+    /// secret; setting `webhooks.default_secret` is an error that says so.
+    #[serde(rename = "default_secret", deserialize_with = "removed_default_secret")]
+    #[doc(hidden)]
+    pub removed_default_secret: Option<()>,
     /// Address ranges the SSRF guard lets through, such as `127.0.0.1/32` for local
     /// development; a bare address counts as a range of one. Empty by default: no private,
     /// loopback or otherwise internal address.
@@ -273,7 +275,7 @@ pub const MAX_SECRET_GRACE_SECS: u64 = 30 * 24 * 60 * 60;
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
-            default_secret: None,
+            removed_default_secret: None,
             allowed_cidrs: Vec::new(),
             concurrency: 64,
             connect_timeout_ms: 5_000,
@@ -297,6 +299,15 @@ impl WebhookSettings {
 
 /// `webhooks.allowed_cidrs`: CIDR ranges or bare addresses, each checked as it is read (so an
 /// error names its index: `webhooks.allowed_cidrs[1]`).
+/// Refuses `webhooks.default_secret`, whatever its value, and says what replaced it.
+fn removed_default_secret<'de, D: Deserializer<'de>>(_: D) -> Result<Option<()>, D::Error> {
+    Err(serde::de::Error::custom(
+        "webhooks.default_secret was removed: a webhook without a secret of its own is signed \
+         with its tenant's webhook secret, which `POST /api/v1/webhook-secret/rotate` creates \
+         or rotates and shows; remove the setting",
+    ))
+}
+
 fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
     /// One entry of the list.
     struct Network(IpNet);

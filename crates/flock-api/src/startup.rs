@@ -63,10 +63,7 @@ pub async fn build_state(
         ..DeliveryConfig::default()
     };
     // The guard that refuses a submitted webhook is the one the dispatcher's client enforces.
-    let webhooks = Arc::new(Webhooks::new(
-        delivery.guard(),
-        settings.webhooks.default_secret.clone(),
-    ));
+    let webhooks = Arc::new(Webhooks::new(delivery.guard()));
 
     let orchestrator = Orchestrator::builder()
         .store(store)
@@ -80,8 +77,9 @@ pub async fn build_state(
         .await
         .context("configuration: agents")?;
 
-    let dispatcher =
-        Dispatcher::new(storage.outbox(), delivery).context("configuration: webhooks")?;
+    let dispatcher = Dispatcher::new(storage.outbox(), delivery)
+        .context("configuration: webhooks")?
+        .tenant_secrets(Arc::clone(&secrets));
     let keys = Authenticator::new(
         storage.keys(),
         AuthConfig {

@@ -28,11 +28,9 @@ use crate::ssrf::{Refused, SsrfGuard};
 /// 3. [`Webhooks::forget`] drops the workflow once it is idle (the component's
 ///    `on_correlation_idle` hook): every artifact it will ever have has been announced.
 ///
-/// `Debug` shows the default secret as `[redacted]` and the number of live workflows, never
-/// their webhooks.
+/// `Debug` shows the number of live workflows, never their webhooks.
 pub struct Webhooks {
     guard: SsrfGuard,
-    default_secret: Option<Secret>,
     live: RwLock<HashMap<Uuid, Arc<Live>>>,
 }
 
@@ -86,12 +84,12 @@ pub enum StartError<E> {
 }
 
 impl Webhooks {
-    /// An owner enforcing `guard` on submitted webhooks and signing those without a secret of
-    /// their own with `default_secret`.
-    pub fn new(guard: SsrfGuard, default_secret: Option<Secret>) -> Self {
+    /// An owner enforcing `guard` on submitted webhooks. A webhook without a secret of its own
+    /// gets deliveries without one; the sender signs those with their tenant's secrets, when
+    /// it has them.
+    pub fn new(guard: SsrfGuard) -> Self {
         Webhooks {
             guard,
-            default_secret,
             live: RwLock::default(),
         }
     }
@@ -119,7 +117,7 @@ impl Webhooks {
             })?;
         let live = Live {
             url: config.url,
-            secret: config.secret.or_else(|| self.default_secret.clone()),
+            secret: config.secret,
             sequence: AtomicU64::new(0),
         };
         let correlation_id = Uuid::now_v7();
@@ -216,7 +214,6 @@ impl fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhooks")
             .field("guard", &self.guard)
-            .field("default_secret", &self.default_secret)
             .field("workflows", &self.len())
             .finish()
     }

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{
     AttemptView, ClaimedDelivery, ErrorKind, Outbox, OutboxError, Resolution, failure_name,
 };
+use crate::secrets::TenantSecrets;
 use crate::sender::{Sender, Sent, error_chain};
 use crate::time_util::{add, millis, until};
 
@@ -71,6 +72,18 @@ impl Dispatcher {
                 metrics: Metrics::register(),
             }),
         })
+    }
+
+    /// Signs the deliveries that carry no secret of their own with their tenant's webhook
+    /// secrets, read from `secrets` when each attempt is made (so a rotation applies to
+    /// deliveries already queued). Without it they go unsigned.
+    #[must_use]
+    pub fn tenant_secrets(mut self, secrets: Arc<dyn TenantSecrets>) -> Self {
+        // Nothing else holds `shared` before `start`: a `Dispatcher` is not `Clone`.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.sender.secrets = Some(secrets);
+        }
+        self
     }
 
     /// Starts the loop on the current tokio runtime.

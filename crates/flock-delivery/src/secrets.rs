@@ -112,9 +112,14 @@ impl TenantSigning {
         self.0.previous.as_ref().map(|p| &p.key)
     }
 
-    /// The `X-Flock-Signature` value of `body`: one signature, by the current secret.
+    /// The `X-Flock-Signature` value of `body`: one signature (the header carries one), by
+    /// the previous secret while it still signs, else by the current one. So a receiver that
+    /// holds only the old secret verifies both headers until the grace period ends, and one
+    /// that added the new secret to its list verifies them too: a rotation loses no delivery.
     pub fn flock_signature(&self, body: &[u8]) -> String {
-        self.0.current_key.flock_signature(body)
+        self.previous_key()
+            .unwrap_or(&self.0.current_key)
+            .flock_signature(body)
     }
 
     /// The `webhook-signature` value of message `id` sent at `timestamp`: a signature by the
@@ -440,12 +445,17 @@ mod tests {
                 br#"{"test": 2432232314}"#
             )
         );
+        // `X-Flock-Signature` carries one signature: the previous secret's while it signs.
         assert_eq!(
             signing.flock_signature(b"x"),
-            current.signing_key().flock_signature(b"x")
+            old.signing_key().flock_signature(b"x")
         );
         // At the end of the grace period the previous secret no longer signs.
         let later = TenantSigning::new(current.clone(), Some((old, until)), until);
+        assert_eq!(
+            later.flock_signature(b"x"),
+            current.signing_key().flock_signature(b"x")
+        );
         assert_eq!(later.previous(), None);
         assert_eq!(later.previous_until(), None);
         assert!(later.previous_key().is_none());

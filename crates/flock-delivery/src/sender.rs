@@ -13,6 +13,7 @@ use flock_context::{Refused, SsrfGuard};
 
 use crate::config::{ConfigError, DeliveryConfig};
 use crate::outbox::MAX_ERROR_CHARS;
+use crate::secrets::TenantSecrets;
 use crate::ssrf::{GuardedResolver, Unresolved};
 
 /// `User-Agent` of every webhook request.
@@ -52,11 +53,22 @@ impl Sent {
     }
 }
 
-/// Sends attempts: one HTTP client for every delivery, guarded against SSRF.
-#[derive(Debug, Clone)]
+/// Sends attempts: one HTTP client for every delivery, guarded against SSRF, and the tenants'
+/// webhook secrets for deliveries without a secret of their own.
+#[derive(Clone)]
 pub(crate) struct Sender {
     client: reqwest::Client,
     guard: SsrfGuard,
+    pub(crate) secrets: Option<Arc<dyn TenantSecrets>>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("guard", &self.guard)
+            .field("tenant_secrets", &self.secrets.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sender {
@@ -76,7 +88,11 @@ impl Sender {
             .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
             .build()
             .map_err(|e| ConfigError::Client(error_chain(&e)))?;
-        Ok(Sender { client, guard })
+        Ok(Sender {
+            client,
+            guard,
+            secrets: None,
+        })
     }
 
     /// Makes one attempt of `delivery`, stamped `at`.
@@ -84,7 +100,7 @@ impl Sender {
         if let Err(refused) = self.guard.check_ip_host(&delivery.url) {
             return Sent::blocked(&refused);
         }
-        let headers = match headers(delivery, at.unix_timestamp()) {
+        let headers = match self.headers(delivery, at).await {
             Ok(headers) => headers,
             Err(failure) => return failure,
         };
@@ -100,27 +116,44 @@ impl Sender {
     }
 }
 
-/// The headers of one attempt: content type, `webhook-id`, `webhook-timestamp` and, with a
-/// secret, both signatures (a `Secret` always signs).
-fn headers(delivery: &NewDelivery, timestamp: i64) -> Result<HeaderMap, Sent> {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id: &str = delivery.id.hyphenated().encode_lower(&mut buf);
-    let mut headers = HeaderMap::with_capacity(5);
-    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
-    headers.insert(WEBHOOK_ID, header_value(id.to_owned())?);
-    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
-    if let Some(secret) = &delivery.secret {
-        let key = secret.signing_key();
-        headers.insert(
-            FLOCK_SIGNATURE,
-            header_value(key.flock_signature(&delivery.body))?,
-        );
-        headers.insert(
-            WEBHOOK_SIGNATURE,
-            header_value(key.standard_signature(id, timestamp, &delivery.body))?,
-        );
+impl Sender {
+    /// The headers of one attempt: content type, `webhook-id`, `webhook-timestamp` and both
+    /// signatures, by the delivery's own secret (a `Secret` always signs) or else, when the
+    /// sender has them, by its tenant's secrets as they are now: during a rotation's grace
+    /// period `webhook-signature` carries the new and the old secret's signatures.
+    async fn headers(&self, delivery: &NewDelivery, at: OffsetDateTime) -> Result<HeaderMap, Sent> {
+        let timestamp = at.unix_timestamp();
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id: &str = delivery.id.hyphenated().encode_lower(&mut buf);
+        let mut headers = HeaderMap::with_capacity(5);
+        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+        headers.insert(WEBHOOK_ID, header_value(id.to_owned())?);
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+        let body = &delivery.body;
+        let (flock, standard) = if let Some(secret) = &delivery.secret {
+            let key = secret.signing_key();
+            (
+                key.flock_signature(body),
+                key.standard_signature(id, timestamp, body),
+            )
+        } else if let Some(secrets) = &self.secrets {
+            let signing = secrets.signing(&delivery.tenant, at).await.map_err(|e| {
+                Sent::failed(
+                    Outcome::OtherError,
+                    &format!("the tenant's webhook secret could not be read: {e}"),
+                )
+            })?;
+            (
+                signing.flock_signature(body),
+                signing.standard_signatures(id, timestamp, body),
+            )
+        } else {
+            return Ok(headers);
+        };
+        headers.insert(FLOCK_SIGNATURE, header_value(flock)?);
+        headers.insert(WEBHOOK_SIGNATURE, header_value(standard)?);
+        Ok(headers)
     }
-    Ok(headers)
 }
 
 fn header_value(text: String) -> Result<HeaderValue, Sent> {

@@ -47,9 +47,10 @@ pub fn sign_standard(
 /// [`verify_webhook`](crate::verify_webhook) all accept a header with several signatures when
 /// any one matches).
 ///
-/// Put the current secret first. `X-Flock-Signature` carries a single signature: sign it with
-/// the current secret only ([`SigningKey::flock_signature`]). With no keys the value is empty;
-/// send no `webhook-signature` header then.
+/// Put the current secret first. `X-Flock-Signature` carries a single signature
+/// ([`SigningKey::flock_signature`]): Flock signs it with the old secret until the rotation's
+/// grace period ends, so receivers that still hold only the old secret pass both checks. With
+/// no keys the value is empty; send no `webhook-signature` header then.
 pub fn standard_signatures(keys: &[&SigningKey], id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut header = String::with_capacity(keys.len() * 48);
     for key in keys {

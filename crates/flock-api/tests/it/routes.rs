@@ -11,7 +11,7 @@ use flock_orchestrator::WaitOutcome;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{LONG, Receiver, Script, TestApp, settings};
+use crate::support::{LONG, settings};
 
 #[actix_web::test]
 async fn webhooks_are_forgotten_once_workflows_are_idle() {
@@ -69,43 +69,4 @@ async fn a_refused_publish_leaves_no_webhook_behind() {
     let body: Value = test::read_body_json(response).await;
     assert_eq!(body["error"]["code"], "shutting_down");
     assert!(state.webhooks.is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_secret_signs_webhooks_that_name_none() {
-    let mut s = settings();
-    s.webhooks.default_secret = Some(flock_models::Secret::new("server-default").unwrap());
-    let app = TestApp::start(s).await;
-    let receiver = Receiver::start(Script::default());
-    app.post(
-        "/api/v1/artifacts",
-        &json!({"type": "Idea", "payload": {}, "webhook_url": receiver.url}),
-    )
-    .await;
-    app.post(
-        "/api/v1/artifacts",
-        &json!({"type": "Idea", "payload": {}, "webhook_url": receiver.url, "webhook_secret": "own"}),
-    )
-    .await;
-    let received = receiver.wait_for(2).await;
-    let mut secrets: Vec<&str> = received
-        .iter()
-        .map(|r| {
-            let own = flock_signing::verify_flock_signature(
-                r.header("x-flock-signature"),
-                &r.body,
-                b"own",
-            )
-            .is_ok();
-            if own { "own" } else { "server-default" }
-        })
-        .collect();
-    secrets.sort_unstable();
-    assert_eq!(secrets, ["own", "server-default"]);
-    received
-        .iter()
-        .find(|r| r.verify_ok("server-default"))
-        .expect("one signed with the default");
-    receiver.stop().await;
-    app.stop().await;
 }

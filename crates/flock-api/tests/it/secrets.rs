@@ -222,3 +222,116 @@ level = "debug"
         assert!(!log.contains(key), "a secret is in the server's log");
     }
 }
+
+/// A received webhook as the `standardwebhooks` crate reads it.
+fn standard_headers(received: &crate::support::Received) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, received.header(name).parse().unwrap());
+    }
+    headers
+}
+
+/// Whether the Standard Webhooks check (the `standardwebhooks` crate, written elsewhere)
+/// accepts `received` under `secret`.
+fn standard_ok(received: &crate::support::Received, secret: &str) -> bool {
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&received.body, &standard_headers(received))
+        .is_ok()
+}
+
+/// Whether `flock-signing`'s Standard Webhooks check accepts `received` under `secret`.
+fn flock_standard_ok(received: &crate::support::Received, secret: &str) -> bool {
+    flock_signing::verify_standard(
+        secret,
+        received.header("webhook-id"),
+        received.header("webhook-timestamp"),
+        received.header("webhook-signature"),
+        &received.body,
+        flock_signing::DEFAULT_TOLERANCE,
+    )
+    .is_ok()
+}
+
+/// `flock-signing`'s whole check (both headers) with the list of secrets a receiver holds.
+fn receiver_ok(received: &crate::support::Received, secrets: &[&str]) -> bool {
+    flock_signing::verify_webhook(
+        |name| Some(received.header(name)).filter(|v| !v.is_empty()),
+        &received.body,
+        secrets,
+    )
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_without_a_secret_is_signed_with_its_tenants_secret_through_a_rotation() {
+    use crate::support::{Receiver, Script};
+    let mut s = settings();
+    s.auth.mode = AuthMode::Keys;
+    s.webhooks.secret_grace_secs = 3;
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    let acme = app.key("acme", &Scope::ALL).await;
+    let other = app.key("other", &Scope::ALL).await;
+    let publish = |key: &str| {
+        let body = serde_json::json!({"type": "Idea", "payload": {}, "webhook_url": receiver.url});
+        app.client
+            .post(app.url("/api/v1/artifacts"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let mut seen = 0;
+    let mut next_delivery = async |key: &str| {
+        assert_eq!(publish(key).await.unwrap().status(), 202);
+        seen += 1;
+        receiver.wait_for(seen).await.pop().unwrap()
+    };
+
+    // Before the tenant read a secret, its webhooks are signed already (one made for it);
+    // rotating shows a secret that signs from then on.
+    let unseen = next_delivery(&acme).await;
+    assert!(!unseen.header("webhook-signature").is_empty());
+    let first = secret_of(&rotate(&app, &acme).await.2);
+    let (_, _, other_answer) = rotate(&app, &other).await;
+    let others = secret_of(&other_answer);
+
+    // During the grace period: both signatures, each check passes under either secret, and a
+    // receiver that has done nothing yet (the old secret alone) accepts both headers.
+    let (_, _, answer) = rotate(&app, &acme).await;
+    let second = secret_of(&answer);
+    assert!(answer["previous_valid_until"].is_string(), "{answer}");
+    let during = next_delivery(&acme).await;
+    assert_eq!(during.header("webhook-signature").split(' ').count(), 2);
+    for secret in [&first, &second] {
+        assert!(
+            standard_ok(&during, secret),
+            "standardwebhooks under {secret}"
+        );
+        assert!(
+            flock_standard_ok(&during, secret),
+            "flock-signing under {secret}"
+        );
+    }
+    assert!(receiver_ok(&during, &[&first]), "the old secret alone");
+    assert!(receiver_ok(&during, &[&second, &first]), "both, new first");
+    assert!(
+        !standard_ok(&during, &others),
+        "another tenant's secret signs nothing of acme's"
+    );
+
+    // Another tenant's webhooks carry its own secret's signature alone.
+    let theirs = next_delivery(&other).await;
+    assert!(receiver_ok(&theirs, &[&others]));
+    assert!(!standard_ok(&theirs, &first) && !standard_ok(&theirs, &second));
+
+    // After the grace period (and the 1 s cache), only the new secret signs.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let after = next_delivery(&acme).await;
+    assert_eq!(after.header("webhook-signature").split(' ').count(), 1);
+    assert!(standard_ok(&after, &second) && receiver_ok(&after, &[&second]));
+    assert!(!standard_ok(&after, &first) && !receiver_ok(&after, &[&first]));
+    receiver.stop().await;
+    app.stop().await;
+}

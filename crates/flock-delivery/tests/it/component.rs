@@ -17,7 +17,7 @@ async fn sequences_one_to_n_of_a_workflow_are_each_delivered_once() {
     const N: u64 = 40;
     let receiver = Receiver::ok().await;
     let harness = Harness::start(test_config());
-    let webhooks = Arc::new(Webhooks::new(test_config().guard(), None));
+    let webhooks = Arc::new(Webhooks::new(test_config().guard()));
     let component = WebhookDeliveryComponent::new(Arc::clone(&webhooks));
     assert_eq!(component.name(), "webhook_delivery");
     assert_eq!(component.priority(), 200);

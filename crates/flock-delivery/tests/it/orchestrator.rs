@@ -67,7 +67,7 @@ async fn publishing_through_the_orchestrator_completes_while_the_receiver_is_hel
         lease: Duration::from_secs(240),
         ..test_config()
     });
-    let webhooks = Arc::new(Webhooks::new(test_config().guard(), None));
+    let webhooks = Arc::new(Webhooks::new(test_config().guard()));
     let store: Arc<dyn ArtifactStore> = harness.storage.clone();
     let orchestrator = Orchestrator::builder()
         .store(store)

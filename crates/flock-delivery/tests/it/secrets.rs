@@ -8,7 +8,6 @@ use flock_delivery::{
     DeliveryConfig, DeliveryState, Dispatcher, MemoryOutbox, MemoryStorage, Outbox,
     WebhookDeliveryComponent,
 };
-use flock_models::Secret;
 use flock_orchestrator::Component;
 use flock_retry::RetryPolicy;
 use time::OffsetDateTime;
@@ -52,11 +51,8 @@ async fn secrets_never_appear_in_debug_or_attempt_records() {
     assert_clean("ClaimedDelivery", &format!("{claimed:?}"));
     assert_clean("MemoryOutbox", &format!("{outbox:?}"));
 
-    // The component and the webhooks it asks (holding a default secret as well).
-    let webhooks = Arc::new(Webhooks::new(
-        config.guard(),
-        Some(Secret::new(SECRET).unwrap()),
-    ));
+    // The component and the webhooks it asks.
+    let webhooks = Arc::new(Webhooks::new(config.guard()));
     let workflow = webhooks.register(requested(&url, Some(SECRET))).unwrap();
     let component = WebhookDeliveryComponent::new(Arc::clone(&webhooks));
     assert_clean("WebhookDeliveryComponent", &format!("{component:?}"));
