@@ -108,7 +108,8 @@ impl Caller {
     ///
     /// # Errors
     /// 401 `unauthorized` without a usable key where one is needed, 403 `host_not_allowed` for
-    /// a keyless request naming a host that is not loopback, 503 when the key store failed.
+    /// a keyless request naming a host that is not loopback or sent by a page on another
+    /// origin, 503 when the key store failed.
     pub(crate) async fn authenticate(req: &HttpRequest, auth: &Auth) -> Result<Caller, ApiError> {
         let Some(header) = req.headers().get(AUTHORIZATION) else {
             if !auth.policy.keyless() {
@@ -117,6 +118,7 @@ impl Caller {
                 ));
             }
             check_host(req)?;
+            check_origin(req)?;
             return Ok(Caller::keyless());
         };
         let token = header
@@ -167,6 +169,37 @@ fn check_host(req: &HttpRequest) -> Result<(), ApiError> {
             ),
         ))
     }
+}
+
+/// Refuses a keyless request that a web page on another origin sent: its `Origin` is not a
+/// loopback `http(s)` origin (or is `null`), or `Sec-Fetch-Site` says `cross-site`. Routes
+/// without a body (a redelivery, a secret rotation) are not guarded by the JSON-only rule, so
+/// without this any page could drive them on a keyless server. Requests with no such headers
+/// (curl, SDKs) pass.
+fn check_origin(req: &HttpRequest) -> Result<(), ApiError> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let cross_site = header("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site"));
+    let foreign = header("origin").filter(|origin| {
+        let host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        !host.is_some_and(is_loopback_host)
+    });
+    if cross_site || foreign.is_some() {
+        let from = foreign.unwrap_or_else(|| "a cross-site page".to_owned());
+        return Err(ApiError::new(
+            ErrorCode::HostNotAllowed,
+            format!(
+                "a request without an API key from a web page on another origin (`{}`) is refused; send an API key",
+                from.chars().take(100).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a `Host` header value names loopback: `localhost` or a name under `.localhost`, an

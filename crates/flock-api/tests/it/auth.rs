@@ -244,6 +244,62 @@ async fn keyless_requests_naming_a_foreign_host_are_refused() {
 }
 
 #[tokio::test]
+async fn keyless_requests_from_a_page_on_another_origin_are_refused() {
+    let app = TestApp::start(settings()).await;
+    let port = app.address.port();
+    // Routes without a body are reached by a plain form post: the origin check stops it.
+    let post = |path: &str, headers: &[(&str, String)]| {
+        let mut request = app.client.post(app.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send()
+    };
+    for path in ["/api/v1/webhook-secret/rotate", "/api/v1/artifacts"] {
+        for headers in [
+            vec![("origin", "https://evil.example".to_owned())],
+            vec![("origin", "null".to_owned())],
+            vec![("origin", "http://localhost.evil.example".to_owned())],
+            vec![("sec-fetch-site", "cross-site".to_owned())],
+        ] {
+            let (status, code, message) = error_of(post(path, &headers).await.unwrap()).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (403, "host_not_allowed"),
+                "{path} {headers:?}"
+            );
+            assert!(message.contains("another origin"), "{message}");
+        }
+    }
+    // A page served from loopback, or a client that sends no origin, is served.
+    let local = [
+        ("origin", format!("http://localhost:{port}")),
+        ("sec-fetch-site", "same-origin".to_owned()),
+    ];
+    let answer = post("/api/v1/webhook-secret/rotate", &local).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        post("/api/v1/webhook-secret/rotate", &[])
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // With a key, the origin is not a browser's guess: it is served.
+    let key = app.key("default", &[Scope::KeysManage]).await;
+    let answer = app
+        .client
+        .post(app.url("/api/v1/webhook-secret/rotate"))
+        .header("origin", "https://app.example")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn metrics_need_the_metrics_scope_unless_they_are_open() {
     let app = on_every_address(AuthMode::Auto).await;
     let (status, code, _) = error_of(app.get("/metrics").await).await;
