@@ -42,22 +42,37 @@ route_errors!(
         Unauthorized,
         Forbidden,
         HostNotAllowed,
+        RequestTimeout,
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,
         Validation,
+        TooManyRequests,
         StorageUnavailable,
     ]
 );
 
 route_errors!(
     /// What `GET /api/v1/keys` answers when it refuses.
-    ListKeysErrors: [Unauthorized, Forbidden, HostNotAllowed, StorageUnavailable]
+    ListKeysErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
 );
 
 route_errors!(
     /// What `DELETE /api/v1/keys/{id}` answers when it refuses.
-    RevokeKeyErrors: [Unauthorized, Forbidden, HostNotAllowed, NotFound, StorageUnavailable]
+    RevokeKeyErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
+        NotFound,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
 );
 
 /// A new key as asked for.
