@@ -92,6 +92,11 @@ pub struct StoreSettings {
     pub retention_secs: u64,
     /// How often done deliveries past their retention are pruned; every minute by default.
     pub prune_interval_ms: u64,
+    /// When set, a workflow whose newest artifact is older than this many seconds, and that has
+    /// no pending delivery, is deleted with its artifacts, deliveries and attempts. Off by
+    /// default: artifacts are kept. At least `idempotency.ttl_secs`, so that a replayed answer
+    /// still finds its artifacts.
+    pub artifact_retention_secs: Option<u64>,
 }
 
 /// The default `store.url`.
@@ -103,6 +108,7 @@ impl Default for StoreSettings {
             url: StoreUrl::parse(DEFAULT_STORE_URL).expect("the default store URL parses"),
             retention_secs: 7 * 24 * 60 * 60,
             prune_interval_ms: 60_000,
+            artifact_retention_secs: None,
         }
     }
 }
@@ -113,6 +119,7 @@ impl StoreSettings {
         Retention {
             keep_for: Duration::from_secs(self.retention_secs),
             every: Duration::from_millis(self.prune_interval_ms),
+            workflows_for: self.artifact_retention_secs.map(Duration::from_secs),
         }
     }
 }
@@ -622,6 +629,18 @@ impl Settings {
         }
         if self.store.prune_interval_ms == 0 {
             return Err(invalid("store.prune_interval_ms", "must be at least 1"));
+        }
+        if let Some(keep) = self.store.artifact_retention_secs
+            && keep < self.idempotency.ttl_secs
+        {
+            return Err(invalid(
+                "store.artifact_retention_secs",
+                format!(
+                    "must be at least idempotency.ttl_secs ({}), or a replayed answer could \
+                     name artifacts already deleted",
+                    self.idempotency.ttl_secs
+                ),
+            ));
         }
         self.orchestrator.validate().map_err(|e| {
             invalid(

@@ -124,6 +124,21 @@ enum Status {
 }
 
 impl MemoryOutbox {
+    /// Deletes the workflows `prune` chooses among those without a pending delivery, with
+    /// their deliveries, while no delivery can be added or finish; answers how many went.
+    /// `prune` gets the test of a busy workflow and answers the workflows it deleted.
+    pub(crate) fn prune_workflows_with(
+        &self,
+        prune: impl FnOnce(&dyn Fn(Uuid) -> bool) -> Vec<Uuid>,
+    ) -> u64 {
+        let mut state = self.lock();
+        let gone = prune(&|workflow| state.has_pending(workflow));
+        for workflow in &gone {
+            state.remove_workflow(*workflow);
+        }
+        u64::try_from(gone.len()).unwrap_or(u64::MAX)
+    }
+
     /// An empty outbox.
     pub fn new() -> Self {
         MemoryOutbox {
@@ -429,6 +444,28 @@ impl State {
         u64::try_from(gone.len()).unwrap_or(u64::MAX)
     }
 
+    /// Whether workflow `correlation_id` has a delivery waiting or in flight.
+    fn has_pending(&self, correlation_id: Uuid) -> bool {
+        (self
+            .by_correlation
+            .get(&correlation_id)
+            .into_iter()
+            .flatten())
+        .filter_map(|id| self.entries.get(id))
+        .any(|e| matches!(e.status, Status::Pending { .. } | Status::InFlight { .. }))
+    }
+
+    /// Deletes the deliveries of workflow `correlation_id`, none of them pending.
+    fn remove_workflow(&mut self, correlation_id: Uuid) {
+        for id in self
+            .by_correlation
+            .remove(&correlation_id)
+            .unwrap_or_default()
+        {
+            self.entries.remove(&id);
+        }
+    }
+
     fn next_due(&self) -> Option<OffsetDateTime> {
         let due = self.due.peek().map(|Reverse((due, _))| *due);
         let lapse = self.leases.first_key_value().map(|(&(at, _), _)| at);
@@ -597,6 +634,10 @@ impl Outbox for MemoryOutbox {
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {
         Ok(self.lock().prune(completed_before))
+    }
+
+    async fn prune_workflows(&self, _: OffsetDateTime) -> Result<u64, OutboxError> {
+        Ok(0)
     }
 
     async fn enqueued(&self) {

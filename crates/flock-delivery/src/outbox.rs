@@ -475,6 +475,15 @@ pub trait Outbox: Send + Sync + 'static {
     /// [`OutboxError::Backend`] when the backend fails.
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError>;
 
+    /// Deletes finished workflows: those whose newest artifact was created before
+    /// `finished_before` and that have no pending delivery, with their artifacts, deliveries
+    /// and attempts; answers how many workflows went. An outbox that keeps no artifacts
+    /// ([`MemoryOutbox`](crate::MemoryOutbox) alone) has no workflows to prune.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn prune_workflows(&self, finished_before: OffsetDateTime) -> Result<u64, OutboxError>;
+
     /// Completes when deliveries may have been enqueued (or rescheduled) since it last
     /// completed: a hint that lets the dispatcher sleep until work arrives. It may complete
     /// spuriously. The default never completes; the dispatcher then relies on polling.

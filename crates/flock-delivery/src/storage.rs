@@ -85,6 +85,9 @@ impl ArtifactStore for MemoryStorage {
     }
 }
 
+/// The most workflows one [`Outbox::prune_workflows`] of a [`MemoryStorage`] deletes.
+pub(crate) const PRUNE_WORKFLOWS: usize = 10_000;
+
 #[async_trait]
 impl Outbox for MemoryStorage {
     async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
@@ -135,6 +138,15 @@ impl Outbox for MemoryStorage {
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {
         self.outbox.prune(completed_before).await
+    }
+
+    /// At most [`PRUNE_WORKFLOWS`] workflows a call, so that the store is not locked for long;
+    /// the pruner calls again at its next round.
+    async fn prune_workflows(&self, finished_before: OffsetDateTime) -> Result<u64, OutboxError> {
+        let artifacts = &self.artifacts;
+        Ok(self.outbox.prune_workflows_with(|busy| {
+            artifacts.prune_workflows(finished_before, PRUNE_WORKFLOWS, busy)
+        }))
     }
 
     async fn enqueued(&self) {

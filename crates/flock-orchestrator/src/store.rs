@@ -1,6 +1,6 @@
 //! The blackboard's storage: a trait that durable backends implement, and the in-memory store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -246,13 +246,14 @@ impl Stored {
     }
 }
 
+/// The artifacts by place in publication order (from 1, never reused), and indexes of places.
 #[derive(Debug, Default)]
 struct Indexed {
-    /// Every artifact in publication order.
-    artifacts: Vec<Stored>,
-    by_id: HashMap<Uuid, usize>,
-    by_correlation: HashMap<Uuid, Vec<usize>>,
-    by_type: HashMap<TypeName, Vec<usize>>,
+    artifacts: BTreeMap<u64, Stored>,
+    last: u64,
+    by_id: HashMap<Uuid, u64>,
+    by_correlation: HashMap<Uuid, Vec<u64>>,
+    by_type: HashMap<TypeName, Vec<u64>>,
 }
 
 impl MemoryStore {
@@ -286,16 +287,20 @@ impl MemoryStore {
         if inner.by_id.contains_key(&artifact.id) {
             return Err(StoreError::Duplicate(artifact.id));
         }
-        let index = inner.artifacts.len();
-        inner.artifacts.push(Stored {
-            tenant: artifact.tenant.clone(),
-            correlation_id: artifact.correlation_id,
-            type_name: artifact.type_name.clone(),
-            produced_by: artifact.produced_by.clone(),
-            tags: artifact.tags.clone(),
-            created_at: artifact.created_at,
-            json,
-        });
+        inner.last += 1;
+        let index = inner.last;
+        inner.artifacts.insert(
+            index,
+            Stored {
+                tenant: artifact.tenant.clone(),
+                correlation_id: artifact.correlation_id,
+                type_name: artifact.type_name.clone(),
+                produced_by: artifact.produced_by.clone(),
+                tags: artifact.tags.clone(),
+                created_at: artifact.created_at,
+                json,
+            },
+        );
         inner.by_id.insert(artifact.id, index);
         inner
             .by_correlation
@@ -308,6 +313,64 @@ impl MemoryStore {
             .or_default()
             .push(index);
         Ok(())
+    }
+
+    /// Deletes the workflows whose newest artifact was created before `before` and for which
+    /// `busy` says no, at most `limit` of them, oldest first; answers their correlation ids.
+    /// Only workflows with an artifact before `before` among the oldest `limit * 8` artifacts
+    /// are looked at, so one call costs the same however many artifacts are kept.
+    pub fn prune_workflows(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+        busy: impl Fn(Uuid) -> bool,
+    ) -> Vec<Uuid> {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let (mut candidates, mut seen) = (Vec::new(), std::collections::HashSet::new());
+        for stored in inner.artifacts.values().take(limit.saturating_mul(8)) {
+            if stored.created_at >= before || candidates.len() >= limit {
+                break;
+            }
+            if seen.insert(stored.correlation_id) {
+                candidates.push(stored.correlation_id);
+            }
+        }
+        let finished = |inner: &Indexed, workflow: &Uuid| {
+            let places = inner.by_correlation.get(workflow);
+            let newest = places
+                .and_then(|p| p.last())
+                .and_then(|p| inner.artifacts.get(p));
+            newest.is_some_and(|n| n.created_at < before) && !busy(*workflow)
+        };
+        let gone: Vec<Uuid> = (candidates.into_iter())
+            .filter(|w| finished(&inner, w))
+            .collect();
+        let mut types = std::collections::HashSet::new();
+        for workflow in &gone {
+            for place in inner.by_correlation.remove(workflow).unwrap_or_default() {
+                if let Some(stored) = inner.artifacts.remove(&place) {
+                    types.insert(stored.type_name);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let Indexed {
+                artifacts,
+                by_id,
+                by_type,
+                ..
+            } = &mut *inner;
+            by_id.retain(|_, place| artifacts.contains_key(place));
+            for type_name in types {
+                if let Some(places) = by_type.get_mut(&type_name) {
+                    places.retain(|place| artifacts.contains_key(place));
+                    if places.is_empty() {
+                        by_type.remove(&type_name);
+                    }
+                }
+            }
+        }
+        gone
     }
 
     /// How many artifacts are stored.
@@ -327,10 +390,10 @@ impl MemoryStore {
     fn run_query(&self, query: &ArtifactQuery) -> Result<Page<Artifact>, StoreError> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         // Start from the narrowest index the query allows, in publication order.
-        let candidates: Vec<usize> = if let Some(c) = query.correlation_id {
+        let candidates: Vec<u64> = if let Some(c) = query.correlation_id {
             inner.by_correlation.get(&c).cloned().unwrap_or_default()
         } else if !query.type_names.is_empty() {
-            let mut merged: Vec<usize> = query
+            let mut merged: Vec<u64> = query
                 .type_names
                 .iter()
                 .filter_map(|t| inner.by_type.get(t))
@@ -341,17 +404,15 @@ impl MemoryStore {
             merged.dedup();
             merged
         } else {
-            (0..inner.artifacts.len()).collect()
+            inner.artifacts.keys().copied().collect()
         };
-        // A place in publication order is the index plus one, so `after: 0` is the start.
+        // Places start at 1, so `after: 0` is the start.
         let after = query.after.unwrap_or(0);
         let count_limit = query.count_limit.unwrap_or(u64::MAX);
         let (mut total, mut skipped) = (0u64, 0usize);
         let (mut items, mut next, mut last) = (Vec::new(), None, 0u64);
-        for (place, stored) in candidates
-            .into_iter()
-            .map(|i| (i as u64 + 1, &inner.artifacts[i]))
-        {
+        let stored_at = |place: u64| inner.artifacts.get(&place).map(|s| (place, s));
+        for (place, stored) in candidates.into_iter().filter_map(stored_at) {
             if !query.matches_fields(&stored.fields()) {
                 continue;
             }
@@ -393,7 +454,8 @@ impl ArtifactStore for MemoryStore {
         inner
             .by_id
             .get(&id)
-            .map(|&i| inner.artifacts[i].artifact())
+            .and_then(|place| inner.artifacts.get(place))
+            .map(Stored::artifact)
             .transpose()
     }
 

@@ -34,6 +34,10 @@ const QUEUE: usize = 8192;
 /// other writes go in between.
 pub(crate) const PRUNE_CHUNK: u64 = 5_000;
 
+/// Workflows one write deletes at most (each costs a few statements), so that a prune holds
+/// the writer only briefly between other writes.
+pub(crate) const PRUNE_WORKFLOWS_CHUNK: u64 = 100;
+
 /// A database behind a [`Durable`] store: its writes here, its reads in [`Reads`]. Errors are
 /// the database's (stored data that does not decode included); the store says what failed.
 #[async_trait]
@@ -438,6 +442,25 @@ impl<B: Backend> Outbox for Durable<B> {
             let count = pruned.await?;
             total = total.saturating_add(count);
             if count < PRUNE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn prune_workflows(&self, finished_before: OffsetDateTime) -> Result<u64, OutboxError> {
+        let mut total = 0u64;
+        loop {
+            let input = Input::PruneWorkflows {
+                before: finished_before,
+                limit: PRUNE_WORKFLOWS_CHUNK,
+            };
+            let pruned = self.write(input, |done| match done {
+                Done::Pruned(count) => Some(count),
+                _ => None,
+            });
+            let count = pruned.await?;
+            total = total.saturating_add(count);
+            if count < PRUNE_WORKFLOWS_CHUNK {
                 return Ok(total);
             }
         }

@@ -33,6 +33,9 @@ pub(crate) enum Input {
     Redeliver { id: Uuid, now: OffsetDateTime },
     /// At most `limit` done deliveries completed before `before`, deleted.
     Prune { before: OffsetDateTime, limit: u64 },
+    /// Workflows finished before `before`, at most `limit` of them, deleted with their
+    /// artifacts, deliveries and attempts.
+    PruneWorkflows { before: OffsetDateTime, limit: u64 },
 }
 
 impl Input {
@@ -42,7 +45,7 @@ impl Input {
             Input::Publish { deliveries, .. } => !deliveries.is_empty(),
             Input::Record { resolution, .. } => matches!(resolution, Resolution::RetryAt(_)),
             Input::Redeliver { .. } => true,
-            Input::Claim(_) | Input::Prune { .. } => false,
+            Input::Claim(_) | Input::Prune { .. } | Input::PruneWorkflows { .. } => false,
         }
     }
 
@@ -53,6 +56,7 @@ impl Input {
             Input::Record { .. } => "record",
             Input::Redeliver { .. } => "redeliver",
             Input::Prune { .. } => "prune",
+            Input::PruneWorkflows { .. } => "workflow prune",
         }
     }
 

@@ -1,5 +1,6 @@
-//! Retention: a task that deletes delivered and failed deliveries (with their attempts) once
-//! they have been done for longer than the retention period. Artifacts are kept.
+//! Retention: a task that deletes delivered and failed deliveries (with their attempts, and so
+//! their bodies and secrets) once they have been done for longer than the retention period,
+//! and, when asked to, finished workflows with their artifacts once they are older than theirs.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +20,10 @@ pub struct Retention {
     pub keep_for: Duration,
     /// How often the pruner runs (it also runs at start). Default 60 s.
     pub every: Duration,
+    /// When set, a workflow whose newest artifact is older than this, and that has no pending
+    /// delivery, is deleted with its artifacts and deliveries. Off (`None`) by default: artifacts
+    /// are kept.
+    pub workflows_for: Option<Duration>,
 }
 
 impl Default for Retention {
@@ -26,6 +31,7 @@ impl Default for Retention {
         Retention {
             keep_for: Duration::from_secs(7 * 24 * 60 * 60),
             every: Duration::from_secs(60),
+            workflows_for: None,
         }
     }
 }
@@ -96,6 +102,20 @@ async fn run(
                     "pruned done webhook deliveries past their retention"
                 ),
                 Err(e) => error!(error = %e, "pruning webhook deliveries failed"),
+            }
+        }
+        let finished = retention
+            .workflows_for
+            .and_then(|keep| time::Duration::try_from(keep).ok())
+            .and_then(|keep| now.checked_sub(keep));
+        if let Some(finished) = finished {
+            match outbox.prune_workflows(finished).await {
+                Ok(0) => {}
+                Ok(deleted) => info!(
+                    deleted,
+                    "pruned finished workflows past their retention, with their artifacts"
+                ),
+                Err(e) => error!(error = %e, "pruning finished workflows failed"),
             }
         }
         tokio::select! {

@@ -230,6 +230,11 @@ fn errors_name_the_bad_key() {
             None,
             "webhooks.secret_grace_secs",
         ),
+        (
+            env(&[("FLOCK__STORE__ARTIFACT_RETENTION_SECS", "60")]),
+            None,
+            "store.artifact_retention_secs",
+        ),
         (env(&[]), Some("[server]\nport = \"x\"\n"), "port"),
         (env(&[]), Some("[server\n"), "flock.toml"),
         (

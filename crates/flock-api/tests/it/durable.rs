@@ -514,3 +514,47 @@ fn a_database_that_cannot_be_opened_is_a_clear_error_at_start() {
         "the file is left alone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_workflows_are_pruned_with_their_artifacts_when_artifact_retention_is_set() {
+    let dir = TempDir::new();
+    let mut s = sqlite_settings(&dir);
+    s.idempotency.ttl_secs = 1;
+    s.store.artifact_retention_secs = Some(1);
+    s.store.prune_interval_ms = 100;
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    let answer: Value = app
+        .post(
+            "/api/v1/artifacts",
+            &json!({"type": "Idea", "payload": {}, "webhook_url": receiver.url}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let correlation = answer["correlation_id"].as_str().unwrap().to_owned();
+    // Nothing accepted is lost: the webhook arrives before its workflow may go.
+    receiver.wait_for(1).await;
+    let deadline = Instant::now() + LONG;
+    loop {
+        let listed = app.get_json("/api/v1/artifacts").await;
+        if listed["pagination"]["total"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never pruned: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let webhooks = app
+        .get(&format!("/api/v1/correlations/{correlation}/webhooks"))
+        .await;
+    let deliveries: Value = webhooks.json().await.unwrap();
+    assert!(
+        deliveries["deliveries"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{deliveries}"
+    );
+    receiver.stop().await;
+    app.stop().await;
+}

@@ -122,8 +122,12 @@ where
         batch::refuse_repeated_ids(ops);
         let claims = batch::claims(ops);
         let rare = claims.len() > 1
-            || (ops.iter())
-                .any(|op| matches!(op.input, Input::Redeliver { .. } | Input::Prune { .. }));
+            || (ops.iter()).any(|op| {
+                matches!(
+                    op.input,
+                    Input::Redeliver { .. } | Input::Prune { .. } | Input::PruneWorkflows { .. }
+                )
+            });
         if rare {
             sqlx::query(D::BEGIN).execute(&mut *conn).await?;
         }
@@ -210,6 +214,9 @@ where
                             .await?;
                         Ok(Done::Pruned(u64::try_from(deleted).unwrap_or(0)))
                     }
+                    Input::PruneWorkflows { before, limit } => Ok(Done::Pruned(
+                        Self::prune_workflows(conn, before, limit).await?,
+                    )),
                     _ => continue,
                 };
                 op.done(outcome);
@@ -250,6 +257,61 @@ where
             None => Refusal::UnknownDelivery(id),
             Some(state) => Refusal::NotRedeliverable(id, parse_state(&state)?),
         }))
+    }
+
+    /// Deletes up to `limit` workflows whose newest artifact was created before `before` and
+    /// that have no pending delivery, with their artifacts, deliveries and attempts; answers
+    /// how many went. Candidates are the workflows of the oldest `limit * 8` artifacts created
+    /// before `before` (a scan of the primary key from its start), each then checked through
+    /// the correlation indexes, so a call costs the same however many artifacts are kept.
+    async fn prune_workflows(
+        conn: &mut D::Connection,
+        before: OffsetDateTime,
+        limit: u64,
+    ) -> Result<u64, sqlx::Error> {
+        let before = D::time(ceil_micros(before));
+        let window = i64::try_from(limit.saturating_mul(8)).unwrap_or(i64::MAX);
+        let oldest: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT correlation_id FROM (SELECT correlation_id, created_at FROM artifacts \
+             ORDER BY position LIMIT $2) AS oldest WHERE created_at < $1",
+        )
+        .bind(&before)
+        .bind(window)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut seen = HashSet::new();
+        let mut pruned = 0;
+        for workflow in oldest {
+            if pruned >= limit || !seen.insert(workflow) {
+                continue;
+            }
+            let busy: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM artifacts WHERE correlation_id = $1 \
+                         AND created_at >= $2) \
+                      + (SELECT count(*) FROM deliveries WHERE correlation_id = $1 \
+                         AND state = 'pending')",
+            )
+            .bind(workflow)
+            .bind(&before)
+            .fetch_one(&mut *conn)
+            .await?;
+            if busy > 0 {
+                continue;
+            }
+            for delete in [
+                "DELETE FROM attempts WHERE delivery_id IN \
+                 (SELECT id FROM deliveries WHERE correlation_id = $1)",
+                "DELETE FROM deliveries WHERE correlation_id = $1",
+                "DELETE FROM artifacts WHERE correlation_id = $1",
+            ] {
+                sqlx::query(delete)
+                    .bind(workflow)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            pruned += 1;
+        }
+        Ok(pruned)
     }
 
     /// Whether `table` holds a row with this id, looked up through `on`.

@@ -541,6 +541,7 @@ async fn the_pruner_uses_its_clock_and_period(store: &Storage) {
     let retention = Retention {
         keep_for: Duration::from_secs(7 * 24 * 3600),
         every: Duration::from_millis(20),
+        workflows_for: None,
     };
     // Today nothing is old enough.
     let pruner = Pruner::start(Arc::clone(&outbox), retention);
@@ -738,3 +739,92 @@ async fn pending_deliveries_are_counted_per_tenant_until_they_finish(store: &Sto
     );
 }
 on_every_backend!(pending_deliveries_are_counted_per_tenant_until_they_finish);
+
+async fn finished_workflows_are_pruned_with_their_artifacts_and_deliveries(store: &Storage) {
+    let (artifacts, outbox) = (store.artifacts(), store.outbox());
+    let hours_ago = |h: i64| now() - time::Duration::hours(h);
+    let old = |cid: Uuid| {
+        let mut a = artifact(cid, "Idea");
+        a.created_at = hours_ago(2);
+        a
+    };
+    let (finished, waiting, growing, fresh) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let finished_artifact = old(finished);
+    let waiting_artifact = old(waiting);
+    artifacts
+        .publish(&finished_artifact, vec![delivery(&finished_artifact, 1)])
+        .await
+        .unwrap();
+    artifacts
+        .publish(&waiting_artifact, vec![delivery(&waiting_artifact, 1)])
+        .await
+        .unwrap();
+    artifacts.publish(&old(growing), Vec::new()).await.unwrap();
+    artifacts
+        .publish(&artifact(fresh, "Idea"), Vec::new())
+        .await
+        .unwrap();
+    artifacts
+        .publish(&artifact(growing, "Note"), Vec::new())
+        .await
+        .unwrap();
+    // The finished workflow's delivery is delivered; the waiting one's stays pending.
+    let claimed = outbox.claim(later(now(), 1), 10, LEASE).await.unwrap();
+    let finished_claim = claimed
+        .iter()
+        .find(|c| c.delivery.correlation_id == finished);
+    outbox
+        .record(
+            &finished_claim.unwrap().lease,
+            attempt(1),
+            Resolution::Delivered,
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(outbox.prune_workflows(hours_ago(1)).await.unwrap(), 1);
+    assert_eq!(artifacts.get(finished_artifact.id).await.unwrap(), None);
+    assert!(outbox.deliveries(finished).await.unwrap().is_empty());
+    let left = |cid: Uuid| {
+        let artifacts = Arc::clone(&artifacts);
+        async move {
+            let page = artifacts.query(&ArtifactQuery::correlation(cid)).await;
+            page.unwrap().total
+        }
+    };
+    assert_eq!(left(finished).await, 0);
+    assert_eq!(
+        left(waiting).await,
+        1,
+        "a pending delivery keeps its workflow"
+    );
+    assert_eq!(
+        left(growing).await,
+        2,
+        "a recent artifact keeps its workflow"
+    );
+    assert_eq!(left(fresh).await, 1);
+    // Once its delivery is done, the waiting workflow goes too; nothing else does.
+    let waiting_claim = claimed
+        .iter()
+        .find(|c| c.delivery.correlation_id == waiting);
+    outbox
+        .record(
+            &waiting_claim.unwrap().lease,
+            attempt(1),
+            Resolution::Failed(GiveUp::Gone),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outbox.prune_workflows(hours_ago(1)).await.unwrap(), 1);
+    assert_eq!(left(waiting).await, 0);
+    assert!(outbox.deliveries(waiting).await.unwrap().is_empty());
+    assert_eq!((left(growing).await, left(fresh).await), (2, 1));
+    assert_eq!(outbox.prune_workflows(hours_ago(1)).await.unwrap(), 0);
+}
+on_every_backend!(finished_workflows_are_pruned_with_their_artifacts_and_deliveries);
