@@ -125,6 +125,8 @@ pub struct ServerConfig {
     pub agents: Vec<TransformAgent>,
     /// TOML appended to the file as written: `[[types]]`, more `[[agents]]` (LLM agents).
     pub extra_toml: String,
+    /// Lines written under `[store]` after its `url` (retention settings).
+    pub store_toml: String,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +142,7 @@ impl Default for ServerConfig {
             log_level: "info".to_owned(),
             agents: Vec::new(),
             extra_toml: String::new(),
+            store_toml: String::new(),
         }
     }
 }
@@ -162,6 +165,9 @@ impl ServerConfig {
             quote(&self.log_level)
         )?;
         writeln!(text, "\n[store]\nurl = {}", quote(&self.store_url))?;
+        if !self.store_toml.is_empty() {
+            writeln!(text, "{}", self.store_toml)?;
+        }
         writeln!(text, "\n[webhooks]")?;
         if self.allow_loopback {
             writeln!(text, "allowed_cidrs = [\"127.0.0.1/32\"]")?;

@@ -34,6 +34,8 @@ pub struct Behaviour {
     /// Keep every request (headers and body). Off, the receiver only counts, which is what a
     /// benchmark wants.
     pub record: bool,
+    /// Answer every 200 with this JSON body (an HTTP agent's answer), instead of an empty one.
+    pub answer: Option<Bytes>,
 }
 
 impl Behaviour {
@@ -322,8 +324,19 @@ async fn handle(
         StatusCode::OK
     };
     shared.answered.fetch_add(1, Ordering::SeqCst);
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let body = match (&shared.behaviour.answer, status) {
+        (Some(answer), StatusCode::OK) => answer.clone(),
+        _ => Bytes::new(),
+    };
+    let json = !body.is_empty();
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
+    if json {
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+    }
     Ok(response)
 }
 

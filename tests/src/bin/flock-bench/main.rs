@@ -5,6 +5,7 @@
 
 mod external;
 mod measure;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -63,6 +64,11 @@ struct Options {
     /// variable; without either, the Postgres figures are skipped.
     #[arg(long)]
     postgres: Option<String>,
+    /// Runs the soak for this many seconds: `--rate` publishes per second with webhooks and an
+    /// agent on the default store with retention on, sampling memory, database size and open
+    /// files. Off unless given (or `--only soak`, which soaks for 30 minutes).
+    #[arg(long)]
+    soak_secs: Option<u64>,
 }
 
 /// One measurement of the program.
@@ -80,6 +86,8 @@ enum Phase {
     Durable,
     /// 7: publish latency with API key authentication against open mode.
     Auth,
+    /// 8: the soak (only when asked for: `--soak-secs`, or `--only soak`).
+    Soak,
 }
 
 /// The counts of one run of the program.
@@ -118,7 +126,12 @@ impl Options {
 
 impl Options {
     fn runs(&self, phase: Phase) -> bool {
-        self.only.is_empty() || self.only.contains(&phase)
+        if phase == Phase::Soak {
+            return self.soak_secs.is_some() || self.only.contains(&phase);
+        }
+        // `--soak-secs` alone runs the soak alone.
+        let everything = self.only.is_empty() && self.soak_secs.is_none();
+        everything || self.only.contains(&phase)
     }
 }
 
@@ -369,6 +382,32 @@ async fn run(options: &Options) -> anyhow::Result<()> {
     }
     if options.runs(Phase::Auth) {
         auth_latency(&plan, &builds, &mut table).await?;
+    }
+    if options.runs(Phase::Soak) {
+        let secs = options.soak_secs.unwrap_or(30 * 60).max(10);
+        let soak = soak::soak(&builds[0].binary, &client, secs, plan.rate).await?;
+        let flat = |growth: f64, steady: f64| verdict(growth.abs() < 0.10 * steady.max(1.0));
+        table.push(format!(
+            "| 8 | soak, {} s at {:.0}/s with webhooks and an agent: resident memory growth per \
+             hour over the second half | {:+.1} MiB/h (at {:.1} MiB) | flat within 10% | {} |",
+            soak.secs,
+            soak.sent_per_sec,
+            soak.rss_growth_mib_per_hour,
+            soak.rss_steady_mib,
+            flat(soak.rss_growth_mib_per_hour, soak.rss_steady_mib)
+        ));
+        table.push(format!(
+            "| 8 | soak: database growth per hour over the second half (retention on) | \
+             {:+.1} MiB/h (at {:.1} MiB) | bounded by retention | {} |",
+            soak.db_growth_mib_per_hour,
+            soak.db_steady_mib,
+            flat(soak.db_growth_mib_per_hour, soak.db_steady_mib)
+        ));
+        table.push(format!(
+            "| 8 | soak: accepted publishes whose two webhooks never arrived | {} | 0 | {} |",
+            soak.lost,
+            verdict(soak.lost == 0)
+        ));
     }
     if options.runs(Phase::Memory) {
         // The in-memory store, then the default store (an SQLite file), which keeps pending
