@@ -137,6 +137,7 @@ pub struct Application {
     storage: Storage,
     keys: Authenticator,
     key_tasks: AuthTasks,
+    upkeep: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -175,6 +176,7 @@ impl Application {
             .server
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let metrics = state.metrics.clone();
         let server = HttpServer::new(move || create_app(state.clone()))
             .disable_signals()
             .shutdown_timeout(grace.as_secs().max(1))
@@ -188,6 +190,7 @@ impl Application {
         let dispatcher = dispatcher.start();
         let pruner = Pruner::start(storage.outbox(), settings.store.retention());
         let key_tasks = keys.start();
+        let upkeep = tokio::spawn(telemetry::upkeep(metrics));
         tracing::info!(store = %storage.url(), "store opened");
         policy.log(settings.server.host);
         Ok(Application {
@@ -199,6 +202,7 @@ impl Application {
             storage,
             keys,
             key_tasks,
+            upkeep,
             grace,
         })
     }
@@ -233,6 +237,7 @@ impl Application {
             storage,
             keys: _,
             key_tasks,
+            upkeep,
             grace,
         } = self;
         let handle = server.handle();
@@ -259,6 +264,7 @@ impl Application {
             .await;
         pruner.stop().await;
         key_tasks.stop().await;
+        upkeep.abort();
         storage.close().await;
         let report = StopReport {
             runs_still_running: runs.runs_still_running,
