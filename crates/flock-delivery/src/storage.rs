@@ -140,7 +140,7 @@ impl Outbox for MemoryStorage {
         self.outbox.prune(completed_before).await
     }
 
-    /// At most [`PRUNE_WORKFLOWS`] workflows a call, so that the store is not locked for long;
+    /// At most 10,000 workflows a call, so that the store is not locked for long;
     /// the pruner calls again at its next round.
     async fn prune_workflows(&self, finished_before: OffsetDateTime) -> Result<u64, OutboxError> {
         let artifacts = &self.artifacts;
