@@ -384,9 +384,9 @@ impl RetrySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdempotencySettings {
-    /// How long a key is remembered.
+    /// How long a key's answer is replayed, from its first use. Records live in the store.
     pub ttl_secs: u64,
-    /// How many keys are remembered at most; the oldest go first.
+    /// How many keys each tenant keeps at most; its oldest answered ones go first.
     pub max_entries: usize,
 }
 

@@ -32,6 +32,8 @@ pub(crate) enum ErrorCode {
     /// The resource is not in a state that allows this (a delivery that is not failed cannot
     /// be redelivered).
     Conflict,
+    /// A request with the same idempotency key is still being answered.
+    InProgress,
     /// The server is stopping.
     ShuttingDown,
     /// Storage failed; the request may be retried.
@@ -57,7 +59,7 @@ pub(crate) enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub(crate) const ALL: [ErrorCode; 19] = [
+    pub(crate) const ALL: [ErrorCode; 20] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidHeader,
         ErrorCode::Unauthorized,
@@ -67,6 +69,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::RequestTimeout,
         ErrorCode::Conflict,
+        ErrorCode::InProgress,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Validation,
@@ -104,6 +107,9 @@ impl ErrorCode {
                 "the body did not arrive within the server's request timeout; the connection is closed"
             }
             ErrorCode::Conflict => "the resource is not in a state that allows this",
+            ErrorCode::InProgress => {
+                "a request with this `X-Idempotency-Key` is still being answered (here or on another instance); retry after `Retry-After` seconds for its answer"
+            }
             ErrorCode::PayloadTooLarge => "the body is larger than the server's limit",
             ErrorCode::Validation => {
                 "a field or query parameter is missing, unknown or invalid; `field` names it"
@@ -138,7 +144,7 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::InProgress => StatusCode::CONFLICT,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Forbidden | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -164,6 +170,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::InProgress => "in_progress",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unauthorized => "unauthorized",

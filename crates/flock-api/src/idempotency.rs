@@ -1,13 +1,24 @@
-//! `X-Idempotency-Key`: the first answer to a key is remembered, so a retried request gets the
-//! same answer (the same correlation id) without publishing twice, also when both copies arrive
-//! at once. Keys expire and the cache is bounded.
+//! `X-Idempotency-Key`: the first answer to a key is remembered in the store
+//! ([`Storage::idempotency`](flock_store::Storage::idempotency)), so a retried request gets the
+//! same answer (the same correlation id) without publishing twice, on any instance sharing the
+//! database and after a restart. A duplicate that arrives while the first is still being
+//! answered gets 409 `in_progress` with `Retry-After: 1`, on this instance as on another: the
+//! other instance's request cannot wake it, so none waits. Records hold a bounded answer (ids,
+//! not artifacts), expire after `idempotency.ttl_secs`, and each tenant keeps at most
+//! `idempotency.max_entries` of them, its oldest completed ones forgotten first.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use flock_models::TenantId;
+use flock_orchestrator::{
+    ClaimOutcome, IdempotencyError, IdempotencyLimits, IdempotencyRequest, IdempotencyStore,
+    RecordedAnswer,
+};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorCode};
 
 /// The request header carrying the key.
 pub(crate) const HEADER: &str = "x-idempotency-key";
@@ -16,15 +27,8 @@ pub(crate) const MAX_KEY_LEN: usize = 255;
 /// The characters of a key, as the OpenAPI document states them: visible ASCII, which
 /// [`check_key`] checks.
 pub(crate) const KEY_PATTERN: &str = "^[!-~]+$";
-
-/// A remembered answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Stored {
-    /// Its HTTP status.
-    pub(crate) status: u16,
-    /// Its JSON body.
-    pub(crate) body: Arc<[u8]>,
-}
+/// What a duplicate in progress is told to wait, in seconds.
+pub(crate) const IN_PROGRESS_RETRY_SECS: u64 = 1;
 
 /// What to do with a request that carries a key.
 #[derive(Debug)]
@@ -32,172 +36,140 @@ pub(crate) enum Claim {
     /// First use of the key: compute the answer, then [`Pending::complete`] it.
     New(Pending),
     /// The key was used with the same request: answer this again.
-    Replay(Stored),
+    Replay(RecordedAnswer),
+    /// The same request is still being answered: 409 `in_progress`.
+    InProgress,
     /// The key was used with a different request.
     Conflict,
 }
 
-type Slot = watch::Receiver<Option<Stored>>;
-
-struct Entry {
-    fingerprint: [u8; 32],
-    answer: Slot,
-    created: Instant,
+/// The idempotency records of the server, in its store.
+pub(crate) struct Idempotency {
+    store: Arc<dyn IdempotencyStore>,
+    limits: IdempotencyLimits,
 }
 
-struct Inner {
-    entries: HashMap<String, Entry>,
-    /// Keys in creation order, with their creation time, for expiry and eviction.
-    order: VecDeque<(Instant, String)>,
-}
-
-/// The cache of idempotency keys, shared by every worker of the server.
-pub(crate) struct IdempotencyCache {
-    inner: Arc<Mutex<Inner>>,
-    ttl: Duration,
-    max_entries: usize,
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A key whose answer is being computed. Dropping it without [`Pending::complete`] (an error
-/// answer, say) forgets the key, so that a retry starts afresh.
-#[derive(Debug)]
+/// answer, say) releases the key, so that a retry starts afresh.
 pub(crate) struct Pending {
+    store: Arc<dyn IdempotencyStore>,
+    tenant: TenantId,
     key: String,
-    sender: Option<watch::Sender<Option<Stored>>>,
-    inner: Arc<Mutex<Inner>>,
+    token: Uuid,
+    ttl: Duration,
+    done: bool,
 }
 
-impl std::fmt::Debug for Inner {
+impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner")
-            .field("entries", &self.entries.len())
-            .finish()
+        f.debug_struct("Pending")
+            .field("tenant", &self.tenant)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
     }
 }
 
 impl Pending {
-    /// Remembers `answer` for the key and hands it to requests waiting on it.
-    pub(crate) fn complete(mut self, answer: Stored) {
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.send(Some(answer));
+    /// Records `answer` for the key. A store that fails here leaves the key in progress until
+    /// its lease ends (duplicates get 409 meanwhile, never a second publish); the answer is
+    /// still given.
+    pub(crate) async fn complete(mut self, answer: RecordedAnswer) {
+        self.done = true;
+        if let Err(error) = self
+            .store
+            .complete(&self.tenant, &self.key, self.token, &answer, self.ttl)
+            .await
+        {
+            tracing::warn!(%error, "an idempotency record was not completed");
         }
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            inner.entries.remove(&self.key);
-            // Waiters see the sender gone and start afresh.
-            drop(sender);
+        if self.done {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let (tenant, key, token) = (
+            self.tenant.clone(),
+            std::mem::take(&mut self.key),
+            self.token,
+        );
+        // Dropped where no await is possible: release in the background.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.release(&tenant, &key, token).await {
+                    tracing::warn!(%error, "an idempotency key was not released");
+                }
+            });
         }
     }
 }
 
-impl IdempotencyCache {
-    /// A cache remembering keys for `ttl`, at most `max_entries` of them.
-    pub(crate) fn new(ttl: Duration, max_entries: usize) -> Self {
-        IdempotencyCache {
-            inner: Arc::new(Mutex::new(Inner {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-            })),
-            ttl,
-            max_entries: max_entries.max(1),
+fn unavailable(error: &IdempotencyError) -> ApiError {
+    ApiError::new(
+        ErrorCode::StorageUnavailable,
+        format!("idempotency keys cannot be read: {error}"),
+    )
+}
+
+impl Idempotency {
+    /// Records in `store`: replayed for `ttl`, at most `max_entries` per tenant.
+    pub(crate) fn new(store: Arc<dyn IdempotencyStore>, ttl: Duration, max_entries: usize) -> Self {
+        Idempotency {
+            store,
+            limits: IdempotencyLimits {
+                ttl,
+                max_per_tenant: u64::try_from(max_entries.max(1)).unwrap_or(u64::MAX),
+            },
         }
     }
 
-    /// Looks `key` up for a request on `route` whose parsed JSON body is `body`. A request with
-    /// the same key that is still being answered is waited for.
-    pub(crate) async fn claim(&self, key: &str, route: &str, body: &serde_json::Value) -> Claim {
-        let fingerprint = fingerprint(route, body);
-        loop {
-            let mut waiting = {
-                let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-                self.expire(&mut inner, Instant::now());
-                match inner.entries.get(key) {
-                    Some(entry) if entry.fingerprint != fingerprint => return Claim::Conflict,
-                    Some(entry) => entry.answer.clone(),
-                    None => {
-                        let (sender, receiver) = watch::channel(None);
-                        let now = Instant::now();
-                        inner.entries.insert(
-                            key.to_owned(),
-                            Entry {
-                                fingerprint,
-                                answer: receiver,
-                                created: now,
-                            },
-                        );
-                        inner.order.push_back((now, key.to_owned()));
-                        self.evict(&mut inner);
-                        return Claim::New(Pending {
-                            key: key.to_owned(),
-                            sender: Some(sender),
-                            inner: Arc::clone(&self.inner),
-                        });
-                    }
-                }
-            };
-            // Same key, same request, answer not ready yet: wait for it, or for the first
-            // request to give up (then try again from the top).
-            if let Ok(answer) = waiting.wait_for(Option::is_some).await
-                && let Some(stored) = answer.clone()
-            {
-                return Claim::Replay(stored);
-            }
-        }
-    }
-
-    /// How many keys are remembered (the tests look).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entries
-            .len()
-    }
-
-    fn expire(&self, inner: &mut Inner, now: Instant) {
-        while let Some((created, key)) = inner.order.front() {
-            if now.duration_since(*created) < self.ttl {
-                break;
-            }
-            let (created, key) = (*created, key.clone());
-            inner.order.pop_front();
-            // Only if the entry is still the one this queue item stands for.
-            if inner
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.created == created)
-            {
-                inner.entries.remove(&key);
-            }
-        }
-    }
-
-    fn evict(&self, inner: &mut Inner) {
-        while inner.entries.len() > self.max_entries {
-            let Some((created, key)) = inner.order.pop_front() else {
-                break;
-            };
-            if inner
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.created == created)
-            {
-                inner.entries.remove(&key);
-            }
-        }
-        // Forgotten keys (errors) leave stale queue items behind; keep the queue bounded.
-        if inner.order.len() > 2 * self.max_entries {
-            let entries = &inner.entries;
-            inner
-                .order
-                .retain(|(created, key)| entries.get(key).is_some_and(|e| e.created == *created));
-        }
+    /// Looks `key` of `tenant` up for a request on `route` whose parsed JSON body is `body`.
+    ///
+    /// # Errors
+    /// 503 `storage_unavailable` when the store fails.
+    pub(crate) async fn claim(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        route: &str,
+        body: &serde_json::Value,
+    ) -> Result<Claim, ApiError> {
+        let request = IdempotencyRequest {
+            tenant: tenant.clone(),
+            key: key.to_owned(),
+            route: route.to_owned(),
+            fingerprint: fingerprint(route, body),
+        };
+        let now = flock_models::timestamp::now_micros();
+        let outcome = self
+            .store
+            .claim(&request, now, self.limits)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(match outcome {
+            ClaimOutcome::Claimed(token) => Claim::New(Pending {
+                store: Arc::clone(&self.store),
+                tenant: request.tenant,
+                key: request.key,
+                token,
+                ttl: self.limits.ttl,
+                done: false,
+            }),
+            ClaimOutcome::Replay(answer) => Claim::Replay(answer),
+            ClaimOutcome::InProgress => Claim::InProgress,
+            ClaimOutcome::Conflict => Claim::Conflict,
+        })
     }
 }
 
@@ -228,98 +200,61 @@ pub(crate) fn check_key(key: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use flock_orchestrator::MemoryIdempotency;
     use serde_json::json;
 
     use super::*;
 
-    fn stored(n: u8) -> Stored {
-        Stored {
+    fn answer(n: u128) -> RecordedAnswer {
+        RecordedAnswer {
             status: 202,
-            body: Arc::from(vec![n]),
+            correlation_id: Uuid::from_u128(n),
+            sync: None,
         }
     }
 
     #[tokio::test]
-    async fn replay_conflict_and_forget() {
-        let cache = IdempotencyCache::new(Duration::from_secs(60), 10);
+    async fn idempotency_replay_conflict_in_progress_and_release() {
+        let ids = Idempotency::new(
+            Arc::new(MemoryIdempotency::new()),
+            Duration::from_secs(60),
+            10,
+        );
+        let tenant = TenantId::default_tenant();
         let body = json!({"type": "A", "payload": {}});
-        let Claim::New(pending) = cache.claim("k", "publish", &body).await else {
+        let Claim::New(pending) = ids.claim(&tenant, "k", "publish", &body).await.unwrap() else {
             panic!("new")
         };
-        pending.complete(stored(1));
-        assert!(
-            matches!(cache.claim("k", "publish", &body).await, Claim::Replay(s) if s == stored(1))
-        );
         assert!(matches!(
-            cache.claim("k", "publish", &json!({"type": "B"})).await,
+            ids.claim(&tenant, "k", "publish", &body).await.unwrap(),
+            Claim::InProgress
+        ));
+        pending.complete(answer(1)).await;
+        assert!(matches!(
+            ids.claim(&tenant, "k", "publish", &body).await.unwrap(),
+            Claim::Replay(a) if a == answer(1)
+        ));
+        assert!(matches!(
+            ids.claim(&tenant, "k", "publish", &json!({"type": "B"}))
+                .await
+                .unwrap(),
             Claim::Conflict
         ));
         assert!(matches!(
-            cache.claim("k", "sync", &body).await,
+            ids.claim(&tenant, "k", "sync", &body).await.unwrap(),
             Claim::Conflict
         ));
 
-        // An answer never completed is forgotten: the next request starts afresh.
-        let Claim::New(pending) = cache.claim("e", "publish", &body).await else {
+        // An answer never completed is released: the next request starts afresh.
+        let Claim::New(pending) = ids.claim(&tenant, "e", "publish", &body).await.unwrap() else {
             panic!("new")
         };
         drop(pending);
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(matches!(
-            cache.claim("e", "publish", &body).await,
+            ids.claim(&tenant, "e", "publish", &body).await.unwrap(),
             Claim::New(_)
         ));
-    }
-
-    #[tokio::test]
-    async fn concurrent_duplicate_waits_for_the_first_answer() {
-        let cache = Arc::new(IdempotencyCache::new(Duration::from_secs(60), 10));
-        let body = json!({"x": 1});
-        let Claim::New(pending) = cache.claim("k", "r", &body).await else {
-            panic!("new")
-        };
-        let waiter = {
-            let cache = Arc::clone(&cache);
-            let body = body.clone();
-            tokio::spawn(async move { cache.claim("k", "r", &body).await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        pending.complete(stored(7));
-        assert!(matches!(waiter.await.unwrap(), Claim::Replay(s) if s == stored(7)));
-    }
-
-    #[tokio::test]
-    async fn waiter_takes_over_when_the_first_gives_up() {
-        let cache = Arc::new(IdempotencyCache::new(Duration::from_secs(60), 10));
-        let body = json!({"x": 1});
-        let Claim::New(pending) = cache.claim("k", "r", &body).await else {
-            panic!("new")
-        };
-        let waiter = {
-            let cache = Arc::clone(&cache);
-            let body = body.clone();
-            tokio::spawn(async move { matches!(cache.claim("k", "r", &body).await, Claim::New(_)) })
-        };
-        tokio::task::yield_now().await;
-        drop(pending);
-        assert!(waiter.await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn keys_expire_and_the_cache_is_bounded() {
-        let cache = IdempotencyCache::new(Duration::from_millis(50), 3);
-        let body = json!({});
-        for key in ["a", "b", "c", "d"] {
-            let Claim::New(p) = cache.claim(key, "r", &body).await else {
-                panic!("new")
-            };
-            p.complete(stored(0));
-        }
-        assert_eq!(cache.len(), 3, "the oldest key was evicted");
-        assert!(matches!(cache.claim("a", "r", &body).await, Claim::New(_)));
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(matches!(cache.claim("b", "r", &body).await, Claim::New(_)));
-        assert!(cache.len() <= 1, "expired keys are gone");
     }
 
     #[test]

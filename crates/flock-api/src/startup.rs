@@ -24,7 +24,7 @@ use flock_store::{Pruner, Storage};
 use crate::app::create_app;
 use crate::auth::{Auth, AuthPolicy};
 use crate::config::CheckedSettings;
-use crate::idempotency::IdempotencyCache;
+use crate::idempotency::Idempotency;
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -101,12 +101,13 @@ pub async fn build_state(
         orchestrator,
         secrets,
         secret_grace: settings.webhooks.secret_grace(),
-        storage,
-        webhooks,
-        idempotency: IdempotencyCache::new(
+        idempotency: Idempotency::new(
+            storage.idempotency(),
             Duration::from_secs(settings.idempotency.ttl_secs),
             settings.idempotency.max_entries,
         ),
+        storage,
+        webhooks,
         rate_limit: settings
             .limits
             .requests_per_sec

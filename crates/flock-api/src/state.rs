@@ -1,5 +1,5 @@
 //! What every request handler shares: the orchestrator, the storage, the workflows' webhooks, the
-//! tenants' webhook secrets, the idempotency cache and the settings that shape answers. Each part
+//! tenants' webhook secrets, the idempotency records and the settings that shape answers. Each part
 //! once.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use flock_store::Storage;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Auth;
-use crate::idempotency::IdempotencyCache;
+use crate::idempotency::Idempotency;
 
 /// The state behind every route; one per server, shared by its workers.
 pub struct AppState {
@@ -23,8 +23,9 @@ pub struct AppState {
     /// Every live workflow's webhook: checks a request's webhook (SSRF guard, default secret)
     /// and registers it when a workflow starts.
     pub webhooks: Arc<Webhooks>,
-    /// Remembered answers of `X-Idempotency-Key` requests.
-    pub(crate) idempotency: IdempotencyCache,
+    /// Remembered answers of `X-Idempotency-Key` requests, in the store
+    /// ([`Storage::idempotency`]) so every instance on it and the next process agree.
+    pub(crate) idempotency: Idempotency,
     /// The request rate limit, when `[limits]` sets one.
     pub(crate) rate_limit: Option<crate::limits::RateLimiter>,
     /// How large a request body may be and how long it may take to arrive.

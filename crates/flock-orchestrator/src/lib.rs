@@ -9,6 +9,7 @@ mod component;
 mod config;
 mod exchange;
 mod http;
+mod idempotency;
 mod metrics;
 mod orchestrator;
 mod spec;
@@ -18,6 +19,10 @@ mod workflow;
 pub use agent::{Agent, AgentContext, AgentError, AgentKind, PayloadPredicate, Subscription};
 pub use component::{Component, Flow, ScheduleDecision};
 pub use config::OrchestratorConfig;
+pub use idempotency::{
+    ClaimOutcome, IN_PROGRESS_LEASE, IdempotencyError, IdempotencyLimits, IdempotencyRequest,
+    IdempotencyStore, MAX_ANSWER_ARTIFACTS, MemoryIdempotency, RecordedAnswer, SyncAnswer,
+};
 pub use metrics::describe_metrics;
 pub use orchestrator::{
     AgentInfo, BuildError, Orchestrator, OrchestratorBuilder, PublishError, ShutdownReport,

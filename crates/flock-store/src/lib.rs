@@ -5,6 +5,7 @@
 
 mod durable;
 mod error;
+mod idempotency;
 mod keys;
 mod migrations;
 mod ops;

@@ -39,6 +39,11 @@ pub(crate) const SQLITE: &[File] = &[
         "tenant_secrets",
         include_str!("../migrations/sqlite/0004_tenant_secrets.sql"),
     ),
+    (
+        5,
+        "idempotency",
+        include_str!("../migrations/sqlite/0005_idempotency.sql"),
+    ),
 ];
 
 /// The Postgres migrations, oldest first.
@@ -62,6 +67,11 @@ pub(crate) const POSTGRES: &[File] = &[
         4,
         "tenant_secrets",
         include_str!("../migrations/postgres/0004_tenant_secrets.sql"),
+    ),
+    (
+        5,
+        "idempotency",
+        include_str!("../migrations/postgres/0005_idempotency.sql"),
     ),
 ];
 

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use flock_auth::{KeyStore, MemoryKeyStore};
 use flock_delivery::{MemoryStorage, MemoryTenantSecrets, Outbox, TenantSecrets};
-use flock_orchestrator::ArtifactStore;
+use flock_orchestrator::{ArtifactStore, IdempotencyStore, MemoryIdempotency};
 
 use crate::durable::{Backend, Durable};
 use crate::error::OpenError;
+use crate::idempotency::SqlIdempotency;
 use crate::keys::{KeyPool, SqlKeyStore};
 use crate::secrets::SqlTenantSecrets;
 use crate::url::StoreUrl;
@@ -28,6 +29,7 @@ pub struct Storage {
     outbox: Arc<dyn Outbox>,
     keys: Arc<dyn KeyStore>,
     secrets: Arc<dyn TenantSecrets>,
+    idempotency: Arc<dyn IdempotencyStore>,
     closer: Option<Arc<dyn Close>>,
 }
 
@@ -79,18 +81,20 @@ impl Storage {
             outbox: storage,
             keys: Arc::new(MemoryKeyStore::new()),
             secrets: Arc::new(MemoryTenantSecrets::new()),
+            idempotency: Arc::new(MemoryIdempotency::new()),
             closer: None,
         }
     }
 
-    /// A durable store; its keys and tenant secrets go through `pool`.
+    /// A durable store; its keys, tenant secrets and idempotency records go through `pool`.
     fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>, pool: KeyPool) -> Storage {
         Storage {
             url,
             artifacts: store.clone(),
             outbox: store.clone(),
             keys: Arc::new(SqlKeyStore::new(pool.clone())),
-            secrets: Arc::new(SqlTenantSecrets::new(pool)),
+            secrets: Arc::new(SqlTenantSecrets::new(pool.clone())),
+            idempotency: Arc::new(SqlIdempotency::new(pool)),
             closer: Some(store),
         }
     }
@@ -120,6 +124,13 @@ impl Storage {
     /// [`flock_delivery::CachedTenantSecrets`] for the sender's hot path.
     pub fn secrets(&self) -> Arc<dyn TenantSecrets> {
         Arc::clone(&self.secrets)
+    }
+
+    /// The idempotency records of the publish routes' `X-Idempotency-Key`s, in the same
+    /// database, so that every instance sharing it, and the next process on it, replays the
+    /// same answer ([`MemoryIdempotency`] for `memory://`).
+    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        Arc::clone(&self.idempotency)
     }
 
     /// Lets the writes already queued commit, then closes the connections; later writes fail.

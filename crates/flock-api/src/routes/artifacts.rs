@@ -1,7 +1,6 @@
 //! `/api/v1/artifacts`: publish (fire and forget, or sync), list and get.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -10,7 +9,7 @@ use flock_models::{
     ArtifactPublishRequest, PublishResponse, Scope, SyncPublishRequest, SyncPublishResponse,
     TypeName, ValidationError,
 };
-use flock_orchestrator::{ArtifactQuery, WaitOutcome};
+use flock_orchestrator::{ArtifactQuery, RecordedAnswer, SyncAnswer, WaitOutcome};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -19,7 +18,7 @@ use super::{LoggedCorrelation, Resource, hyphenated_uuid, path_id};
 use crate::auth::Caller;
 use crate::body;
 use crate::error::{ApiError, ErrorCode};
-use crate::idempotency::{self, Claim, Stored};
+use crate::idempotency::{self, Claim};
 use crate::openapi::route_errors;
 use crate::state::AppState;
 
@@ -57,6 +56,7 @@ route_errors!(
         Validation,
         WebhookAddressRefused,
         IdempotencyKeyReused,
+        InProgress,
         ShuttingDown,
         TooManyRequests,
         TooManyPendingDeliveries,
@@ -120,8 +120,12 @@ pub(crate) async fn publish(
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         Ok((
-            StatusCode::ACCEPTED,
             to_json(&PublishResponse::accepted(correlation_id)),
+            RecordedAnswer {
+                status: StatusCode::ACCEPTED.as_u16(),
+                correlation_id,
+                sync: None,
+            },
         ))
     })
     .await
@@ -184,7 +188,16 @@ pub(crate) async fn publish_sync(
                 completed: outcome == WaitOutcome::Idle,
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             };
-            Ok((StatusCode::OK, to_json(&answer)))
+            let recorded = RecordedAnswer {
+                status: StatusCode::OK.as_u16(),
+                correlation_id,
+                sync: Some(SyncAnswer {
+                    artifact_ids: answer.artifacts.iter().map(|a| a.id).collect(),
+                    completed: answer.completed,
+                    duration_ms: answer.duration_ms,
+                }),
+            };
+            Ok((to_json(&answer), recorded))
         },
     )
     .await
@@ -217,9 +230,11 @@ async fn start_workflow(
 }
 
 /// Runs `answer` once per idempotency key of the caller's tenant: a repeat of the same request
-/// gets the first answer again, a different request under the same key a 422. Keys of
-/// different tenants never meet. Without a key it just runs. `answer` gets the request body
-/// (`value`) after the key was claimed with it.
+/// gets the first answer again (rendered from its record: a sync answer's artifacts are read
+/// back by id), a different request under the same key a 422, a repeat while the first is
+/// still being answered a 409 `in_progress` with `Retry-After`. Keys of different tenants never
+/// meet. Without a key it just runs. `answer` gets the request body (`value`) after the key was
+/// claimed with it, and gives the body to send and what to record of it.
 async fn idempotent<F, Fut>(
     req: &HttpRequest,
     state: &AppState,
@@ -230,11 +245,11 @@ async fn idempotent<F, Fut>(
 ) -> Result<HttpResponse, ApiError>
 where
     F: FnOnce(Value) -> Fut,
-    Fut: Future<Output = Result<(StatusCode, Vec<u8>), ApiError>>,
+    Fut: Future<Output = Result<(Vec<u8>, RecordedAnswer), ApiError>>,
 {
     let Some(key) = req.headers().get(idempotency::HEADER) else {
-        let (status, body) = answer(value).await?;
-        return Ok(json_response(status, body));
+        let (body, recorded) = answer(value).await?;
+        return Ok(json_response(status_of(&recorded), body));
     };
     let key = key.to_str().map_err(|_| {
         ApiError::new(
@@ -243,32 +258,76 @@ where
         )
     })?;
     idempotency::check_key(key).map_err(|m| ApiError::new(ErrorCode::InvalidHeader, m))?;
-    // A tenant name has no `/` (see `TenantId`), so the scoped keys of two tenants differ.
-    let scoped = format!("{}/{key}", caller.tenant);
-    match state.idempotency.claim(&scoped, route, &value).await {
-        Claim::Replay(stored) => {
-            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-            let mut response = json_response(status, stored.body.to_vec());
+    match state
+        .idempotency
+        .claim(&caller.tenant, key, route, &value)
+        .await?
+    {
+        Claim::Replay(recorded) => {
+            let body = replay(state, caller, &recorded).await?;
+            let mut response = json_response(status_of(&recorded), body);
             response.headers_mut().insert(
                 actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
                 actix_web::http::header::HeaderValue::from_static("true"),
             );
             Ok(response)
         }
+        Claim::InProgress => Err(ApiError::new(
+            ErrorCode::InProgress,
+            "a request with this X-Idempotency-Key is still being answered; retry for its answer",
+        )
+        .field("X-Idempotency-Key")
+        .retry_after(idempotency::IN_PROGRESS_RETRY_SECS)),
         Claim::Conflict => Err(ApiError::new(
             ErrorCode::IdempotencyKeyReused,
             "this X-Idempotency-Key was already used with a different request",
         )
         .field("X-Idempotency-Key")),
         Claim::New(pending) => {
-            let (status, body) = answer(value).await?;
-            pending.complete(Stored {
-                status: status.as_u16(),
-                body: Arc::from(body.as_slice()),
-            });
+            let (body, recorded) = answer(value).await?;
+            let status = status_of(&recorded);
+            pending.complete(recorded).await;
             Ok(json_response(status, body))
         }
     }
+}
+
+fn status_of(recorded: &RecordedAnswer) -> StatusCode {
+    StatusCode::from_u16(recorded.status).unwrap_or(StatusCode::OK)
+}
+
+/// The body of a recorded answer, as the first request sent it: a publish's from its
+/// correlation id, a sync publish's with its artifacts read back from the store in the
+/// recorded order.
+async fn replay(
+    state: &AppState,
+    caller: &Caller,
+    recorded: &RecordedAnswer,
+) -> Result<Vec<u8>, ApiError> {
+    let Some(sync) = &recorded.sync else {
+        return Ok(to_json(&PublishResponse::accepted(recorded.correlation_id)));
+    };
+    let page = state
+        .orchestrator
+        .store()
+        .query(&ArtifactQuery {
+            tenant: Some(caller.tenant.clone()),
+            ..ArtifactQuery::correlation(recorded.correlation_id)
+        })
+        .await?;
+    let mut by_id: std::collections::HashMap<Uuid, flock_models::Artifact> =
+        page.items.into_iter().map(|a| (a.id, a)).collect();
+    let artifacts = sync
+        .artifact_ids
+        .iter()
+        .filter_map(|id| by_id.remove(id))
+        .collect();
+    Ok(to_json(&SyncPublishResponse {
+        correlation_id: recorded.correlation_id,
+        artifacts,
+        completed: sync.completed,
+        duration_ms: sync.duration_ms,
+    }))
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {

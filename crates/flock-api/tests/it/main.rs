@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod config;
 mod durable;
+mod idempotency;
 mod keys;
 mod matrix;
 mod process;

@@ -4,6 +4,7 @@
 
 mod behaviour;
 mod durable;
+mod idempotency;
 mod keys;
 mod query;
 mod secrets;
