@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use flock_models::{Artifact, NewDelivery, RequestedWebhook, Secret, WebhookUrl};
+use flock_models::{Artifact, NewDelivery, RequestedWebhook, Secret, TypeName, WebhookUrl};
 use uuid::Uuid;
 
 use crate::ssrf::{Refused, SsrfGuard};
@@ -39,6 +39,8 @@ pub struct Webhooks {
 struct Live {
     url: WebhookUrl,
     secret: Option<Secret>,
+    /// The artifact types delivered; every type when `None`.
+    types: Option<Vec<TypeName>>,
     /// The last sequence number handed out; 0 before the first.
     sequence: AtomicU64,
 }
@@ -118,6 +120,7 @@ impl Webhooks {
         let live = Live {
             url: config.url,
             secret: config.secret,
+            types: config.types,
             sequence: AtomicU64::new(0),
         };
         let correlation_id = Uuid::now_v7();
@@ -162,7 +165,8 @@ impl Webhooks {
 
     /// The delivery announcing `artifact` to its workflow's webhook, numbered with the
     /// workflow's next sequence number and its body rendered now; `None` when the workflow has
-    /// no webhook registered. Call it once per artifact, in the order the artifacts are stored.
+    /// no webhook registered, or its webhook's `types` leave this artifact out (its number is
+    /// used all the same). Call it once per artifact, in the order the artifacts are stored.
     pub fn delivery_for(&self, artifact: &Artifact) -> Option<NewDelivery> {
         let live = self
             .live
@@ -170,12 +174,14 @@ impl Webhooks {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&artifact.correlation_id)
             .cloned()?;
-        Some(NewDelivery::new(
-            artifact,
-            live.next_sequence(),
-            live.url.clone(),
-            live.secret.clone(),
-        ))
+        // The number is the artifact's place in its workflow, taken whether or not this
+        // webhook wants it: a filtered webhook sees gaps, never a renumbering.
+        let sequence = live.next_sequence();
+        let wanted = live
+            .types
+            .as_ref()
+            .is_none_or(|t| t.contains(&artifact.type_name));
+        wanted.then(|| NewDelivery::new(artifact, sequence, live.url.clone(), live.secret.clone()))
     }
 
     /// Forgets workflow `correlation_id`'s webhook: its later artifacts, if any, get no

@@ -266,6 +266,10 @@ pub struct WebhookConfig {
     /// The signing secret; unsigned webhooks without one.
     #[serde(default)]
     pub secret: Option<Secret>,
+    /// Only artifacts of these types are delivered (the others are neither rendered nor
+    /// stored as deliveries); every type when `None`. 1 to [`WebhookConfig::MAX_TYPES`] names.
+    #[serde(default)]
+    pub types: Option<Vec<TypeName>>,
 }
 
 impl WebhookConfig {
@@ -279,10 +283,24 @@ impl WebhookConfig {
             .map(Secret::new)
             .transpose()
             .map_err(|e| e.within("secret"))?;
-        Ok(WebhookConfig { url, secret })
+        Ok(WebhookConfig {
+            url,
+            secret,
+            types: None,
+        })
     }
 
-    /// Parses `{"url", "secret"?}`; `path` names the value in errors (`webhook`).
+    /// The most type names a webhook's `types` lists.
+    pub const MAX_TYPES: usize = 64;
+
+    /// Whether an artifact of `type_name` is delivered to this webhook.
+    pub fn wants(&self, type_name: &TypeName) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.contains(type_name))
+    }
+
+    /// Parses `{"url", "secret"?, "types"?}`; `path` names the value in errors (`webhook`).
     ///
     /// # Errors
     /// A missing, invalid or unknown field, named with its path.
@@ -290,8 +308,32 @@ impl WebhookConfig {
         let mut fields = Fields::new(value, path)?;
         let url = expect_string(&mut fields, "url", true)?.unwrap_or_default();
         let secret = expect_string(&mut fields, "secret", false)?;
+        let types = fields
+            .take("types")
+            .map(|value| Self::types_from(value, &fields.path_of("types")))
+            .transpose()?;
         fields.finish()?;
-        WebhookConfig::new(&url, secret.as_deref()).map_err(|e| e.within(path))
+        let mut config = WebhookConfig::new(&url, secret.as_deref()).map_err(|e| e.within(path))?;
+        config.types = types;
+        Ok(config)
+    }
+
+    /// Reads a `types` list: 1 to [`WebhookConfig::MAX_TYPES`] type names (repeats allowed).
+    fn types_from(value: Value, path: &str) -> Result<Vec<TypeName>, ValidationError> {
+        let names = crate::fields::string_list(value, path)?;
+        if names.is_empty() || names.len() > Self::MAX_TYPES {
+            return Err(ValidationError::field(
+                path,
+                format!(
+                    "{} type names; give 1 to {}, or leave `types` out for every type",
+                    names.len(),
+                    Self::MAX_TYPES
+                ),
+            ));
+        }
+        (names.into_iter().enumerate())
+            .map(|(i, name)| TypeName::new(name).map_err(|e| e.within(&format!("{path}[{i}]"))))
+            .collect()
     }
 }
 

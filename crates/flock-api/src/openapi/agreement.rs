@@ -466,6 +466,25 @@ fn publish_bodies(urls: &Urls, rng: &mut fastrand::Rng) -> Vec<Value> {
         body.insert("webhook_secret".to_owned(), secret);
         bodies.push(Value::Object(body));
     }
+    // A webhook's `types`: at and past its bounds, with valid and invalid names.
+    let many = |n: usize| Value::from(vec![json!("Idea"); n]);
+    let mut type_lists = vec![
+        json!(null),
+        json!([]),
+        json!(["Idea"]),
+        json!(["Idea", "Idea"]),
+        json!("Idea"),
+        json!([1]),
+        many(flock_models::WebhookConfig::MAX_TYPES),
+        many(flock_models::WebhookConfig::MAX_TYPES + 1),
+    ];
+    type_lists.extend(type_names().into_iter().map(|name| json!([name])));
+    for types in type_lists {
+        bodies.push(with(
+            "webhook",
+            json!({"url": "https://example.com/", "types": types}),
+        ));
+    }
     // Every combination of the three webhook fields, each absent, null, valid or invalid.
     let nested = [
         None,

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use flock_models::{
     MAX_SECRET_CHARS, MAX_SYNC_TIMEOUT, MAX_URL_BYTES, MIN_SYNC_TIMEOUT, Secret, Tags, TypeName,
-    WebhookUrl,
+    WebhookConfig, WebhookUrl,
 };
 use utoipa::openapi::schema::{
     AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema,
@@ -143,8 +143,23 @@ named_schema!(
         .property("url", reference::<WebhookUrlDoc>())
         .required("url")
         .property("secret", or_null(reference::<WebhookSecretDoc>()))
+        .property(
+            "types",
+            ArrayBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+                .items(reference::<TypeNameDoc>())
+                .min_items(Some(1))
+                .max_items(Some(WebhookConfig::MAX_TYPES))
+                .description(Some(format!(
+                    "Only artifacts of these types are delivered to this webhook (1 to {} \
+                     names); every type when absent. An artifact keeps its `sequence`, the \
+                     workflow's order, so a filtered webhook sees gaps: receivers order by \
+                     `sequence` and drop repeats by `webhook-id`.",
+                    WebhookConfig::MAX_TYPES
+                ))),
+        )
         .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false))),
-    [WebhookUrlDoc, WebhookSecretDoc]
+    [WebhookUrlDoc, WebhookSecretDoc, TypeNameDoc]
 );
 
 named_schema!(

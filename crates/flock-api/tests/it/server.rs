@@ -974,3 +974,68 @@ async fn publishes_past_the_pending_quotas_get_429_until_deliveries_drain() {
     app.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_with_types_gets_only_those_artifacts_numbered_in_workflow_order() {
+    let dir = TempDir::new();
+    let app = TestApp::start(chain_settings(&dir)).await;
+    let filtered = Receiver::start(Script::default());
+    let everything = Receiver::start(Script::default());
+    let publish = |url: &str, types: Option<Value>| {
+        let mut webhook = json!({"url": url, "secret": "s3cret"});
+        if let Some(types) = types {
+            webhook["types"] = types;
+        }
+        let body = json!({"type": "Idea", "payload": {}, "webhook": webhook, "timeout": 20});
+        let app = &app;
+        async move {
+            let answer: Value = app
+                .post("/api/v1/artifacts/sync", &body)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer["completed"], true, "{answer}");
+            answer["correlation_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let only_drafts = publish(&filtered.url, Some(json!(["Draft", "Unknown"]))).await;
+    publish(&everything.url, None).await;
+    // The unfiltered webhook gets all three; the filtered one the Draft alone, numbered 3.
+    let all = everything.wait_for(3).await;
+    let mut sequences: Vec<u64> = all.iter().map(|r| r.payload().sequence).collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, [1, 2, 3]);
+    let drafts = filtered.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(filtered.received().len(), 1, "only the Draft is delivered");
+    let draft = drafts[0].payload();
+    assert_eq!(
+        (draft.artifact.type_name.as_str(), draft.sequence),
+        ("Draft", 3)
+    );
+    drafts[0].verify("s3cret");
+    // The other artifacts were not stored as deliveries at all.
+    let listed = app
+        .get_json(&format!("/api/v1/correlations/{only_drafts}/webhooks"))
+        .await;
+    assert_eq!(
+        listed["deliveries"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    // A bad list is refused, naming the element.
+    let refused = app
+        .post(
+            "/api/v1/artifacts",
+            &json!({"type": "Idea", "payload": {},
+                    "webhook": {"url": "https://example.com/h", "types": ["Draft", "no spaces"]}}),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "webhook.types[1]", "{body}");
+    filtered.stop().await;
+    everything.stop().await;
+    app.stop().await;
+}
