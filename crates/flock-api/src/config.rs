@@ -240,8 +240,7 @@ pub struct WebhookSettings {
     /// who could publish (a signing oracle). Such webhooks are now signed with their tenant's
     /// secret; setting `webhooks.default_secret` is an error that says so.
     #[serde(rename = "default_secret", deserialize_with = "removed_default_secret")]
-    #[doc(hidden)]
-    pub removed_default_secret: Option<()>,
+    removed_default_secret: Option<()>,
     /// Address ranges the SSRF guard lets through, such as `127.0.0.1/32` for local
     /// development; a bare address counts as a range of one. Empty by default: no private,
     /// loopback or otherwise internal address.

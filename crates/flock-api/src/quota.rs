@@ -10,6 +10,9 @@
 //! refusing. Other instances' publishes are seen at the next read: with several instances the
 //! bound can be passed by what they admit within one [`REFRESH`].
 //!
+//! The counts hold one entry per tenant with deliveries pending or admitted since the last
+//! read; a read replaces them all, so they are bounded by the tenants that publish.
+//!
 //! What is accepted is never dropped: an accepted workflow's agent outputs get their deliveries
 //! whatever the counts, so the bound is on admission, not on the outbox itself.
 
@@ -88,7 +91,12 @@ impl PendingQuota {
                 counts.total
             )));
         }
-        *counts.by_tenant.entry(tenant.clone()).or_default() += 1;
+        match counts.by_tenant.get_mut(tenant) {
+            Some(n) => *n += 1,
+            None => {
+                counts.by_tenant.insert(tenant.clone(), 1);
+            }
+        }
         counts.total += 1;
         Ok(())
     }

@@ -68,7 +68,7 @@ where
         let mut next = None;
         // An exact count says when the offset is past every match; a capped one cannot.
         if query.limit > 0 && (query.count_limit.is_some() || (query.offset as u64) < total) {
-            let mut select = format!("SELECT position, {}", &artifacts::<D>()["SELECT ".len()..]);
+            let mut select = artifacts::<D>();
             let mut args = D::Arguments::default();
             filter::<D>(&mut select, &mut args, &query)?;
             if let Some(after) = query.after {
@@ -274,11 +274,11 @@ where
     }
 }
 
-/// `SELECT` of every artifact column, the tags as JSON.
+/// `SELECT` of every artifact column (and its place in publication order), the tags as JSON.
 fn artifacts<D: Dialect>() -> String {
     format!(
-        "SELECT id, type_name, payload, produced_by, correlation_id, tenant, {}, created_at \
-         FROM artifacts",
+        "SELECT position, id, type_name, payload, produced_by, correlation_id, tenant, {}, \
+         created_at FROM artifacts",
         D::TAGS
     )
 }

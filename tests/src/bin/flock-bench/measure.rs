@@ -355,7 +355,11 @@ impl Coin {
     }
 }
 
-async fn post_once(client: &reqwest::Client, url: &str, request: &Prepared) -> anyhow::Result<()> {
+pub(crate) async fn post_once(
+    client: &reqwest::Client,
+    url: &str,
+    request: &Prepared,
+) -> anyhow::Result<()> {
     let response = client
         .post(url)
         .headers(request.headers.clone())

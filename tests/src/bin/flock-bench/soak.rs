@@ -16,7 +16,7 @@ use bytes::Bytes;
 use flock_e2e::{Behaviour, Receiver, ServerConfig, Workdir};
 use tokio::sync::Semaphore;
 
-use crate::measure::{self, Prepared};
+use crate::measure;
 
 /// Retention while soaking: short, so that the run reaches the steady state it measures.
 const DELIVERY_RETENTION_SECS: u64 = 60;
@@ -101,7 +101,7 @@ pub(crate) async fn soak(
         let (client, api, request) = (client.clone(), api.clone(), Arc::clone(&request));
         let (ok, no) = (Arc::clone(&accepted), Arc::clone(&refused));
         tokio::spawn(async move {
-            match send(&client, &api, &request).await {
+            match measure::post_once(&client, &api, &request).await {
                 Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
                 Err(_) => no.fetch_add(1, Ordering::Relaxed),
             };
@@ -156,19 +156,6 @@ pub(crate) async fn soak(
         db_steady_mib: last.db_mib,
         lost,
     })
-}
-
-async fn send(client: &reqwest::Client, api: &str, request: &Prepared) -> anyhow::Result<()> {
-    let answer = client
-        .post(api)
-        .headers(request.headers().clone())
-        .body(request.body().to_vec())
-        .send()
-        .await?;
-    let status = answer.status().as_u16();
-    let _ = answer.bytes().await;
-    anyhow::ensure!(status == 202, "publish answered {status}");
-    Ok(())
 }
 
 /// The server's resident memory and open descriptors, and the database's size on disk.
