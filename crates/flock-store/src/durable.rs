@@ -280,17 +280,21 @@ async fn fail<B: Backend>(backend: &B, mut ops: Vec<Op>, err: sqlx::Error, log: 
 
 #[async_trait]
 impl<B: Backend> ArtifactStore for Durable<B> {
-    async fn publish(
+    async fn publish_all(
         &self,
-        artifact: &Artifact,
+        artifacts: &[Artifact],
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
-        let row = ArtifactFields::of(artifact).map_err(|e| {
-            let what = format!("the payload of artifact {} does not render", artifact.id);
-            StoreError::backend_because(what, e)
-        })?;
+        let rows = (artifacts.iter())
+            .map(|artifact| {
+                ArtifactFields::of(artifact).map_err(|e| {
+                    let what = format!("the payload of artifact {} does not render", artifact.id);
+                    StoreError::backend_because(what, e)
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let input = Input::Publish {
-            artifact: Some(row),
+            artifacts: rows,
             deliveries,
         };
         Ok(self.write(input, Done::applied).await?)
@@ -315,7 +319,7 @@ impl<B: Backend> Outbox for Durable<B> {
             return Ok(());
         }
         let input = Input::Publish {
-            artifact: None,
+            artifacts: Vec::new(),
             deliveries,
         };
         Ok(self.write(input, Done::applied).await?)

@@ -15,9 +15,9 @@ use crate::sql::rows::ArtifactFields;
 
 /// What a write asks for.
 pub(crate) enum Input {
-    /// An artifact (absent for a bare enqueue) with its deliveries, all or nothing.
+    /// Artifacts (none for a bare enqueue) with their deliveries, all or nothing.
     Publish {
-        artifact: Option<ArtifactFields>,
+        artifacts: Vec<ArtifactFields>,
         deliveries: Vec<NewDelivery>,
     },
     /// Due deliveries, leased.

@@ -10,6 +10,7 @@ mod durable;
 mod idempotency;
 mod keys;
 mod matrix;
+mod options;
 mod process;
 mod routes;
 mod secrets;

@@ -72,10 +72,10 @@ impl<'a> Batch<'a> {
         for op in ops {
             match &op.input {
                 Input::Publish {
-                    artifact,
+                    artifacts,
                     deliveries,
                 } if op.outcome.is_none() => {
-                    batch.artifacts.extend(artifact);
+                    batch.artifacts.extend(artifacts);
                     batch.deliveries.extend(deliveries);
                 }
                 Input::Record {
@@ -138,20 +138,22 @@ impl<'a> Record<'a> {
 }
 
 /// Refuses each publish that repeats an artifact or delivery id of an earlier one in the
-/// batch, or a delivery id of its own. (The database refuses the ids it holds.)
+/// batch, or an id of its own. (The database refuses the ids it holds.)
 pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
     let mut artifacts: HashSet<Uuid> = HashSet::new();
     let mut deliveries: HashSet<Uuid> = HashSet::new();
     for op in ops {
         let Input::Publish {
-            artifact,
+            artifacts: new_artifacts,
             deliveries: new,
         } = &op.input
         else {
             continue;
         };
-        let mut own = HashSet::new();
-        let refusal = match artifact.as_ref().filter(|a| artifacts.contains(&a.id)) {
+        let (mut own_artifacts, mut own) = (HashSet::new(), HashSet::new());
+        let refusal = match (new_artifacts.iter())
+            .find(|a| artifacts.contains(&a.id) || !own_artifacts.insert(a.id))
+        {
             Some(a) => Some(Refusal::DuplicateArtifact(a.id)),
             None => (new.iter())
                 .find(|d| deliveries.contains(&d.id) || !own.insert(d.id))
@@ -160,7 +162,7 @@ pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
         match refusal {
             Some(refusal) => op.done(Err(refusal)),
             None => {
-                artifacts.extend(artifact.as_ref().map(|a| a.id));
+                artifacts.extend(own_artifacts);
                 deliveries.extend(own);
             }
         }
@@ -242,6 +244,9 @@ impl Claimed {
             secret: (self.secret.map(Secret::new).transpose()).map_err(|e| field("secret", &e))?,
             body: Bytes::from(body),
             artifact_created_at: self.artifact_created_at,
+            webhook: 0,
+            ordered: false,
+            headers: None,
         };
         Ok(ClaimedDelivery {
             lease: Lease {

@@ -246,6 +246,9 @@ where
             },
             created_at: Self::time(row, "created_at")?,
             completed_at: Self::time_or_null(row, "completed_at")?,
+            webhook: 0,
+            ordered: false,
+            headers: Vec::new(),
         })
     }
 

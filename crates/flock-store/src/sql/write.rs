@@ -62,7 +62,7 @@ where
     async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError {
         let duplicate = matches!(&err, sqlx::Error::Database(e) if e.is_unique_violation());
         if let Input::Publish {
-            artifact,
+            artifacts,
             deliveries,
         } = &op.input
             && duplicate
@@ -70,10 +70,10 @@ where
             // A failed lookup says no.
             let holds =
                 async |table, id| matches!(Self::exists(&self.readers, table, id).await, Ok(true));
-            if let Some(a) = artifact
-                && holds("artifacts", a.id).await
-            {
-                return OpError::Refused(Refusal::DuplicateArtifact(a.id));
+            for a in artifacts {
+                if holds("artifacts", a.id).await {
+                    return OpError::Refused(Refusal::DuplicateArtifact(a.id));
+                }
             }
             for d in deliveries {
                 if holds("deliveries", d.id).await {
