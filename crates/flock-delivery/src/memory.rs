@@ -640,6 +640,7 @@ impl Outbox for MemoryOutbox {
                     delivery_id: c.delivery.id,
                     token: c.token,
                     expires_at,
+                    ordered: c.delivery.ordered,
                 },
                 delivery: c.delivery,
                 attempt: c.attempt,

@@ -255,6 +255,9 @@ pub struct Lease {
     pub token: u64,
     /// When the claim lapses.
     pub expires_at: OffsetDateTime,
+    /// Whether the delivery is ordered: recording its final result (delivered or failed) lets
+    /// the next delivery of its webhook go.
+    pub ordered: bool,
 }
 
 /// A delivery claimed for one attempt.

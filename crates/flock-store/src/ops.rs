@@ -43,7 +43,10 @@ impl Input {
     fn wakes_dispatcher(&self) -> bool {
         match self {
             Input::Publish { deliveries, .. } => !deliveries.is_empty(),
-            Input::Record { resolution, .. } => matches!(resolution, Resolution::RetryAt(_)),
+            // An ordered delivery's final result releases the next of its webhook.
+            Input::Record {
+                resolution, lease, ..
+            } => lease.ordered || matches!(resolution, Resolution::RetryAt(_)),
             Input::Redeliver { .. } => true,
             Input::Claim(_) | Input::Prune { .. } | Input::PruneWorkflows { .. } => false,
         }
@@ -57,6 +60,19 @@ impl Input {
             Input::Redeliver { .. } => "redeliver",
             Input::Prune { .. } => "prune",
             Input::PruneWorkflows { .. } => "workflow prune",
+        }
+    }
+
+    /// The ordered delivery this write records a final result for (delivered or failed):
+    /// the next delivery of its webhook may go.
+    pub(crate) fn releases(&self) -> Option<Uuid> {
+        match self {
+            Input::Record {
+                lease, resolution, ..
+            } if lease.ordered && !matches!(resolution, Resolution::RetryAt(_)) => {
+                Some(lease.delivery_id)
+            }
+            _ => None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flock_delivery::{AttemptView, ClaimedDelivery, ErrorKind, Lease, Resolution};
-use flock_models::{NewDelivery, Secret, TenantId, WebhookUrl};
+use flock_models::{NewDelivery, Secret, TenantId, WebhookHeaders, WebhookUrl};
 use time::OffsetDateTime;
 use tracing::error;
 use uuid::Uuid;
@@ -198,6 +198,28 @@ pub(crate) fn claims(ops: &[Op]) -> Vec<Claim> {
     claims
 }
 
+/// The JSON array of `delivery`'s custom header names, as the `header_names` column keeps
+/// them; `None` without custom headers.
+pub(crate) fn header_names(delivery: &NewDelivery) -> Result<Option<String>, sqlx::Error> {
+    delivery
+        .headers
+        .as_deref()
+        .map(|h| serde_json::to_string(&h.names().collect::<Vec<_>>()))
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// The JSON array of `delivery`'s custom headers as `[name, value]` pairs, as the `headers`
+/// column keeps them (like the secret); `None` without custom headers.
+pub(crate) fn header_pairs(delivery: &NewDelivery) -> Result<Option<String>, sqlx::Error> {
+    delivery
+        .headers
+        .as_deref()
+        .map(|h| serde_json::to_string(h.expose()))
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// What a batch statement answered, as its database's module read it: the deliveries whose
 /// record applied, and those its claim leased.
 pub(crate) struct Answer {
@@ -219,6 +241,10 @@ pub(crate) struct Claimed {
     pub(crate) attempts: i64,
     pub(crate) round_start: i64,
     pub(crate) was_due: OffsetDateTime,
+    pub(crate) webhook: i64,
+    pub(crate) ordered: i64,
+    /// The custom headers as stored: a JSON array of `[name, value]` pairs.
+    pub(crate) headers: Option<String>,
 }
 
 impl Claimed {
@@ -244,15 +270,27 @@ impl Claimed {
             secret: (self.secret.map(Secret::new).transpose()).map_err(|e| field("secret", &e))?,
             body: Bytes::from(body),
             artifact_created_at: self.artifact_created_at,
-            webhook: 0,
-            ordered: false,
-            headers: None,
+            webhook: u8::try_from(self.webhook).map_err(|e| field("webhook", &e))?,
+            ordered: self.ordered != 0,
+            // Like the secret: a pair that does not decode (or that no build would have
+            // accepted) makes the claim skip the row, and the error never quotes a value.
+            headers: match self.headers {
+                None => None,
+                Some(text) => {
+                    let pairs: Vec<(String, String)> = serde_json::from_str(&text)
+                        .map_err(|_| field("headers", &"not a JSON array of [name, value]"))?;
+                    let headers = WebhookHeaders::from_pairs(pairs)
+                        .map_err(|e| field("headers", &e.field_name().unwrap_or("the list")))?;
+                    (!headers.is_empty()).then(|| Arc::new(headers))
+                }
+            },
         };
         Ok(ClaimedDelivery {
             lease: Lease {
                 delivery_id: id,
                 token: claim.token.unsigned_abs(),
                 expires_at: claim.expires_at,
+                ordered: delivery.ordered,
             },
             delivery: Arc::new(delivery),
             attempt: recorded.saturating_add(1),
@@ -309,6 +347,9 @@ mod tests {
             attempts: 0,
             round_start: 0,
             was_due: datetime!(2026-11-28 12:00:00 UTC),
+            webhook: 0,
+            ordered: 0,
+            headers: None,
         };
         let err = claimed("whsec_!!").lease(&Claim::NONE).unwrap_err();
         assert!(err.0.contains("secret"), "{err}");

@@ -178,8 +178,8 @@ where
         }
         let select = format!(
             "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
-             due_at, lease_token, created_at, completed_at FROM deliveries \
-             WHERE {column} = $1 ORDER BY sequence, created_at"
+             due_at, lease_token, created_at, completed_at, webhook, ordered, header_names \
+             FROM deliveries WHERE {column} = $1 ORDER BY sequence, webhook, created_at"
         );
         let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
         let select = format!(
@@ -246,9 +246,14 @@ where
             },
             created_at: Self::time(row, "created_at")?,
             completed_at: Self::time_or_null(row, "completed_at")?,
-            webhook: 0,
-            ordered: false,
-            headers: Vec::new(),
+            webhook: u8::try_from(row.try_get::<i64, _>("webhook")?)
+                .map_err(|e| bad(format!("delivery {id}: webhook: {e}")))?,
+            ordered: row.try_get::<i64, _>("ordered")? != 0,
+            headers: match row.try_get::<Option<String>, _>("header_names")? {
+                None => Vec::new(),
+                Some(names) => serde_json::from_str(&names)
+                    .map_err(|e| bad(format!("delivery {id}: header names: {e}")))?,
+            },
         })
     }
 

@@ -13,11 +13,21 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::batch::{self, Batch, Claim};
-use super::rows::{ceil_micros, parse_state};
+use super::rows::{ceil_micros, floor_micros, parse_state};
 use super::{Dialect, KEEP_IDLE, Sql, Value};
 use crate::durable::Backend;
 use crate::error::Failure;
 use crate::ops::{ClaimRequest, Done, Input, Op, OpError, Refusal};
+
+/// Lets the next delivery of the webhook of ordered delivery `$2` go, due at `$1`: the first
+/// pending one of that webhook, when a claim parked it. (When an earlier delivery of the
+/// webhook is pending again, redelivered, the next claim parks it once more.)
+const RELEASE: &str = "\
+UPDATE deliveries SET due_at = $1 \
+    WHERE due_at IS NULL AND state = 'pending' AND lease_token IS NULL AND id = ( \
+        SELECT n.id FROM deliveries AS n JOIN deliveries AS d \
+            ON n.correlation_id = d.correlation_id AND n.webhook = d.webhook \
+        WHERE d.id = $2 AND n.state = 'pending' ORDER BY n.sequence LIMIT 1)";
 
 /// What a batch's statements answered: the deliveries whose record applied, and what each
 /// claim got (`None` for what cannot be read).
@@ -121,7 +131,9 @@ where
     async fn apply(conn: &mut D::Connection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
         batch::refuse_repeated_ids(ops);
         let claims = batch::claims(ops);
+        let releases = ops.iter().any(|op| op.input.releases().is_some());
         let rare = claims.len() > 1
+            || releases
             || (ops.iter()).any(|op| {
                 matches!(
                     op.input,
@@ -198,11 +210,29 @@ where
         claims: &[Claim],
         rare: bool,
     ) -> Result<Answered, sqlx::Error> {
-        let first = claims.first().copied().unwrap_or(Claim::NONE);
+        // An ordered delivery's final result releases the next of its webhook before the
+        // claims: the batch statement records (and claims nothing), then the releases, then
+        // every claim.
+        let releases: Vec<Uuid> = ops.iter().filter_map(|op| op.input.releases()).collect();
+        let first = match releases.is_empty() {
+            true => claims.first().copied().unwrap_or(Claim::NONE),
+            false => Claim::NONE,
+        };
         let answer = D::batch(conn, &Batch::of(ops, first), !rare).await?;
         let (applied, got) = batch::outcomes(answer, &first);
-        let mut claimed = vec![got];
+        let mut claimed = Vec::with_capacity(claims.len());
+        if releases.is_empty() {
+            claimed.push(got);
+        }
         if rare {
+            let now = D::time(floor_micros(OffsetDateTime::now_utc()));
+            for id in releases.iter().copied() {
+                sqlx::query(RELEASE)
+                    .bind(&now)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             for op in ops.iter_mut() {
                 let outcome = match op.input {
                     Input::Redeliver { id, now } => Self::redeliver(conn, id, now).await?,
@@ -221,7 +251,7 @@ where
                 };
                 op.done(outcome);
             }
-            for claim in claims.iter().skip(1) {
+            for claim in claims.iter().skip(claimed.len()) {
                 let answer = D::batch(conn, &Batch::claiming(*claim), false).await?;
                 claimed.push(batch::outcomes(answer, claim).1);
             }
