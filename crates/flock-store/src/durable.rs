@@ -164,6 +164,27 @@ impl<B: Backend> Durable<B> {
         }
     }
 
+    /// Prunes in writes of at most `chunk` (`prune` of each limit), so that other writes go in
+    /// between, until one prunes fewer; answers how many went in all.
+    async fn prune_in_chunks(
+        &self,
+        chunk: u64,
+        prune: impl Fn(u64) -> Input,
+    ) -> Result<u64, OpError> {
+        let mut total = 0u64;
+        loop {
+            let pruned = self.write(prune(chunk), |done| match done {
+                Done::Pruned(count) => Some(count),
+                _ => None,
+            });
+            let count = pruned.await?;
+            total = total.saturating_add(count);
+            if count < chunk {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Lets queued writes finish, then closes the connections. Later writes fail.
     pub(crate) async fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
@@ -429,41 +450,15 @@ impl<B: Backend> Outbox for Durable<B> {
     }
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {
-        let mut total = 0u64;
-        loop {
-            let input = Input::Prune {
-                before: completed_before,
-                limit: PRUNE_CHUNK,
-            };
-            let pruned = self.write(input, |done| match done {
-                Done::Pruned(count) => Some(count),
-                _ => None,
-            });
-            let count = pruned.await?;
-            total = total.saturating_add(count);
-            if count < PRUNE_CHUNK {
-                return Ok(total);
-            }
-        }
+        let before = completed_before;
+        let prune = |limit| Input::Prune { before, limit };
+        Ok(self.prune_in_chunks(PRUNE_CHUNK, prune).await?)
     }
 
     async fn prune_workflows(&self, finished_before: OffsetDateTime) -> Result<u64, OutboxError> {
-        let mut total = 0u64;
-        loop {
-            let input = Input::PruneWorkflows {
-                before: finished_before,
-                limit: PRUNE_WORKFLOWS_CHUNK,
-            };
-            let pruned = self.write(input, |done| match done {
-                Done::Pruned(count) => Some(count),
-                _ => None,
-            });
-            let count = pruned.await?;
-            total = total.saturating_add(count);
-            if count < PRUNE_WORKFLOWS_CHUNK {
-                return Ok(total);
-            }
-        }
+        let before = finished_before;
+        let prune = |limit| Input::PruneWorkflows { before, limit };
+        Ok(self.prune_in_chunks(PRUNE_WORKFLOWS_CHUNK, prune).await?)
     }
 
     async fn enqueued(&self) {

@@ -11,9 +11,7 @@ use flock_orchestrator::{ArtifactStore, IdempotencyStore, MemoryIdempotency};
 
 use crate::durable::{Backend, Durable};
 use crate::error::OpenError;
-use crate::idempotency::SqlIdempotency;
-use crate::keys::{KeyPool, SqlKeyStore};
-use crate::secrets::SqlTenantSecrets;
+use crate::keys::{KeyPool, Pool};
 use crate::url::StoreUrl;
 
 /// Artifacts and webhook deliveries in one database (or in memory), opened from a
@@ -61,12 +59,12 @@ impl Storage {
             StoreUrl::Memory => Ok(Storage::memory()),
             StoreUrl::Sqlite(path) => {
                 let store = crate::sqlite::open(path).await?;
-                let pool = KeyPool::Sqlite(store.backend().readers().clone());
+                let pool = Pool::Sqlite(store.backend().readers().clone());
                 Ok(Storage::durable(url.clone(), store, pool))
             }
             StoreUrl::Postgres(pg) => {
                 let store = crate::postgres::open(pg).await?;
-                let pool = KeyPool::Postgres(store.backend().readers().clone());
+                let pool = Pool::Postgres(store.backend().readers().clone());
                 Ok(Storage::durable(url.clone(), store, pool))
             }
         }
@@ -87,14 +85,15 @@ impl Storage {
     }
 
     /// A durable store; its keys, tenant secrets and idempotency records go through `pool`.
-    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>, pool: KeyPool) -> Storage {
+    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>, pool: Pool) -> Storage {
+        let tables = Arc::new(KeyPool::new(pool));
         Storage {
             url,
             artifacts: store.clone(),
             outbox: store.clone(),
-            keys: Arc::new(SqlKeyStore::new(pool.clone())),
-            secrets: Arc::new(SqlTenantSecrets::new(pool.clone())),
-            idempotency: Arc::new(SqlIdempotency::new(pool)),
+            keys: tables.clone(),
+            secrets: tables.clone(),
+            idempotency: tables,
             closer: Some(store),
         }
     }
