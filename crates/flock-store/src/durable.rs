@@ -65,11 +65,13 @@ pub(crate) trait Backend: Reads + Send + Sync + 'static {
 pub(crate) trait Reads {
     async fn get(self: Arc<Self>, id: Uuid) -> Result<Option<Artifact>, sqlx::Error>;
     async fn query(self: Arc<Self>, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error>;
-    async fn deliveries(
+    /// The deliveries whose `column` is `value` (a workflow's, or one by id), in sequence
+    /// order, each with its attempts.
+    async fn views(
         self: Arc<Self>,
-        correlation: Uuid,
+        column: &'static str,
+        value: Uuid,
     ) -> Result<Vec<DeliveryView>, sqlx::Error>;
-    async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
     async fn next_due(self: Arc<Self>) -> Result<Option<OffsetDateTime>, sqlx::Error>;
     async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error>;
     async fn pending_by_tenant(self: Arc<Self>) -> Result<Vec<(TenantId, u64)>, sqlx::Error>;
@@ -418,13 +420,14 @@ impl<B: Backend> Outbox for Durable<B> {
 
     async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError> {
         let what = "cannot list a workflow's deliveries";
-        Ok(self.read(what, |b| b.deliveries(correlation_id)).await?)
+        Ok(self
+            .read(what, |b| b.views("correlation_id", correlation_id))
+            .await?)
     }
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
-        Ok(self
-            .read("cannot read a delivery", |b| b.delivery(id))
-            .await?)
+        let views = self.read("cannot read a delivery", |b| b.views("id", id));
+        Ok(views.await?.pop())
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {

@@ -1,7 +1,9 @@
 //! API keys in SQL: the [`KeyStore`] of both backends, written once. The statements are the
 //! same text on SQLite and Postgres (`$n` placeholders, `TEXT` and `BIGINT` columns,
 //! `RETURNING`); the Rust around them is one macro body expanded for each pool type. Queries
-//! run on the store's runtime, whose I/O driver owns the connections.
+//! run on the store's runtime, whose I/O driver owns the connections. The [`KeyPool`] they run
+//! through is also the tenant secrets (`secrets.rs`) and the idempotency records
+//! (`idempotency.rs`).
 
 use async_trait::async_trait;
 use flock_auth::{KeyHash, KeyRecord, KeyStore, KeyStoreError};

@@ -89,15 +89,40 @@ where
         Ok(Page { items, total, next })
     }
 
-    async fn deliveries(
+    async fn views(
         self: Arc<Self>,
-        correlation_id: Uuid,
+        column: &'static str,
+        value: Uuid,
     ) -> Result<Vec<DeliveryView>, sqlx::Error> {
-        self.views("correlation_id", correlation_id).await
-    }
-
-    async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
-        Ok(self.views("id", id).await?.pop())
+        let mut tx = self.readers.begin().await?;
+        if let Some(snapshot) = D::SNAPSHOT {
+            sqlx::query(snapshot).execute(&mut *tx).await?;
+        }
+        let select = format!(
+            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
+             due_at, lease_token, created_at, completed_at FROM deliveries \
+             WHERE {column} = $1 ORDER BY sequence, created_at"
+        );
+        let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
+        let select = format!(
+            "SELECT a.delivery_id, a.number, a.started_at, a.status_code, a.error_kind, a.error, \
+             a.duration_ms FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id \
+             WHERE d.{column} = $1 ORDER BY a.number"
+        );
+        let attempts = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut by_delivery: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
+        for row in &attempts {
+            let (id, attempt) = Self::attempt_row(row)?;
+            by_delivery.entry(id).or_default().push(attempt);
+        }
+        let mut views = Vec::with_capacity(deliveries.len());
+        for row in &deliveries {
+            let mut view = Self::delivery_row(row)?;
+            view.attempts = by_delivery.remove(&view.id).unwrap_or_default();
+            views.push(view);
+        }
+        Ok(views)
     }
 
     /// When the earliest pending delivery is due (or its lease expires).
@@ -151,40 +176,6 @@ where
     i64: Value<D>,
     String: Value<D>,
 {
-    /// The deliveries whose `column` is `value` (a workflow's, or one by id), in sequence
-    /// order, each with its attempts.
-    async fn views(&self, column: &str, value: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
-        let mut tx = self.readers.begin().await?;
-        if let Some(snapshot) = D::SNAPSHOT {
-            sqlx::query(snapshot).execute(&mut *tx).await?;
-        }
-        let select = format!(
-            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
-             due_at, lease_token, created_at, completed_at FROM deliveries \
-             WHERE {column} = $1 ORDER BY sequence, created_at"
-        );
-        let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
-        let select = format!(
-            "SELECT a.delivery_id, a.number, a.started_at, a.status_code, a.error_kind, a.error, \
-             a.duration_ms FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id \
-             WHERE d.{column} = $1 ORDER BY a.number"
-        );
-        let attempts = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        let mut by_delivery: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
-        for row in &attempts {
-            let (id, attempt) = Self::attempt_row(row)?;
-            by_delivery.entry(id).or_default().push(attempt);
-        }
-        let mut views = Vec::with_capacity(deliveries.len());
-        for row in &deliveries {
-            let mut view = Self::delivery_row(row)?;
-            view.attempts = by_delivery.remove(&view.id).unwrap_or_default();
-            views.push(view);
-        }
-        Ok(views)
-    }
-
     fn artifact_row(row: &D::Row) -> Result<Artifact, sqlx::Error> {
         let fields = ArtifactFields {
             id: row.try_get("id")?,
