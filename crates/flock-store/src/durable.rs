@@ -89,18 +89,18 @@ enum Message {
 /// A store on a database: writes go to writer tasks that commit them in batches (group
 /// commit), reads run on the runtime the store was opened on. Both the [`ArtifactStore`] and
 /// the [`Outbox`] of one database.
-pub(crate) struct Durable<B: Backend> {
-    backend: Arc<B>,
+pub(crate) struct Durable {
+    backend: Arc<dyn Backend>,
     queue: mpsc::Sender<Message>,
     notify: Arc<Notify>,
     runtime: Handle,
     closed: AtomicBool,
 }
 
-impl<B: Backend> Durable<B> {
+impl Durable {
     /// Starts `writers` writer tasks on the current runtime.
-    pub(crate) fn start(backend: B, writers: usize) -> Arc<Self> {
-        let backend = Arc::new(backend);
+    pub(crate) fn start(backend: impl Backend, writers: usize) -> Arc<Self> {
+        let backend: Arc<dyn Backend> = Arc::new(backend);
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let notify = Arc::new(Notify::new());
@@ -143,17 +143,12 @@ impl<B: Backend> Durable<B> {
         })
     }
 
-    /// The database.
-    pub(crate) fn backend(&self) -> &B {
-        &self.backend
-    }
-
     /// Runs `read` of the backend on the store's runtime (whose I/O driver owns the
     /// connections); `what` names it in an error.
     async fn read<T: Send + 'static, F>(
         &self,
         what: &str,
-        read: impl FnOnce(Arc<B>) -> F,
+        read: impl FnOnce(Arc<dyn Backend>) -> F,
     ) -> Result<T, Failure>
     where
         F: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
@@ -202,8 +197,8 @@ impl<B: Backend> Durable<B> {
 /// One writer: takes every write queued (at least one, up to [`MAX_BATCH`]), applies them in
 /// one transaction, answers each, and starts over. There is no waiting to fill a batch: under
 /// load, writes queue up while a batch commits and form the next.
-async fn writer<B: Backend>(
-    backend: Arc<B>,
+async fn writer(
+    backend: Arc<dyn Backend>,
     receiver: Arc<Mutex<mpsc::Receiver<Message>>>,
     notify: Arc<Notify>,
 ) {
@@ -259,7 +254,7 @@ async fn writer<B: Backend>(
 
 /// Applies a batch; when it fails as a whole, applies its writes one at a time so that one bad
 /// write fails alone.
-async fn commit<B: Backend>(backend: &B, mut ops: Vec<Op>, notify: &Notify) {
+async fn commit(backend: &dyn Backend, mut ops: Vec<Op>, notify: &Notify) {
     let count = ops.len();
     let mut wake = false;
     match backend.write(&mut ops).await {
@@ -291,7 +286,7 @@ fn answer(ops: Vec<Op>) -> bool {
 
 /// Answers the one write of `ops`, which failed alone with `err`, with why; a database failure
 /// is logged when `log`.
-async fn fail<B: Backend>(backend: &B, mut ops: Vec<Op>, err: sqlx::Error, log: bool) {
+async fn fail(backend: &dyn Backend, mut ops: Vec<Op>, err: sqlx::Error, log: bool) {
     if let Some(op) = ops.pop() {
         let failure = backend.explain(&op, err).await;
         if let (true, OpError::Backend(failure)) = (log, &failure) {
@@ -302,7 +297,7 @@ async fn fail<B: Backend>(backend: &B, mut ops: Vec<Op>, err: sqlx::Error, log: 
 }
 
 #[async_trait]
-impl<B: Backend> ArtifactStore for Durable<B> {
+impl ArtifactStore for Durable {
     async fn publish(
         &self,
         artifact: &Artifact,
@@ -332,7 +327,7 @@ impl<B: Backend> ArtifactStore for Durable<B> {
 }
 
 #[async_trait]
-impl<B: Backend> Outbox for Durable<B> {
+impl Outbox for Durable {
     async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
         if deliveries.is_empty() {
             return Ok(());
@@ -432,16 +427,16 @@ impl<B: Backend> Outbox for Durable<B> {
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
         Ok(self
-            .read("cannot read the next due time", B::next_due)
+            .read("cannot read the next due time", Reads::next_due)
             .await?)
     }
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
-        Ok(self.read("cannot count deliveries", B::counts).await?)
+        Ok(self.read("cannot count deliveries", Reads::counts).await?)
     }
 
     async fn pending_by_tenant(&self) -> Result<Vec<(TenantId, u64)>, OutboxError> {
-        let count = B::pending_by_tenant;
+        let count = Reads::pending_by_tenant;
         Ok(self
             .read("cannot count deliveries by tenant", count)
             .await?)
