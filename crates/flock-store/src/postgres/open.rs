@@ -49,11 +49,8 @@ pub(crate) async fn open(url: &PostgresUrl) -> Result<(Arc<Durable>, Pool), Open
     let writer = pool(&options, writers).await.map_err(|e| fail(&e))?;
     crate::migrations::run(crate::migrations::POSTGRES, &writer, &shown).await?;
     let readers = pool(&options, READERS).await.map_err(|e| fail(&e))?;
-    let backend = Sql::new(writer, readers.clone(), None);
-    Ok((
-        Durable::start(backend, Postgres::WRITERS),
-        Pool::Postgres(readers),
-    ))
+    let store = Durable::start(Sql::new(writer, readers.clone(), None), Postgres::WRITERS);
+    Ok((store, Pool::Postgres(readers)))
 }
 
 async fn pool(options: &PgConnectOptions, size: u32) -> Result<PgPool, sqlx::Error> {

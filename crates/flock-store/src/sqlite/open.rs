@@ -80,11 +80,11 @@ pub(crate) async fn open(path: &Path) -> Result<(Arc<Durable>, Pool), OpenError>
         stop,
         task: tokio::spawn(checkpoint(checkpoints, stopped)),
     };
-    let backend = Sql::new(writer, readers.clone(), Some(background));
-    Ok((
-        Durable::start(backend, Sqlite::WRITERS),
-        Pool::Sqlite(readers),
-    ))
+    let store = Durable::start(
+        Sql::new(writer, readers.clone(), Some(background)),
+        Sqlite::WRITERS,
+    );
+    Ok((store, Pool::Sqlite(readers)))
 }
 
 /// Connections that live as long as the store.
