@@ -672,7 +672,7 @@ impl Outbox for MemoryOutbox {
             .filter_map(|id| state.view(*id))
             .collect();
         drop(state);
-        views.sort_by_key(|v| (v.sequence, v.created_at));
+        views.sort_by_key(|v| (v.sequence, v.webhook, v.created_at));
         Ok(views)
     }
 

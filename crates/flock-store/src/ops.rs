@@ -180,6 +180,7 @@ impl From<OpError> for OutboxError {
 /// One queued write: its input, its outcome once applied, and who waits for it.
 pub(crate) struct Op {
     pub(crate) input: Input,
+    /// The outcome, set by the backend while applying a batch.
     pub(crate) outcome: Option<Result<Done, Refusal>>,
     reply: oneshot::Sender<Result<Done, OpError>>,
 }
@@ -193,11 +194,6 @@ impl Op {
             reply,
         };
         (op, answer)
-    }
-
-    /// Sets the outcome (the backend calls this while applying a batch).
-    pub(crate) fn done(&mut self, outcome: Result<Done, Refusal>) {
-        self.outcome = Some(outcome);
     }
 
     /// Answers the caller after the batch committed; returns whether the dispatcher should

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::sql::Dialect as _;
 use crate::sql::batch::{Answer, Batch, Claimed, header_names, header_pairs};
+use crate::sql::rows::int;
 
 /// A batch's writes as one statement (data-modifying common table expressions), so a batch
 /// costs one round trip to the server whatever it holds; rows come as arrays (`UNNEST`):
@@ -128,7 +129,6 @@ pub(super) async fn batch(
         &batch.records,
         batch.claim,
     );
-    let int = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let rows = sqlx::query(BATCH)
         .bind(column(a, |a| a.id))
         .bind(column(a, |a| a.type_name.as_str()))

@@ -160,7 +160,7 @@ pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
                 .map(|d| Refusal::DuplicateDelivery(d.id)),
         };
         match refusal {
-            Some(refusal) => op.done(Err(refusal)),
+            Some(refusal) => op.outcome = Some(Err(refusal)),
             None => {
                 artifacts.extend(own_artifacts);
                 deliveries.extend(own);
@@ -173,7 +173,7 @@ pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
 pub(crate) fn claims(ops: &[Op]) -> Vec<Claim> {
     let mut claims: Vec<Claim> = Vec::new();
     for request in ops.iter().filter_map(|op| op.input.claim()) {
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let limit = rows::int(request.limit);
         match claims.iter_mut().find(|c| c.lease_for == request.lease_for) {
             Some(claim) => {
                 claim.at = claim.at.min(request.now);

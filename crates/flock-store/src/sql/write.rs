@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::batch::{self, Batch, Claim};
-use super::rows::{ceil_micros, floor_micros, parse_state};
+use super::rows::{ceil_micros, floor_micros, int, parse_state};
 use super::{Dialect, KEEP_IDLE, Sql, Value};
 use crate::durable::Backend;
 use crate::error::Failure;
@@ -198,7 +198,7 @@ where
                 }
                 _ => continue,
             };
-            op.done(outcome);
+            op.outcome = Some(outcome);
         }
         Ok(())
     }
@@ -239,7 +239,7 @@ where
                     Input::Prune { before, limit } => {
                         let deleted: i64 = sqlx::query_scalar(D::PRUNE)
                             .bind(D::time(ceil_micros(before)))
-                            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                            .bind(int(limit))
                             .fetch_one(&mut *conn)
                             .await?;
                         Ok(Done::Pruned(u64::try_from(deleted).unwrap_or(0)))
@@ -249,7 +249,7 @@ where
                     )),
                     _ => continue,
                 };
-                op.done(outcome);
+                op.outcome = Some(outcome);
             }
             for claim in claims.iter().skip(claimed.len()) {
                 let answer = D::batch(conn, &Batch::claiming(*claim), false).await?;
@@ -300,7 +300,7 @@ where
         limit: u64,
     ) -> Result<u64, sqlx::Error> {
         let before = D::time(ceil_micros(before));
-        let window = i64::try_from(limit.saturating_mul(8)).unwrap_or(i64::MAX);
+        let window = int(limit.saturating_mul(8));
         let oldest: Vec<Uuid> = sqlx::query_scalar(
             "SELECT correlation_id FROM (SELECT correlation_id, created_at FROM artifacts \
              ORDER BY position LIMIT $2) AS oldest WHERE created_at < $1",

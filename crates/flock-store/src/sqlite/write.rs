@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use uuid::Uuid;
 
 use crate::sql::batch::{Answer, Batch, Claimed, header_names, header_pairs};
-use crate::sql::rows::{bad, from_micros, micros};
+use crate::sql::rows::{bad, from_micros, int, micros};
 
 /// A batch's writes, statement after statement:
 ///
@@ -168,7 +168,7 @@ pub(super) async fn batch(
             correlation_id: d.correlation_id,
             tenant: d.tenant.as_str(),
             artifact_id: d.artifact_id,
-            sequence: i64::try_from(d.sequence).unwrap_or(i64::MAX),
+            sequence: int(d.sequence),
             url: d.url.as_str(),
             secret: d.secret.as_ref().map(Secret::expose),
             body_at: bodies.len() + 1,
@@ -194,7 +194,7 @@ pub(super) async fn batch(
             status_code: r.attempt.status_code,
             error_kind: r.error_kind,
             error: r.attempt.error.as_deref(),
-            duration_ms: i64::try_from(r.attempt.duration_ms).unwrap_or(i64::MAX),
+            duration_ms: int(r.attempt.duration_ms),
         })
         .collect();
     let claim = batch.claim;
