@@ -441,3 +441,138 @@ async fn ordered_deliveries_wait_for_the_one_before_and_unordered_do_not_on_post
     };
     ordered_on(db.url().clone()).await;
 }
+
+/// A batch of 1,000 is one write: with the database failing inserts part-way, none of it is
+/// stored (and no webhook is left behind); then the same batch is stored whole, answered with
+/// its ids in order, delivered with sequences 1 to 1,000, and replayed under its idempotency
+/// key.
+async fn a_batch_of_1000_on(store: StoreUrl) {
+    let mut s = settings();
+    s.store.url = store.clone();
+    s.server.body_limit_bytes = 4 * 1024 * 1024;
+    let app = TestApp::start(s).await;
+    let receiver = Receiver::start(Script::default());
+    let artifacts: Vec<Value> = (1..=1000)
+        .map(|n| json!({"type": "Step", "payload": {"n": n}, "tags": ["batch"]}))
+        .collect();
+    let body =
+        json!({"artifacts": artifacts, "webhook": {"url": receiver.url, "secret": "s3cret"}});
+
+    flock_store::testing::refuse_artifacts_beyond(&store, 500)
+        .await
+        .unwrap();
+    let refused = app.post("/api/v1/artifacts/batch", &body).await;
+    assert_eq!(
+        refused.status(),
+        503,
+        "a store failure is storage_unavailable"
+    );
+    let stored = app.get_json("/api/v1/artifacts?tag=batch&limit=1").await;
+    assert_eq!(
+        stored["pagination"]["total"], 0,
+        "nothing of the batch: {stored}"
+    );
+    flock_store::testing::allow_artifacts(&store).await.unwrap();
+
+    let answer = app
+        .client
+        .post(app.url("/api/v1/artifacts/batch"))
+        .header("X-Idempotency-Key", "batch-1000")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let accepted: Value = answer.json().await.unwrap();
+    assert_eq!(accepted["status"], "accepted");
+    let workflow = accepted["correlation_id"].as_str().unwrap().to_owned();
+    let ids: Vec<String> = accepted["artifact_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1000);
+    // The ids are the artifacts' in the request's order.
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = app
+            .get_json(&format!(
+                "/api/v1/artifacts?correlation_id={workflow}&limit=500{}",
+                cursor
+                    .as_deref()
+                    .map(|c| format!("&cursor={c}"))
+                    .unwrap_or_default()
+            ))
+            .await;
+        for item in page["items"].as_array().unwrap() {
+            listed.push((
+                item["id"].as_str().unwrap().to_owned(),
+                item["payload"]["n"].as_u64().unwrap(),
+            ));
+        }
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 1000);
+    for (i, (id, n)) in listed.iter().enumerate() {
+        assert_eq!((id, *n), (&ids[i], i as u64 + 1));
+    }
+    let received = receiver.wait_for(1000).await;
+    let mut sequences: Vec<u64> = received
+        .iter()
+        .map(|r| {
+            let payload = r.payload();
+            assert_eq!(
+                payload.artifact.payload["n"].as_u64(),
+                Some(payload.sequence)
+            );
+            payload.sequence
+        })
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(
+        sequences,
+        (1..=1000).collect::<Vec<u64>>(),
+        "1 to 1,000, no gap"
+    );
+    received[0].verify("s3cret");
+    // The same request under the same key: the first answer again, nothing new stored.
+    let replayed = app
+        .client
+        .post(app.url("/api/v1/artifacts/batch"))
+        .header("X-Idempotency-Key", "batch-1000")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 202);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let again: Value = replayed.json().await.unwrap();
+    assert_eq!(again, accepted);
+    let stored = app.get_json("/api/v1/artifacts?tag=batch&limit=1").await;
+    assert_eq!(stored["pagination"]["total"], 1000);
+    app.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_1000_is_stored_all_or_none_and_numbered_without_gap_on_sqlite() {
+    let dir = TempDir::new();
+    a_batch_of_1000_on(StoreUrl::Sqlite(dir.path().join("flock.db"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_1000_is_stored_all_or_none_and_numbered_without_gap_on_postgres() {
+    let Some(db) = PostgresTestDatabase::create(
+        "options::a_batch_of_1000_is_stored_all_or_none_and_numbered_without_gap_on_postgres",
+    )
+    .await
+    else {
+        return;
+    };
+    a_batch_of_1000_on(db.url().clone()).await;
+}
