@@ -437,14 +437,13 @@ fn several_webhooks_carry_their_options_and_errors_name_their_index() {
         "{debug}"
     );
 
-    let field = |body: serde_json::Value| {
+    let field = |body: Value| {
         ArtifactPublishRequest::from_value(body)
             .unwrap_err()
             .field_name()
             .map(str::to_owned)
     };
-    let base =
-        |webhooks: serde_json::Value| json!({"type": "I", "payload": {}, "webhooks": webhooks});
+    let base = |webhooks: Value| json!({"type": "I", "payload": {}, "webhooks": webhooks});
     assert_eq!(
         field(base(
             json!([{"url": "https://e.com/"}, {"url": "https://e.com/", "headers": {"host": "x"}}])
@@ -477,7 +476,7 @@ fn a_batch_names_each_artifact_by_its_index() {
     assert_eq!(batch.artifacts.len(), 2);
     assert_eq!(batch.artifacts[1].type_name, "B");
     assert_eq!(batch.webhooks[0].form, WebhookForm::Shorthand);
-    let field = |body: serde_json::Value| {
+    let field = |body: Value| {
         flock_models::BatchPublishRequest::from_value(body)
             .unwrap_err()
             .field_name()
