@@ -18,7 +18,9 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 ///
 /// 1. the artifacts of `$1` (their columns by name);
 /// 2. the deliveries of `$4`, created and due at `$3`, each body `body_len` bytes at `body_at`
-///    (from 1) of the blob `$2`;
+///    (from 1) of the blob `$2`, then the webhook options of those that have any (`$10`: a
+///    webhook other than the first, ordered, custom headers), so that the common delivery
+///    carries none of them through the JSON;
 /// 3. of the records of `$5`, the deliveries whose lease is still the record's token: the
 ///    answer of `kind` 1;
 /// 4. their attempts;
@@ -40,15 +42,16 @@ INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tena
            a.value ->> 'tenant', a.value ->> 'tags', a.value ->> 'created_at' \
     FROM json_each($1) AS a ORDER BY a.key; \
 INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
-                        artifact_created_at, state, due_at, created_at, webhook, ordered, \
-                        header_names, headers) \
+                        artifact_created_at, state, due_at, created_at) \
     SELECT unhex(d.value ->> 'id', '-'), unhex(d.value ->> 'correlation_id', '-'), \
            d.value ->> 'tenant', \
            unhex(d.value ->> 'artifact_id', '-'), d.value ->> 'sequence', d.value ->> 'url', \
            d.value ->> 'secret', substr($2, d.value ->> 'body_at', d.value ->> 'body_len'), \
-           d.value ->> 'artifact_created_at', 'pending', $3, $3, d.value ->> 'webhook', \
-           d.value ->> 'ordered', d.value ->> 'header_names', d.value ->> 'headers' \
+           d.value ->> 'artifact_created_at', 'pending', $3, $3 \
     FROM json_each($4) AS d ORDER BY d.key; \
+UPDATE deliveries SET webhook = o.value ->> 'webhook', ordered = o.value ->> 'ordered', \
+        header_names = o.value ->> 'header_names', headers = o.value ->> 'headers' \
+    FROM json_each($10) AS o WHERE deliveries.id = unhex(o.value ->> 'id', '-'); \
 SELECT 1 AS kind, json_group_array(lower(hex(d.id))) AS answer \
     FROM json_each($5) AS r JOIN deliveries AS d ON d.id = unhex(r.value ->> 'id', '-') \
     WHERE d.lease_token = r.value ->> 'token' AND d.state = 'pending'; \
@@ -75,8 +78,9 @@ SELECT 2 AS kind, json_group_array(json_object('id', lower(hex(id)), \
         'sequence', sequence, 'url', url, 'secret', secret, \
         'body', iif(body IS NULL, NULL, lower(hex(body))), \
         'artifact_created_at', artifact_created_at, 'attempts', attempts, \
-        'round_start', round_start, 'was_due', due_at, 'webhook', webhook, \
-        'ordered', ordered, 'headers', headers)) AS answer \
+        'round_start', round_start, 'was_due', due_at, \
+        'options', iif(webhook = 0 AND ordered = 0 AND headers IS NULL, NULL, \
+                       json_array(webhook, ordered, headers)))) AS answer \
     FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
           ORDER BY due_at, id LIMIT $7); \
 UPDATE deliveries SET lease_token = $8, due_at = $9 WHERE id IN ( \
@@ -118,6 +122,16 @@ DELETE FROM deliveries WHERE id IN ( \
     ORDER BY completed_at, id LIMIT $2); \
 SELECT changes()";
 
+/// A delivery's webhook options in the `$10` array: only deliveries that have any.
+#[derive(Serialize)]
+struct OptionsJson {
+    id: Uuid,
+    webhook: u8,
+    ordered: u8,
+    header_names: Option<String>,
+    headers: Option<String>,
+}
+
 /// A delivery in the `$4` array.
 #[derive(Serialize)]
 struct DeliveryJson<'a> {
@@ -131,10 +145,6 @@ struct DeliveryJson<'a> {
     body_at: usize,
     body_len: usize,
     artifact_created_at: i64,
-    webhook: u8,
-    ordered: u8,
-    header_names: Option<String>,
-    headers: Option<String>,
 }
 
 /// A record in the `$5` array: the lease, the delivery's new state, and the attempt.
@@ -162,7 +172,17 @@ pub(super) async fn batch(
 ) -> Result<Answer, sqlx::Error> {
     let mut bodies: Vec<u8> = Vec::new();
     let mut deliveries = Vec::with_capacity(batch.deliveries.len());
+    let mut options = Vec::new();
     for d in &batch.deliveries {
+        if d.webhook != 0 || d.ordered || d.headers.is_some() {
+            options.push(OptionsJson {
+                id: d.id,
+                webhook: d.webhook,
+                ordered: u8::from(d.ordered),
+                header_names: header_names(d)?,
+                headers: header_pairs(d)?,
+            });
+        }
         deliveries.push(DeliveryJson {
             id: d.id,
             correlation_id: d.correlation_id,
@@ -174,10 +194,6 @@ pub(super) async fn batch(
             body_at: bodies.len() + 1,
             body_len: d.body.len(),
             artifact_created_at: micros(d.artifact_created_at),
-            webhook: d.webhook,
-            ordered: u8::from(d.ordered),
-            header_names: header_names(d)?,
-            headers: header_pairs(d)?,
         });
         bodies.extend_from_slice(&d.body);
     }
@@ -208,6 +224,7 @@ pub(super) async fn batch(
         .bind(claim.limit)
         .bind(claim.token)
         .bind(micros(claim.expires_at))
+        .bind(json(&options)?)
         .fetch_all(&mut *conn)
         .await;
     if rows.is_err() && alone {
@@ -248,9 +265,10 @@ struct ClaimedJson {
     attempts: i64,
     round_start: i64,
     was_due: i64,
-    webhook: i64,
-    ordered: i64,
-    headers: Option<String>,
+    /// `[webhook, ordered, headers]`, or absent for the first webhook, unordered, without
+    /// custom headers.
+    #[serde(default)]
+    options: Option<(i64, i64, Option<String>)>,
 }
 
 impl ClaimedJson {
@@ -270,9 +288,9 @@ impl ClaimedJson {
             attempts: self.attempts,
             round_start: self.round_start,
             was_due: from_micros(self.was_due)?,
-            webhook: self.webhook,
-            ordered: self.ordered,
-            headers: self.headers,
+            webhook: self.options.as_ref().map_or(0, |o| o.0),
+            ordered: self.options.as_ref().map_or(0, |o| o.1),
+            headers: self.options.and_then(|o| o.2),
         })
     }
 }
