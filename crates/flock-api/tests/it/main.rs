@@ -5,8 +5,10 @@
 
 mod auth;
 mod bad_input;
+mod bulk;
 mod config;
 mod durable;
+mod events;
 mod idempotency;
 mod keys;
 mod matrix;

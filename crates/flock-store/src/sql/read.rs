@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flock_delivery::{AttemptView, DeliveryState, DeliveryView, OutboxCounts};
+use flock_delivery::{AttemptView, DeliveryState, DeliveryView, FailedQuery, OutboxCounts};
 use flock_models::{Artifact, TenantId, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
 use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row as _};
@@ -18,6 +18,8 @@ use super::rows::{
 };
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
+
+mod failed;
 
 #[async_trait]
 impl<D: Dialect> Reads for Sql<D>
@@ -72,7 +74,11 @@ where
             let mut args = D::Arguments::default();
             filter::<D>(&mut select, &mut args, &query)?;
             if let Some(after) = query.after {
-                select.push_str(" AND position > ");
+                select.push_str(if query.newest_first {
+                    " AND position < "
+                } else {
+                    " AND position > "
+                });
                 bind(
                     &mut select,
                     &mut args,
@@ -80,7 +86,11 @@ where
                 )?;
             }
             // One more than the page, to know whether a next page exists.
-            select.push_str(" ORDER BY position LIMIT ");
+            select.push_str(if query.newest_first {
+                " ORDER BY position DESC LIMIT "
+            } else {
+                " ORDER BY position LIMIT "
+            });
             bind(
                 &mut select,
                 &mut args,
@@ -116,6 +126,10 @@ where
 
     async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
         Ok(self.views("id", id).await?.pop())
+    }
+
+    async fn failed(self: Arc<Self>, query: FailedQuery) -> Result<Vec<DeliveryView>, sqlx::Error> {
+        self.failed_views(&query).await
     }
 
     /// When the earliest pending delivery is due (or its lease expires).

@@ -1,0 +1,105 @@
+//! A tenant's failed deliveries in a window ([`FailedQuery`]), the most recently failed first:
+//! what the failed-deliveries listing and the bulk redelivery read. One statement for both
+//! databases, on the `deliveries_completed` index (`completed_at, id` of done deliveries).
+
+use std::collections::HashMap;
+
+use flock_delivery::{AttemptView, DeliveryView, FailedQuery};
+use sqlx::{ColumnIndex, Executor, IntoArguments};
+use uuid::Uuid;
+
+use super::bind;
+use crate::sql::rows::ceil_micros;
+use crate::sql::{Dialect, Sql, Value};
+
+impl<D: Dialect> Sql<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    Uuid: Value<D>,
+    i64: Value<D>,
+    String: Value<D>,
+{
+    /// The deliveries `query` selects, each with its attempts, in one read snapshot. A
+    /// destination matches the URL as shown: the stored URL itself, or it followed by its query
+    /// or fragment.
+    pub(super) async fn failed_views(
+        &self,
+        query: &FailedQuery,
+    ) -> Result<Vec<DeliveryView>, sqlx::Error> {
+        let mut select = String::from(
+            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
+             due_at, lease_token, created_at, completed_at FROM deliveries \
+             WHERE state <> 'pending' AND state = 'failed' AND tenant = ",
+        );
+        let mut args = D::Arguments::default();
+        bind(&mut select, &mut args, query.tenant.as_str().to_owned())?;
+        select.push_str(" AND completed_at >= ");
+        bind(&mut select, &mut args, D::time(ceil_micros(query.since)))?;
+        if let Some(until) = query.until {
+            select.push_str(" AND completed_at <= ");
+            bind(&mut select, &mut args, D::time(until))?;
+        }
+        if let Some(correlation_id) = query.correlation_id {
+            select.push_str(" AND correlation_id = ");
+            bind(&mut select, &mut args, correlation_id)?;
+        }
+        if let Some(url) = &query.destination {
+            let prefix = i64::try_from(url.chars().count() + 1).unwrap_or(i64::MAX);
+            select.push_str(" AND (url = ");
+            bind(&mut select, &mut args, url.clone())?;
+            select.push_str(" OR substr(url, 1, ");
+            bind(&mut select, &mut args, prefix)?;
+            select.push_str(") IN (");
+            bind(&mut select, &mut args, format!("{url}?"))?;
+            select.push_str(", ");
+            bind(&mut select, &mut args, format!("{url}#"))?;
+            select.push_str("))");
+        }
+        select.push_str(" ORDER BY completed_at DESC, id DESC LIMIT ");
+        bind(
+            &mut select,
+            &mut args,
+            i64::try_from(query.limit).unwrap_or(i64::MAX),
+        )?;
+
+        let mut tx = self.readers.begin().await?;
+        if let Some(snapshot) = D::SNAPSHOT {
+            sqlx::query(snapshot).execute(&mut *tx).await?;
+        }
+        let rows = sqlx::query_with(&select, args).fetch_all(&mut *tx).await?;
+        let mut views = Vec::with_capacity(rows.len());
+        for row in &rows {
+            views.push(Self::delivery_row(row)?);
+        }
+        if !views.is_empty() {
+            let mut select = String::from(
+                "SELECT delivery_id, number, started_at, status_code, error_kind, error, \
+                 duration_ms FROM attempts WHERE delivery_id IN (",
+            );
+            let mut args = D::Arguments::default();
+            for (i, view) in views.iter().enumerate() {
+                select.push_str(if i == 0 { "" } else { ", " });
+                bind(&mut select, &mut args, view.id)?;
+            }
+            select.push_str(") ORDER BY number");
+            let attempts = sqlx::query_with(&select, args).fetch_all(&mut *tx).await?;
+            let mut by_delivery: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
+            for row in &attempts {
+                let (id, attempt) = Self::attempt_row(row)?;
+                by_delivery.entry(id).or_default().push(attempt);
+            }
+            for view in &mut views {
+                view.attempts = by_delivery.remove(&view.id).unwrap_or_default();
+            }
+        }
+        tx.commit().await?;
+        // The URL filter above matched the stored URL's beginning; the shown URL decides.
+        if let Some(url) = &query.destination {
+            views.retain(|view| view.url == *url);
+        }
+        Ok(views)
+    }
+}
