@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod bulk;
 mod config;
+mod dashboard;
 mod durable;
 mod events;
 mod idempotency;
