@@ -11,6 +11,7 @@ use utoipa::openapi::{Required, Schema};
 use crate::events::EventKind;
 use crate::idempotency;
 use crate::routes::artifacts::{DEFAULT_LIMIT, MAX_CURSOR_LEN, MAX_LIMIT, MAX_OFFSET};
+use crate::routes::events::MAX_EVENT_ID_LEN;
 use crate::routes::webhooks::{FAILED_DEFAULT_LIMIT, FAILED_MAX_LIMIT};
 
 /// An optional parameter `name` in `place` with `schema`.
@@ -160,7 +161,7 @@ impl IntoParams for EventsQueryDoc {
             optional(
                 "Last-Event-ID",
                 ParameterIn::Header,
-                text().pattern(Some("^[0-9]{1,20}$".to_owned())),
+                text().pattern(Some(format!("^[0-9]{{1,{MAX_EVENT_ID_LEN}}}$"))),
                 "Resume after this event: the kept events after it come first (a `stream.missed` event first when it is older than what is kept).",
             ),
         ]

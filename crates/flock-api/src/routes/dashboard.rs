@@ -54,7 +54,10 @@ pub(crate) async fn page() -> HttpResponse {
     get, path = "/ui/assets/{name}", tag = "dashboard", security(()),
     params(("name" = String, Path, description = "`app.js` or `app.css`")),
     responses(
-        (status = 200, content_type = "text/plain", body = String, description = "The asset (`text/javascript` or `text/css`)"),
+        (status = 200, description = "The asset", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
         AssetErrors,
     )
 )]

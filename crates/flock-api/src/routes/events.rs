@@ -25,8 +25,8 @@ use crate::state::AppState;
 /// How long a client waits before reconnecting, as the stream's `retry:` field says.
 const RECONNECT_MS: u64 = 2_000;
 
-/// The longest `Last-Event-ID` (the decimal digits of a 64-bit id).
-const MAX_EVENT_ID_LEN: usize = 20;
+/// The longest `Last-Event-ID`: 19 decimal digits always fit an id (a 64-bit number).
+pub(crate) const MAX_EVENT_ID_LEN: usize = 19;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(Resource::new("/events").get(events).finish());

@@ -86,10 +86,10 @@ async fn bulk_on(store: StoreUrl) {
     delivery_when(&app, &acme, &before, "failed").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let since = flock_models::timestamp::format_micros(time::OffsetDateTime::now_utc());
-    let failed = [
-        publish(&app, &acme, &down).await,
-        publish(&app, &acme, &down).await,
-    ];
+    // One after the other, so that they fail in this order.
+    let first = publish(&app, &acme, &down).await;
+    delivery_when(&app, &acme, &first, "failed").await;
+    let failed = [first, publish(&app, &acme, &down).await];
     let delivered = publish(&app, &acme, &up.url).await;
     let pending = publish(&app, &acme, &busy.url).await;
     let others = publish(&app, &other, &down).await;

@@ -431,3 +431,80 @@ async fn dashboard_redeliver_all_since_queues_exactly_the_failed_deliveries_in_t
     up.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_assets_are_embedded_open_and_served_under_a_strict_policy() {
+    let mut s = settings();
+    s.auth.mode = AuthMode::Keys;
+    let app = TestApp::start(s).await;
+    let mut pages = Vec::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui", "text/html"),
+        ("/ui/assets/app.js", "text/javascript"),
+        ("/ui/assets/app.css", "text/css"),
+    ] {
+        // No key: they hold no data.
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert!(
+            header("content-type").starts_with(kind),
+            "{path}: {}",
+            header("content-type")
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        let policy = header("content-security-policy");
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(policy.contains(part), "{path}: {policy}");
+        }
+        assert!(
+            !policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"),
+            "{policy}"
+        );
+        pages.push((path, response.text().await.unwrap()));
+    }
+    let (_, html) = &pages[1];
+    // Every script is a file of this origin; no inline script, handler or style attribute.
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script type=\"module\" src=\"/ui/assets/")
+            .count()
+    );
+    for inline in [" style=", " onclick=", " onload=", "javascript:"] {
+        assert!(!html.contains(inline), "{inline}");
+    }
+    for (path, text) in &pages {
+        // Nothing is fetched from elsewhere, and data is never parsed as HTML.
+        assert!(
+            !text.contains("https://") && !text.contains("http://"),
+            "{path}"
+        );
+        assert!(
+            !text.contains("innerHTML") && !text.contains("localStorage.setItem"),
+            "{path}"
+        );
+    }
+    let missing = app.get("/ui/assets/nope.js").await;
+    assert_eq!(missing.status(), 404);
+    // Its data calls are the API's: without a key they are refused.
+    assert_eq!(
+        app.get("/api/v1/artifacts?order=newest_first")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(app.get("/api/v1/events").await.status(), 401);
+    app.stop().await;
+}

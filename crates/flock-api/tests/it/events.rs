@@ -525,3 +525,60 @@ async fn another_tenants_events_never_appear() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_bound_get_503_and_every_stream_ends_when_the_server_stops() {
+    let mut s = keyed(settings());
+    s.events.max_subscribers = 2;
+    let app = TestApp::start(s).await;
+    let key = app.key("acme", &[Scope::Read]).await;
+    let first = Sse::open(&app, "/api/v1/events", &key, None).await;
+    let mut second = Sse::open(&app, "/api/v1/events", &key, None).await;
+    let refused = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    // A stream that closes frees its place.
+    drop(first);
+    let deadline = Instant::now() + LONG;
+    let mut third = loop {
+        let response = app
+            .client
+            .get(app.url("/api/v1/events"))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break Sse {
+                response,
+                buffer: String::new(),
+                ended: false,
+            };
+        }
+        assert!(Instant::now() < deadline, "the place was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Stopping the server ends both open streams with `stream.closed`, without waiting for
+    // them.
+    let started = Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    for stream in [&mut second, &mut third] {
+        let last = stream.next_event(LONG).await.expect("a last event");
+        assert_eq!(kind(&last), "stream.closed", "{last:?}");
+        assert!(stream.next(LONG).await.is_none(), "then the end");
+    }
+    stopping.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
