@@ -612,7 +612,7 @@ impl Outbox for MemoryOutbox {
             .filter(|view| query.matches(view))
             .collect();
         drop(state);
-        views.sort_by(|a, b| (b.completed_at, b.id).cmp(&(a.completed_at, a.id)));
+        views.sort_by_key(|v| Reverse((v.completed_at, v.id)));
         views.truncate(query.limit);
         Ok(views)
     }

@@ -294,10 +294,8 @@ async fn last_event_id_resumes_without_loss_within_the_window_and_says_when_even
     let mut resumed = Sse::open(&app, "/api/v1/events", &key, Some(&last)).await;
     let rest = resumed.events_until(|e| e.len() == 10).await;
     // Nothing lost, nothing twice: ids continue right after the last one read.
-    let mut expected = id_of(&first[1]) + 1;
-    for event in &rest {
+    for (expected, event) in (id_of(&first[1]) + 1..).zip(&rest) {
         assert_eq!(id_of(event), expected, "{rest:#?}");
-        expected += 1;
     }
     let notes = rest
         .iter()
