@@ -22,8 +22,10 @@
 //!   resumes from them. What the hub holds is bounded: the ring, plus at most `events.queue`
 //!   events per open stream, plus at most `events.max_subscribers` streams (the next one is
 //!   answered 503 `overloaded`).
-//! - **Heartbeat.** A stream that has sent nothing for `events.heartbeat_ms` sends the comment
-//!   `: heartbeat`, which keeps proxies from closing it and tells the client it is alive.
+//! - **Heartbeat.** Every `events.heartbeat_ms` a stream sends the comment `: heartbeat`, which
+//!   keeps proxies from closing it and tells the client it is alive. A client that left is
+//!   noticed when its stream next writes (an event, or the heartbeat at the latest), and its
+//!   slot is freed then.
 //! - **Tenants.** Every event carries the tenant of its workflow; a subscriber sees only its
 //!   own tenant's events. The control events (`stream.*`) carry no workflow data.
 //! - **Instances.** The hub is in-process: on several instances sharing Postgres, each streams

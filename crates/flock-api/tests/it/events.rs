@@ -528,6 +528,8 @@ async fn another_tenants_events_never_appear() {
 async fn streams_past_the_bound_get_503_and_every_stream_ends_when_the_server_stops() {
     let mut s = keyed(settings());
     s.events.max_subscribers = 2;
+    // A client that left is noticed when its stream next writes: a heartbeat at the latest.
+    s.events.heartbeat_ms = 200;
     let app = TestApp::start(s).await;
     let key = app.key("acme", &[Scope::Read]).await;
     let first = Sse::open(&app, "/api/v1/events", &key, None).await;
