@@ -65,7 +65,7 @@ pub(crate) use schema::*;
         routes::keys::revoke_key,
         routes::secrets::rotate_secret,
     ),
-    components(schemas(ErrorBodyDoc)),
+    components(schemas(ErrorBodyDoc, AssetNameDoc)),
     modifiers(&BearerScheme),
     security(("bearer" = [])),
     tags(

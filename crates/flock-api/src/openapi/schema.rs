@@ -442,3 +442,15 @@ pub(crate) struct RequeuedDoc {
     /// More match: call again to queue the next ones.
     more: bool,
 }
+
+/// The dashboard's assets.
+#[derive(ToSchema)]
+#[schema(as = DashboardAsset)]
+pub(crate) enum AssetNameDoc {
+    /// The page's script (an ES module).
+    #[schema(rename = "app.js")]
+    AppJs,
+    /// The page's style sheet.
+    #[schema(rename = "app.css")]
+    AppCss,
+}

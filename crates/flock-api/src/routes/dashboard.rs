@@ -52,7 +52,7 @@ pub(crate) async fn page() -> HttpResponse {
 /// `GET /ui/assets/{name}`: the page's script (`app.js`) and style sheet (`app.css`).
 #[utoipa::path(
     get, path = "/ui/assets/{name}", tag = "dashboard", security(()),
-    params(("name" = String, Path, description = "`app.js` or `app.css`")),
+    params(("name" = crate::openapi::AssetNameDoc, Path, description = "`app.js` or `app.css`")),
     responses(
         (status = 200, description = "The asset", content(
             (String = "text/javascript"),
