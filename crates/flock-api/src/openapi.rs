@@ -44,6 +44,7 @@ pub(crate) use schema::*;
     paths(
         routes::artifacts::publish,
         routes::artifacts::publish_sync,
+        routes::artifacts::publish_batch,
         routes::artifacts::list,
         routes::artifacts::get,
         routes::correlations::status,
@@ -117,7 +118,22 @@ pub(crate) fn document() -> Value {
     let mut document =
         serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
     name_link_fields(&mut document);
+    refuse_header_names(&mut document);
     document
+}
+
+/// utoipa 5 has no `not`: the refused custom header names go into the document here, as
+/// `propertyNames.not.pattern` of `WebhookHeaders`.
+fn refuse_header_names(document: &mut Value) {
+    if let Some(names) = document
+        .pointer_mut("/components/schemas/WebhookHeaders/propertyNames")
+        .and_then(Value::as_object_mut)
+    {
+        names.insert(
+            "not".to_owned(),
+            serde_json::json!({ "pattern": flock_models::WebhookHeaders::refused_name_pattern() }),
+        );
+    }
 }
 
 /// utoipa 5 writes a Link object's fields in snake case (`operation_id`); OpenAPI names them in

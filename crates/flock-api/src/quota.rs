@@ -57,14 +57,18 @@ impl PendingQuota {
         }
     }
 
-    /// Admits a publish of `tenant` that enqueues one delivery, counting it, or refuses it.
+    /// Admits a publish of `tenant` that enqueues up to `deliveries` deliveries, counting them,
+    /// or refuses it. A publish is refused when the tenant or the server is at its limit
+    /// already; one that is admitted may pass the limit by its own deliveries (at most a batch
+    /// of 1,000 artifacts on 8 webhooks), so a tenant's count never exceeds its limit by more
+    /// than one publish.
     /// The first call reads the counts before answering; later ones start a read in the
     /// background when the counts are older than [`REFRESH`].
     ///
     /// # Errors
     /// 429 `too_many_pending_deliveries` with `Retry-After`; 503 `storage_unavailable` when the
     /// first read fails.
-    pub(crate) async fn admit(&self, tenant: &TenantId) -> Result<(), ApiError> {
+    pub(crate) async fn admit(&self, tenant: &TenantId, deliveries: u64) -> Result<(), ApiError> {
         let first = self.lock().read_at.is_none();
         if first {
             let read = self.outbox.pending_by_tenant().await?;
@@ -92,12 +96,12 @@ impl PendingQuota {
             )));
         }
         match counts.by_tenant.get_mut(tenant) {
-            Some(n) => *n += 1,
+            Some(n) => *n += deliveries,
             None => {
-                counts.by_tenant.insert(tenant.clone(), 1);
+                counts.by_tenant.insert(tenant.clone(), deliveries);
             }
         }
-        counts.total += 1;
+        counts.total += deliveries;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use flock_models::{Artifact, NewDelivery, RequestedWebhook, Secret, TypeName, WebhookUrl};
+use flock_models::{Artifact, NewDelivery, RequestedWebhook, WebhookConfig, WebhookHeaders};
 use uuid::Uuid;
 
 use crate::ssrf::{Refused, SsrfGuard};
@@ -17,12 +17,12 @@ use crate::ssrf::{Refused, SsrfGuard};
 /// One `Webhooks` serves a whole server; share it in an `Arc`. A workflow's webhook goes
 /// through it from request to removal:
 ///
-/// 1. [`Webhooks::publish`] (or [`Webhooks::register`]) checks the requested webhook (the SSRF
+/// 1. [`Webhooks::publish`] (or [`Webhooks::register`]) checks the requested webhooks (the SSRF
 ///    guard refuses a literal address or `localhost` it does not allow; without a secret of its
-///    own the server's default secret signs), registers it under a fresh correlation id and, for
+///    own the tenant's secret signs), registers them under a fresh correlation id and, for
 ///    `publish`, runs the workflow's first publish, forgetting the webhook again if that fails;
-/// 2. [`Webhooks::delivery_for`] hands out the workflow's next sequence number and the
-///    [`NewDelivery`] announcing each of its artifacts (the delivery component calls it in the
+/// 2. [`Webhooks::deliveries_for`] hands out the workflow's next sequence number and the
+///    [`NewDelivery`]s announcing each of its artifacts to each of its webhooks (the delivery component calls it in the
 ///    orchestrator's `before_store` hook, under the workflow's publish lock, so numbers follow
 ///    store order);
 /// 3. [`Webhooks::forget`] drops the workflow once it is idle (the component's
@@ -34,13 +34,11 @@ pub struct Webhooks {
     live: RwLock<HashMap<Uuid, Arc<Live>>>,
 }
 
-/// One live workflow's webhook: where its deliveries go, what signs them, and the counter that
-/// numbers its artifacts.
+/// One live workflow's webhooks (where its deliveries go, what signs them, which types they
+/// want, their headers and order) and the counter that numbers its artifacts, shared by all of
+/// them.
 struct Live {
-    url: WebhookUrl,
-    secret: Option<Secret>,
-    /// The artifact types delivered; every type when `None`.
-    types: Option<Vec<TypeName>>,
+    hooks: Vec<(WebhookConfig, Option<Arc<WebhookHeaders>>)>,
     /// The last sequence number handed out; 0 before the first.
     sequence: AtomicU64,
 }
@@ -58,14 +56,14 @@ impl Live {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: webhooks may not be sent there: {refused}")]
 pub struct AddressRefused {
-    field: &'static str,
+    field: String,
     refused: Refused,
 }
 
 impl AddressRefused {
-    /// The request's field that held the URL.
-    pub fn field(&self) -> &'static str {
-        self.field
+    /// The request's field that held the URL (`webhook.url`, `webhook_url`, `webhooks[2].url`).
+    pub fn field(&self) -> &str {
+        &self.field
     }
 
     /// What the guard refused, and why.
@@ -102,28 +100,43 @@ impl Webhooks {
     }
 
     /// Checks `requested` and registers it under a fresh correlation id, which it returns: the
-    /// workflow's artifacts get deliveries from now on ([`Webhooks::delivery_for`]) until it is
-    /// [forgotten](Webhooks::forget). [`Webhooks::publish`] is this plus the first publish and
-    /// the rollback.
+    /// workflow's artifacts get deliveries from now on ([`Webhooks::deliveries_for`]) until it
+    /// is [forgotten](Webhooks::forget). [`Webhooks::publish`] is this plus the first publish
+    /// and the rollback.
     ///
     /// # Errors
     /// [`AddressRefused`] when the guard refuses the URL's literal address (names are checked
     /// where the delivery client resolves them); nothing is registered.
     pub fn register(&self, requested: RequestedWebhook) -> Result<Uuid, AddressRefused> {
-        let RequestedWebhook { config, form } = requested;
-        self.guard
-            .check_literal(&config.url)
-            .map_err(|refused| AddressRefused {
-                field: form.url_field(),
-                refused,
-            })?;
+        self.register_all(vec![requested])
+    }
+
+    /// [`Webhooks::register`] for a workflow with several webhooks (a request's `webhooks`):
+    /// each gets its own deliveries, in the order given (the index is each delivery's
+    /// `webhook`). An empty list registers nothing and answers a fresh id.
+    ///
+    /// # Errors
+    /// [`AddressRefused`] for the first webhook the guard refuses; nothing is registered.
+    pub fn register_all(&self, requested: Vec<RequestedWebhook>) -> Result<Uuid, AddressRefused> {
+        let correlation_id = Uuid::now_v7();
+        if requested.is_empty() {
+            return Ok(correlation_id);
+        }
+        let mut hooks = Vec::with_capacity(requested.len());
+        for RequestedWebhook { config, form } in requested {
+            self.guard
+                .check_literal(&config.url)
+                .map_err(|refused| AddressRefused {
+                    field: form.url_field(),
+                    refused,
+                })?;
+            let headers = (!config.headers.is_empty()).then(|| Arc::new(config.headers.clone()));
+            hooks.push((config, headers));
+        }
         let live = Live {
-            url: config.url,
-            secret: config.secret,
-            types: config.types,
+            hooks,
             sequence: AtomicU64::new(0),
         };
-        let correlation_id = Uuid::now_v7();
         self.live
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -131,7 +144,7 @@ impl Webhooks {
         Ok(correlation_id)
     }
 
-    /// Starts a workflow: registers its webhook, if it asked for one, under a fresh correlation
+    /// Starts a workflow: registers its webhooks, if it asked for any, under a fresh correlation
     /// id, then runs `publish` with that id (the workflow's first publish) and answers the id
     /// with what `publish` returned. When `publish` fails, the webhook is forgotten again, so a
     /// workflow that never started leaves nothing behind.
@@ -141,17 +154,15 @@ impl Webhooks {
     /// [`StartError::Publish`] with `publish`'s own error.
     pub async fn publish<T, E, F, Fut>(
         &self,
-        requested: Option<RequestedWebhook>,
+        requested: Vec<RequestedWebhook>,
         publish: F,
     ) -> Result<(Uuid, T), StartError<E>>
     where
         F: FnOnce(Uuid) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let (correlation_id, registered) = match requested {
-            Some(requested) => (self.register(requested)?, true),
-            None => (Uuid::now_v7(), false),
-        };
+        let registered = !requested.is_empty();
+        let correlation_id = self.register_all(requested)?;
         match publish(correlation_id).await {
             Ok(published) => Ok((correlation_id, published)),
             Err(err) => {
@@ -163,25 +174,49 @@ impl Webhooks {
         }
     }
 
-    /// The delivery announcing `artifact` to its workflow's webhook, numbered with the
-    /// workflow's next sequence number and its body rendered now; `None` when the workflow has
-    /// no webhook registered, or its webhook's `types` leave this artifact out (its number is
-    /// used all the same). Call it once per artifact, in the order the artifacts are stored.
-    pub fn delivery_for(&self, artifact: &Artifact) -> Option<NewDelivery> {
-        let live = self
+    /// The deliveries announcing `artifact` to its workflow's webhooks, each numbered with the
+    /// workflow's next sequence number (the same on every webhook) and its body rendered once;
+    /// none when the workflow has no webhook registered, or when each webhook's `types` leave
+    /// this artifact out (its number is used all the same). Call it once per artifact, in the
+    /// order the artifacts are stored.
+    pub fn deliveries_for(&self, artifact: &Artifact) -> Vec<NewDelivery> {
+        let Some(live) = self
             .live
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&artifact.correlation_id)
-            .cloned()?;
-        // The number is the artifact's place in its workflow, taken whether or not this
-        // webhook wants it: a filtered webhook sees gaps, never a renumbering.
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        // The number is the artifact's place in its workflow, taken whether or not a webhook
+        // wants it: a filtered webhook sees gaps, never a renumbering.
         let sequence = live.next_sequence();
-        let wanted = live
-            .types
-            .as_ref()
-            .is_none_or(|t| t.contains(&artifact.type_name));
-        wanted.then(|| NewDelivery::new(artifact, sequence, live.url.clone(), live.secret.clone()))
+        let mut rendered: Option<NewDelivery> = None;
+        let mut out = Vec::new();
+        for (index, (config, headers)) in live.hooks.iter().enumerate() {
+            if !config.wants(&artifact.type_name) {
+                continue;
+            }
+            // The body is the same bytes on every webhook: render it once.
+            let base = rendered.get_or_insert_with(|| {
+                NewDelivery::new(artifact, sequence, config.url.clone(), None)
+            });
+            out.push(NewDelivery {
+                id: if out.is_empty() {
+                    base.id
+                } else {
+                    Uuid::now_v7()
+                },
+                url: config.url.clone(),
+                secret: config.secret.clone(),
+                webhook: u8::try_from(index).unwrap_or(u8::MAX),
+                ordered: config.ordered,
+                headers: headers.clone(),
+                ..base.clone()
+            });
+        }
+        out
     }
 
     /// Forgets workflow `correlation_id`'s webhook: its later artifacts, if any, get no

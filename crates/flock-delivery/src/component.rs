@@ -15,8 +15,9 @@ use uuid::Uuid;
 /// owns the workflows' webhooks.
 ///
 /// In [`Component::before_store`], called while the artifact's workflow holds its publish lock,
-/// it pushes the delivery [`Webhooks::delivery_for`] builds (the workflow's next sequence
-/// number, the body rendered once, there; nothing for a workflow without a webhook) for the
+/// it pushes the deliveries [`Webhooks::deliveries_for`] builds (the workflow's next sequence
+/// number, the body rendered once, one delivery per webhook that wants the artifact; nothing
+/// for a workflow without a webhook) for the
 /// store to write together with the artifact. So sequence numbers follow blackboard order, an
 /// artifact is never stored without its delivery, and no I/O happens on the publishing path.
 ///
@@ -62,7 +63,7 @@ impl Component for WebhookDeliveryComponent {
     }
 
     fn before_store(&self, artifact: &Artifact, outbox: &mut Vec<NewDelivery>) {
-        outbox.extend(self.webhooks.delivery_for(artifact));
+        outbox.extend(self.webhooks.deliveries_for(artifact));
     }
 
     async fn on_correlation_idle(&self, correlation_id: Uuid) {

@@ -2,7 +2,7 @@
 //! ones, behind one short-held lock; no task or timer per delivery.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -25,8 +25,12 @@ use crate::time_util::add;
 /// Pending deliveries sit in a binary heap ordered by due time; claimed ones in an index ordered
 /// by lease expiry, so an expired lease is found as cheaply as a due delivery. Enqueueing takes
 /// the lock briefly, never waits for anything else, and wakes the dispatcher. Delivered
-/// deliveries keep their attempts (for listing) but drop their body and secret; failed ones keep
-/// them too, so that they can be redelivered, until they are pruned.
+/// deliveries keep their attempts (for listing) but drop their body, secret and custom headers;
+/// failed ones keep them too, so that they can be redelivered, until they are pruned.
+///
+/// An ordered webhook's deliveries form a chain (pending ones by sequence): a claim that pops
+/// one that is not first in its chain parks it, off the heap, and the one that leaves the
+/// chain (delivered or finally failed) puts the next one back on the heap.
 pub struct MemoryOutbox {
     state: Mutex<State>,
     notify: Notify,
@@ -45,6 +49,11 @@ struct State {
     last_error: Option<Arc<str>>,
     pending: u64,
     in_flight: u64,
+    /// Each ordered webhook's pending deliveries (waiting, parked or in flight), by sequence.
+    chains: HashMap<(Uuid, u8), BTreeSet<(u64, Uuid)>>,
+    /// Ordered deliveries that fell due while an earlier one of their webhook was pending: off
+    /// the heap until they are first in their chain.
+    parked: HashSet<Uuid>,
 }
 
 struct Entry {
@@ -52,6 +61,10 @@ struct Entry {
     tenant: TenantId,
     artifact_id: Uuid,
     sequence: u64,
+    webhook: u8,
+    ordered: bool,
+    /// The custom headers' names (the values go with the delivery).
+    header_names: Vec<String>,
     created_at: OffsetDateTime,
     attempts: Vec<StoredAttempt>,
     /// How many attempts were recorded before the delivery was last redelivered.
@@ -181,6 +194,9 @@ impl MemoryOutbox {
                     .push(id);
                 state.due.push(Reverse((now, id)));
                 state.pending += 1;
+                if delivery.ordered {
+                    state.chain_mut(&delivery).insert((delivery.sequence, id));
+                }
                 state.entries.insert(
                     id,
                     Entry {
@@ -188,6 +204,13 @@ impl MemoryOutbox {
                         tenant: delivery.tenant.clone(),
                         artifact_id: delivery.artifact_id,
                         sequence: delivery.sequence,
+                        webhook: delivery.webhook,
+                        ordered: delivery.ordered,
+                        header_names: delivery
+                            .headers
+                            .as_deref()
+                            .map(|h| h.names().map(str::to_owned).collect())
+                            .unwrap_or_default(),
                         created_at: now,
                         attempts: Vec::new(),
                         round_start: 0,
@@ -312,6 +335,20 @@ impl State {
                 } if *current == due => Arc::clone(delivery),
                 _ => continue,
             };
+            if delivery.ordered
+                && self
+                    .chains
+                    .get(&(delivery.correlation_id, delivery.webhook))
+                    .and_then(BTreeSet::first)
+                    .is_some_and(|&(_, first)| first != id)
+            {
+                // An earlier delivery of its webhook is pending: wait off the heap for it.
+                self.parked.insert(id);
+                continue;
+            }
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
             entry.status = Status::InFlight {
                 delivery: Arc::clone(&delivery),
                 token,
@@ -367,21 +404,24 @@ impl State {
         entry
             .attempts
             .push(StoredAttempt::new(attempt, &mut self.last_error));
+        let ordered = delivery
+            .ordered
+            .then(|| (delivery.correlation_id, delivery.webhook));
         let requeued = match resolution {
             Resolution::Delivered => {
                 entry.status = Status::Delivered {
                     url: delivery.url.for_logs(),
                     at: finished,
                 };
-                false
+                ordered.is_some_and(|key| self.unchain(key, (delivery.sequence, id)))
             }
             Resolution::Failed(reason) => {
                 entry.status = Status::Failed {
-                    delivery,
+                    delivery: Arc::clone(&delivery),
                     at: finished,
                     reason,
                 };
-                false
+                ordered.is_some_and(|key| self.unchain(key, (delivery.sequence, id)))
             }
             Resolution::RetryAt(due) => {
                 entry.status = Status::Pending { delivery, due };
@@ -415,10 +455,46 @@ impl State {
             }
         };
         entry.round_start = u32::try_from(entry.attempts.len()).unwrap_or(u32::MAX);
-        entry.status = Status::Pending { delivery, due: now };
+        entry.status = Status::Pending {
+            delivery: Arc::clone(&delivery),
+            due: now,
+        };
+        if delivery.ordered {
+            self.chain_mut(&delivery).insert((delivery.sequence, id));
+        }
         self.due.push(Reverse((now, id)));
         self.pending += 1;
         Ok(())
+    }
+
+    /// The chain of `delivery`'s ordered webhook.
+    fn chain_mut(&mut self, delivery: &NewDelivery) -> &mut BTreeSet<(u64, Uuid)> {
+        self.chains
+            .entry((delivery.correlation_id, delivery.webhook))
+            .or_default()
+    }
+
+    /// Takes a delivery that is no longer pending out of its chain and, when the chain's new
+    /// first delivery is parked, puts it back on the heap; answers whether it did.
+    fn unchain(&mut self, key: (Uuid, u8), link: (u64, Uuid)) -> bool {
+        let Some(chain) = self.chains.get_mut(&key) else {
+            return false;
+        };
+        chain.remove(&link);
+        let Some(&(_, next)) = chain.first() else {
+            self.chains.remove(&key);
+            return false;
+        };
+        if !self.parked.remove(&next) {
+            return false;
+        }
+        match self.entries.get(&next).map(|e| &e.status) {
+            Some(Status::Pending { due, .. }) => {
+                self.due.push(Reverse((*due, next)));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops delivered and failed entries completed before `before`.
@@ -520,6 +596,9 @@ impl State {
             next_attempt_at,
             created_at: entry.created_at,
             completed_at,
+            webhook: entry.webhook,
+            ordered: entry.ordered,
+            headers: entry.header_names.clone(),
         })
     }
 }
@@ -561,6 +640,7 @@ impl Outbox for MemoryOutbox {
                     delivery_id: c.delivery.id,
                     token: c.token,
                     expires_at,
+                    ordered: c.delivery.ordered,
                 },
                 delivery: c.delivery,
                 attempt: c.attempt,
@@ -592,7 +672,7 @@ impl Outbox for MemoryOutbox {
             .filter_map(|id| state.view(*id))
             .collect();
         drop(state);
-        views.sort_by_key(|v| (v.sequence, v.created_at));
+        views.sort_by_key(|v| (v.sequence, v.webhook, v.created_at));
         Ok(views)
     }
 

@@ -185,6 +185,13 @@ pub struct DeliveryView {
     /// When it was delivered or given up.
     #[serde(with = "opt_micros")]
     pub completed_at: Option<OffsetDateTime>,
+    /// Which of the workflow's webhooks it goes to: the index in the publish request's
+    /// `webhooks` (0 for a single webhook).
+    pub webhook: u8,
+    /// Whether its webhook is ordered.
+    pub ordered: bool,
+    /// The names of its webhook's custom headers; their values are never shown.
+    pub headers: Vec<String>,
 }
 
 /// `Option<GiveUp>` as its [`failure_name`] or `null`.
@@ -282,6 +289,9 @@ pub struct Lease {
     pub token: u64,
     /// When the claim lapses.
     pub expires_at: OffsetDateTime,
+    /// Whether the delivery is ordered: recording its final result (delivered or failed) lets
+    /// the next delivery of its webhook go.
+    pub ordered: bool,
 }
 
 /// A delivery claimed for one attempt.
@@ -616,6 +626,9 @@ mod tests {
             next_attempt_at: None,
             created_at: at,
             completed_at: Some(at),
+            webhook: 0,
+            ordered: false,
+            headers: Vec::new(),
         };
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["failure"], "gone");

@@ -117,15 +117,30 @@ impl Sender {
 }
 
 impl Sender {
-    /// The headers of one attempt: content type, `webhook-id`, `webhook-timestamp` and both
-    /// signatures, by the delivery's own secret (a `Secret` always signs) or else, when the
+    /// The headers of one attempt: the webhook's custom headers (marked sensitive, so no
+    /// `Debug` of the request shows them; not signed), content type, `webhook-id`,
+    /// `webhook-timestamp` and both signatures, by the delivery's own secret (a `Secret` always signs) or else, when the
     /// sender has them, by its tenant's secrets as they are now: during a rotation's grace
     /// period `webhook-signature` carries the new and the old secret's signatures.
     async fn headers(&self, delivery: &NewDelivery, at: OffsetDateTime) -> Result<HeaderMap, Sent> {
         let timestamp = at.unix_timestamp();
         let mut buf = uuid::Uuid::encode_buffer();
         let id: &str = delivery.id.hyphenated().encode_lower(&mut buf);
-        let mut headers = HeaderMap::with_capacity(5);
+        let custom = delivery.headers.as_deref().map_or(&[][..], |h| h.expose());
+        let mut headers = HeaderMap::with_capacity(5 + custom.len());
+        for (name, value) in custom {
+            // Names and values were checked when the webhook was built: a failure here means
+            // stored headers went bad, and the attempt says so without naming the value.
+            let name = HeaderName::try_from(name.as_str()).map_err(|_| {
+                Sent::failed(
+                    Outcome::OtherError,
+                    "a custom header name could not be encoded",
+                )
+            })?;
+            let mut value = header_value(value.clone())?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
         headers.insert(CONTENT_TYPE, APPLICATION_JSON);
         headers.insert(WEBHOOK_ID, header_value(id.to_owned())?);
         headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flock_models::{Artifact, NewDelivery, TenantId, WebhookPayload};
+use bytes::Bytes;
+use flock_models::{Artifact, NewDelivery, TenantId, WebhookArtifact, WebhookPayload};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, MemoryStore, Page, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -55,22 +56,30 @@ impl MemoryStorage {
 
 #[async_trait]
 impl ArtifactStore for MemoryStorage {
-    async fn publish(
+    async fn publish_all(
         &self,
-        artifact: &Artifact,
+        artifacts: &[Artifact],
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
         self.outbox
             .check_new(&deliveries)
             .map_err(|e| StoreError::backend_because(NOT_ENQUEUED, e))?;
-        // The artifact's JSON inside its webhook body is kept once, by the store and the outbox.
-        let shared = deliveries.first().and_then(|delivery| {
-            WebhookPayload::artifact_span(&delivery.body).map(|span| delivery.body.slice(span))
-        });
-        match shared {
-            Some(json) => self.artifacts.insert_rendered(artifact, json)?,
-            None => self.artifacts.insert(artifact)?,
-        }
+        // An artifact's JSON inside its webhook body is kept once, by the store and the outbox.
+        let rendered = artifacts
+            .iter()
+            .map(|artifact| {
+                let shared = deliveries
+                    .iter()
+                    .find(|d| d.artifact_id == artifact.id)
+                    .and_then(|delivery| {
+                        WebhookPayload::artifact_span(&delivery.body)
+                            .map(|span| delivery.body.slice(span))
+                    });
+                let json = shared.unwrap_or_else(|| Bytes::from(WebhookArtifact::render(artifact)));
+                (artifact, json)
+            })
+            .collect();
+        self.artifacts.insert_all_rendered(rendered)?;
         self.outbox
             .enqueue_now(deliveries)
             .map_err(|e| StoreError::backend_because(NOT_ENQUEUED, e))

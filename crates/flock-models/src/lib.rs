@@ -6,6 +6,7 @@ mod artifact;
 mod delivery;
 mod error;
 mod fields;
+mod headers;
 mod request;
 mod secret;
 mod tenant;
@@ -15,13 +16,18 @@ mod webhook;
 pub use artifact::{Artifact, ArtifactDraft, EXTERNAL_PRODUCER, Tags, TypeName};
 pub use delivery::NewDelivery;
 pub use error::{ErrorBody, ErrorDetail, ValidationError};
+pub use headers::{
+    MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, REFUSED_HEADER_NAMES,
+    REFUSED_HEADER_PREFIXES, WebhookHeaders,
+};
 pub use request::{
-    ArtifactPublishRequest, DEFAULT_SYNC_TIMEOUT, MAX_SYNC_TIMEOUT, MIN_SYNC_TIMEOUT,
-    PublishResponse, SyncFilters, SyncPublishRequest, SyncPublishResponse,
+    ArtifactPublishRequest, BatchPublishRequest, BatchPublishResponse, DEFAULT_SYNC_TIMEOUT,
+    MAX_BATCH_ARTIFACTS, MAX_SYNC_TIMEOUT, MIN_SYNC_TIMEOUT, PublishResponse, SyncFilters,
+    SyncPublishRequest, SyncPublishResponse,
 };
 pub use secret::{MAX_SECRET_CHARS, Secret};
 pub use tenant::{Scope, Scopes, TenantId};
 pub use webhook::{
-    EventType, MAX_URL_BYTES, RequestedWebhook, WebhookArtifact, WebhookConfig, WebhookForm,
-    WebhookPayload, WebhookUrl,
+    EventType, MAX_URL_BYTES, MAX_WEBHOOKS, RequestedWebhook, WebhookArtifact, WebhookConfig,
+    WebhookForm, WebhookPayload, WebhookUrl,
 };

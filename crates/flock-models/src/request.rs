@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::artifact::read_draft;
 use crate::fields::{Fields, kind, string_list};
 use crate::{
-    Artifact, ArtifactDraft, RequestedWebhook, TypeName, ValidationError, WebhookConfig,
-    WebhookForm,
+    Artifact, ArtifactDraft, MAX_WEBHOOKS, RequestedWebhook, TypeName, ValidationError,
+    WebhookConfig, WebhookForm,
 };
 
 /// The sync route's wait when the request names none.
@@ -21,7 +21,8 @@ pub const MIN_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `POST /api/v1/artifacts`: `{type, payload, tags?, webhook?}`, with `webhook_url` and
-/// `webhook_secret` accepted at the top level as shorthand for `webhook`.
+/// `webhook_secret` accepted at the top level as shorthand for `webhook`, or `webhooks: [...]`
+/// (at most [`MAX_WEBHOOKS`]) for several.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArtifactPublishRequest {
     /// The artifact type.
@@ -30,8 +31,9 @@ pub struct ArtifactPublishRequest {
     pub payload: Map<String, Value>,
     /// Its tags.
     pub tags: crate::Tags,
-    /// Where this workflow's webhooks go, if anywhere, and the form the request gave it in.
-    pub webhook: Option<RequestedWebhook>,
+    /// Where this workflow's webhooks go (none, one, or up to [`MAX_WEBHOOKS`]) and the form
+    /// the request gave each in.
+    pub webhooks: Vec<RequestedWebhook>,
 }
 
 impl ArtifactPublishRequest {
@@ -42,13 +44,13 @@ impl ArtifactPublishRequest {
     pub fn from_value(value: Value) -> Result<Self, ValidationError> {
         let mut fields = Fields::new(value, "")?;
         let draft = read_draft(&mut fields)?;
-        let webhook = read_webhook(&mut fields)?;
+        let webhooks = read_webhooks(&mut fields)?;
         fields.finish()?;
         Ok(ArtifactPublishRequest {
             type_name: draft.type_name,
             payload: draft.payload,
             tags: draft.tags,
-            webhook,
+            webhooks,
         })
     }
 
@@ -61,14 +63,14 @@ impl ArtifactPublishRequest {
         }
     }
 
-    /// The artifact this request publishes and its webhook, without copying the payload.
-    pub fn into_parts(self) -> (ArtifactDraft, Option<RequestedWebhook>) {
+    /// The artifact this request publishes and its webhooks, without copying the payload.
+    pub fn into_parts(self) -> (ArtifactDraft, Vec<RequestedWebhook>) {
         let draft = ArtifactDraft {
             type_name: self.type_name,
             payload: self.payload,
             tags: self.tags,
         };
-        (draft, self.webhook)
+        (draft, self.webhooks)
     }
 }
 
@@ -140,7 +142,7 @@ impl SyncPublishRequest {
     pub fn from_value(value: Value) -> Result<Self, ValidationError> {
         let mut fields = Fields::new(value, "")?;
         let draft = read_draft(&mut fields)?;
-        let webhook = read_webhook(&mut fields)?;
+        let webhooks = read_webhooks(&mut fields)?;
         let timeout = match fields.take("timeout") {
             None => DEFAULT_SYNC_TIMEOUT,
             Some(v) => parse_timeout(&v)?,
@@ -154,7 +156,7 @@ impl SyncPublishRequest {
             type_name: draft.type_name,
             payload: draft.payload,
             tags: draft.tags,
-            webhook,
+            webhooks,
         };
         Ok(SyncPublishRequest {
             publish,
@@ -197,20 +199,31 @@ fn parse_timeout(value: &Value) -> Result<Duration, ValidationError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Reads `webhook` or its shorthand `webhook_url` / `webhook_secret`, noting which form was used.
-fn read_webhook(fields: &mut Fields) -> Result<Option<RequestedWebhook>, ValidationError> {
+/// Reads `webhook`, its shorthand `webhook_url` / `webhook_secret`, or `webhooks: [...]`,
+/// noting the form each was given in.
+fn read_webhooks(fields: &mut Fields) -> Result<Vec<RequestedWebhook>, ValidationError> {
     let nested = fields.take("webhook");
     let url = fields.take_string("webhook_url")?;
     let secret = fields.take_string("webhook_secret")?;
+    let listed = fields.take("webhooks");
+    if listed.is_some() && (nested.is_some() || url.is_some() || secret.is_some()) {
+        return Err(ValidationError::field(
+            "webhooks",
+            "give either `webhooks` or `webhook` (or `webhook_url`/`webhook_secret`), not both",
+        ));
+    }
+    if let Some(listed) = listed {
+        return read_listed(listed);
+    }
     match (nested, url, secret) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(ValidationError::field(
             "webhook",
             "give either `webhook` or `webhook_url`/`webhook_secret`, not both",
         )),
-        (Some(value), None, None) => Ok(Some(RequestedWebhook {
+        (Some(value), None, None) => Ok(vec![RequestedWebhook {
             config: WebhookConfig::from_value(value, "webhook")?,
             form: WebhookForm::Nested,
-        })),
+        }]),
         (None, None, Some(_)) => Err(ValidationError::field(
             "webhook_secret",
             "`webhook_secret` needs `webhook_url`",
@@ -224,10 +237,102 @@ fn read_webhook(fields: &mut Fields) -> Result<Option<RequestedWebhook>, Validat
                 };
                 ValidationError::field(field, e.message())
             })?;
-            Ok(Some(RequestedWebhook { config, form }))
+            Ok(vec![RequestedWebhook { config, form }])
         }
-        (None, None, None) => Ok(None),
+        (None, None, None) => Ok(Vec::new()),
     }
+}
+
+/// Reads `webhooks: [...]`: up to [`MAX_WEBHOOKS`] webhooks, each named by its index in errors.
+fn read_listed(value: Value) -> Result<Vec<RequestedWebhook>, ValidationError> {
+    let Value::Array(items) = value else {
+        return Err(ValidationError::field(
+            "webhooks",
+            format!("expected an array of webhooks, found {}", kind(&value)),
+        ));
+    };
+    if items.len() > MAX_WEBHOOKS {
+        return Err(ValidationError::field(
+            "webhooks",
+            format!(
+                "{} webhooks; at most {MAX_WEBHOOKS} are allowed",
+                items.len()
+            ),
+        ));
+    }
+    (items.into_iter().enumerate())
+        .map(|(i, item)| {
+            Ok(RequestedWebhook {
+                config: WebhookConfig::from_value(item, &format!("webhooks[{i}]"))?,
+                form: WebhookForm::Listed(i),
+            })
+        })
+        .collect()
+}
+
+/// The most artifacts one batch publish carries.
+pub const MAX_BATCH_ARTIFACTS: usize = 1000;
+
+/// `POST /api/v1/artifacts/batch`: `{artifacts: [{type, payload, tags?}, ...], webhook? |
+/// webhook_url? | webhooks?}`: 1 to [`MAX_BATCH_ARTIFACTS`] artifacts published together in
+/// one new workflow, stored all or none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPublishRequest {
+    /// The artifacts, in the order they are published.
+    pub artifacts: Vec<ArtifactDraft>,
+    /// The workflow's webhooks, as for a single publish.
+    pub webhooks: Vec<RequestedWebhook>,
+}
+
+impl BatchPublishRequest {
+    /// Validates a parsed JSON body.
+    ///
+    /// # Errors
+    /// The first invalid, missing or unknown field, named by its path (`artifacts[3].type`).
+    pub fn from_value(value: Value) -> Result<Self, ValidationError> {
+        let mut fields = Fields::new(value, "")?;
+        let Value::Array(items) = fields.require("artifacts")? else {
+            return Err(ValidationError::field(
+                "artifacts",
+                "expected an array of artifacts ({type, payload, tags?})",
+            ));
+        };
+        if items.is_empty() || items.len() > MAX_BATCH_ARTIFACTS {
+            return Err(ValidationError::field(
+                "artifacts",
+                format!(
+                    "{} artifacts; a batch has 1 to {MAX_BATCH_ARTIFACTS}",
+                    items.len()
+                ),
+            ));
+        }
+        let artifacts = (items.into_iter().enumerate())
+            .map(|(i, item)| {
+                let mut artifact = Fields::new(item, &format!("artifacts[{i}]"))?;
+                let draft = read_draft(&mut artifact)?;
+                artifact.finish()?;
+                Ok(draft)
+            })
+            .collect::<Result<Vec<_>, ValidationError>>()?;
+        let webhooks = read_webhooks(&mut fields)?;
+        fields.finish()?;
+        Ok(BatchPublishRequest {
+            artifacts,
+            webhooks,
+        })
+    }
+}
+
+/// The answer to `POST /api/v1/artifacts/batch`: `{"status":"accepted","correlation_id",
+/// "artifact_ids"}`, the ids in the request's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPublishResponse {
+    /// Always `accepted`.
+    pub status: String,
+    /// The new workflow's correlation id.
+    pub correlation_id: Uuid,
+    /// The artifacts' ids, in the request's order.
+    pub artifact_ids: Vec<Uuid>,
 }
 
 /// The answer to `POST /api/v1/artifacts`: `{"status":"accepted","correlation_id"}`.

@@ -12,7 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::fields::{Fields, kind};
-use crate::{Artifact, Secret, Tags, TenantId, TypeName, ValidationError};
+use crate::{Artifact, Secret, Tags, TenantId, TypeName, ValidationError, WebhookHeaders};
 
 /// The longest webhook URL accepted, in bytes (a webhook URL is ASCII, so also in characters).
 pub const MAX_URL_BYTES: usize = 2048;
@@ -256,24 +256,27 @@ impl<'de> Deserialize<'de> for WebhookUrl {
     }
 }
 
-/// Where a workflow's webhooks go and, optionally, the secret that signs them.
-/// `Debug` shows the secret as `[redacted]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One webhook of a workflow: where its deliveries go and, optionally, the secret that signs
+/// them, which artifact types it wants, the custom headers it sends and whether it is ordered.
+/// `Debug` shows the secret and the header values as `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
     /// The receiver.
     pub url: WebhookUrl,
-    /// The signing secret; unsigned webhooks without one.
-    #[serde(default)]
+    /// The signing secret; without one, the tenant's secret signs (when it has one).
     pub secret: Option<Secret>,
     /// Only artifacts of these types are delivered (the others are neither rendered nor
     /// stored as deliveries); every type when `None`. 1 to [`WebhookConfig::MAX_TYPES`] names.
-    #[serde(default)]
     pub types: Option<Vec<TypeName>>,
+    /// Headers sent with every attempt, not signed; their values are kept like the secret.
+    pub headers: WebhookHeaders,
+    /// Whether delivery n+1 waits until delivery n is delivered or has finally failed.
+    pub ordered: bool,
 }
 
 impl WebhookConfig {
-    /// Validates a URL and an optional secret.
+    /// Validates a URL and an optional secret: a webhook of every type, without custom headers,
+    /// not ordered.
     ///
     /// # Errors
     /// An invalid URL (field `url`) or secret (field `secret`).
@@ -287,6 +290,8 @@ impl WebhookConfig {
             url,
             secret,
             types: None,
+            headers: WebhookHeaders::default(),
+            ordered: false,
         })
     }
 
@@ -300,10 +305,12 @@ impl WebhookConfig {
             .is_none_or(|types| types.contains(type_name))
     }
 
-    /// Parses `{"url", "secret"?, "types"?}`; `path` names the value in errors (`webhook`).
+    /// Parses `{"url", "secret"?, "types"?, "headers"?, "ordered"?}`; `path` names the value
+    /// in errors (`webhook`, `webhooks[2]`).
     ///
     /// # Errors
-    /// A missing, invalid or unknown field, named with its path.
+    /// A missing, invalid or unknown field, named with its path (`webhooks[0].types[1]`,
+    /// `webhooks[2].headers.Host`).
     pub fn from_value(value: Value, path: &str) -> Result<Self, ValidationError> {
         let mut fields = Fields::new(value, path)?;
         let url = expect_string(&mut fields, "url", true)?.unwrap_or_default();
@@ -312,10 +319,30 @@ impl WebhookConfig {
             .take("types")
             .map(|value| Self::types_from(value, &fields.path_of("types")))
             .transpose()?;
+        let headers = fields
+            .take("headers")
+            .map(|value| WebhookHeaders::from_value(value, &fields.path_of("headers")))
+            .transpose()?
+            .unwrap_or_default();
+        let ordered = match fields.take("ordered") {
+            None => false,
+            Some(Value::Bool(ordered)) => ordered,
+            Some(other) => {
+                return Err(ValidationError::field(
+                    fields.path_of("ordered"),
+                    format!("expected a boolean, found {}", kind(&other)),
+                ));
+            }
+        };
         fields.finish()?;
-        let mut config = WebhookConfig::new(&url, secret.as_deref()).map_err(|e| e.within(path))?;
-        config.types = types;
-        Ok(config)
+        let config = WebhookConfig::new(&url, secret.as_deref())
+            .map_err(|e| if path.is_empty() { e } else { e.within(path) })?;
+        Ok(WebhookConfig {
+            types,
+            headers,
+            ordered,
+            ..config
+        })
     }
 
     /// Reads a `types` list: 1 to [`WebhookConfig::MAX_TYPES`] type names (repeats allowed).
@@ -337,43 +364,58 @@ impl WebhookConfig {
     }
 }
 
-/// How a publish request wrote its webhook, so that errors about it name the fields the client
+impl<'de> Deserialize<'de> for WebhookConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        WebhookConfig::from_value(Value::deserialize(deserializer)?, "")
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a publish request wrote a webhook, so that errors about it name the fields the client
 /// used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WebhookForm {
-    /// `"webhook": {"url", "secret"?}`.
+    /// `"webhook": {"url", ...}`.
     Nested,
     /// `"webhook_url"` and `"webhook_secret"` at the top level.
     Shorthand,
+    /// `"webhooks": [...]`, this one at that index.
+    Listed(usize),
 }
 
 impl WebhookForm {
-    /// The field that held the URL: `webhook.url` or `webhook_url`.
-    pub fn url_field(self) -> &'static str {
+    /// The field that held the URL: `webhook.url`, `webhook_url` or `webhooks[i].url`.
+    pub fn url_field(self) -> String {
         match self {
-            WebhookForm::Nested => "webhook.url",
-            WebhookForm::Shorthand => "webhook_url",
+            WebhookForm::Nested => "webhook.url".to_owned(),
+            WebhookForm::Shorthand => "webhook_url".to_owned(),
+            WebhookForm::Listed(i) => format!("webhooks[{i}].url"),
         }
     }
 
-    /// The field that held the secret: `webhook.secret` or `webhook_secret`.
-    pub fn secret_field(self) -> &'static str {
+    /// The field that held the secret: `webhook.secret`, `webhook_secret` or
+    /// `webhooks[i].secret`.
+    pub fn secret_field(self) -> String {
         match self {
-            WebhookForm::Nested => "webhook.secret",
-            WebhookForm::Shorthand => "webhook_secret",
+            WebhookForm::Nested => "webhook.secret".to_owned(),
+            WebhookForm::Shorthand => "webhook_secret".to_owned(),
+            WebhookForm::Listed(i) => format!("webhooks[{i}].secret"),
         }
     }
 }
 
-/// The webhook a publish request asked for: where to send and how to sign, and the form the
-/// client wrote it in. `Debug` shows the secret as `[redacted]`.
+/// A webhook a publish request asked for, and the form the client wrote it in. `Debug` shows
+/// the secret and header values as `[redacted]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestedWebhook {
-    /// The receiver and the request's own secret, if it gave one.
+    /// The webhook.
     pub config: WebhookConfig,
-    /// Nested or shorthand.
+    /// Nested, shorthand or listed.
     pub form: WebhookForm,
 }
+
+/// The most webhooks one publish may ask for (`webhooks: [...]`).
+pub const MAX_WEBHOOKS: usize = 8;
 
 /// Takes a string field, with the error message a webhook field deserves.
 fn expect_string(

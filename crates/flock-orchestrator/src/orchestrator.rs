@@ -351,6 +351,44 @@ impl Orchestrator {
             .await
     }
 
+    /// Publishes `drafts` from outside, in order, in workflow `correlation_id` of `tenant`,
+    /// stored together in one write: all of them or none. Each counts against the workflow's
+    /// `max_artifacts_per_correlation`, gets the next sequence number of each of the workflow's
+    /// webhooks, and wakes agents as a single publish does. Returns them in order.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::publish`]; [`PublishError::InvalidPayload`] names the artifact's
+    /// place in the batch (`artifacts[3].payload.title`). Nothing is stored on any error.
+    pub async fn publish_batch_for(
+        &self,
+        tenant: &TenantId,
+        correlation_id: Uuid,
+        drafts: Vec<ArtifactDraft>,
+    ) -> Result<Vec<Arc<Artifact>>, PublishError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(PublishError::ShuttingDown);
+        }
+        let queued = self.inner.queued.load(Ordering::Acquire);
+        let limit = self.inner.config.max_queued_runs;
+        if queued >= limit {
+            return Err(PublishError::Overloaded { queued, limit });
+        }
+        for (i, draft) in drafts.iter().enumerate() {
+            self.inner
+                .types
+                .validate(&draft.type_name, &draft.payload)
+                .map_err(|e| {
+                    PublishError::InvalidPayload(e.within(&format!("artifacts[{i}].payload")))
+                })?;
+        }
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .publish_artifacts(correlation_id, tenant, drafts, EXTERNAL_PRODUCER)
+            .await
+    }
+
     /// Where workflow `correlation_id` stands; `None` when neither the orchestrator nor the
     /// store knows it. A workflow no longer tracked in memory is rebuilt from the store: counts
     /// and times from its artifacts, errors from its `WorkflowError` artifacts.
@@ -525,16 +563,32 @@ impl Inner {
         draft: ArtifactDraft,
         producer: &str,
     ) -> Result<Arc<Artifact>, PublishError> {
+        let mut published = self
+            .publish_artifacts(correlation_id, tenant, vec![draft], producer)
+            .await?;
+        Ok(published.remove(0))
+    }
+
+    /// Publishes `drafts` (at least one) in order, stored together, all or none: the runaway
+    /// guard counts each, `before_store` runs for each in order under the workflow's publish
+    /// lock (so their sequence numbers follow one another), the store writes them and their
+    /// deliveries at once, and then each one's hooks and agents follow, in order.
+    async fn publish_artifacts(
+        self: &Arc<Self>,
+        correlation_id: Uuid,
+        tenant: &TenantId,
+        drafts: Vec<ArtifactDraft>,
+        producer: &str,
+    ) -> Result<Vec<Arc<Artifact>>, PublishError> {
         let limit = self.config.max_artifacts_per_correlation;
+        let count = u64::try_from(drafts.len()).unwrap_or(u64::MAX);
+        let what = match drafts.as_slice() {
+            [one] => std::borrow::Cow::Borrowed(one.type_name.as_str()),
+            many => std::borrow::Cow::Owned(format!("a batch of {} artifacts", many.len())),
+        };
         let lock = self
             .workflows
-            .begin_publish(
-                correlation_id,
-                tenant,
-                limit,
-                producer,
-                draft.type_name.as_str(),
-            )
+            .begin_publish(correlation_id, tenant, (limit, count), producer, &what)
             .map_err(|refused| {
                 tracing::warn!(
                     %correlation_id,
@@ -553,38 +607,48 @@ impl Inner {
         let mut pending = PendingPublish {
             inner: Arc::clone(self),
             correlation_id,
+            count,
             stored: false,
         };
         let stored = {
             let _in_order = lock.lock().await;
-            let artifact = Artifact::new(draft, producer, correlation_id).owned_by(tenant.clone());
-            let deliveries = self.before_store(&artifact);
+            let artifacts: Vec<Artifact> = drafts
+                .into_iter()
+                .map(|draft| {
+                    Artifact::new(draft, producer, correlation_id).owned_by(tenant.clone())
+                })
+                .collect();
+            let mut deliveries = Vec::new();
+            for artifact in &artifacts {
+                deliveries.extend(self.before_store(artifact));
+            }
             self.store
-                .publish(&artifact, deliveries)
+                .publish_all(&artifacts, deliveries)
                 .await
-                .map(|()| Arc::new(artifact))
+                .map(|()| artifacts.into_iter().map(Arc::new).collect::<Vec<_>>())
         };
-        let artifact = match stored {
-            Ok(artifact) => artifact,
+        let artifacts = match stored {
+            Ok(artifacts) => artifacts,
             Err(error) => {
                 tracing::warn!(%correlation_id, produced_by = producer, %error, "store refused an artifact");
                 return Err(PublishError::Store(error));
             }
         };
         pending.stored = true;
-        self.workflows.stored(correlation_id);
-        metrics::artifact_published();
-        tracing::debug!(
-            %correlation_id,
-            artifact_id = %artifact.id,
-            r#type = %artifact.type_name,
-            produced_by = producer,
-            "artifact published"
-        );
-        self.after_store(correlation_id, Arc::clone(&artifact))
-            .await;
+        self.workflows.stored(correlation_id, count);
+        for artifact in &artifacts {
+            metrics::artifact_published();
+            tracing::debug!(
+                %correlation_id,
+                artifact_id = %artifact.id,
+                r#type = %artifact.type_name,
+                produced_by = producer,
+                "artifact published"
+            );
+            self.after_store(correlation_id, Arc::clone(artifact)).await;
+        }
         drop(pending);
-        Ok(artifact)
+        Ok(artifacts)
     }
 
     /// Every component's `before_store`, in order, collecting their deliveries. A panicking
@@ -1003,6 +1067,8 @@ fn error_from_artifact(artifact: &Artifact) -> RecordedError {
 struct PendingPublish {
     inner: Arc<Inner>,
     correlation_id: Uuid,
+    /// How many artifacts the publish stores together.
+    count: u64,
     stored: bool,
 }
 
@@ -1011,7 +1077,7 @@ impl Drop for PendingPublish {
         if self
             .inner
             .workflows
-            .end_publish(self.correlation_id, self.stored)
+            .end_publish(self.correlation_id, self.stored, self.count)
         {
             self.inner.went_idle(self.correlation_id);
         }

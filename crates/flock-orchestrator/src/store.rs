@@ -181,14 +181,30 @@ impl<T> Page<T> {
 /// that was not stored.
 #[async_trait]
 pub trait ArtifactStore: Send + Sync + 'static {
-    /// Stores `artifact` and enqueues `deliveries` with it, all or nothing.
+    /// Stores `artifact` and enqueues `deliveries` with it, all or nothing:
+    /// [`ArtifactStore::publish_all`] of one artifact.
     ///
     /// # Errors
-    /// [`StoreError::NoOutbox`] when `deliveries` is not empty and this store cannot keep them;
-    /// [`StoreError::Duplicate`] for an id already stored; [`StoreError::Backend`] otherwise.
+    /// As [`ArtifactStore::publish_all`].
     async fn publish(
         &self,
         artifact: &Artifact,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<(), StoreError> {
+        self.publish_all(std::slice::from_ref(artifact), deliveries)
+            .await
+    }
+
+    /// Stores `artifacts`, in the order given, and enqueues `deliveries` (theirs) with them,
+    /// all or nothing: a durable store writes them in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::NoOutbox`] when `deliveries` is not empty and this store cannot keep them;
+    /// [`StoreError::Duplicate`] for an id already stored (or given twice);
+    /// [`StoreError::Backend`] otherwise. Nothing is stored or enqueued.
+    async fn publish_all(
+        &self,
+        artifacts: &[Artifact],
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError>;
 
@@ -260,6 +276,35 @@ struct Indexed {
     by_type: HashMap<TypeName, Vec<u64>>,
 }
 
+impl Indexed {
+    /// Appends an artifact whose id is not stored yet.
+    fn push(&mut self, artifact: &Artifact, json: Bytes) {
+        self.last += 1;
+        let index = self.last;
+        self.artifacts.insert(
+            index,
+            Stored {
+                tenant: artifact.tenant.clone(),
+                correlation_id: artifact.correlation_id,
+                type_name: artifact.type_name.clone(),
+                produced_by: artifact.produced_by.clone(),
+                tags: artifact.tags.clone(),
+                created_at: artifact.created_at,
+                json,
+            },
+        );
+        self.by_id.insert(artifact.id, index);
+        self.by_correlation
+            .entry(artifact.correlation_id)
+            .or_default()
+            .push(index);
+        self.by_type
+            .entry(artifact.type_name.clone())
+            .or_default()
+            .push(index);
+    }
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -282,40 +327,33 @@ impl MemoryStore {
     /// # Errors
     /// [`StoreError::Duplicate`] for an id already stored.
     pub fn insert_rendered(&self, artifact: &Artifact, json: Bytes) -> Result<(), StoreError> {
-        debug_assert_eq!(
-            json.as_ref(),
-            WebhookArtifact::render(artifact).as_slice(),
-            "the JSON handed to insert_rendered is the artifact's"
-        );
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        if inner.by_id.contains_key(&artifact.id) {
-            return Err(StoreError::Duplicate(artifact.id));
+        self.insert_all_rendered(vec![(artifact, json)])
+    }
+
+    /// Stores several artifacts whose JSON is already rendered (as for
+    /// [`MemoryStore::insert_rendered`]), in the order given, all or none.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] for an id already stored or given twice; nothing is stored.
+    pub fn insert_all_rendered(&self, items: Vec<(&Artifact, Bytes)>) -> Result<(), StoreError> {
+        for (artifact, json) in &items {
+            debug_assert_eq!(
+                json.as_ref(),
+                WebhookArtifact::render(artifact).as_slice(),
+                "the JSON handed to insert_rendered is the artifact's"
+            );
         }
-        inner.last += 1;
-        let index = inner.last;
-        inner.artifacts.insert(
-            index,
-            Stored {
-                tenant: artifact.tenant.clone(),
-                correlation_id: artifact.correlation_id,
-                type_name: artifact.type_name.clone(),
-                produced_by: artifact.produced_by.clone(),
-                tags: artifact.tags.clone(),
-                created_at: artifact.created_at,
-                json,
-            },
-        );
-        inner.by_id.insert(artifact.id, index);
-        inner
-            .by_correlation
-            .entry(artifact.correlation_id)
-            .or_default()
-            .push(index);
-        inner
-            .by_type
-            .entry(artifact.type_name.clone())
-            .or_default()
-            .push(index);
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        if let Some((dup, _)) = items
+            .iter()
+            .find(|(a, _)| inner.by_id.contains_key(&a.id) || !seen.insert(a.id))
+        {
+            return Err(StoreError::Duplicate(dup.id));
+        }
+        for (artifact, json) in items {
+            inner.push(artifact, json);
+        }
         Ok(())
     }
 
@@ -451,15 +489,20 @@ impl MemoryStore {
 
 #[async_trait]
 impl ArtifactStore for MemoryStore {
-    async fn publish(
+    async fn publish_all(
         &self,
-        artifact: &Artifact,
+        artifacts: &[Artifact],
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
         if !deliveries.is_empty() {
             return Err(StoreError::NoOutbox);
         }
-        self.insert(artifact)
+        self.insert_all_rendered(
+            artifacts
+                .iter()
+                .map(|a| (a, Bytes::from(WebhookArtifact::render(a))))
+                .collect(),
+        )
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {

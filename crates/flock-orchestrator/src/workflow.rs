@@ -300,14 +300,15 @@ impl Workflows {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Begins publishing an artifact in workflow `id` (tracking it if new): checks the runaway
-    /// guard, reserves a place under it and marks the workflow active. Returns the workflow's
-    /// publish lock. When refused, the refusal is recorded as an error naming `what`.
+    /// Begins publishing `count` artifacts at once in workflow `id` (tracking it if new):
+    /// checks the runaway guard, reserves their places under it and marks the workflow active.
+    /// Returns the workflow's publish lock. When refused, the refusal is recorded as an error
+    /// naming `what`.
     pub(crate) fn begin_publish(
         &self,
         id: Uuid,
         tenant: &TenantId,
-        limit: u64,
+        (limit, count): (u64, u64),
         producer: &str,
         what: &str,
     ) -> Result<Arc<tokio::sync::Mutex<()>>, LimitReached> {
@@ -316,7 +317,7 @@ impl Workflows {
             .workflows
             .entry(id)
             .or_insert_with(|| Workflow::new(tenant.clone()));
-        if workflow.halted || workflow.reserved >= limit {
+        if workflow.halted || workflow.reserved.saturating_add(count) > limit {
             workflow.halted = true;
             let error = RecordedError::new(
                 ErrorKind::RunawayGuard,
@@ -329,7 +330,7 @@ impl Workflows {
             Self::push_error(workflow, error, self.max_errors);
             return Err(LimitReached { limit });
         }
-        workflow.reserved += 1;
+        workflow.reserved += count;
         workflow.publishes += 1;
         workflow.last_activity_at = now_micros();
         let lock = Arc::clone(&workflow.publish_lock);
@@ -339,26 +340,26 @@ impl Workflows {
         Ok(lock)
     }
 
-    /// Counts an artifact of workflow `id` as stored.
-    pub(crate) fn stored(&self, id: Uuid) {
+    /// Counts `count` artifacts of workflow `id` as stored.
+    pub(crate) fn stored(&self, id: Uuid, count: u64) {
         let mut registry = self.lock();
         if let Some(workflow) = registry.workflows.get_mut(&id) {
-            workflow.stored += 1;
+            workflow.stored += count;
             workflow.last_activity_at = now_micros();
         }
     }
 
-    /// Ends a publish begun with [`Workflows::begin_publish`]; `stored` says whether the
-    /// artifact was stored (if not, its place under the runaway guard is given back). Returns
-    /// whether the workflow just went idle.
-    pub(crate) fn end_publish(&self, id: Uuid, stored: bool) -> bool {
+    /// Ends a publish of `count` artifacts begun with [`Workflows::begin_publish`]; `stored`
+    /// says whether they were stored (if not, their places under the runaway guard are given
+    /// back). Returns whether the workflow just went idle.
+    pub(crate) fn end_publish(&self, id: Uuid, stored: bool, count: u64) -> bool {
         let mut registry = self.lock();
         let Some(workflow) = registry.workflows.get_mut(&id) else {
             return false;
         };
         workflow.publishes = workflow.publishes.saturating_sub(1);
         if !stored {
-            workflow.reserved = workflow.reserved.saturating_sub(1);
+            workflow.reserved = workflow.reserved.saturating_sub(count);
             if workflow.reserved == 0 && !workflow.is_active() && workflow.error_count == 0 {
                 // Its only publish failed: leave no trace, as if it had never begun. Waiters
                 // see the sender go and take the workflow as idle.
@@ -458,11 +459,11 @@ mod tests {
         let workflows = Workflows::new(10, 10);
         let id = Uuid::now_v7();
         workflows
-            .begin_publish(id, &TenantId::default_tenant(), 5, "external", "Idea")
+            .begin_publish(id, &TenantId::default_tenant(), (5, 1), "external", "Idea")
             .unwrap();
-        workflows.stored(id);
+        workflows.stored(id, 1);
         workflows.begin_run(id);
-        assert!(!workflows.end_publish(id, true));
+        assert!(!workflows.end_publish(id, true, 1));
         assert_eq!(workflows.status(id).unwrap().state, WorkflowState::Active);
         assert!(workflows.end_run(id));
         let status = workflows.status(id).unwrap();
@@ -477,20 +478,20 @@ mod tests {
         let id = Uuid::now_v7();
         for _ in 0..2 {
             workflows
-                .begin_publish(id, &TenantId::default_tenant(), 2, "external", "Idea")
+                .begin_publish(id, &TenantId::default_tenant(), (2, 1), "external", "Idea")
                 .unwrap();
-            workflows.stored(id);
-            workflows.end_publish(id, true);
+            workflows.stored(id, 1);
+            workflows.end_publish(id, true, 1);
         }
         assert_eq!(
             workflows
-                .begin_publish(id, &TenantId::default_tenant(), 2, "loop", "Idea")
+                .begin_publish(id, &TenantId::default_tenant(), (2, 1), "loop", "Idea")
                 .unwrap_err(),
             LimitReached { limit: 2 }
         );
         assert!(
             workflows
-                .begin_publish(id, &TenantId::default_tenant(), 2, "loop", "Idea")
+                .begin_publish(id, &TenantId::default_tenant(), (2, 1), "loop", "Idea")
                 .is_err()
         );
         assert!(workflows.is_halted(id));
@@ -507,9 +508,9 @@ mod tests {
         let workflows = Workflows::new(10, 10);
         let id = Uuid::now_v7();
         workflows
-            .begin_publish(id, &TenantId::default_tenant(), 5, "external", "Idea")
+            .begin_publish(id, &TenantId::default_tenant(), (5, 1), "external", "Idea")
             .unwrap();
-        assert!(workflows.end_publish(id, false));
+        assert!(workflows.end_publish(id, false, 1));
         assert!(workflows.status(id).is_none());
     }
 
@@ -519,14 +520,20 @@ mod tests {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
         let busy = Uuid::now_v7();
         workflows
-            .begin_publish(busy, &TenantId::default_tenant(), 5, "external", "Idea")
+            .begin_publish(
+                busy,
+                &TenantId::default_tenant(),
+                (5, 1),
+                "external",
+                "Idea",
+            )
             .unwrap();
         for &id in &ids {
             workflows
-                .begin_publish(id, &TenantId::default_tenant(), 5, "external", "Idea")
+                .begin_publish(id, &TenantId::default_tenant(), (5, 1), "external", "Idea")
                 .unwrap();
-            workflows.stored(id);
-            workflows.end_publish(id, true);
+            workflows.stored(id, 1);
+            workflows.end_publish(id, true, 1);
         }
         // The active one stays whatever its age; the idle ones go oldest first.
         assert_eq!(workflows.len(), 2);

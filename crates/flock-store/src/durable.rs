@@ -65,11 +65,13 @@ pub(crate) trait Backend: Reads + Send + Sync + 'static {
 pub(crate) trait Reads {
     async fn get(self: Arc<Self>, id: Uuid) -> Result<Option<Artifact>, sqlx::Error>;
     async fn query(self: Arc<Self>, query: ArtifactQuery) -> Result<Page<Artifact>, sqlx::Error>;
-    async fn deliveries(
+    /// The deliveries whose `column` is `value` (a workflow's, or one by id), in sequence
+    /// order, each with its attempts.
+    async fn views(
         self: Arc<Self>,
-        correlation: Uuid,
+        column: &'static str,
+        value: Uuid,
     ) -> Result<Vec<DeliveryView>, sqlx::Error>;
-    async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error>;
     async fn failed(self: Arc<Self>, query: FailedQuery) -> Result<Vec<DeliveryView>, sqlx::Error>;
     async fn next_due(self: Arc<Self>) -> Result<Option<OffsetDateTime>, sqlx::Error>;
     async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error>;
@@ -88,18 +90,18 @@ enum Message {
 /// A store on a database: writes go to writer tasks that commit them in batches (group
 /// commit), reads run on the runtime the store was opened on. Both the [`ArtifactStore`] and
 /// the [`Outbox`] of one database.
-pub(crate) struct Durable<B: Backend> {
-    backend: Arc<B>,
+pub(crate) struct Durable {
+    backend: Arc<dyn Backend>,
     queue: mpsc::Sender<Message>,
     notify: Arc<Notify>,
     runtime: Handle,
     closed: AtomicBool,
 }
 
-impl<B: Backend> Durable<B> {
+impl Durable {
     /// Starts `writers` writer tasks on the current runtime.
-    pub(crate) fn start(backend: B, writers: usize) -> Arc<Self> {
-        let backend = Arc::new(backend);
+    pub(crate) fn start(backend: impl Backend, writers: usize) -> Arc<Self> {
+        let backend: Arc<dyn Backend> = Arc::new(backend);
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let notify = Arc::new(Notify::new());
@@ -142,17 +144,12 @@ impl<B: Backend> Durable<B> {
         })
     }
 
-    /// The database.
-    pub(crate) fn backend(&self) -> &B {
-        &self.backend
-    }
-
     /// Runs `read` of the backend on the store's runtime (whose I/O driver owns the
     /// connections); `what` names it in an error.
     async fn read<T: Send + 'static, F>(
         &self,
         what: &str,
-        read: impl FnOnce(Arc<B>) -> F,
+        read: impl FnOnce(Arc<dyn Backend>) -> F,
     ) -> Result<T, Failure>
     where
         F: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
@@ -162,6 +159,27 @@ impl<B: Backend> Durable<B> {
             Err(e) => Err(Failure::new(format!(
                 "{what}: the read did not finish: {e}"
             ))),
+        }
+    }
+
+    /// Prunes in writes of at most `chunk` (`prune` of each limit), so that other writes go in
+    /// between, until one prunes fewer; answers how many went in all.
+    async fn prune_in_chunks(
+        &self,
+        chunk: u64,
+        prune: impl Fn(u64) -> Input,
+    ) -> Result<u64, OpError> {
+        let mut total = 0u64;
+        loop {
+            let pruned = self.write(prune(chunk), |done| match done {
+                Done::Pruned(count) => Some(count),
+                _ => None,
+            });
+            let count = pruned.await?;
+            total = total.saturating_add(count);
+            if count < chunk {
+                return Ok(total);
+            }
         }
     }
 
@@ -180,8 +198,8 @@ impl<B: Backend> Durable<B> {
 /// One writer: takes every write queued (at least one, up to [`MAX_BATCH`]), applies them in
 /// one transaction, answers each, and starts over. There is no waiting to fill a batch: under
 /// load, writes queue up while a batch commits and form the next.
-async fn writer<B: Backend>(
-    backend: Arc<B>,
+async fn writer(
+    backend: Arc<dyn Backend>,
     receiver: Arc<Mutex<mpsc::Receiver<Message>>>,
     notify: Arc<Notify>,
 ) {
@@ -237,7 +255,7 @@ async fn writer<B: Backend>(
 
 /// Applies a batch; when it fails as a whole, applies its writes one at a time so that one bad
 /// write fails alone.
-async fn commit<B: Backend>(backend: &B, mut ops: Vec<Op>, notify: &Notify) {
+async fn commit(backend: &dyn Backend, mut ops: Vec<Op>, notify: &Notify) {
     let count = ops.len();
     let mut wake = false;
     match backend.write(&mut ops).await {
@@ -269,7 +287,7 @@ fn answer(ops: Vec<Op>) -> bool {
 
 /// Answers the one write of `ops`, which failed alone with `err`, with why; a database failure
 /// is logged when `log`.
-async fn fail<B: Backend>(backend: &B, mut ops: Vec<Op>, err: sqlx::Error, log: bool) {
+async fn fail(backend: &dyn Backend, mut ops: Vec<Op>, err: sqlx::Error, log: bool) {
     if let Some(op) = ops.pop() {
         let failure = backend.explain(&op, err).await;
         if let (true, OpError::Backend(failure)) = (log, &failure) {
@@ -280,18 +298,22 @@ async fn fail<B: Backend>(backend: &B, mut ops: Vec<Op>, err: sqlx::Error, log: 
 }
 
 #[async_trait]
-impl<B: Backend> ArtifactStore for Durable<B> {
-    async fn publish(
+impl ArtifactStore for Durable {
+    async fn publish_all(
         &self,
-        artifact: &Artifact,
+        artifacts: &[Artifact],
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
-        let row = ArtifactFields::of(artifact).map_err(|e| {
-            let what = format!("the payload of artifact {} does not render", artifact.id);
-            StoreError::backend_because(what, e)
-        })?;
+        let rows = (artifacts.iter())
+            .map(|artifact| {
+                ArtifactFields::of(artifact).map_err(|e| {
+                    let what = format!("the payload of artifact {} does not render", artifact.id);
+                    StoreError::backend_because(what, e)
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let input = Input::Publish {
-            artifact: Some(row),
+            artifacts: rows,
             deliveries,
         };
         Ok(self.write(input, Done::applied).await?)
@@ -310,13 +332,13 @@ impl<B: Backend> ArtifactStore for Durable<B> {
 }
 
 #[async_trait]
-impl<B: Backend> Outbox for Durable<B> {
+impl Outbox for Durable {
     async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
         if deliveries.is_empty() {
             return Ok(());
         }
         let input = Input::Publish {
-            artifact: None,
+            artifacts: Vec::new(),
             deliveries,
         };
         Ok(self.write(input, Done::applied).await?)
@@ -398,13 +420,14 @@ impl<B: Backend> Outbox for Durable<B> {
 
     async fn deliveries(&self, correlation_id: Uuid) -> Result<Vec<DeliveryView>, OutboxError> {
         let what = "cannot list a workflow's deliveries";
-        Ok(self.read(what, |b| b.deliveries(correlation_id)).await?)
+        Ok(self
+            .read(what, |b| b.views("correlation_id", correlation_id))
+            .await?)
     }
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
-        Ok(self
-            .read("cannot read a delivery", |b| b.delivery(id))
-            .await?)
+        let views = self.read("cannot read a delivery", |b| b.views("id", id));
+        Ok(views.await?.pop())
     }
 
     async fn failed(&self, query: &FailedQuery) -> Result<Vec<DeliveryView>, OutboxError> {
@@ -416,16 +439,16 @@ impl<B: Backend> Outbox for Durable<B> {
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {
         Ok(self
-            .read("cannot read the next due time", B::next_due)
+            .read("cannot read the next due time", Reads::next_due)
             .await?)
     }
 
     async fn counts(&self) -> Result<OutboxCounts, OutboxError> {
-        Ok(self.read("cannot count deliveries", B::counts).await?)
+        Ok(self.read("cannot count deliveries", Reads::counts).await?)
     }
 
     async fn pending_by_tenant(&self) -> Result<Vec<(TenantId, u64)>, OutboxError> {
-        let count = B::pending_by_tenant;
+        let count = Reads::pending_by_tenant;
         Ok(self
             .read("cannot count deliveries by tenant", count)
             .await?)
@@ -437,41 +460,15 @@ impl<B: Backend> Outbox for Durable<B> {
     }
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {
-        let mut total = 0u64;
-        loop {
-            let input = Input::Prune {
-                before: completed_before,
-                limit: PRUNE_CHUNK,
-            };
-            let pruned = self.write(input, |done| match done {
-                Done::Pruned(count) => Some(count),
-                _ => None,
-            });
-            let count = pruned.await?;
-            total = total.saturating_add(count);
-            if count < PRUNE_CHUNK {
-                return Ok(total);
-            }
-        }
+        let before = completed_before;
+        let prune = |limit| Input::Prune { before, limit };
+        Ok(self.prune_in_chunks(PRUNE_CHUNK, prune).await?)
     }
 
     async fn prune_workflows(&self, finished_before: OffsetDateTime) -> Result<u64, OutboxError> {
-        let mut total = 0u64;
-        loop {
-            let input = Input::PruneWorkflows {
-                before: finished_before,
-                limit: PRUNE_WORKFLOWS_CHUNK,
-            };
-            let pruned = self.write(input, |done| match done {
-                Done::Pruned(count) => Some(count),
-                _ => None,
-            });
-            let count = pruned.await?;
-            total = total.saturating_add(count);
-            if count < PRUNE_WORKFLOWS_CHUNK {
-                return Ok(total);
-            }
-        }
+        let before = finished_before;
+        let prune = |limit| Input::PruneWorkflows { before, limit };
+        Ok(self.prune_in_chunks(PRUNE_WORKFLOWS_CHUNK, prune).await?)
     }
 
     async fn enqueued(&self) {

@@ -100,18 +100,12 @@ impl From<Failure> for OutboxError {
 /// The database's own error, as the source of a [`Failure`]. `Debug` shows what `Display`
 /// shows: the driver's message, which never holds bound values, and not the server's detail,
 /// which may quote a row, secrets and all.
+#[derive(thiserror::Error)]
+#[error("{0}")]
 struct DatabaseError(sqlx::Error);
-
-impl fmt::Display for DatabaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
 
 impl fmt::Debug for DatabaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
     }
 }
-
-impl Error for DatabaseError {}

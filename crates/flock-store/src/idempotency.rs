@@ -19,11 +19,10 @@ use flock_orchestrator::{
     IdempotencyStore, RecordedAnswer, SyncAnswer,
 };
 use time::OffsetDateTime;
-use tokio::runtime::Handle;
 use uuid::Uuid;
 
-use crate::keys::{KeyPool, on_pool};
-use crate::sql::rows::micros;
+use crate::keys::{BackendError, KeyPool, on_pool};
+use crate::sql::rows::{int, micros};
 
 /// How many expired records a claim deletes at most. More than the one record a claim adds,
 /// so expired records go faster than new ones come while keys are in use.
@@ -91,9 +90,7 @@ fn hex(fingerprint: &[u8; 32]) -> String {
 }
 
 fn ttl_micros(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_micros())
-        .unwrap_or(i64::MAX)
-        .min(MAX_TTL_MICROS)
+    int(ttl.as_micros()).min(MAX_TTL_MICROS)
 }
 
 /// The answer's columns: status, correlation id, artifact ids (comma separated), completed,
@@ -114,7 +111,7 @@ fn encode(answer: &RecordedAnswer) -> AnswerColumns {
                 .join(",")
         }),
         sync.map(|s| i64::from(s.completed)),
-        sync.map(|s| i64::try_from(s.duration_ms).unwrap_or(i64::MAX)),
+        sync.map(|s| int(s.duration_ms)),
     )
 }
 
@@ -157,35 +154,15 @@ fn decide(row: Row, route: &str, fingerprint: &str) -> Result<ClaimOutcome, Idem
     }))
 }
 
-/// The [`IdempotencyStore`] of an SQL database.
-pub(crate) struct SqlIdempotency {
-    pool: KeyPool,
-    runtime: Handle,
-}
-
-impl SqlIdempotency {
-    /// Idempotency records on `pool`, running their queries on the current runtime.
-    pub(crate) fn new(pool: KeyPool) -> SqlIdempotency {
-        SqlIdempotency {
-            pool,
-            runtime: Handle::current(),
-        }
-    }
-
-    /// Runs `work` on the store's runtime.
-    async fn run<T, Fut>(&self, work: Fut) -> Result<T, IdempotencyError>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = Result<T, IdempotencyError>> + Send + 'static,
-    {
-        self.runtime.spawn(work).await.map_err(|e| {
-            IdempotencyError::Backend(format!("an idempotency query did not finish: {e}"))
-        })?
+impl BackendError for IdempotencyError {
+    const QUERY: &'static str = "an idempotency query";
+    fn backend(message: String) -> Self {
+        IdempotencyError::Backend(message)
     }
 }
 
 #[async_trait]
-impl IdempotencyStore for SqlIdempotency {
+impl IdempotencyStore for KeyPool {
     async fn claim(
         &self,
         request: &IdempotencyRequest,
@@ -198,7 +175,7 @@ impl IdempotencyStore for SqlIdempotency {
         let fingerprint = hex(&request.fingerprint);
         let now = micros(now);
         let lease = now.saturating_add(ttl_micros(IN_PROGRESS_LEASE));
-        let keep = i64::try_from(limits.max_per_tenant.max(1) - 1).unwrap_or(i64::MAX);
+        let keep = int(limits.max_per_tenant.max(1) - 1);
         on_pool!(self, |pool| {
             // A row read after a failed insert can vanish (its request failed and released
             // it) before it is read: then try again.

@@ -1,7 +1,9 @@
 //! API keys in SQL: the [`KeyStore`] of both backends, written once. The statements are the
 //! same text on SQLite and Postgres (`$n` placeholders, `TEXT` and `BIGINT` columns,
 //! `RETURNING`); the Rust around them is one macro body expanded for each pool type. Queries
-//! run on the store's runtime, whose I/O driver owns the connections.
+//! run on the store's runtime, whose I/O driver owns the connections. The [`KeyPool`] they run
+//! through is also the tenant secrets (`secrets.rs`) and the idempotency records
+//! (`idempotency.rs`).
 
 use async_trait::async_trait;
 use flock_auth::{KeyHash, KeyRecord, KeyStore, KeyStoreError};
@@ -63,59 +65,72 @@ fn failed(err: sqlx::Error) -> KeyStoreError {
     KeyStoreError::Backend(err.to_string())
 }
 
-/// The connections keys (and tenant secrets) are read and written through: the store's readers
-/// (their writes are rare and small; SQLite's busy timeout lets them wait for the group-commit
-/// writer).
+/// The connections of the store's small tables (API keys, tenant secrets, idempotency
+/// records): the store's readers (their writes are rare and small; SQLite's busy timeout lets
+/// them wait for the group-commit writer), and the runtime whose I/O driver owns them. It is
+/// the [`KeyStore`], the `TenantSecrets` and the `IdempotencyStore` of the database.
+pub(crate) struct KeyPool {
+    pub(crate) pool: Pool,
+    runtime: Handle,
+}
+
+/// The readers' pool of either database.
 #[derive(Clone)]
-pub(crate) enum KeyPool {
+pub(crate) enum Pool {
     /// SQLite.
     Sqlite(SqlitePool),
     /// Postgres.
     Postgres(PgPool),
 }
 
-/// The [`KeyStore`] of an SQL database.
-pub(crate) struct SqlKeyStore {
-    pool: KeyPool,
-    runtime: Handle,
+/// The error of a store on a [`KeyPool`]: the database's failure, as text.
+pub(crate) trait BackendError: Send + 'static {
+    /// What its queries are, for "... did not finish".
+    const QUERY: &'static str;
+    fn backend(message: String) -> Self;
 }
 
-impl SqlKeyStore {
-    /// A key store on `pool`, running its queries on the current runtime.
-    pub(crate) fn new(pool: KeyPool) -> SqlKeyStore {
-        SqlKeyStore {
+impl BackendError for KeyStoreError {
+    const QUERY: &'static str = "a key store query";
+    fn backend(message: String) -> Self {
+        KeyStoreError::Backend(message)
+    }
+}
+
+impl KeyPool {
+    /// The small tables of `pool`, queried on the current runtime.
+    pub(crate) fn new(pool: Pool) -> KeyPool {
+        KeyPool {
             pool,
             runtime: Handle::current(),
         }
     }
 
     /// Runs `work` on the store's runtime.
-    async fn run<T, Fut>(&self, work: Fut) -> Result<T, KeyStoreError>
+    pub(crate) async fn run<T, E, Fut>(&self, work: Fut) -> Result<T, E>
     where
         T: Send + 'static,
-        Fut: Future<Output = Result<T, KeyStoreError>> + Send + 'static,
+        E: BackendError,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        self.runtime
-            .spawn(work)
-            .await
-            .map_err(|e| KeyStoreError::Backend(format!("a key store query did not finish: {e}")))?
+        (self.runtime.spawn(work).await)
+            .map_err(|e| E::backend(format!("{} did not finish: {e}", E::QUERY)))?
     }
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool the store has: one text for both. The
-/// store is anything with a `pool: KeyPool` and an async `run` (the tenant secrets use it too).
+/// Runs `$body` with `$pool` bound to whichever pool the store has: one text for both.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store.pool.clone() {
-            $crate::keys::KeyPool::Sqlite($pool) => $store.run(async move { $body }).await,
-            $crate::keys::KeyPool::Postgres($pool) => $store.run(async move { $body }).await,
+            $crate::keys::Pool::Sqlite($pool) => $store.run(async move { $body }).await,
+            $crate::keys::Pool::Postgres($pool) => $store.run(async move { $body }).await,
         }
     };
 }
 pub(crate) use on_pool;
 
 #[async_trait]
-impl KeyStore for SqlKeyStore {
+impl KeyStore for KeyPool {
     async fn create(&self, record: &KeyRecord, hash: &KeyHash) -> Result<(), KeyStoreError> {
         let record = record.clone();
         let hash = hash.to_hex();
@@ -152,22 +167,17 @@ impl KeyStore for SqlKeyStore {
     async fn list(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyRecord>, KeyStoreError> {
         let tenant = tenant.map(|t| t.as_str().to_owned());
         on_pool!(self, |pool| {
-            let rows = match tenant {
-                Some(tenant) => {
-                    let sql = format!(
-                        "SELECT {COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at, id"
-                    );
-                    sqlx::query_as::<_, Row>(&sql)
-                        .bind(tenant)
-                        .fetch_all(&pool)
-                        .await
-                }
-                None => {
-                    let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id");
-                    sqlx::query_as::<_, Row>(&sql).fetch_all(&pool).await
-                }
+            let filter = if tenant.is_some() {
+                "WHERE tenant = $1 "
+            } else {
+                ""
+            };
+            let sql = format!("SELECT {COLUMNS} FROM api_keys {filter}ORDER BY created_at, id");
+            let mut query = sqlx::query_as::<_, Row>(&sql);
+            if let Some(tenant) = tenant {
+                query = query.bind(tenant);
             }
-            .map_err(failed)?;
+            let rows = query.fetch_all(&pool).await.map_err(failed)?;
             rows.into_iter().map(decode).collect()
         })
     }
@@ -180,27 +190,22 @@ impl KeyStore for SqlKeyStore {
     ) -> Result<Option<KeyRecord>, KeyStoreError> {
         let tenant = tenant.map(|t| t.as_str().to_owned());
         on_pool!(self, |pool| {
-            let revoke = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1";
-            let row = match tenant {
-                Some(tenant) => {
-                    let sql = format!("{revoke} AND tenant = $3 RETURNING {COLUMNS}");
-                    sqlx::query_as::<_, Row>(&sql)
-                        .bind(id.to_string())
-                        .bind(micros(at))
-                        .bind(tenant)
-                        .fetch_optional(&pool)
-                        .await
-                }
-                None => {
-                    let sql = format!("{revoke} RETURNING {COLUMNS}");
-                    sqlx::query_as::<_, Row>(&sql)
-                        .bind(id.to_string())
-                        .bind(micros(at))
-                        .fetch_optional(&pool)
-                        .await
-                }
+            let filter = if tenant.is_some() {
+                " AND tenant = $3"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1{filter} \
+                 RETURNING {COLUMNS}"
+            );
+            let mut query = sqlx::query_as::<_, Row>(&sql)
+                .bind(id.to_string())
+                .bind(micros(at));
+            if let Some(tenant) = tenant {
+                query = query.bind(tenant);
             }
-            .map_err(failed)?;
+            let row = query.fetch_optional(&pool).await.map_err(failed)?;
             row.map(decode).transpose()
         })
     }

@@ -44,6 +44,11 @@ pub(crate) const SQLITE: &[File] = &[
         "idempotency",
         include_str!("../migrations/sqlite/0005_idempotency.sql"),
     ),
+    (
+        6,
+        "webhook_options",
+        include_str!("../migrations/sqlite/0006_webhook_options.sql"),
+    ),
 ];
 
 /// The Postgres migrations, oldest first.
@@ -72,6 +77,11 @@ pub(crate) const POSTGRES: &[File] = &[
         5,
         "idempotency",
         include_str!("../migrations/postgres/0005_idempotency.sql"),
+    ),
+    (
+        6,
+        "webhook_options",
+        include_str!("../migrations/postgres/0006_webhook_options.sql"),
     ),
 ];
 

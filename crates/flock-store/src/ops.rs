@@ -15,9 +15,9 @@ use crate::sql::rows::ArtifactFields;
 
 /// What a write asks for.
 pub(crate) enum Input {
-    /// An artifact (absent for a bare enqueue) with its deliveries, all or nothing.
+    /// Artifacts (none for a bare enqueue) with their deliveries, all or nothing.
     Publish {
-        artifact: Option<ArtifactFields>,
+        artifacts: Vec<ArtifactFields>,
         deliveries: Vec<NewDelivery>,
     },
     /// Due deliveries, leased.
@@ -43,7 +43,10 @@ impl Input {
     fn wakes_dispatcher(&self) -> bool {
         match self {
             Input::Publish { deliveries, .. } => !deliveries.is_empty(),
-            Input::Record { resolution, .. } => matches!(resolution, Resolution::RetryAt(_)),
+            // An ordered delivery's final result releases the next of its webhook.
+            Input::Record {
+                resolution, lease, ..
+            } => lease.ordered || matches!(resolution, Resolution::RetryAt(_)),
             Input::Redeliver { .. } => true,
             Input::Claim(_) | Input::Prune { .. } | Input::PruneWorkflows { .. } => false,
         }
@@ -57,6 +60,19 @@ impl Input {
             Input::Redeliver { .. } => "redeliver",
             Input::Prune { .. } => "prune",
             Input::PruneWorkflows { .. } => "workflow prune",
+        }
+    }
+
+    /// The ordered delivery this write records a final result for (delivered or failed):
+    /// the next delivery of its webhook may go.
+    pub(crate) fn releases(&self) -> Option<Uuid> {
+        match self {
+            Input::Record {
+                lease, resolution, ..
+            } if lease.ordered && !matches!(resolution, Resolution::RetryAt(_)) => {
+                Some(lease.delivery_id)
+            }
+            _ => None,
         }
     }
 
@@ -164,6 +180,7 @@ impl From<OpError> for OutboxError {
 /// One queued write: its input, its outcome once applied, and who waits for it.
 pub(crate) struct Op {
     pub(crate) input: Input,
+    /// The outcome, set by the backend while applying a batch.
     pub(crate) outcome: Option<Result<Done, Refusal>>,
     reply: oneshot::Sender<Result<Done, OpError>>,
 }
@@ -177,11 +194,6 @@ impl Op {
             reply,
         };
         (op, answer)
-    }
-
-    /// Sets the outcome (the backend calls this while applying a batch).
-    pub(crate) fn done(&mut self, outcome: Result<Done, Refusal>) {
-        self.outcome = Some(outcome);
     }
 
     /// Answers the caller after the batch committed; returns whether the dispatcher should

@@ -90,10 +90,12 @@ async fn run(
             return;
         }
         let now = clock();
-        let cutoff = time::Duration::try_from(retention.keep_for)
-            .ok()
-            .and_then(|keep| now.checked_sub(keep));
-        if let Some(cutoff) = cutoff {
+        let ago = |keep| {
+            time::Duration::try_from(keep)
+                .ok()
+                .and_then(|k| now.checked_sub(k))
+        };
+        if let Some(cutoff) = ago(retention.keep_for) {
             match outbox.prune(cutoff).await {
                 Ok(0) => {}
                 Ok(deleted) => info!(
@@ -104,11 +106,7 @@ async fn run(
                 Err(e) => error!(error = %e, "pruning webhook deliveries failed"),
             }
         }
-        let finished = retention
-            .workflows_for
-            .and_then(|keep| time::Duration::try_from(keep).ok())
-            .and_then(|keep| now.checked_sub(keep));
-        if let Some(finished) = finished {
+        if let Some(finished) = retention.workflows_for.and_then(ago) {
             match outbox.prune_workflows(finished).await {
                 Ok(0) => {}
                 Ok(deleted) => info!(

@@ -10,9 +10,8 @@ use async_trait::async_trait;
 use flock_delivery::{SecretsError, TenantSecrets, TenantSigning, generate_secret, grace_end};
 use flock_models::{Secret, TenantId};
 use time::OffsetDateTime;
-use tokio::runtime::Handle;
 
-use crate::keys::{KeyPool, on_pool};
+use crate::keys::{BackendError, KeyPool, on_pool};
 use crate::sql::rows::{from_micros, micros};
 
 const SELECT: &str =
@@ -67,35 +66,15 @@ fn decode(tenant: &TenantId, row: Row, now: OffsetDateTime) -> Result<TenantSign
     Ok(TenantSigning::new(current, previous, now))
 }
 
-/// The [`TenantSecrets`] of an SQL database.
-pub(crate) struct SqlTenantSecrets {
-    pool: KeyPool,
-    runtime: Handle,
-}
-
-impl SqlTenantSecrets {
-    /// Tenant secrets on `pool`, running their queries on the current runtime.
-    pub(crate) fn new(pool: KeyPool) -> SqlTenantSecrets {
-        SqlTenantSecrets {
-            pool,
-            runtime: Handle::current(),
-        }
-    }
-
-    /// Runs `work` on the store's runtime.
-    async fn run<T, Fut>(&self, work: Fut) -> Result<T, SecretsError>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = Result<T, SecretsError>> + Send + 'static,
-    {
-        self.runtime.spawn(work).await.map_err(|e| {
-            SecretsError::Backend(format!("a tenant secrets query did not finish: {e}"))
-        })?
+impl BackendError for SecretsError {
+    const QUERY: &'static str = "a tenant secrets query";
+    fn backend(message: String) -> Self {
+        SecretsError::Backend(message)
     }
 }
 
 #[async_trait]
-impl TenantSecrets for SqlTenantSecrets {
+impl TenantSecrets for KeyPool {
     async fn signing(
         &self,
         tenant: &TenantId,

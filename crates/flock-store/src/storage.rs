@@ -4,16 +4,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use flock_auth::{KeyStore, MemoryKeyStore};
 use flock_delivery::{MemoryStorage, MemoryTenantSecrets, Outbox, TenantSecrets};
 use flock_orchestrator::{ArtifactStore, IdempotencyStore, MemoryIdempotency};
 
-use crate::durable::{Backend, Durable};
+use crate::durable::Durable;
 use crate::error::OpenError;
-use crate::idempotency::SqlIdempotency;
-use crate::keys::{KeyPool, SqlKeyStore};
-use crate::secrets::SqlTenantSecrets;
+use crate::keys::KeyPool;
 use crate::url::StoreUrl;
 
 /// Artifacts and webhook deliveries in one database (or in memory), opened from a
@@ -30,20 +27,7 @@ pub struct Storage {
     keys: Arc<dyn KeyStore>,
     secrets: Arc<dyn TenantSecrets>,
     idempotency: Arc<dyn IdempotencyStore>,
-    closer: Option<Arc<dyn Close>>,
-}
-
-/// A store whose connections can be closed.
-#[async_trait]
-pub(crate) trait Close: Send + Sync + 'static {
-    async fn close(&self);
-}
-
-#[async_trait]
-impl<B: Backend> Close for Durable<B> {
-    async fn close(&self) {
-        Durable::close(self).await;
-    }
+    closer: Option<Arc<Durable>>,
 }
 
 impl Storage {
@@ -57,19 +41,22 @@ impl Storage {
     /// A file that cannot be created or is not a database, a server that cannot be reached, or
     /// a schema that cannot be migrated; the message names the file or server and the reason.
     pub async fn open(url: &StoreUrl) -> Result<Storage, OpenError> {
-        match url {
-            StoreUrl::Memory => Ok(Storage::memory()),
-            StoreUrl::Sqlite(path) => {
-                let store = crate::sqlite::open(path).await?;
-                let pool = KeyPool::Sqlite(store.backend().readers().clone());
-                Ok(Storage::durable(url.clone(), store, pool))
-            }
-            StoreUrl::Postgres(pg) => {
-                let store = crate::postgres::open(pg).await?;
-                let pool = KeyPool::Postgres(store.backend().readers().clone());
-                Ok(Storage::durable(url.clone(), store, pool))
-            }
-        }
+        let (store, pool) = match url {
+            StoreUrl::Memory => return Ok(Storage::memory()),
+            StoreUrl::Sqlite(path) => crate::sqlite::open(path).await?,
+            StoreUrl::Postgres(pg) => crate::postgres::open(pg).await?,
+        };
+        // Keys, tenant secrets and idempotency records go through the readers' pool.
+        let tables = Arc::new(KeyPool::new(pool));
+        Ok(Storage {
+            url: url.clone(),
+            artifacts: store.clone(),
+            outbox: store.clone(),
+            keys: tables.clone(),
+            secrets: tables.clone(),
+            idempotency: tables,
+            closer: Some(store),
+        })
     }
 
     /// An empty in-memory store ([`MemoryStorage`]): lost when the process stops.
@@ -83,19 +70,6 @@ impl Storage {
             secrets: Arc::new(MemoryTenantSecrets::new()),
             idempotency: Arc::new(MemoryIdempotency::new()),
             closer: None,
-        }
-    }
-
-    /// A durable store; its keys, tenant secrets and idempotency records go through `pool`.
-    fn durable<B: Backend>(url: StoreUrl, store: Arc<Durable<B>>, pool: KeyPool) -> Storage {
-        Storage {
-            url,
-            artifacts: store.clone(),
-            outbox: store.clone(),
-            keys: Arc::new(SqlKeyStore::new(pool.clone())),
-            secrets: Arc::new(SqlTenantSecrets::new(pool.clone())),
-            idempotency: Arc::new(SqlIdempotency::new(pool)),
-            closer: Some(store),
         }
     }
 

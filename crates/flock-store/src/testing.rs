@@ -1,5 +1,6 @@
 //! Test helpers (the `testing` feature): a throw-away Postgres database per test (or benchmark
-//! run), on the server that `FLOCK_TEST_POSTGRES_URL` names.
+//! run), on the server that `FLOCK_TEST_POSTGRES_URL` names, and a failure injected into a
+//! database's artifact inserts (a real trigger, so a write really fails part-way).
 
 use std::fmt;
 use std::str::FromStr as _;
@@ -116,5 +117,86 @@ impl fmt::Debug for PostgresTestDatabase {
         f.debug_struct("PostgresTestDatabase")
             .field("url", &self.url)
             .finish()
+    }
+}
+
+/// Makes the database at `url` fail every artifact insert once it holds `keep` artifacts: a
+/// trigger raises an error (named `injected failure`), as a full disk or a lost connection
+/// would fail a write part-way. Tests use it to show that a write of many artifacts stores
+/// all of them or none. [`allow_artifacts`] removes the trigger.
+///
+/// # Errors
+/// A memory store (which has no database), or a database that cannot be reached or altered.
+pub async fn refuse_artifacts_beyond(url: &StoreUrl, keep: u64) -> Result<(), String> {
+    let statements: Vec<String> = match url {
+        StoreUrl::Memory => return Err("a memory store has no database to alter".to_owned()),
+        StoreUrl::Sqlite(_) => vec![format!(
+            "CREATE TRIGGER flock_test_refuse BEFORE INSERT ON artifacts \
+             WHEN (SELECT count(*) FROM artifacts) >= {keep} \
+             BEGIN SELECT RAISE(ABORT, 'injected failure: no more artifacts'); END"
+        )],
+        StoreUrl::Postgres(_) => vec![
+            format!(
+                "CREATE FUNCTION flock_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF (SELECT count(*) FROM artifacts) >= {keep} THEN \
+                 RAISE EXCEPTION 'injected failure: no more artifacts'; END IF; \
+                 RETURN NEW; END $$"
+            ),
+            "CREATE TRIGGER flock_test_refuse BEFORE INSERT ON artifacts \
+             FOR EACH ROW EXECUTE FUNCTION flock_test_refuse()"
+                .to_owned(),
+        ],
+    };
+    run(url, &statements).await
+}
+
+/// Removes what [`refuse_artifacts_beyond`] installed.
+///
+/// # Errors
+/// As [`refuse_artifacts_beyond`].
+pub async fn allow_artifacts(url: &StoreUrl) -> Result<(), String> {
+    let statements = match url {
+        StoreUrl::Memory => return Err("a memory store has no database to alter".to_owned()),
+        StoreUrl::Sqlite(_) => vec!["DROP TRIGGER flock_test_refuse".to_owned()],
+        StoreUrl::Postgres(_) => vec![
+            "DROP TRIGGER flock_test_refuse ON artifacts".to_owned(),
+            "DROP FUNCTION flock_test_refuse()".to_owned(),
+        ],
+    };
+    run(url, &statements).await
+}
+
+/// Runs `statements` on a connection of their own to the database at `url`.
+async fn run(url: &StoreUrl, statements: &[String]) -> Result<(), String> {
+    match url {
+        StoreUrl::Memory => Err("a memory store has no database".to_owned()),
+        StoreUrl::Sqlite(path) => {
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .connect()
+                .await
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            for statement in statements {
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| format!("{statement}: {e}"))?;
+            }
+            conn.close().await.map_err(|e| e.to_string())
+        }
+        StoreUrl::Postgres(pg) => {
+            let mut conn = PgConnectOptions::from_str(pg.expose())
+                .map_err(|e| format!("not a Postgres URL: {e}"))?
+                .connect()
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            for statement in statements {
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| format!("{statement}: {e}"))?;
+            }
+            conn.close().await.map_err(|e| e.to_string())
+        }
     }
 }

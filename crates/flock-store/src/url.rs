@@ -2,7 +2,7 @@
 //! without a password.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where artifacts and webhook deliveries live, as `store.url` names it.
 ///
@@ -115,19 +115,6 @@ impl StoreUrl {
             "`{scheme}` is not a supported store; {SCHEMES}"
         )))
     }
-
-    /// The SQLite file, for an SQLite URL.
-    pub fn sqlite_path(&self) -> Option<&Path> {
-        match self {
-            StoreUrl::Sqlite(path) => Some(path),
-            _ => None,
-        }
-    }
-
-    /// Whether the store keeps its data across restarts.
-    pub fn is_durable(&self) -> bool {
-        !matches!(self, StoreUrl::Memory)
-    }
 }
 
 impl fmt::Display for StoreUrl {
@@ -175,15 +162,11 @@ mod tests {
             StoreUrl::Sqlite(PathBuf::from("flock.db"))
         );
         assert_eq!(
-            StoreUrl::parse("sqlite:///var/lib/flock/flock.db")
-                .unwrap()
-                .sqlite_path(),
-            Some(Path::new("/var/lib/flock/flock.db"))
+            StoreUrl::parse("sqlite:///var/lib/flock/flock.db").unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("/var/lib/flock/flock.db"))
         );
         let pg = StoreUrl::parse("postgres://flock:hunter2@db.example:5433/flock").unwrap();
         assert!(matches!(pg, StoreUrl::Postgres(_)));
-        assert!(pg.is_durable());
-        assert!(!StoreUrl::Memory.is_durable());
         assert!(StoreUrl::parse("postgresql://db.example/flock").is_ok());
     }
 

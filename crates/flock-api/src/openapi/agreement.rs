@@ -8,8 +8,9 @@
 
 use boon::{Compiler, Draft, SchemaIndex, Schemas, SchemeUrlLoader};
 use flock_models::{
-    ArtifactPublishRequest, MAX_SECRET_CHARS, MAX_SYNC_TIMEOUT, MAX_URL_BYTES, MIN_SYNC_TIMEOUT,
-    SyncPublishRequest, Tags, TypeName,
+    ArtifactPublishRequest, BatchPublishRequest, MAX_BATCH_ARTIFACTS, MAX_HEADER_NAME_BYTES,
+    MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_SECRET_CHARS, MAX_SYNC_TIMEOUT, MAX_URL_BYTES,
+    MAX_WEBHOOKS, MIN_SYNC_TIMEOUT, SyncPublishRequest, Tags, TypeName,
 };
 use serde_json::{Map, Value, json};
 
@@ -27,6 +28,7 @@ struct Document {
     schemas: Schemas,
     publish: SchemaIndex,
     sync: SchemaIndex,
+    batch: SchemaIndex,
     document: Value,
     compiler: Compiler,
 }
@@ -49,10 +51,12 @@ impl Document {
         };
         let publish = compile("/components/schemas/PublishRequest");
         let sync = compile("/components/schemas/SyncPublishRequest");
+        let batch = compile("/components/schemas/BatchPublishRequest");
         Document {
             schemas,
             publish,
             sync,
+            batch,
             document,
             compiler,
         }
@@ -485,6 +489,55 @@ fn publish_bodies(urls: &Urls, rng: &mut fastrand::Rng) -> Vec<Value> {
             json!({"url": "https://example.com/", "types": types}),
         ));
     }
+    // A webhook's custom headers and `ordered`.
+    for headers in header_maps(rng) {
+        bodies.push(with(
+            "webhook",
+            json!({"url": "https://example.com/", "headers": headers}),
+        ));
+    }
+    for ordered in [
+        json!(true),
+        json!(false),
+        json!(null),
+        json!("yes"),
+        json!(1),
+    ] {
+        bodies.push(with(
+            "webhook",
+            json!({"url": "https://example.com/", "ordered": ordered}),
+        ));
+    }
+    // Several webhooks: at and past the bound, with good and bad members, alone or beside the
+    // other forms.
+    let hook = json!({"url": "https://example.com/", "types": ["Idea"], "ordered": true});
+    let hooks = |n: usize| Value::from(vec![hook.clone(); n]);
+    let lists = [
+        json!(null),
+        json!([]),
+        hooks(1),
+        hooks(MAX_WEBHOOKS),
+        hooks(MAX_WEBHOOKS + 1),
+        json!({"url": "https://example.com/"}),
+        json!([null]),
+        json!([{"url": "https://example.com/", "extra": 1}]),
+        json!([hook, {"url": "nope"}]),
+        json!([{"url": "https://example.com/", "headers": {"Host": "x"}}]),
+    ];
+    for list in &lists {
+        bodies.push(with("webhooks", list.clone()));
+        for (field, value) in [
+            ("webhook", json!({"url": "https://example.com/"})),
+            ("webhook", json!(null)),
+            ("webhook_url", json!("https://example.com/")),
+            ("webhook_secret", json!("s")),
+        ] {
+            let mut body = base();
+            body.insert("webhooks".to_owned(), list.clone());
+            body.insert(field.to_owned(), value);
+            bodies.push(Value::Object(body));
+        }
+    }
     // Every combination of the three webhook fields, each absent, null, valid or invalid.
     let nested = [
         None,
@@ -524,6 +577,83 @@ fn publish_bodies(urls: &Urls, rng: &mut fastrand::Rng) -> Vec<Value> {
         }
     }
     bodies
+}
+
+/// Header maps: names of every kind (tokens, refused names in any case, refused prefixes,
+/// characters that are not token characters, at and past the length bound), values of every
+/// kind (control characters, non-ASCII, at and past the length bound), at and past the count
+/// bound, and things that are not maps.
+fn header_maps(rng: &mut fastrand::Rng) -> Vec<Value> {
+    let mut names: Vec<String> = [
+        "Authorization",
+        "X-Token",
+        "x",
+        "!#$%&'*+-.^_`|~09AZaz",
+        "Host",
+        "HOST",
+        "hoSt",
+        "Hosts",
+        "Content-Length",
+        "content-type",
+        "Content-Types",
+        "Transfer-Encoding",
+        "connection",
+        "User-Agent",
+        "user-agents",
+        "webhook-id",
+        "Webhook-Anything",
+        "webhook",
+        "webhooks-x",
+        "X-Flock-Signature",
+        "x-flock-",
+        "X-Flocking",
+        "",
+        "Bad Name",
+        "a:b",
+        "é",
+        "a\tb",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    names.push("n".repeat(MAX_HEADER_NAME_BYTES));
+    names.push("n".repeat(MAX_HEADER_NAME_BYTES + 1));
+    let mut maps: Vec<Value> = names.iter().map(|name| json!({ name: "v" })).collect();
+    let mut values: Vec<Value> = probe_chars()
+        .into_iter()
+        .map(|c| json!(format!("a{c}b")))
+        .collect();
+    values.extend([
+        json!(""),
+        json!("v".repeat(MAX_HEADER_VALUE_BYTES)),
+        json!("v".repeat(MAX_HEADER_VALUE_BYTES + 1)),
+        json!(1),
+        json!(null),
+        json!(["v"]),
+    ]);
+    maps.extend(values.into_iter().map(|value| json!({ "X-Token": value })));
+    let count = |n: usize| -> Value {
+        Value::Object((0..n).map(|i| (format!("X-H{i}"), json!("v"))).collect())
+    };
+    maps.extend([
+        count(MAX_HEADERS),
+        count(MAX_HEADERS + 1),
+        json!({}),
+        json!(null),
+        json!([]),
+        json!("X-Token: v"),
+        json!({"X-A": "1", "x-a": "2"}),
+    ]);
+    // Random maps of a few names and values from the pools above.
+    for _ in 0..200 {
+        let mut map = Map::new();
+        for _ in 0..rng.usize(1..4) {
+            let name = names[rng.usize(..names.len())].clone();
+            map.insert(name, json!("v"));
+        }
+        maps.push(Value::Object(map));
+    }
+    maps
 }
 
 /// A body of random fields, each drawn from its probes (or left out).
@@ -633,6 +763,55 @@ fn the_publish_schemas_accept_exactly_what_validation_accepts() {
     sync_pools.push(("filters", filters()));
     sync_bodies.extend((0..RANDOM_CASES).map(|_| random_body(&mut rng, &urls, &sync_pools)));
     found.extend(disagreements(&document, document.sync, sync_bodies, sync));
+
+    // A batch takes the same webhook fields: each publish body's artifact fields become one
+    // artifact of a batch, and the batch's own bounds are tried.
+    let batch = |body: Value| {
+        BatchPublishRequest::from_value(body)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let mut batch_bodies: Vec<Value> = bodies
+        .iter()
+        .chain(&random)
+        .map(|body| match body {
+            Value::Object(fields) => {
+                let mut artifact = Map::new();
+                let mut rest = Map::new();
+                for (name, value) in fields {
+                    match name.as_str() {
+                        "type" | "payload" | "tags" | "extra" => {
+                            artifact.insert(name.clone(), value.clone())
+                        }
+                        _ => rest.insert(name.clone(), value.clone()),
+                    };
+                }
+                rest.insert("artifacts".to_owned(), json!([artifact]));
+                Value::Object(rest)
+            }
+            other => other.clone(),
+        })
+        .collect();
+    let artifact = json!({"type": "Idea", "payload": {}});
+    for artifacts in [
+        json!(null),
+        json!([]),
+        json!({}),
+        json!([null]),
+        json!([artifact, {"type": "Idea"}]),
+        json!([artifact, {"type": "Idea", "payload": {}, "webhook_url": "https://e.com/"}]),
+        Value::from(vec![artifact.clone(); MAX_BATCH_ARTIFACTS]),
+        Value::from(vec![artifact.clone(); MAX_BATCH_ARTIFACTS + 1]),
+    ] {
+        batch_bodies.push(json!({ "artifacts": artifacts }));
+    }
+    batch_bodies.push(json!({"artifacts": [artifact], "timeout": 5}));
+    found.extend(disagreements(
+        &document,
+        document.batch,
+        batch_bodies,
+        batch,
+    ));
     report(&found);
 }
 

@@ -8,8 +8,9 @@
 use std::borrow::Cow;
 
 use flock_models::{
-    MAX_SECRET_CHARS, MAX_SYNC_TIMEOUT, MAX_URL_BYTES, MIN_SYNC_TIMEOUT, Secret, Tags, TypeName,
-    WebhookConfig, WebhookUrl,
+    MAX_BATCH_ARTIFACTS, MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS,
+    MAX_SECRET_CHARS, MAX_SYNC_TIMEOUT, MAX_URL_BYTES, MAX_WEBHOOKS, MIN_SYNC_TIMEOUT, Secret,
+    Tags, TypeName, WebhookConfig, WebhookHeaders, WebhookUrl,
 };
 use utoipa::openapi::schema::{
     AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema,
@@ -135,11 +136,47 @@ named_schema!(
 );
 
 named_schema!(
+    /// A webhook's custom headers.
+    WebhookHeadersDoc = "WebhookHeaders",
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .max_properties(Some(MAX_HEADERS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_HEADER_NAME_BYTES))
+                .pattern(Some(WebhookHeaders::NAME_PATTERN)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_HEADER_VALUE_BYTES))
+                .pattern(Some(WebhookHeaders::VALUE_PATTERN))
+                .write_only(Some(true)),
+        ))
+        .description(Some(format!(
+            "Headers sent with every attempt, at most {MAX_HEADERS}: each name an HTTP token \
+             of at most {MAX_HEADER_NAME_BYTES} characters, each value at most \
+             {MAX_HEADER_VALUE_BYTES} characters of visible ASCII, spaces and tabs (no CR or \
+             LF). Refused names, in any case: Host, Content-Length, Content-Type, \
+             Transfer-Encoding, Connection, User-Agent, and any starting with `webhook-` or \
+             `X-Flock-` (422 naming the header, `webhooks[2].headers.Host`). Values are kept \
+             like the webhook secret: never logged or shown (a delivery lists the names only), \
+             and cleared with the secret once delivered. They are not signed."
+        ))),
+    []
+);
+
+named_schema!(
     /// Where a workflow's webhooks go.
     WebhookDoc = "Webhook",
     ObjectBuilder::new()
         .schema_type(Type::Object)
-        .description(Some("Where the workflow's webhooks go, and the secret that signs them."))
+        .description(Some(
+            "Where the workflow's webhooks go, the secret that signs them, which artifact \
+             types they carry, extra headers, and whether they are ordered.",
+        ))
         .property("url", reference::<WebhookUrlDoc>())
         .required("url")
         .property("secret", or_null(reference::<WebhookSecretDoc>()))
@@ -158,8 +195,20 @@ named_schema!(
                     WebhookConfig::MAX_TYPES
                 ))),
         )
+        .property("headers", reference::<WebhookHeadersDoc>())
+        .property(
+            "ordered",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Boolean, Type::Null]))
+                .description(Some(
+                    "When true, delivery n+1 of this webhook is not attempted before delivery n \
+                     is delivered or has finally failed. A redelivered delivery is pending again: \
+                     the later deliveries of its webhook that are still pending wait for it \
+                     once more; those already delivered are not sent again.",
+                )),
+        )
         .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false))),
-    [WebhookUrlDoc, WebhookSecretDoc, TypeNameDoc]
+    [WebhookUrlDoc, WebhookSecretDoc, TypeNameDoc, WebhookHeadersDoc]
 );
 
 named_schema!(
@@ -191,8 +240,8 @@ named_schema!(
     [TypeNameDoc]
 );
 
-/// The fields every publish request has: the artifact and its webhook.
-fn publish_fields() -> ObjectBuilder {
+/// The fields of one artifact: its type, payload and tags.
+fn artifact_fields() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .property("type", reference::<TypeNameDoc>())
@@ -215,7 +264,29 @@ fn publish_fields() -> ObjectBuilder {
                     Tags::MAX_COUNT
                 ))),
         )
+}
+
+/// The fields every publish request has: the artifact and its webhooks.
+fn publish_fields() -> ObjectBuilder {
+    webhook_fields(artifact_fields())
+}
+
+/// The webhook fields of a publish request, added to `fields`.
+fn webhook_fields(fields: ObjectBuilder) -> ObjectBuilder {
+    fields
         .property("webhook", or_null(reference::<WebhookDoc>()))
+        .property(
+            "webhooks",
+            ArrayBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+                .items(reference::<WebhookDoc>())
+                .max_items(Some(MAX_WEBHOOKS))
+                .description(Some(format!(
+                    "Several webhooks, at most {MAX_WEBHOOKS}, each with its own deliveries \
+                     (a delivery's `webhook` is its index here); instead of `webhook` and its \
+                     shorthand. An artifact has the same `sequence` on every webhook."
+                ))),
+        )
         .property(
             "webhook_url",
             AnyOfBuilder::new()
@@ -233,14 +304,20 @@ fn publish_fields() -> ObjectBuilder {
         .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
 }
 
-/// The rules between the webhook fields: `webhook` or its shorthand, not both; and
-/// `webhook_secret` only with `webhook_url`. A field that is `null` counts as absent.
-fn webhook_rules() -> [Schema; 2] {
+/// The rules between the webhook fields: `webhooks`, `webhook` or its shorthand, only one of
+/// them; and `webhook_secret` only with `webhook_url`. A field that is `null` counts as absent.
+fn webhook_rules() -> [Schema; 3] {
     let one_form = AnyOfBuilder::new()
         .item(nulls(&["webhook"]))
         .item(nulls(&["webhook_url", "webhook_secret"]))
         .description(Some(
             "Give either `webhook` or `webhook_url`/`webhook_secret`, not both.",
+        ));
+    let listed_alone = AnyOfBuilder::new()
+        .item(nulls(&["webhooks"]))
+        .item(nulls(&["webhook", "webhook_url", "webhook_secret"]))
+        .description(Some(
+            "Give either `webhooks` or `webhook` (or its shorthand), not both.",
         ));
     let secret_needs_url = AnyOfBuilder::new()
         .item(nulls(&["webhook_secret"]))
@@ -253,19 +330,69 @@ fn webhook_rules() -> [Schema; 2] {
                 .required("webhook_url"),
         )
         .description(Some("`webhook_secret` needs `webhook_url`."));
-    [one_form.into(), secret_needs_url.into()]
+    [
+        one_form.into(),
+        secret_needs_url.into(),
+        listed_alone.into(),
+    ]
 }
 
 /// A request schema: its fields, then the rules between them.
 fn request(fields: ObjectBuilder, description: &str) -> Schema {
-    let [one_form, secret_needs_url] = webhook_rules();
+    let [one_form, secret_needs_url, listed_alone] = webhook_rules();
     AllOfBuilder::new()
         .item(fields)
         .item(one_form)
         .item(secret_needs_url)
+        .item(listed_alone)
         .description(Some(description))
         .into()
 }
+
+named_schema!(
+    /// One artifact of a batch.
+    BatchArtifactDoc = "BatchArtifact",
+    artifact_fields()
+        .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+        .description(Some("An artifact of a batch. Fields other than these are refused.")),
+    [TypeNameDoc, TagDoc]
+);
+
+named_schema!(
+    /// The body of `POST /api/v1/artifacts/batch`.
+    BatchRequestDoc = "BatchPublishRequest",
+    request(
+        webhook_fields(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "artifacts",
+                    ArrayBuilder::new()
+                        .items(reference::<BatchArtifactDoc>())
+                        .min_items(Some(1))
+                        .max_items(Some(MAX_BATCH_ARTIFACTS))
+                        .description(Some(format!(
+                            "1 to {MAX_BATCH_ARTIFACTS} artifacts, published in this order in \
+                             one new workflow and stored together: all or none. Each has the \
+                             next `sequence` of the workflow."
+                        ))),
+                )
+                .required("artifacts"),
+        ),
+        "Artifacts to publish together in one workflow, and where its webhooks go. Fields \
+         other than these are refused. The body's size limit is the same as a single \
+         publish's (`server.body_limit_bytes`).",
+    ),
+    [
+        TypeNameDoc,
+        TagDoc,
+        BatchArtifactDoc,
+        WebhookDoc,
+        WebhookUrlDoc,
+        WebhookSecretDoc,
+        WebhookHeadersDoc
+    ]
+);
 
 named_schema!(
     /// The body of `POST /api/v1/artifacts`.
@@ -275,7 +402,14 @@ named_schema!(
         "An artifact to publish, and where its workflow's webhooks go. Fields other than \
          these are refused.",
     ),
-    [TypeNameDoc, TagDoc, WebhookDoc, WebhookUrlDoc, WebhookSecretDoc]
+    [
+        TypeNameDoc,
+        TagDoc,
+        WebhookDoc,
+        WebhookUrlDoc,
+        WebhookSecretDoc,
+        WebhookHeadersDoc
+    ]
 );
 
 named_schema!(
@@ -306,6 +440,7 @@ named_schema!(
         WebhookDoc,
         WebhookUrlDoc,
         WebhookSecretDoc,
+        WebhookHeadersDoc,
         SyncFiltersDoc
     ]
 );

@@ -23,6 +23,19 @@ pub(crate) struct PublishResponseDoc {
     correlation_id: uuid::Uuid,
 }
 
+/// `202` answer of a batch publish.
+#[derive(ToSchema)]
+#[schema(as = BatchPublishResponse)]
+pub(crate) struct BatchResponseDoc {
+    /// Always `accepted`.
+    #[schema(pattern = "^accepted$")]
+    status: String,
+    /// The new workflow's id; `/api/v1/correlations/{id}/...` follow it.
+    correlation_id: uuid::Uuid,
+    /// The artifacts' ids, in the request's order.
+    artifact_ids: Vec<uuid::Uuid>,
+}
+
 /// An artifact.
 #[derive(ToSchema)]
 #[schema(as = Artifact)]
@@ -249,6 +262,14 @@ pub(crate) struct DeliveryDoc {
     created_at: String,
     #[schema(format = DateTime)]
     completed_at: Option<String>,
+    /// Which of the workflow's webhooks it goes to: the index in the publish request's
+    /// `webhooks` (0 for `webhook` or its shorthand).
+    #[schema(maximum = 7)]
+    webhook: u8,
+    /// Whether its webhook is ordered.
+    ordered: bool,
+    /// The names of its webhook's custom headers; their values are never shown.
+    headers: Vec<String>,
 }
 
 /// A workflow's deliveries.

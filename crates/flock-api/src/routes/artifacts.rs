@@ -6,8 +6,9 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use flock_models::{
-    ArtifactPublishRequest, PublishResponse, Scope, SyncPublishRequest, SyncPublishResponse,
-    TypeName, ValidationError,
+    ArtifactDraft, ArtifactPublishRequest, BatchPublishRequest, BatchPublishResponse,
+    PublishResponse, RequestedWebhook, Scope, SyncPublishRequest, SyncPublishResponse, TypeName,
+    ValidationError,
 };
 use flock_orchestrator::{ArtifactQuery, RecordedAnswer, SyncAnswer, WaitOutcome};
 use serde::Serialize;
@@ -39,6 +40,11 @@ pub(crate) const MAX_CURSOR_LEN: usize = 19;
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(Resource::new("/artifacts").post(publish).get(list).finish())
         .service(Resource::new("/artifacts/sync").post(publish_sync).finish())
+        .service(
+            Resource::new("/artifacts/batch")
+                .post(publish_batch)
+                .finish(),
+        )
         .service(Resource::new("/artifacts/{id}").get(get).finish());
 }
 
@@ -203,22 +209,79 @@ pub(crate) async fn publish_sync(
     .await
 }
 
+/// `POST /api/v1/artifacts/batch`: 202 `{"status":"accepted","correlation_id","artifact_ids"}`
+/// once every artifact of the batch is stored, in one workflow and one write (all or none);
+/// agents and webhooks run in the background.
+#[utoipa::path(
+    post, path = "/api/v1/artifacts/batch", tag = "artifacts",
+    request_body = crate::openapi::BatchRequestDoc,
+    params(crate::openapi::IdempotencyKeyDoc),
+    responses(
+        (status = 202, body = crate::openapi::BatchResponseDoc, description = "All stored, in one workflow; agents and webhooks run in the background",
+            links(
+                ("status" = (operation_id = "status", parameters(("id" = "$response.body#/correlation_id")), description = "The workflow's status")),
+                ("webhooks" = (operation_id = "webhooks", parameters(("id" = "$response.body#/correlation_id")), description = "The workflow's webhook deliveries")),
+            )
+        ),
+        PublishErrors,
+    )
+)]
+pub(crate) async fn publish_batch(
+    req: HttpRequest,
+    caller: Caller,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Publish)?;
+    let raw = body::read(&req, payload, state.body_limit).await?;
+    let value = body::json(&raw)?;
+    idempotent(
+        &req,
+        &state,
+        &caller,
+        "publish_batch",
+        value,
+        |value| async {
+            let request = BatchPublishRequest::from_value(value)?;
+            let (correlation_id, artifact_ids) =
+                start_batch(&state, &caller, request.webhooks, request.artifacts).await?;
+            req.extensions_mut()
+                .insert(LoggedCorrelation(correlation_id));
+            let answer = BatchPublishResponse {
+                status: "accepted".to_owned(),
+                correlation_id,
+                artifact_ids,
+            };
+            Ok((
+                to_json(&answer),
+                RecordedAnswer {
+                    status: StatusCode::ACCEPTED.as_u16(),
+                    correlation_id,
+                    sync: None,
+                },
+            ))
+        },
+    )
+    .await
+}
+
 /// Starts the request's workflow in the caller's tenant: the webhook owner checks and registers
-/// its webhook under a new correlation id, the artifact is published under that id, and a
+/// its webhooks under a new correlation id, the artifact is published under that id, and a
 /// failed publish leaves no webhook behind.
 async fn start_workflow(
     state: &AppState,
     caller: &Caller,
     request: ArtifactPublishRequest,
 ) -> Result<Uuid, ApiError> {
-    let (draft, webhook) = request.into_parts();
-    let with_webhook = webhook.is_some();
+    let (draft, webhooks) = request.into_parts();
+    let deliveries = deliveries_at_most(&webhooks, std::slice::from_ref(&draft));
+    let with_webhooks = !webhooks.is_empty();
     let (correlation_id, _) = state
         .webhooks
-        .publish(webhook, |correlation_id| async move {
-            // After the webhook passed its checks, before anything is stored.
-            if with_webhook {
-                state.quota.admit(&caller.tenant).await?;
+        .publish(webhooks, |correlation_id| async move {
+            // After the webhooks passed their checks, before anything is stored.
+            if with_webhooks {
+                state.quota.admit(&caller.tenant, deliveries).await?;
             }
             (state.orchestrator)
                 .publish_for(&caller.tenant, correlation_id, draft)
@@ -227,6 +290,46 @@ async fn start_workflow(
         })
         .await?;
     Ok(correlation_id)
+}
+
+/// [`start_workflow`] for a batch: its artifacts are stored together; answers the workflow and
+/// the artifacts' ids in order.
+async fn start_batch(
+    state: &AppState,
+    caller: &Caller,
+    webhooks: Vec<RequestedWebhook>,
+    drafts: Vec<ArtifactDraft>,
+) -> Result<(Uuid, Vec<Uuid>), ApiError> {
+    let deliveries = deliveries_at_most(&webhooks, &drafts);
+    let with_webhooks = !webhooks.is_empty();
+    let (correlation_id, artifacts) = state
+        .webhooks
+        .publish(webhooks, |correlation_id| async move {
+            if with_webhooks {
+                state.quota.admit(&caller.tenant, deliveries).await?;
+            }
+            (state.orchestrator)
+                .publish_batch_for(&caller.tenant, correlation_id, drafts)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await?;
+    Ok((correlation_id, artifacts.iter().map(|a| a.id).collect()))
+}
+
+/// How many deliveries publishing `drafts` enqueues at first (agent outputs come later): one
+/// per artifact and webhook that wants its type.
+fn deliveries_at_most(webhooks: &[RequestedWebhook], drafts: &[ArtifactDraft]) -> u64 {
+    let count = webhooks
+        .iter()
+        .map(|w| {
+            drafts
+                .iter()
+                .filter(|d| w.config.wants(&d.type_name))
+                .count()
+        })
+        .sum::<usize>();
+    u64::try_from(count).unwrap_or(u64::MAX)
 }
 
 /// Runs `answer` once per idempotency key of the caller's tenant: a repeat of the same request
@@ -264,7 +367,7 @@ where
         .await?
     {
         Claim::Replay(recorded) => {
-            let body = replay(state, caller, &recorded).await?;
+            let body = replay(state, caller, route, &recorded).await?;
             let mut response = json_response(status_of(&recorded), body);
             response.headers_mut().insert(
                 actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
@@ -297,13 +400,34 @@ fn status_of(recorded: &RecordedAnswer) -> StatusCode {
 }
 
 /// The body of a recorded answer, as the first request sent it: a publish's from its
-/// correlation id, a sync publish's with its artifacts read back from the store in the
-/// recorded order.
+/// correlation id, a batch's with its artifacts' ids read back from the store (the workflow's
+/// external artifacts, in publication order: only the batch publishes from outside in its
+/// workflow), a sync publish's with its artifacts read back from the store in the recorded
+/// order.
 async fn replay(
     state: &AppState,
     caller: &Caller,
+    route: &str,
     recorded: &RecordedAnswer,
 ) -> Result<Vec<u8>, ApiError> {
+    if route == "publish_batch" {
+        let page = state
+            .orchestrator
+            .store()
+            .query(&ArtifactQuery {
+                tenant: Some(caller.tenant.clone()),
+                produced_by: Some(flock_models::EXTERNAL_PRODUCER.to_owned()),
+                limit: flock_models::MAX_BATCH_ARTIFACTS,
+                count_limit: Some(0),
+                ..ArtifactQuery::correlation(recorded.correlation_id)
+            })
+            .await?;
+        return Ok(to_json(&BatchPublishResponse {
+            status: "accepted".to_owned(),
+            correlation_id: recorded.correlation_id,
+            artifact_ids: page.items.iter().map(|a| a.id).collect(),
+        }));
+    }
     let Some(sync) = &recorded.sync else {
         return Ok(to_json(&PublishResponse::accepted(recorded.correlation_id)));
     };

@@ -13,6 +13,7 @@ mod events;
 mod idempotency;
 mod keys;
 mod matrix;
+mod options;
 mod process;
 mod routes;
 mod secrets;

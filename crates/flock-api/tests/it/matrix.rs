@@ -65,6 +65,13 @@ const ROWS: &[Row] = &[
         200,
         200,
     ),
+    row(
+        "post",
+        "/api/v1/artifacts/batch",
+        Rule::Needs(Scope::Publish),
+        202,
+        202,
+    ),
     // Named by id: another tenant's key finds nothing, exactly as for an unknown id.
     row(
         "get",
@@ -285,6 +292,10 @@ impl Matrix {
             ("post", "/api/v1/artifacts" | "/api/v1/artifacts/sync") => {
                 Some(json!({"type": "Idea", "payload": {"n": 2}}))
             }
+            ("post", "/api/v1/artifacts/batch") => Some(json!({"artifacts": [
+                {"type": "Idea", "payload": {"n": 3}},
+                {"type": "Idea", "payload": {"n": 4}}
+            ]})),
             ("post", "/api/v1/keys") => Some(json!({"scopes": ["read"], "name": "matrix"})),
             ("post", "/api/v1/webhooks/deliveries/redeliver") => {
                 Some(json!({"since": "2026-01-01T00:00:00Z"}))

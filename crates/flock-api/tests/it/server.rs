@@ -490,6 +490,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/api/v1/artifacts"),
         ("get", "/api/v1/artifacts"),
         ("post", "/api/v1/artifacts/sync"),
+        ("post", "/api/v1/artifacts/batch"),
         ("get", "/api/v1/artifacts/{id}"),
         ("get", "/api/v1/agents"),
         ("get", "/api/v1/correlations/{id}/status"),

@@ -145,6 +145,8 @@ impl Drop for TestApp {
 pub(crate) struct Received {
     pub(crate) headers: HashMap<String, String>,
     pub(crate) body: Vec<u8>,
+    /// The status the receiver answered it with.
+    pub(crate) status: u16,
 }
 
 impl Received {
@@ -182,10 +184,14 @@ pub(crate) struct Script {
     pub(crate) hold: bool,
     /// Wait this long before answering.
     pub(crate) delay: Duration,
+    /// Answer the first N requests whose body has this `sequence` with 500: `(sequence, N)`.
+    pub(crate) fail_sequence: Option<(u64, usize)>,
 }
 
 struct Shared {
     received: Mutex<Vec<Received>>,
+    /// Requests seen per sequence, for [`Script::fail_sequence`].
+    by_sequence: Mutex<HashMap<u64, usize>>,
     count: AtomicUsize,
     script: Script,
     arrived: Notify,
@@ -214,6 +220,7 @@ impl Receiver {
     fn start_on(listener: TcpListener, script: Script) -> Receiver {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
+            by_sequence: Mutex::new(HashMap::new()),
             count: AtomicUsize::new(0),
             script,
             arrived: Notify::new(),
@@ -289,9 +296,27 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
+    let sequence = serde_json::from_slice::<WebhookPayload>(&body)
+        .ok()
+        .map(|p| p.sequence);
+    let failing_sequence = match (shared.script.fail_sequence, sequence) {
+        (Some((failing, times)), Some(sequence)) if failing == sequence => {
+            let mut seen = shared.by_sequence.lock().unwrap();
+            let count = seen.entry(sequence).or_default();
+            *count += 1;
+            *count <= times
+        }
+        _ => false,
+    };
+    let status = if n <= shared.script.fail_first || failing_sequence {
+        500
+    } else {
+        200
+    };
     shared.received.lock().unwrap().push(Received {
         headers,
         body: body.to_vec(),
+        status,
     });
     shared.arrived.notify_waiters();
     if shared.script.hold {
@@ -307,7 +332,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         tokio::time::sleep(shared.script.delay).await;
     }
     shared.answered.fetch_add(1, Ordering::SeqCst);
-    if n <= shared.script.fail_first {
+    if status == 500 {
         HttpResponse::InternalServerError().finish()
     } else {
         HttpResponse::Ok().finish()

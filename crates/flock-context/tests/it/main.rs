@@ -44,7 +44,7 @@ fn eight_threads_draw_every_number_exactly_once() {
             let artifact = artifact(workflow);
             std::thread::spawn(move || {
                 (0..10_000)
-                    .map(|_| webhooks.delivery_for(&artifact).unwrap().sequence)
+                    .map(|_| webhooks.deliveries_for(&artifact).remove(0).sequence)
                     .collect::<Vec<_>>()
             })
         })
@@ -70,7 +70,7 @@ fn sequences_start_at_one_per_workflow_and_bodies_carry_them() {
     assert_eq!(webhooks.len(), 2);
 
     let first = artifact(a);
-    let delivery = webhooks.delivery_for(&first).unwrap();
+    let delivery = webhooks.deliveries_for(&first).remove(0);
     assert_eq!(delivery.sequence, 1);
     assert_eq!(delivery.correlation_id, a);
     assert_eq!(delivery.artifact_id, first.id);
@@ -78,15 +78,19 @@ fn sequences_start_at_one_per_workflow_and_bodies_carry_them() {
     assert_eq!(delivery.secret.as_ref().unwrap().expose(), "a-secret");
     let body: WebhookPayload = serde_json::from_slice(&delivery.body).unwrap();
     assert_eq!((body.sequence, body.artifact.id), (1, first.id));
-    assert_eq!(webhooks.delivery_for(&artifact(a)).unwrap().sequence, 2);
+    assert_eq!(webhooks.deliveries_for(&artifact(a)).remove(0).sequence, 2);
 
     // Another workflow counts on its own, and has no secret.
-    let other = webhooks.delivery_for(&artifact(b)).unwrap();
+    let other = webhooks.deliveries_for(&artifact(b)).remove(0);
     assert_eq!((other.sequence, other.secret), (1, None));
-    assert_eq!(webhooks.delivery_for(&artifact(a)).unwrap().sequence, 3);
+    assert_eq!(webhooks.deliveries_for(&artifact(a)).remove(0).sequence, 3);
 
     // A workflow without a webhook gets nothing.
-    assert!(webhooks.delivery_for(&artifact(Uuid::now_v7())).is_none());
+    assert!(
+        webhooks
+            .deliveries_for(&artifact(Uuid::now_v7()))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -102,7 +106,7 @@ fn a_webhook_without_a_secret_gets_deliveries_without_one() {
     let with = webhooks
         .register(nested("https://example.com/h", Some("own")))
         .unwrap();
-    let delivery = |workflow| webhooks.delivery_for(&artifact(workflow)).unwrap();
+    let delivery = |workflow| webhooks.deliveries_for(&artifact(workflow)).remove(0);
     // The sender signs it with its tenant's secrets; the owner adds none.
     assert_eq!(delivery(without).secret, None);
     assert_eq!(delivery(with).secret.unwrap().expose(), "own");
@@ -163,11 +167,11 @@ async fn publish_registers_first_and_keeps_the_webhook_when_the_publish_succeeds
     let webhooks = owner();
     let (correlation_id, seen) = webhooks
         .publish(
-            Some(nested("https://example.com/h", None)),
+            vec![nested("https://example.com/h", None)],
             |correlation_id| {
                 // The webhook is registered before the publish runs, so its first artifact
                 // gets a delivery.
-                let delivery = webhooks.delivery_for(&artifact(correlation_id));
+                let delivery = webhooks.deliveries_for(&artifact(correlation_id)).pop();
                 async move { Ok::<_, String>((correlation_id, delivery.map(|d| d.sequence))) }
             },
         )
@@ -177,8 +181,8 @@ async fn publish_registers_first_and_keeps_the_webhook_when_the_publish_succeeds
     assert!(webhooks.is_registered(correlation_id));
     assert_eq!(
         webhooks
-            .delivery_for(&artifact(correlation_id))
-            .unwrap()
+            .deliveries_for(&artifact(correlation_id))
+            .remove(0)
             .sequence,
         2
     );
@@ -190,7 +194,7 @@ async fn a_failed_publish_rolls_the_registration_back() {
     let mut given = None;
     let err = webhooks
         .publish(
-            Some(nested("https://example.com/h", None)),
+            vec![nested("https://example.com/h", None)],
             |correlation_id| {
                 given = Some(correlation_id);
                 assert!(webhooks.is_registered(correlation_id));
@@ -214,11 +218,11 @@ async fn a_refused_webhook_publishes_nothing() {
     let mut ran = false;
     let err = webhooks
         .publish(
-            Some(requested(
+            vec![requested(
                 "http://169.254.169.254/latest",
                 None,
                 WebhookForm::Shorthand,
-            )),
+            )],
             |_| {
                 ran = true;
                 async { Ok::<_, String>(()) }
@@ -240,18 +244,22 @@ async fn publish_without_a_webhook_registers_nothing() {
     let mut ids = HashSet::new();
     for _ in 0..3 {
         let (correlation_id, ()) = webhooks
-            .publish(None, |_| async { Ok::<_, String>(()) })
+            .publish(Vec::new(), |_| async { Ok::<_, String>(()) })
             .await
             .unwrap();
         assert!(
             ids.insert(correlation_id),
             "a fresh correlation id each time"
         );
-        assert!(webhooks.delivery_for(&artifact(correlation_id)).is_none());
+        assert!(
+            webhooks
+                .deliveries_for(&artifact(correlation_id))
+                .is_empty()
+        );
     }
     assert!(webhooks.is_empty());
     let err = webhooks
-        .publish(None, |_| async { Err::<(), _>("down") })
+        .publish(Vec::new(), |_| async { Err::<(), _>("down") })
         .await
         .unwrap_err();
     assert!(matches!(err, StartError::Publish("down")));
@@ -270,7 +278,7 @@ fn forget_removes_a_workflow_once() {
     assert!(webhooks.forget(a));
     assert!(!webhooks.forget(a));
     assert!(!webhooks.is_registered(a));
-    assert!(webhooks.delivery_for(&artifact(a)).is_none());
+    assert!(webhooks.deliveries_for(&artifact(a)).is_empty());
     assert!(webhooks.is_registered(b));
     assert!(!webhooks.forget(Uuid::now_v7()));
     assert_eq!(webhooks.len(), 1);
@@ -285,7 +293,7 @@ fn debug_redacts_every_secret() {
             Some("very-secret-value"),
         ))
         .unwrap();
-    let delivery = webhooks.delivery_for(&artifact(workflow)).unwrap();
+    let delivery = webhooks.deliveries_for(&artifact(workflow)).remove(0);
     for debug in [
         format!("{webhooks:?}"),
         format!("{webhooks:#?}"),

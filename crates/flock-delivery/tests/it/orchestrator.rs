@@ -88,7 +88,7 @@ async fn publishing_through_the_orchestrator_completes_while_the_receiver_is_hel
     // As the API starts a workflow: register the webhook, then publish under its id.
     let (workflow, _) = webhooks
         .publish(
-            Some(requested(&receiver.url("/flow"), Some("whsec_c2VjcmV0"))),
+            vec![requested(&receiver.url("/flow"), Some("whsec_c2VjcmV0"))],
             |workflow| orchestrator.publish(workflow, draft),
         )
         .await

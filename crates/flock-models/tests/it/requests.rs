@@ -20,7 +20,7 @@ fn publish_request_with_nested_webhook() {
     .unwrap();
     assert_eq!(req.type_name, "Idea");
     assert_eq!(req.tags.iter().collect::<Vec<_>>(), ["a", "z"]);
-    let requested = req.webhook.unwrap();
+    let requested = req.webhooks.into_iter().next().unwrap();
     assert_eq!(requested.form, WebhookForm::Nested);
     let webhook = requested.config;
     assert_eq!(webhook.url.as_str(), "https://example.com/hook?token=1");
@@ -42,7 +42,7 @@ fn shorthand_equals_nested_form() {
     let (nested_draft, nested_webhook) = nested.into_parts();
     let (short_draft, short_webhook) = short.into_parts();
     assert_eq!(nested_draft, short_draft);
-    let (nested_webhook, short_webhook) = (nested_webhook.unwrap(), short_webhook.unwrap());
+    let (nested_webhook, short_webhook) = (nested_webhook[0].clone(), short_webhook[0].clone());
     assert_eq!(nested_webhook.config, short_webhook.config);
     assert_eq!(nested_webhook.form, WebhookForm::Nested);
     assert_eq!(short_webhook.form, WebhookForm::Shorthand);
@@ -51,30 +51,30 @@ fn shorthand_equals_nested_form() {
             WebhookForm::Nested.url_field(),
             WebhookForm::Nested.secret_field()
         ),
-        ("webhook.url", "webhook.secret")
+        ("webhook.url".to_owned(), "webhook.secret".to_owned())
     );
     assert_eq!(
         (
             WebhookForm::Shorthand.url_field(),
             WebhookForm::Shorthand.secret_field()
         ),
-        ("webhook_url", "webhook_secret")
+        ("webhook_url".to_owned(), "webhook_secret".to_owned())
     );
     let unsigned = ArtifactPublishRequest::from_value(
         json!({"type": "I", "payload": {}, "webhook_url": "http://e.com"}),
     )
     .unwrap();
-    assert!(unsigned.webhook.unwrap().config.secret.is_none());
+    assert!(unsigned.webhooks[0].config.secret.is_none());
     // A `null` shorthand field is absent: the nested form is what the request used.
     let nested_with_null = ArtifactPublishRequest::from_value(json!({
         "type": "I", "payload": {}, "webhook": {"url": "http://e.com"}, "webhook_url": null
     }))
     .unwrap();
-    assert_eq!(nested_with_null.webhook.unwrap().form, WebhookForm::Nested);
+    assert_eq!(nested_with_null.webhooks[0].form, WebhookForm::Nested);
     let none =
         ArtifactPublishRequest::from_value(json!({"type": "I", "payload": {}, "webhook": null}))
             .unwrap();
-    assert!(none.webhook.is_none());
+    assert!(none.webhooks.is_empty());
 }
 
 /// Every rejection: (body, field, words the message must contain).
@@ -407,4 +407,100 @@ fn responses_and_error_body_round_trip() {
         json!({"error": {"code": "not_found", "message": "no such artifact"}})
     );
     let _ = timestamp::now_micros();
+}
+
+#[test]
+fn several_webhooks_carry_their_options_and_errors_name_their_index() {
+    let request = ArtifactPublishRequest::from_value(json!({
+        "type": "Idea", "payload": {}, "webhooks": [
+            {"url": "https://a.example/", "secret": "a"},
+            {"url": "https://b.example/", "types": ["Plan"], "ordered": true,
+             "headers": {"Authorization": "Bearer hidden-token", "X-Trace": "1"}},
+        ]
+    }))
+    .unwrap();
+    let [first, second] = &request.webhooks[..] else {
+        panic!("two webhooks: {:?}", request.webhooks);
+    };
+    assert_eq!(first.form, WebhookForm::Listed(0));
+    assert!(!first.config.ordered && first.config.headers.is_empty());
+    assert_eq!(second.form.url_field(), "webhooks[1].url");
+    assert!(second.config.ordered);
+    assert_eq!(
+        second.config.headers.names().collect::<Vec<_>>(),
+        ["Authorization", "X-Trace"]
+    );
+    // Header values are secrets: Debug shows the names only.
+    let debug = format!("{request:?}");
+    assert!(
+        debug.contains("Authorization") && !debug.contains("hidden-token"),
+        "{debug}"
+    );
+
+    let field = |body: Value| {
+        ArtifactPublishRequest::from_value(body)
+            .unwrap_err()
+            .field_name()
+            .map(str::to_owned)
+    };
+    let base = |webhooks: Value| json!({"type": "I", "payload": {}, "webhooks": webhooks});
+    assert_eq!(
+        field(base(
+            json!([{"url": "https://e.com/"}, {"url": "https://e.com/", "headers": {"host": "x"}}])
+        )),
+        Some("webhooks[1].headers.host".to_owned())
+    );
+    assert_eq!(
+        field(base(json!([{"url": "https://e.com/", "types": ["A", ""]}]))),
+        Some("webhooks[0].types[1]".to_owned())
+    );
+    assert_eq!(
+        field(base(
+            json!([{"url": "https://e.com/", "headers": {"X-A": "a\nb"}}])
+        )),
+        Some("webhooks[0].headers.X-A".to_owned())
+    );
+    assert_eq!(
+        field(base(json!(vec![json!({"url": "https://e.com/"}); 9]))),
+        Some("webhooks".to_owned())
+    );
+}
+
+#[test]
+fn a_batch_names_each_artifact_by_its_index() {
+    let batch = flock_models::BatchPublishRequest::from_value(json!({
+        "artifacts": [{"type": "A", "payload": {}}, {"type": "B", "payload": {"n": 1}, "tags": ["t"]}],
+        "webhook_url": "https://e.com/"
+    }))
+    .unwrap();
+    assert_eq!(batch.artifacts.len(), 2);
+    assert_eq!(batch.artifacts[1].type_name, "B");
+    assert_eq!(batch.webhooks[0].form, WebhookForm::Shorthand);
+    let field = |body: Value| {
+        flock_models::BatchPublishRequest::from_value(body)
+            .unwrap_err()
+            .field_name()
+            .map(str::to_owned)
+    };
+    let good = json!({"type": "A", "payload": {}});
+    assert_eq!(
+        field(json!({"artifacts": [good, good, good, {"type": "no spaces", "payload": {}}]})),
+        Some("artifacts[3].type".to_owned())
+    );
+    assert_eq!(
+        field(json!({"artifacts": [good, {"type": "A", "payload": {}, "webhook": null}]})),
+        Some("artifacts[1].webhook".to_owned())
+    );
+    assert_eq!(
+        field(json!({"artifacts": []})),
+        Some("artifacts".to_owned())
+    );
+    assert_eq!(
+        field(json!({"artifacts": vec![good.clone(); flock_models::MAX_BATCH_ARTIFACTS + 1]})),
+        Some("artifacts".to_owned())
+    );
+    assert_eq!(
+        field(json!({"type": "A", "payload": {}})),
+        Some("artifacts".to_owned())
+    );
 }

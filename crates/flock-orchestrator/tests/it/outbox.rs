@@ -25,14 +25,16 @@ struct RecordingStore {
 
 #[async_trait]
 impl ArtifactStore for RecordingStore {
-    async fn publish(
+    async fn publish_all(
         &self,
-        artifact: &Artifact,
+        artifacts: &[Artifact],
         deliveries: Vec<NewDelivery>,
     ) -> Result<(), StoreError> {
-        // Both under one lock: the artifact and its deliveries land together.
+        // Both under one lock: the artifacts and their deliveries land together.
         let mut kept = self.deliveries.lock().unwrap();
-        self.artifacts.insert(artifact)?;
+        for artifact in artifacts {
+            self.artifacts.insert(artifact)?;
+        }
         kept.extend(deliveries);
         Ok(())
     }

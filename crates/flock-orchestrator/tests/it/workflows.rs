@@ -273,9 +273,9 @@ struct StuckStore {
 
 #[async_trait::async_trait]
 impl flock_orchestrator::ArtifactStore for StuckStore {
-    async fn publish(
+    async fn publish_all(
         &self,
-        _artifact: &flock_models::Artifact,
+        _artifacts: &[flock_models::Artifact],
         _deliveries: Vec<flock_models::NewDelivery>,
     ) -> Result<(), flock_orchestrator::StoreError> {
         self.entered.send(()).unwrap();

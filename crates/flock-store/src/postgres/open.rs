@@ -10,6 +10,7 @@ use sqlx::{Connection as _, Postgres};
 
 use crate::durable::Durable;
 use crate::error::OpenError;
+use crate::keys::Pool;
 use crate::sql::{Dialect as _, Sql};
 use crate::url::PostgresUrl;
 
@@ -19,8 +20,9 @@ const READERS: u32 = 4;
 /// How long opening waits for the server's first answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to and migrates the database at `url`, and starts its writers.
-pub(crate) async fn open(url: &PostgresUrl) -> Result<Arc<Durable<Sql<Postgres>>>, OpenError> {
+/// Connects to and migrates the database at `url`, and starts its writers; answers the store
+/// and its readers' pool.
+pub(crate) async fn open(url: &PostgresUrl) -> Result<(Arc<Durable>, Pool), OpenError> {
     let shown = url.redacted();
     let fail = |e: &dyn std::fmt::Display| OpenError::Postgres {
         url: shown.clone(),
@@ -47,8 +49,8 @@ pub(crate) async fn open(url: &PostgresUrl) -> Result<Arc<Durable<Sql<Postgres>>
     let writer = pool(&options, writers).await.map_err(|e| fail(&e))?;
     crate::migrations::run(crate::migrations::POSTGRES, &writer, &shown).await?;
     let readers = pool(&options, READERS).await.map_err(|e| fail(&e))?;
-    let backend = Sql::new(writer, readers, None);
-    Ok(Durable::start(backend, Postgres::WRITERS))
+    let store = Durable::start(Sql::new(writer, readers.clone(), None), Postgres::WRITERS);
+    Ok((store, Pool::Postgres(readers)))
 }
 
 async fn pool(options: &PgConnectOptions, size: u32) -> Result<PgPool, sqlx::Error> {

@@ -7,7 +7,8 @@ use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::sql::Dialect as _;
-use crate::sql::batch::{Answer, Batch, Claimed};
+use crate::sql::batch::{Answer, Batch, Claimed, header_names, header_pairs};
+use crate::sql::rows::int;
 
 /// A batch's writes as one statement (data-modifying common table expressions), so a batch
 /// costs one round trip to the server whatever it holds; rows come as arrays (`UNNEST`):
@@ -20,6 +21,11 @@ use crate::sql::batch::{Answer, Batch, Claimed};
 ///   deliveries are found by `id = ANY($17)`, so that the plan looks them up by key even when
 ///   the table's statistics are stale: a join on the attempts alone was planned as a scan of
 ///   every pending delivery per attempt on a table that had grown since its last analysis.)
+/// - parking: the due ordered deliveries that an earlier delivery of their webhook still waits
+///   before lose their due time (`blocked`, `parked`), so no claim takes them until that one's
+///   final result releases the next (`sql::write::RELEASE`); the index of the due ordered
+///   deliveries alone (`deliveries_ordered_due`) makes this cost nothing while no webhook is
+///   ordered;
 /// - claims: up to `$30` deliveries due at `$29` (or whose lease expired by then), skipping rows
 ///   other instances hold and the deliveries just recorded, leased with token `$31` until
 ///   `$32`; they come back as rows of kind 2, with the due time they had. (Rows, not JSON:
@@ -36,13 +42,16 @@ WITH new_artifacts AS ( \
     ORDER BY r.n), \
 new_deliveries AS ( \
     INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, \
-                            body, artifact_created_at, state, due_at, created_at) \
+                            body, artifact_created_at, state, due_at, created_at, webhook, \
+                            ordered, header_names, headers) \
     SELECT r.id, r.correlation_id, r.tenant, r.artifact_id, r.sequence, r.url, r.secret, \
-           r.body, r.artifact_created_at, 'pending', $16, $16 \
+           r.body, r.artifact_created_at, 'pending', $16, $16, r.webhook, r.ordered, \
+           r.header_names, r.headers \
     FROM UNNEST($8::uuid[], $9::uuid[], $10::uuid[], $11::int8[], $12::text[], $13::text[], \
-                $14::bytea[], $15::timestamptz[], $34::text[]) \
+                $14::bytea[], $15::timestamptz[], $34::text[], $35::int8[], $36::int8[], \
+                $37::text[], $38::text[]) \
          AS r(id, correlation_id, artifact_id, sequence, url, secret, body, artifact_created_at, \
-              tenant)), \
+              tenant, webhook, ordered, header_names, headers)), \
 recorded AS ( \
     SELECT * FROM UNNEST($17::uuid[], $18::int8[], $19::text[], $20::timestamptz[], $21::text[], \
                          $22::timestamptz[], $23::int8[], $24::timestamptz[], $25::int8[], \
@@ -53,7 +62,8 @@ updated AS ( \
     UPDATE deliveries AS d SET attempts = d.attempts + 1, lease_token = NULL, state = r.state, \
         due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
         body = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.body END, \
-        secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.secret END \
+        secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.secret END, \
+        headers = CASE WHEN r.state = 'delivered' THEN NULL ELSE d.headers END \
     FROM recorded AS r \
     WHERE d.id = ANY($17::uuid[]) AND d.id = r.id AND d.lease_token = r.token \
       AND d.state = 'pending' \
@@ -63,9 +73,19 @@ new_attempts AS ( \
                           duration_ms) \
     SELECT r.id, r.number, r.started_at, r.status_code, r.error_kind, r.error, r.duration_ms \
     FROM recorded AS r JOIN updated AS u ON u.id = r.id), \
+blocked AS ( \
+    SELECT d.id FROM deliveries AS d \
+    WHERE d.state = 'pending' AND d.ordered = 1 AND d.due_at <= $29 AND d.lease_token IS NULL \
+      AND EXISTS (SELECT 1 FROM deliveries AS e \
+                  WHERE e.correlation_id = d.correlation_id AND e.webhook = d.webhook \
+                    AND e.state = 'pending' AND e.sequence < d.sequence) \
+    FOR UPDATE OF d SKIP LOCKED), \
+parked AS ( \
+    UPDATE deliveries AS d SET due_at = NULL FROM blocked WHERE d.id = blocked.id), \
 picked AS ( \
     SELECT id, due_at FROM deliveries \
     WHERE state = 'pending' AND due_at <= $29 AND id <> ALL($17::uuid[]) \
+      AND id NOT IN (SELECT id FROM blocked) \
     ORDER BY due_at, id LIMIT $30 \
     FOR UPDATE SKIP LOCKED), \
 leased AS ( \
@@ -73,16 +93,18 @@ leased AS ( \
     FROM picked WHERE d.id = picked.id \
     RETURNING picked.due_at AS was_due, d.id, d.correlation_id, d.tenant, d.artifact_id, \
               d.sequence, \
-              d.url, d.secret, d.body, d.artifact_created_at, d.attempts, d.round_start) \
+              d.url, d.secret, d.body, d.artifact_created_at, d.attempts, d.round_start, \
+              d.webhook, d.ordered, d.headers) \
 SELECT 1::int8 AS kind, id, NULL::timestamptz AS was_due, NULL::uuid AS correlation_id, \
        NULL::text AS tenant, \
        NULL::uuid AS artifact_id, NULL::int8 AS sequence, NULL::text AS url, \
        NULL::text AS secret, NULL::bytea AS body, NULL::timestamptz AS artifact_created_at, \
-       NULL::int8 AS attempts, NULL::int8 AS round_start \
+       NULL::int8 AS attempts, NULL::int8 AS round_start, NULL::int8 AS webhook, \
+       NULL::int8 AS ordered, NULL::text AS headers \
 FROM updated \
 UNION ALL \
 SELECT 2, id, was_due, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
-       artifact_created_at, attempts, round_start \
+       artifact_created_at, attempts, round_start, webhook, ordered, headers \
 FROM leased";
 
 /// The prune: deliveries other instances hold are skipped; their attempts go with them.
@@ -107,7 +129,6 @@ pub(super) async fn batch(
         &batch.records,
         batch.claim,
     );
-    let int = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let rows = sqlx::query(BATCH)
         .bind(column(a, |a| a.id))
         .bind(column(a, |a| a.type_name.as_str()))
@@ -143,6 +164,18 @@ pub(super) async fn batch(
         .bind(Pg::time(claim.expires_at))
         .bind(column(a, |a| a.tenant.as_str()))
         .bind(column(d, |d| d.tenant.as_str()))
+        .bind(column(d, |d| i64::from(d.webhook)))
+        .bind(column(d, |d| i64::from(d.ordered)))
+        .bind(
+            d.iter()
+                .map(|d| header_names(d))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+        .bind(
+            d.iter()
+                .map(|d| header_pairs(d))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
         .fetch_all(conn)
         .await?;
     Ok(answer(&rows))
@@ -168,6 +201,9 @@ fn answer(rows: &[PgRow]) -> Answer {
                     attempts: row.try_get("attempts")?,
                     round_start: row.try_get("round_start")?,
                     was_due: row.try_get("was_due")?,
+                    webhook: row.try_get("webhook")?,
+                    ordered: row.try_get("ordered")?,
+                    headers: row.try_get("headers")?,
                 })
             })
             .collect(),

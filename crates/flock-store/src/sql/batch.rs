@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flock_delivery::{AttemptView, ClaimedDelivery, ErrorKind, Lease, Resolution};
-use flock_models::{NewDelivery, Secret, TenantId, WebhookUrl};
+use flock_models::{NewDelivery, Secret, TenantId, WebhookHeaders, WebhookUrl};
 use time::OffsetDateTime;
 use tracing::error;
 use uuid::Uuid;
@@ -72,10 +72,10 @@ impl<'a> Batch<'a> {
         for op in ops {
             match &op.input {
                 Input::Publish {
-                    artifact,
+                    artifacts,
                     deliveries,
                 } if op.outcome.is_none() => {
-                    batch.artifacts.extend(artifact);
+                    batch.artifacts.extend(artifacts);
                     batch.deliveries.extend(deliveries);
                 }
                 Input::Record {
@@ -138,29 +138,31 @@ impl<'a> Record<'a> {
 }
 
 /// Refuses each publish that repeats an artifact or delivery id of an earlier one in the
-/// batch, or a delivery id of its own. (The database refuses the ids it holds.)
+/// batch, or an id of its own. (The database refuses the ids it holds.)
 pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
     let mut artifacts: HashSet<Uuid> = HashSet::new();
     let mut deliveries: HashSet<Uuid> = HashSet::new();
     for op in ops {
         let Input::Publish {
-            artifact,
+            artifacts: new_artifacts,
             deliveries: new,
         } = &op.input
         else {
             continue;
         };
-        let mut own = HashSet::new();
-        let refusal = match artifact.as_ref().filter(|a| artifacts.contains(&a.id)) {
+        let (mut own_artifacts, mut own) = (HashSet::new(), HashSet::new());
+        let refusal = match (new_artifacts.iter())
+            .find(|a| artifacts.contains(&a.id) || !own_artifacts.insert(a.id))
+        {
             Some(a) => Some(Refusal::DuplicateArtifact(a.id)),
             None => (new.iter())
                 .find(|d| deliveries.contains(&d.id) || !own.insert(d.id))
                 .map(|d| Refusal::DuplicateDelivery(d.id)),
         };
         match refusal {
-            Some(refusal) => op.done(Err(refusal)),
+            Some(refusal) => op.outcome = Some(Err(refusal)),
             None => {
-                artifacts.extend(artifact.as_ref().map(|a| a.id));
+                artifacts.extend(own_artifacts);
                 deliveries.extend(own);
             }
         }
@@ -171,7 +173,7 @@ pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
 pub(crate) fn claims(ops: &[Op]) -> Vec<Claim> {
     let mut claims: Vec<Claim> = Vec::new();
     for request in ops.iter().filter_map(|op| op.input.claim()) {
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let limit = rows::int(request.limit);
         match claims.iter_mut().find(|c| c.lease_for == request.lease_for) {
             Some(claim) => {
                 claim.at = claim.at.min(request.now);
@@ -196,6 +198,28 @@ pub(crate) fn claims(ops: &[Op]) -> Vec<Claim> {
     claims
 }
 
+/// The JSON array of `delivery`'s custom header names, as the `header_names` column keeps
+/// them; `None` without custom headers.
+pub(crate) fn header_names(delivery: &NewDelivery) -> Result<Option<String>, sqlx::Error> {
+    delivery
+        .headers
+        .as_deref()
+        .map(|h| serde_json::to_string(&h.names().collect::<Vec<_>>()))
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// The JSON array of `delivery`'s custom headers as `[name, value]` pairs, as the `headers`
+/// column keeps them (like the secret); `None` without custom headers.
+pub(crate) fn header_pairs(delivery: &NewDelivery) -> Result<Option<String>, sqlx::Error> {
+    delivery
+        .headers
+        .as_deref()
+        .map(|h| serde_json::to_string(h.expose()))
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// What a batch statement answered, as its database's module read it: the deliveries whose
 /// record applied, and those its claim leased.
 pub(crate) struct Answer {
@@ -217,6 +241,10 @@ pub(crate) struct Claimed {
     pub(crate) attempts: i64,
     pub(crate) round_start: i64,
     pub(crate) was_due: OffsetDateTime,
+    pub(crate) webhook: i64,
+    pub(crate) ordered: i64,
+    /// The custom headers as stored: a JSON array of `[name, value]` pairs.
+    pub(crate) headers: Option<String>,
 }
 
 impl Claimed {
@@ -242,12 +270,27 @@ impl Claimed {
             secret: (self.secret.map(Secret::new).transpose()).map_err(|e| field("secret", &e))?,
             body: Bytes::from(body),
             artifact_created_at: self.artifact_created_at,
+            webhook: u8::try_from(self.webhook).map_err(|e| field("webhook", &e))?,
+            ordered: self.ordered != 0,
+            // Like the secret: a pair that does not decode (or that no build would have
+            // accepted) makes the claim skip the row, and the error never quotes a value.
+            headers: match self.headers {
+                None => None,
+                Some(text) => {
+                    let pairs: Vec<(String, String)> = serde_json::from_str(&text)
+                        .map_err(|_| field("headers", &"not a JSON array of [name, value]"))?;
+                    let headers = WebhookHeaders::from_pairs(pairs)
+                        .map_err(|e| field("headers", &e.field_name().unwrap_or("the list")))?;
+                    (!headers.is_empty()).then(|| Arc::new(headers))
+                }
+            },
         };
         Ok(ClaimedDelivery {
             lease: Lease {
                 delivery_id: id,
                 token: claim.token.unsigned_abs(),
                 expires_at: claim.expires_at,
+                ordered: delivery.ordered,
             },
             delivery: Arc::new(delivery),
             attempt: recorded.saturating_add(1),
@@ -304,6 +347,9 @@ mod tests {
             attempts: 0,
             round_start: 0,
             was_due: datetime!(2026-11-28 12:00:00 UTC),
+            webhook: 0,
+            ordered: 0,
+            headers: None,
         };
         let err = claimed("whsec_!!").lease(&Claim::NONE).unwrap_err();
         assert!(err.0.contains("secret"), "{err}");

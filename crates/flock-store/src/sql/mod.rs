@@ -114,9 +114,4 @@ impl<D: Dialect> Sql<D> {
             background: Mutex::new(background),
         }
     }
-
-    /// The pool of readers, which API keys are read and written through too.
-    pub(crate) fn readers(&self) -> &Pool<D> {
-        &self.readers
-    }
 }

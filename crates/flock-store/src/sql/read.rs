@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::rows::{
-    ArtifactFields, bad, ceil_micros, parse_error_kind, parse_failure, parse_state, to_u32, to_u64,
+    ArtifactFields, bad, ceil_micros, int, parse_error_kind, parse_failure, parse_state, to_u32,
+    to_u64,
 };
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
@@ -54,12 +55,7 @@ where
         let mut args = D::Arguments::default();
         filter::<D>(&mut count, &mut args, &query)?;
         if let Some(limit) = query.count_limit {
-            count.push_str(" LIMIT ");
-            bind(
-                &mut count,
-                &mut args,
-                i64::try_from(limit).unwrap_or(i64::MAX),
-            )?;
+            bind(&mut count, &mut args, " LIMIT ", int(limit))?;
         }
         count.push_str(") AS matches");
         let total: i64 = sqlx::query_scalar_with(&count, args)
@@ -74,34 +70,22 @@ where
             let mut args = D::Arguments::default();
             filter::<D>(&mut select, &mut args, &query)?;
             if let Some(after) = query.after {
-                select.push_str(if query.newest_first {
+                let cursor = if query.newest_first {
                     " AND position < "
                 } else {
                     " AND position > "
-                });
-                bind(
-                    &mut select,
-                    &mut args,
-                    i64::try_from(after).unwrap_or(i64::MAX),
-                )?;
+                };
+                bind(&mut select, &mut args, cursor, int(after))?;
             }
             // One more than the page, to know whether a next page exists.
-            select.push_str(if query.newest_first {
+            let limit = int(query.limit.saturating_add(1));
+            let order = if query.newest_first {
                 " ORDER BY position DESC LIMIT "
             } else {
                 " ORDER BY position LIMIT "
-            });
-            bind(
-                &mut select,
-                &mut args,
-                i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX),
-            )?;
-            select.push_str(" OFFSET ");
-            bind(
-                &mut select,
-                &mut args,
-                i64::try_from(query.offset).unwrap_or(i64::MAX),
-            )?;
+            };
+            bind(&mut select, &mut args, order, limit)?;
+            bind(&mut select, &mut args, " OFFSET ", int(query.offset))?;
             let rows = sqlx::query_with(&select, args).fetch_all(&mut *tx).await?;
             let mut last = 0;
             for row in &rows {
@@ -117,15 +101,40 @@ where
         Ok(Page { items, total, next })
     }
 
-    async fn deliveries(
+    async fn views(
         self: Arc<Self>,
-        correlation_id: Uuid,
+        column: &'static str,
+        value: Uuid,
     ) -> Result<Vec<DeliveryView>, sqlx::Error> {
-        self.views("correlation_id", correlation_id).await
-    }
-
-    async fn delivery(self: Arc<Self>, id: Uuid) -> Result<Option<DeliveryView>, sqlx::Error> {
-        Ok(self.views("id", id).await?.pop())
+        let mut tx = self.readers.begin().await?;
+        if let Some(snapshot) = D::SNAPSHOT {
+            sqlx::query(snapshot).execute(&mut *tx).await?;
+        }
+        let select = format!(
+            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
+             due_at, lease_token, created_at, completed_at, webhook, ordered, header_names \
+             FROM deliveries WHERE {column} = $1 ORDER BY sequence, webhook, created_at"
+        );
+        let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
+        let select = format!(
+            "SELECT a.delivery_id, a.number, a.started_at, a.status_code, a.error_kind, a.error, \
+             a.duration_ms FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id \
+             WHERE d.{column} = $1 ORDER BY a.number"
+        );
+        let attempts = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut by_delivery: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
+        for row in &attempts {
+            let (id, attempt) = Self::attempt_row(row)?;
+            by_delivery.entry(id).or_default().push(attempt);
+        }
+        let mut views = Vec::with_capacity(deliveries.len());
+        for row in &deliveries {
+            let mut view = Self::delivery_row(row)?;
+            view.attempts = by_delivery.remove(&view.id).unwrap_or_default();
+            views.push(view);
+        }
+        Ok(views)
     }
 
     async fn failed(self: Arc<Self>, query: FailedQuery) -> Result<Vec<DeliveryView>, sqlx::Error> {
@@ -183,40 +192,6 @@ where
     i64: Value<D>,
     String: Value<D>,
 {
-    /// The deliveries whose `column` is `value` (a workflow's, or one by id), in sequence
-    /// order, each with its attempts.
-    async fn views(&self, column: &str, value: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
-        let mut tx = self.readers.begin().await?;
-        if let Some(snapshot) = D::SNAPSHOT {
-            sqlx::query(snapshot).execute(&mut *tx).await?;
-        }
-        let select = format!(
-            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
-             due_at, lease_token, created_at, completed_at FROM deliveries \
-             WHERE {column} = $1 ORDER BY sequence, created_at"
-        );
-        let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
-        let select = format!(
-            "SELECT a.delivery_id, a.number, a.started_at, a.status_code, a.error_kind, a.error, \
-             a.duration_ms FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id \
-             WHERE d.{column} = $1 ORDER BY a.number"
-        );
-        let attempts = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        let mut by_delivery: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
-        for row in &attempts {
-            let (id, attempt) = Self::attempt_row(row)?;
-            by_delivery.entry(id).or_default().push(attempt);
-        }
-        let mut views = Vec::with_capacity(deliveries.len());
-        for row in &deliveries {
-            let mut view = Self::delivery_row(row)?;
-            view.attempts = by_delivery.remove(&view.id).unwrap_or_default();
-            views.push(view);
-        }
-        Ok(views)
-    }
-
     fn artifact_row(row: &D::Row) -> Result<Artifact, sqlx::Error> {
         let fields = ArtifactFields {
             id: row.try_get("id")?,
@@ -260,6 +235,14 @@ where
             },
             created_at: Self::time(row, "created_at")?,
             completed_at: Self::time_or_null(row, "completed_at")?,
+            webhook: u8::try_from(row.try_get::<i64, _>("webhook")?)
+                .map_err(|e| bad(format!("delivery {id}: webhook: {e}")))?,
+            ordered: row.try_get::<i64, _>("ordered")? != 0,
+            headers: match row.try_get::<Option<String>, _>("header_names")? {
+                None => Vec::new(),
+                Some(names) => serde_json::from_str(&names)
+                    .map_err(|e| bad(format!("delivery {id}: header names: {e}")))?,
+            },
         })
     }
 
@@ -309,49 +292,44 @@ where
     Uuid: Value<D>,
 {
     sql.push_str(" WHERE TRUE");
+    for (i, name) in query.type_names.iter().enumerate() {
+        let before = if i == 0 { " AND type_name IN (" } else { ", " };
+        bind(sql, args, before, name.as_str().to_owned())?;
+    }
     if !query.type_names.is_empty() {
-        sql.push_str(" AND type_name IN (");
-        for (i, name) in query.type_names.iter().enumerate() {
-            sql.push_str(if i == 0 { "" } else { ", " });
-            bind(sql, args, name.as_str().to_owned())?;
-        }
         sql.push(')');
     }
     if let Some(producer) = &query.produced_by {
-        sql.push_str(" AND produced_by = ");
-        bind(sql, args, producer.clone())?;
+        bind(sql, args, " AND produced_by = ", producer.clone())?;
     }
     if let Some(tenant) = &query.tenant {
-        sql.push_str(" AND tenant = ");
-        bind(sql, args, tenant.as_str().to_owned())?;
+        bind(sql, args, " AND tenant = ", tenant.as_str().to_owned())?;
     }
     if let Some(correlation_id) = query.correlation_id {
-        sql.push_str(" AND correlation_id = ");
-        bind(sql, args, correlation_id)?;
+        bind(sql, args, " AND correlation_id = ", correlation_id)?;
     }
     if let Some(tag) = &query.tag {
         let (before, after) = D::HAS_TAG;
-        sql.push_str(before);
-        bind(sql, args, tag.clone())?;
+        bind(sql, args, before, tag.clone())?;
         sql.push_str(after);
     }
     if let Some(from) = query.from {
-        sql.push_str(" AND created_at >= ");
-        bind(sql, args, D::time(ceil_micros(from)))?;
+        bind(sql, args, " AND created_at >= ", D::time(ceil_micros(from)))?;
     }
     if let Some(to) = query.to {
-        sql.push_str(" AND created_at <= ");
-        bind(sql, args, D::time(to))?;
+        bind(sql, args, " AND created_at <= ", D::time(to))?;
     }
     Ok(())
 }
 
-/// Adds `value` to `args` and its placeholder to `sql`.
+/// Appends `before` and the placeholder of `value` to `sql`, and `value` to `args`.
 fn bind<'q, D: Database, T: Value<D> + 'q>(
     sql: &mut String,
     args: &mut D::Arguments<'q>,
+    before: &str,
     value: T,
 ) -> Result<(), sqlx::Error> {
+    sql.push_str(before);
     args.add(value).map_err(sqlx::Error::Encode)?;
     args.format_placeholder(sql)
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))

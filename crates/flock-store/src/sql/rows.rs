@@ -36,7 +36,7 @@ pub(crate) fn bad(what: impl Into<String>) -> DecodeError {
 
 /// Microseconds since the Unix epoch, rounded down.
 pub(crate) fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
+    int(at.unix_timestamp_nanos().div_euclid(1000))
 }
 
 /// The time `value` microseconds after the Unix epoch.
@@ -98,6 +98,11 @@ pub(crate) fn parse_error_kind(text: &str) -> Result<ErrorKind, DecodeError> {
         "signing" => Ok(ErrorKind::Other),
         _ => ErrorKind::from_name(text).ok_or_else(|| bad(format!("error kind `{text}`"))),
     }
+}
+
+/// `value` as a signed 64-bit column, capped at its largest.
+pub(crate) fn int(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
 }
 
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, DecodeError> {

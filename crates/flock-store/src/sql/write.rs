@@ -13,11 +13,21 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::batch::{self, Batch, Claim};
-use super::rows::{ceil_micros, parse_state};
+use super::rows::{ceil_micros, floor_micros, int, parse_state};
 use super::{Dialect, KEEP_IDLE, Sql, Value};
 use crate::durable::Backend;
 use crate::error::Failure;
 use crate::ops::{ClaimRequest, Done, Input, Op, OpError, Refusal};
+
+/// Lets the next delivery of the webhook of ordered delivery `$2` go, due at `$1`: the first
+/// pending one of that webhook, when a claim parked it. (When an earlier delivery of the
+/// webhook is pending again, redelivered, the next claim parks it once more.)
+const RELEASE: &str = "\
+UPDATE deliveries SET due_at = $1 \
+    WHERE due_at IS NULL AND state = 'pending' AND lease_token IS NULL AND id = ( \
+        SELECT n.id FROM deliveries AS n JOIN deliveries AS d \
+            ON n.correlation_id = d.correlation_id AND n.webhook = d.webhook \
+        WHERE d.id = $2 AND n.state = 'pending' ORDER BY n.sequence LIMIT 1)";
 
 /// What a batch's statements answered: the deliveries whose record applied, and what each
 /// claim got (`None` for what cannot be read).
@@ -62,7 +72,7 @@ where
     async fn explain(&self, op: &Op, err: sqlx::Error) -> OpError {
         let duplicate = matches!(&err, sqlx::Error::Database(e) if e.is_unique_violation());
         if let Input::Publish {
-            artifact,
+            artifacts,
             deliveries,
         } = &op.input
             && duplicate
@@ -70,10 +80,10 @@ where
             // A failed lookup says no.
             let holds =
                 async |table, id| matches!(Self::exists(&self.readers, table, id).await, Ok(true));
-            if let Some(a) = artifact
-                && holds("artifacts", a.id).await
-            {
-                return OpError::Refused(Refusal::DuplicateArtifact(a.id));
+            for a in artifacts {
+                if holds("artifacts", a.id).await {
+                    return OpError::Refused(Refusal::DuplicateArtifact(a.id));
+                }
             }
             for d in deliveries {
                 if holds("deliveries", d.id).await {
@@ -121,7 +131,9 @@ where
     async fn apply(conn: &mut D::Connection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
         batch::refuse_repeated_ids(ops);
         let claims = batch::claims(ops);
+        let releases = ops.iter().any(|op| op.input.releases().is_some());
         let rare = claims.len() > 1
+            || releases
             || (ops.iter()).any(|op| {
                 matches!(
                     op.input,
@@ -186,7 +198,7 @@ where
                 }
                 _ => continue,
             };
-            op.done(outcome);
+            op.outcome = Some(outcome);
         }
         Ok(())
     }
@@ -198,18 +210,36 @@ where
         claims: &[Claim],
         rare: bool,
     ) -> Result<Answered, sqlx::Error> {
-        let first = claims.first().copied().unwrap_or(Claim::NONE);
+        // An ordered delivery's final result releases the next of its webhook before the
+        // claims: the batch statement records (and claims nothing), then the releases, then
+        // every claim.
+        let releases: Vec<Uuid> = ops.iter().filter_map(|op| op.input.releases()).collect();
+        let first = match releases.is_empty() {
+            true => claims.first().copied().unwrap_or(Claim::NONE),
+            false => Claim::NONE,
+        };
         let answer = D::batch(conn, &Batch::of(ops, first), !rare).await?;
         let (applied, got) = batch::outcomes(answer, &first);
-        let mut claimed = vec![got];
+        let mut claimed = Vec::with_capacity(claims.len());
+        if releases.is_empty() {
+            claimed.push(got);
+        }
         if rare {
+            let now = D::time(floor_micros(OffsetDateTime::now_utc()));
+            for id in releases.iter().copied() {
+                sqlx::query(RELEASE)
+                    .bind(&now)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             for op in ops.iter_mut() {
                 let outcome = match op.input {
                     Input::Redeliver { id, now } => Self::redeliver(conn, id, now).await?,
                     Input::Prune { before, limit } => {
                         let deleted: i64 = sqlx::query_scalar(D::PRUNE)
                             .bind(D::time(ceil_micros(before)))
-                            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                            .bind(int(limit))
                             .fetch_one(&mut *conn)
                             .await?;
                         Ok(Done::Pruned(u64::try_from(deleted).unwrap_or(0)))
@@ -219,9 +249,9 @@ where
                     )),
                     _ => continue,
                 };
-                op.done(outcome);
+                op.outcome = Some(outcome);
             }
-            for claim in claims.iter().skip(1) {
+            for claim in claims.iter().skip(claimed.len()) {
                 let answer = D::batch(conn, &Batch::claiming(*claim), false).await?;
                 claimed.push(batch::outcomes(answer, claim).1);
             }
@@ -270,7 +300,7 @@ where
         limit: u64,
     ) -> Result<u64, sqlx::Error> {
         let before = D::time(ceil_micros(before));
-        let window = i64::try_from(limit.saturating_mul(8)).unwrap_or(i64::MAX);
+        let window = int(limit.saturating_mul(8));
         let oldest: Vec<Uuid> = sqlx::query_scalar(
             "SELECT correlation_id FROM (SELECT correlation_id, created_at FROM artifacts \
              ORDER BY position LIMIT $2) AS oldest WHERE created_at < $1",

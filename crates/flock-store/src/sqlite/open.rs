@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::durable::Durable;
 use crate::error::OpenError;
+use crate::keys::Pool;
 use crate::sql::{Background, Dialect as _, Sql};
 
 /// How long a connection waits for a lock held by another connection (another process on the
@@ -36,8 +37,8 @@ const WRITER_CACHE_KIB: &str = "-16384";
 const WRITER_CHECKPOINT_PAGES: &str = "16384";
 
 /// Opens (creating it if needed, readable and writable by its owner only) and migrates the
-/// database at `path`, and starts its writer.
-pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sql<Sqlite>>>, OpenError> {
+/// database at `path`, and starts its writer; answers the store and its readers' pool.
+pub(crate) async fn open(path: &Path) -> Result<(Arc<Durable>, Pool), OpenError> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let shown = absolute.display().to_string();
     let fail = |e: &dyn std::fmt::Display| OpenError::Sqlite {
@@ -79,8 +80,11 @@ pub(crate) async fn open(path: &Path) -> Result<Arc<Durable<Sql<Sqlite>>>, OpenE
         stop,
         task: tokio::spawn(checkpoint(checkpoints, stopped)),
     };
-    let backend = Sql::new(writer, readers, Some(background));
-    Ok(Durable::start(backend, Sqlite::WRITERS))
+    let store = Durable::start(
+        Sql::new(writer, readers.clone(), Some(background)),
+        Sqlite::WRITERS,
+    );
+    Ok((store, Pool::Sqlite(readers)))
 }
 
 /// Connections that live as long as the store.

@@ -11,8 +11,8 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use uuid::Uuid;
 
-use crate::sql::batch::{Answer, Batch, Claimed};
-use crate::sql::rows::{bad, from_micros, micros};
+use crate::sql::batch::{Answer, Batch, Claimed, header_names, header_pairs};
+use crate::sql::rows::{bad, from_micros, int, micros};
 
 /// A batch's writes, statement after statement:
 ///
@@ -23,9 +23,11 @@ use crate::sql::rows::{bad, from_micros, micros};
 ///    answer of `kind` 1;
 /// 4. their attempts;
 /// 5. what they do to their deliveries;
-/// 6. up to `$7` deliveries due at `$6` (or whose lease expired by then), earliest due first,
+/// 6. the due ordered deliveries that an earlier delivery of their webhook still waits
+///    before, parked ([`PARK`]);
+/// 7. up to `$7` deliveries due at `$6` (or whose lease expired by then), earliest due first,
 ///    with the due time they had: the answer of `kind` 2;
-/// 7. their lease: token `$8` until `$9`.
+/// 8. their lease: token `$8` until `$9`.
 ///
 /// Statements that find nothing to do (an empty array, a limit of 0) cost next to nothing.
 /// This relies on sqlx's SQLite driver running every statement of a text, and binding `$N` to
@@ -38,12 +40,14 @@ INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tena
            a.value ->> 'tenant', a.value ->> 'tags', a.value ->> 'created_at' \
     FROM json_each($1) AS a ORDER BY a.key; \
 INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
-                        artifact_created_at, state, due_at, created_at) \
+                        artifact_created_at, state, due_at, created_at, webhook, ordered, \
+                        header_names, headers) \
     SELECT unhex(d.value ->> 'id', '-'), unhex(d.value ->> 'correlation_id', '-'), \
            d.value ->> 'tenant', \
            unhex(d.value ->> 'artifact_id', '-'), d.value ->> 'sequence', d.value ->> 'url', \
            d.value ->> 'secret', substr($2, d.value ->> 'body_at', d.value ->> 'body_len'), \
-           d.value ->> 'artifact_created_at', 'pending', $3, $3 \
+           d.value ->> 'artifact_created_at', 'pending', $3, $3, d.value ->> 'webhook', \
+           d.value ->> 'ordered', d.value ->> 'header_names', d.value ->> 'headers' \
     FROM json_each($4) AS d ORDER BY d.key; \
 SELECT 1 AS kind, json_group_array(lower(hex(d.id))) AS answer \
     FROM json_each($5) AS r JOIN deliveries AS d ON d.id = unhex(r.value ->> 'id', '-') \
@@ -57,7 +61,8 @@ INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, 
 UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.state, \
         due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
         body = CASE WHEN r.state = 'delivered' THEN NULL ELSE body END, \
-        secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE secret END \
+        secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE secret END, \
+        headers = CASE WHEN r.state = 'delivered' THEN NULL ELSE headers END \
     FROM (SELECT unhex(value ->> 'id', '-') AS id, value ->> 'token' AS token, \
                  value ->> 'state' AS state, value ->> 'due_at' AS due_at, \
                  value ->> 'failure' AS failure, value ->> 'completed_at' AS completed_at \
@@ -70,16 +75,38 @@ SELECT 2 AS kind, json_group_array(json_object('id', lower(hex(id)), \
         'sequence', sequence, 'url', url, 'secret', secret, \
         'body', iif(body IS NULL, NULL, lower(hex(body))), \
         'artifact_created_at', artifact_created_at, 'attempts', attempts, \
-        'round_start', round_start, 'was_due', due_at)) AS answer \
+        'round_start', round_start, 'was_due', due_at, 'webhook', webhook, \
+        'ordered', ordered, 'headers', headers)) AS answer \
     FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
           ORDER BY due_at, id LIMIT $7); \
 UPDATE deliveries SET lease_token = $8, due_at = $9 WHERE id IN ( \
     SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
     ORDER BY due_at, id LIMIT $7);";
 
-/// [`BATCH`] in a transaction of its own: the common case, one round trip in all.
+/// [`BATCH`] with [`PARK`] before its claim: the text that runs.
+static BATCH_PARKING: LazyLock<String> = LazyLock::new(|| {
+    let claim = BATCH
+        .find("SELECT 2 AS kind")
+        .expect("the batch text claims");
+    format!("{}{PARK}; {}", &BATCH[..claim], &BATCH[claim..])
+});
+
+/// [`BATCH_PARKING`] in a transaction of its own: the common case, one round trip in all.
 static BATCH_ALONE: LazyLock<String> =
-    LazyLock::new(|| format!("BEGIN IMMEDIATE; {BATCH} COMMIT;"));
+    LazyLock::new(|| format!("BEGIN IMMEDIATE; {} COMMIT;", *BATCH_PARKING));
+
+/// Parks the ordered deliveries due at `$6` that wait for an earlier one of their webhook
+/// (still pending, waiting or in flight): their due time goes, so no claim takes them and the
+/// dispatcher's next due time is not theirs, until that one's final result releases the next
+/// (`sql::write::RELEASE`). An index of the due ordered deliveries alone
+/// (`deliveries_ordered_due`) makes this cost nothing while no webhook is ordered.
+const PARK: &str = "\
+UPDATE deliveries SET due_at = NULL \
+    WHERE state = 'pending' AND ordered = 1 AND due_at <= $6 AND lease_token IS NULL \
+      AND EXISTS (SELECT 1 FROM deliveries AS e \
+                  WHERE e.correlation_id = deliveries.correlation_id \
+                    AND e.webhook = deliveries.webhook AND e.state = 'pending' \
+                    AND e.sequence < deliveries.sequence)";
 
 /// The prune: the attempts, then the deliveries, then how many deliveries went.
 pub(super) const PRUNE: &str = "\
@@ -104,6 +131,10 @@ struct DeliveryJson<'a> {
     body_at: usize,
     body_len: usize,
     artifact_created_at: i64,
+    webhook: u8,
+    ordered: u8,
+    header_names: Option<String>,
+    headers: Option<String>,
 }
 
 /// A record in the `$5` array: the lease, the delivery's new state, and the attempt.
@@ -137,12 +168,16 @@ pub(super) async fn batch(
             correlation_id: d.correlation_id,
             tenant: d.tenant.as_str(),
             artifact_id: d.artifact_id,
-            sequence: i64::try_from(d.sequence).unwrap_or(i64::MAX),
+            sequence: int(d.sequence),
             url: d.url.as_str(),
             secret: d.secret.as_ref().map(Secret::expose),
             body_at: bodies.len() + 1,
             body_len: d.body.len(),
             artifact_created_at: micros(d.artifact_created_at),
+            webhook: d.webhook,
+            ordered: u8::from(d.ordered),
+            header_names: header_names(d)?,
+            headers: header_pairs(d)?,
         });
         bodies.extend_from_slice(&d.body);
     }
@@ -159,11 +194,11 @@ pub(super) async fn batch(
             status_code: r.attempt.status_code,
             error_kind: r.error_kind,
             error: r.attempt.error.as_deref(),
-            duration_ms: i64::try_from(r.attempt.duration_ms).unwrap_or(i64::MAX),
+            duration_ms: int(r.attempt.duration_ms),
         })
         .collect();
     let claim = batch.claim;
-    let rows = sqlx::query(if alone { &BATCH_ALONE } else { BATCH })
+    let rows = sqlx::query(if alone { &BATCH_ALONE } else { &BATCH_PARKING })
         .bind(json(&batch.artifacts)?)
         .bind(bodies)
         .bind(micros(batch.now))
@@ -213,6 +248,9 @@ struct ClaimedJson {
     attempts: i64,
     round_start: i64,
     was_due: i64,
+    webhook: i64,
+    ordered: i64,
+    headers: Option<String>,
 }
 
 impl ClaimedJson {
@@ -232,6 +270,9 @@ impl ClaimedJson {
             attempts: self.attempts,
             round_start: self.round_start,
             was_due: from_micros(self.was_due)?,
+            webhook: self.webhook,
+            ordered: self.ordered,
+            headers: self.headers,
         })
     }
 }

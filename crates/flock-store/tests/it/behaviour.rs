@@ -828,3 +828,146 @@ async fn finished_workflows_are_pruned_with_their_artifacts_and_deliveries(store
     assert_eq!(outbox.prune_workflows(hours_ago(1)).await.unwrap(), 0);
 }
 on_every_backend!(finished_workflows_are_pruned_with_their_artifacts_and_deliveries);
+
+/// An ordered webhook's deliveries go one at a time in sequence order: a later one waits
+/// while an earlier one is pending (waiting for a retry or in flight), and goes once that one
+/// is delivered or has finally failed. A redelivered earlier delivery is pending again, so the
+/// later ones still pending wait for it once more. Another webhook of the workflow, unordered,
+/// and another workflow's ordered webhook do not wait.
+async fn an_ordered_webhooks_deliveries_go_one_at_a_time_in_sequence_order(store: &Storage) {
+    let (artifacts, outbox) = (store.artifacts(), store.outbox());
+    let cid = Uuid::now_v7();
+    let a = artifact(cid, "Idea");
+    let ordered = |sequence| flock_models::NewDelivery {
+        ordered: true,
+        ..delivery(&a, sequence)
+    };
+    let chain: Vec<_> = (1..=4).map(ordered).collect();
+    let other_webhook = flock_models::NewDelivery {
+        webhook: 1,
+        ..delivery(&a, 2)
+    };
+    let b = artifact(Uuid::now_v7(), "Idea");
+    let other_workflow = flock_models::NewDelivery {
+        ordered: true,
+        ..delivery(&b, 1)
+    };
+    let mut all = chain.clone();
+    all.push(other_webhook.clone());
+    artifacts.publish(&a, all).await.unwrap();
+    artifacts
+        .publish(&b, vec![other_workflow.clone()])
+        .await
+        .unwrap();
+    let ids = |claimed: &[flock_delivery::ClaimedDelivery]| -> HashSet<Uuid> {
+        claimed.iter().map(|c| c.delivery.id).collect()
+    };
+    let mut at = later(now(), 1);
+    let first = outbox.claim(at, 10, LEASE).await.unwrap();
+    assert_eq!(
+        ids(&first),
+        HashSet::from([chain[0].id, other_webhook.id, other_workflow.id]),
+        "the head of each ordered chain, and the unordered delivery"
+    );
+    let head = first.iter().find(|c| c.delivery.id == chain[0].id).unwrap();
+    assert!(head.lease.ordered && head.delivery.ordered);
+    assert_eq!(outbox.counts().await.unwrap().pending, 3, "the parked wait");
+    // A retry of the head: the others still wait.
+    outbox
+        .record(&head.lease, attempt(1), Resolution::RetryAt(later(at, 1)))
+        .await
+        .unwrap();
+    at = later(at, 1);
+    let retried = outbox.claim(at, 10, LEASE).await.unwrap();
+    assert_eq!(ids(&retried), HashSet::from([chain[0].id]));
+    // The head fails for good: the second goes.
+    outbox
+        .record(
+            &retried[0].lease,
+            attempt(2),
+            Resolution::Failed(GiveUp::Exhausted),
+        )
+        .await
+        .unwrap();
+    let second = outbox.claim(at, 10, LEASE).await.unwrap();
+    assert_eq!(ids(&second), HashSet::from([chain[1].id]));
+    outbox
+        .record(&second[0].lease, attempt(1), Resolution::Delivered)
+        .await
+        .unwrap();
+    let third = outbox.claim(at, 10, LEASE).await.unwrap();
+    assert_eq!(ids(&third), HashSet::from([chain[2].id]));
+    // The first is redelivered while the third is in flight: the fourth now waits for the
+    // first too.
+    outbox.redeliver(chain[0].id, at).await.unwrap();
+    outbox
+        .record(&third[0].lease, attempt(1), Resolution::Delivered)
+        .await
+        .unwrap();
+    let again = outbox.claim(at, 10, LEASE).await.unwrap();
+    assert_eq!(
+        ids(&again),
+        HashSet::from([chain[0].id]),
+        "the redelivered first"
+    );
+    assert!(outbox.claim(at, 10, LEASE).await.unwrap().is_empty());
+    outbox
+        .record(&again[0].lease, attempt(3), Resolution::Delivered)
+        .await
+        .unwrap();
+    let fourth = outbox.claim(at, 10, LEASE).await.unwrap();
+    assert_eq!(ids(&fourth), HashSet::from([chain[3].id]));
+    let view = outbox.delivery(chain[3].id).await.unwrap().unwrap();
+    assert!(view.ordered);
+    assert_eq!(view.webhook, 0);
+    let listed = outbox.deliveries(cid).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|v| (v.sequence, v.webhook))
+            .collect::<Vec<_>>(),
+        [(1, 0), (2, 0), (2, 1), (3, 0), (4, 0)],
+        "by sequence, then webhook"
+    );
+}
+on_every_backend!(an_ordered_webhooks_deliveries_go_one_at_a_time_in_sequence_order);
+
+/// Several artifacts published together are stored together, in order, with their
+/// deliveries: an id already stored refuses the whole write.
+async fn artifacts_published_together_are_stored_all_or_none(store: &Storage) {
+    let (artifacts, outbox) = (store.artifacts(), store.outbox());
+    let cid = Uuid::now_v7();
+    let batch: Vec<_> = (0..3).map(|_| artifact(cid, "Idea")).collect();
+    let deliveries: Vec<_> = (batch.iter().zip(1..))
+        .map(|(a, s)| delivery(a, s))
+        .collect();
+    artifacts
+        .publish_all(&batch, deliveries.clone())
+        .await
+        .unwrap();
+    let page = artifacts
+        .query(&ArtifactQuery::correlation(cid))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+        batch.iter().map(|a| a.id).collect::<Vec<_>>()
+    );
+    assert_eq!(outbox.deliveries(cid).await.unwrap().len(), 3);
+    // A new pair whose second artifact is already stored: neither is.
+    let fresh = artifact(cid, "Idea");
+    let err = artifacts
+        .publish_all(
+            &[fresh.clone(), batch[1].clone()],
+            vec![delivery(&fresh, 4)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate(id) if id == batch[1].id),
+        "{err:?}"
+    );
+    assert_eq!(artifacts.get(fresh.id).await.unwrap(), None);
+    assert_eq!(outbox.deliveries(cid).await.unwrap().len(), 3);
+}
+on_every_backend!(artifacts_published_together_are_stored_all_or_none);

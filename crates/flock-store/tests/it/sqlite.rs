@@ -78,7 +78,7 @@ async fn a_path_that_cannot_be_created_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn secrets_and_bodies_are_cleared_once_delivered() {
+async fn secrets_bodies_and_custom_header_values_are_cleared_once_delivered() {
     use sqlx::Connection as _;
 
     let dir = TempDir::new();
@@ -88,7 +88,16 @@ async fn secrets_and_bodies_are_cleared_once_delivered() {
         .unwrap();
     let outbox = store.outbox();
     let a = artifact(Uuid::now_v7(), "Idea");
-    let (done, waiting) = (delivery(&a, 1), delivery(&a, 2));
+    let headers = flock_models::WebhookHeaders::from_pairs(vec![(
+        "Authorization".to_owned(),
+        "Bearer header-secret".to_owned(),
+    )])
+    .unwrap();
+    let with_headers = |sequence| flock_models::NewDelivery {
+        headers: Some(std::sync::Arc::new(headers.clone())),
+        ..delivery(&a, sequence)
+    };
+    let (done, waiting) = (with_headers(1), with_headers(2));
     outbox
         .enqueue(vec![done.clone(), waiting.clone()])
         .await
@@ -104,17 +113,33 @@ async fn secrets_and_bodies_are_cleared_once_delivered() {
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    let rows: Vec<(Uuid, Option<String>, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT id, secret, body FROM deliveries")
+    type Row = (
+        Uuid,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> =
+        sqlx::query_as("SELECT id, secret, body, headers, header_names FROM deliveries")
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    for (id, secret, body) in rows {
+    for (id, secret, body, values, names) in rows {
+        assert_eq!(
+            names.as_deref(),
+            Some(r#"["Authorization"]"#),
+            "names are kept"
+        );
         if id == done.id {
-            assert_eq!((secret, body), (None, None));
+            assert_eq!((secret, body, values), (None, None, None));
         } else {
             assert_eq!(secret.as_deref(), Some("s3cret-value"));
             assert_eq!(body.as_deref(), Some(&waiting.body[..]));
+            assert_eq!(
+                values.as_deref(),
+                Some(r#"[["Authorization","Bearer header-secret"]]"#)
+            );
         }
     }
     conn.close().await.unwrap();

@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Executor, IntoArguments};
 use uuid::Uuid;
 
 use super::bind;
-use crate::sql::rows::ceil_micros;
+use crate::sql::rows::{ceil_micros, int};
 use crate::sql::{Dialect, Sql, Value};
 
 impl<D: Dialect> Sql<D>
@@ -31,38 +31,44 @@ where
     ) -> Result<Vec<DeliveryView>, sqlx::Error> {
         let mut select = String::from(
             "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
-             due_at, lease_token, created_at, completed_at FROM deliveries \
-             WHERE state <> 'pending' AND state = 'failed' AND tenant = ",
+             due_at, lease_token, created_at, completed_at, webhook, ordered, header_names \
+             FROM deliveries WHERE state <> 'pending' AND state = 'failed'",
         );
         let mut args = D::Arguments::default();
-        bind(&mut select, &mut args, query.tenant.as_str().to_owned())?;
-        select.push_str(" AND completed_at >= ");
-        bind(&mut select, &mut args, D::time(ceil_micros(query.since)))?;
+        let tenant = query.tenant.as_str().to_owned();
+        bind(&mut select, &mut args, " AND tenant = ", tenant)?;
+        let since = D::time(ceil_micros(query.since));
+        bind(&mut select, &mut args, " AND completed_at >= ", since)?;
         if let Some(until) = query.until {
-            select.push_str(" AND completed_at <= ");
-            bind(&mut select, &mut args, D::time(until))?;
+            bind(
+                &mut select,
+                &mut args,
+                " AND completed_at <= ",
+                D::time(until),
+            )?;
         }
         if let Some(correlation_id) = query.correlation_id {
-            select.push_str(" AND correlation_id = ");
-            bind(&mut select, &mut args, correlation_id)?;
+            bind(
+                &mut select,
+                &mut args,
+                " AND correlation_id = ",
+                correlation_id,
+            )?;
         }
         if let Some(url) = &query.destination {
-            let prefix = i64::try_from(url.chars().count() + 1).unwrap_or(i64::MAX);
-            select.push_str(" AND (url = ");
-            bind(&mut select, &mut args, url.clone())?;
-            select.push_str(" OR substr(url, 1, ");
-            bind(&mut select, &mut args, prefix)?;
-            select.push_str(") IN (");
-            bind(&mut select, &mut args, format!("{url}?"))?;
-            select.push_str(", ");
-            bind(&mut select, &mut args, format!("{url}#"))?;
+            let prefix = int(url.chars().count() + 1);
+            bind(&mut select, &mut args, " AND (url = ", url.clone())?;
+            bind(&mut select, &mut args, " OR substr(url, 1, ", prefix)?;
+            bind(&mut select, &mut args, ") IN (", format!("{url}?"))?;
+            bind(&mut select, &mut args, ", ", format!("{url}#"))?;
             select.push_str("))");
         }
-        select.push_str(" ORDER BY completed_at DESC, id DESC LIMIT ");
+        let limit = int(query.limit);
         bind(
             &mut select,
             &mut args,
-            i64::try_from(query.limit).unwrap_or(i64::MAX),
+            " ORDER BY completed_at DESC, id DESC LIMIT ",
+            limit,
         )?;
 
         let mut tx = self.readers.begin().await?;
@@ -81,8 +87,12 @@ where
             );
             let mut args = D::Arguments::default();
             for (i, view) in views.iter().enumerate() {
-                select.push_str(if i == 0 { "" } else { ", " });
-                bind(&mut select, &mut args, view.id)?;
+                bind(
+                    &mut select,
+                    &mut args,
+                    if i == 0 { "" } else { ", " },
+                    view.id,
+                )?;
             }
             select.push_str(") ORDER BY number");
             let attempts = sqlx::query_with(&select, args).fetch_all(&mut *tx).await?;
