@@ -278,6 +278,9 @@ fn fuzz_in(
         .args(["--workers", &WORKERS.to_string()])
         .args(["--generation-database", "none"])
         .args(["--request-timeout", "30"])
+        // The event stream answers 200 and never ends: a request to it only ever times out.
+        // Its own tests (flock-api `events::`) read it with a client that stops.
+        .args(["--exclude-path", "/api/v1/events"])
         .args(["--report", "junit", "--report-dir"])
         .arg(work.join("report"))
         .arg("--no-color")

@@ -70,12 +70,14 @@ pub fn create_app(
                 .configure(routes::artifacts::configure)
                 .configure(routes::correlations::configure)
                 .configure(routes::webhooks::configure)
+                .configure(routes::events::configure)
                 .configure(routes::types::configure)
                 .configure(routes::keys::configure)
                 .configure(routes::secrets::configure)
                 .configure(routes::system::configure_api),
         )
         .configure(routes::system::configure_root)
+        .configure(routes::dashboard::configure)
         .default_service(web::to(routes::not_found))
 }
 

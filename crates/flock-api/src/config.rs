@@ -57,6 +57,9 @@ pub struct Settings {
     /// The request rate limit per caller (off by default).
     #[serde(default)]
     pub limits: LimitsSettings,
+    /// The live event stream (`GET /api/v1/events`): its bounds.
+    #[serde(default)]
+    pub events: EventSettings,
     /// The declared artifact types, as `[[types]]` tables (`name`, `schema`): every publish
     /// of one is checked against its JSON Schema, and LLM agents answer in it.
     #[serde(default)]
@@ -76,6 +79,33 @@ pub struct LimitsSettings {
     pub requests_per_sec: Option<u32>,
     /// Requests a caller may make at once; `requests_per_sec` when absent.
     pub burst: Option<u32>,
+}
+
+/// `[events]`: the bounds of the live event stream. Events are this instance's: several
+/// instances on one database each stream what they themselves publish and attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// How many recent events are kept for `Last-Event-ID` resume (1,024 by default).
+    pub buffer: usize,
+    /// How many events may wait for one subscriber (256 by default); a subscriber that falls
+    /// this far behind gets a last `stream.overflow` event and is disconnected.
+    pub queue: usize,
+    /// How many streams may be open at once (64 by default); one more is answered 503.
+    pub max_subscribers: usize,
+    /// How often an idle stream gets a heartbeat comment (15 s by default).
+    pub heartbeat_ms: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            buffer: 1024,
+            queue: 256,
+            max_subscribers: 64,
+            heartbeat_ms: 15_000,
+        }
+    }
 }
 
 /// `[store]`.
@@ -539,6 +569,18 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("events.buffer", self.events.buffer),
+            ("events.queue", self.events.queue),
+            ("events.max_subscribers", self.events.max_subscribers),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.events.heartbeat_ms < 100 {
+            return Err(invalid("events.heartbeat_ms", "must be at least 100"));
         }
         if self.limits.requests_per_sec == Some(0) {
             return Err(invalid(

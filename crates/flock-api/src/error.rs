@@ -129,7 +129,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "the server is stopping; try another instance or later",
             ErrorCode::StorageUnavailable => "storage failed; the request may be retried",
             ErrorCode::Overloaded => {
-                "too many agent runs are waiting; nothing was stored, retry after `Retry-After` seconds"
+                "the server is at a bound (too many agent runs waiting: nothing was stored; or as many event streams open as it keeps); retry after `Retry-After` seconds"
             }
         }
     }

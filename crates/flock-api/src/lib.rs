@@ -7,6 +7,7 @@ mod auth;
 mod body;
 pub mod config;
 pub(crate) mod error;
+mod events;
 pub(crate) mod idempotency;
 pub mod keys_cli;
 mod limits;

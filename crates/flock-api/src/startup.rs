@@ -65,11 +65,15 @@ pub async fn build_state(
     // The guard that refuses a submitted webhook is the one the dispatcher's client enforces.
     let webhooks = Arc::new(Webhooks::new(delivery.guard()));
 
+    let events = crate::events::EventHub::new(settings.events.clone(), Arc::clone(&store));
     let orchestrator = Orchestrator::builder()
         .store(store)
         .agents(settings.agents().iter().cloned())
         .component(Arc::new(WebhookDeliveryComponent::new(Arc::clone(
             &webhooks,
+        ))))
+        .component(Arc::new(crate::events::EventsComponent::new(Arc::clone(
+            &events,
         ))))
         .config(settings.orchestrator.clone())
         .types(Arc::clone(settings.types()))
@@ -79,7 +83,10 @@ pub async fn build_state(
 
     let dispatcher = Dispatcher::new(storage.outbox(), delivery)
         .context("configuration: webhooks")?
-        .tenant_secrets(Arc::clone(&secrets));
+        .tenant_secrets(Arc::clone(&secrets))
+        .observer(Arc::new(crate::events::EventsObserver::new(Arc::clone(
+            &events,
+        ))));
     let keys = Authenticator::new(
         storage.keys(),
         AuthConfig {
@@ -120,6 +127,7 @@ pub async fn build_state(
         quota,
         metrics_open: settings.server.metrics_open,
         auth,
+        events,
     });
     Ok((state, dispatcher))
 }
@@ -140,6 +148,7 @@ pub struct Application {
     key_tasks: AuthTasks,
     upkeep: tokio::task::JoinHandle<()>,
     grace: Duration,
+    events: Arc<crate::events::EventHub>,
 }
 
 /// How a stop went.
@@ -168,6 +177,7 @@ impl Application {
         let storage = state.storage.clone();
         let keys = state.keys().clone();
         let policy = state.auth.policy;
+        let events = Arc::clone(&state.events);
         let requested = SocketAddr::new(settings.server.host, settings.server.port);
         let listener = TcpListener::bind(requested)
             .with_context(|| format!("cannot listen on {requested}"))?;
@@ -205,6 +215,7 @@ impl Application {
             key_tasks,
             upkeep,
             grace,
+            events,
         })
     }
 
@@ -240,6 +251,7 @@ impl Application {
             key_tasks,
             upkeep,
             grace,
+            events,
         } = self;
         let handle = server.handle();
         let mut serving = tokio::spawn(server);
@@ -255,6 +267,8 @@ impl Application {
             grace_ms = grace.as_millis() as u64,
             "stopping: no new requests; letting agents and deliveries finish"
         );
+        // Open event streams end first, or the graceful stop would wait for them.
+        events.close();
         handle.stop(true).await;
         let _ = serving.await;
         let runs = orchestrator

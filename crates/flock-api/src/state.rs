@@ -45,6 +45,8 @@ pub struct AppState {
     pub secrets: Arc<dyn TenantSecrets>,
     /// How long a rotated-away secret keeps signing (`webhooks.secret_grace_secs`).
     pub secret_grace: std::time::Duration,
+    /// The live event hub behind `GET /api/v1/events`.
+    pub(crate) events: Arc<crate::events::EventHub>,
 }
 
 impl AppState {

@@ -14,6 +14,7 @@ use tracing::{debug, error, warn};
 
 use crate::config::{ConfigError, DeliveryConfig};
 use crate::metrics::Metrics;
+use crate::observer::{AttemptObserver, AttemptReport};
 use crate::outbox::{
     AttemptView, ClaimedDelivery, ErrorKind, Outbox, OutboxError, Resolution, failure_name,
 };
@@ -53,6 +54,7 @@ struct Shared {
     sender: Sender,
     config: DeliveryConfig,
     metrics: Metrics,
+    observer: Option<Arc<dyn AttemptObserver>>,
 }
 
 impl Dispatcher {
@@ -70,6 +72,7 @@ impl Dispatcher {
                 sender,
                 config,
                 metrics: Metrics::register(),
+                observer: None,
             }),
         })
     }
@@ -82,6 +85,17 @@ impl Dispatcher {
         // Nothing else holds `shared` before `start`: a `Dispatcher` is not `Clone`.
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.sender.secrets = Some(secrets);
+        }
+        self
+    }
+
+    /// Reports every recorded attempt to `observer` too, where the metrics count it (the API's
+    /// event stream hears of attempts this way, not by a second path).
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn AttemptObserver>) -> Self {
+        // Nothing else holds `shared` before `start`: a `Dispatcher` is not `Clone`.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.observer = Some(observer);
         }
         self
     }
@@ -336,7 +350,21 @@ async fn attempt(
         sent.error.clone(),
         millis(duration),
     );
+    // The record goes to the outbox; an observer hears of it once the outbox accepted it.
+    let observed = shared
+        .observer
+        .as_ref()
+        .map(|o| (o, attempt_record.clone()));
     let (recorded, next) = record(shared, &claimed, attempt_record, resolution, stop).await;
+    if recorded.is_ok()
+        && let Some((observer, attempt)) = observed
+    {
+        observer.attempted(&AttemptReport {
+            delivery: &claimed.delivery,
+            attempt: &attempt,
+            resolution,
+        });
+    }
     log(
         shared,
         &claimed,

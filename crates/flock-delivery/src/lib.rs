@@ -9,6 +9,7 @@ mod config;
 mod dispatcher;
 mod memory;
 pub mod metrics;
+mod observer;
 mod outbox;
 mod secrets;
 mod sender;
@@ -23,10 +24,11 @@ pub use dispatcher::{Dispatcher, DispatcherHandle, ShutdownReport};
 /// a delivery failed ([`Resolution::Failed`], [`DeliveryView::failure`]).
 pub use flock_retry::{GiveUp, Outcome};
 pub use memory::MemoryOutbox;
+pub use observer::{AttemptObserver, AttemptReport};
 pub use outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, Lease, MAX_ERROR_CHARS,
-    Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution, failure_from_name,
-    failure_name,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailedQuery, Lease,
+    MAX_ERROR_CHARS, Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution,
+    failure_from_name, failure_name,
 };
 pub use secrets::{
     CachedTenantSecrets, MemoryTenantSecrets, SECRET_BYTES, SecretsError, TenantSecrets,

@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, Lease, Outbox,
-    OutboxCounts, OutboxError, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailedQuery, Lease,
+    Outbox, OutboxCounts, OutboxError, Resolution,
 };
 use crate::time_util::add;
 
@@ -678,6 +678,23 @@ impl Outbox for MemoryOutbox {
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
         Ok(self.lock().view(id))
+    }
+
+    /// Looks at every delivery held: the memory outbox has no index by failure time (it holds
+    /// what one process made since it started).
+    async fn failed(&self, query: &FailedQuery) -> Result<Vec<DeliveryView>, OutboxError> {
+        let state = self.lock();
+        let mut views: Vec<DeliveryView> = (state.entries.iter())
+            .filter(|(_, entry)| {
+                matches!(entry.status, Status::Failed { .. }) && entry.tenant == query.tenant
+            })
+            .filter_map(|(id, _)| state.view(*id))
+            .filter(|view| query.matches(view))
+            .collect();
+        drop(state);
+        views.sort_by_key(|v| Reverse((v.completed_at, v.id)));
+        views.truncate(query.limit);
+        Ok(views)
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {

@@ -244,6 +244,40 @@ mod opt_micros {
     }
 }
 
+/// What [`Outbox::failed`] selects: a tenant's failed deliveries that failed (were given up)
+/// in a window, optionally of one workflow or one destination, at most `limit` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedQuery {
+    /// Whose deliveries.
+    pub tenant: TenantId,
+    /// Failed at or after this time (`completed_at`).
+    pub since: OffsetDateTime,
+    /// Failed at or before this time, when given.
+    pub until: Option<OffsetDateTime>,
+    /// Only deliveries to this URL as [`DeliveryView::url`] shows it (without query or
+    /// fragment), when given.
+    pub destination: Option<String>,
+    /// Only this workflow's, when given.
+    pub correlation_id: Option<Uuid>,
+    /// The most deliveries answered.
+    pub limit: usize,
+}
+
+impl FailedQuery {
+    /// Whether `view` is one this query selects (any number of them: `limit` aside).
+    pub fn matches(&self, view: &DeliveryView) -> bool {
+        view.state == DeliveryState::Failed
+            && view.tenant == self.tenant
+            && view
+                .completed_at
+                .is_some_and(|at| at >= self.since && self.until.is_none_or(|until| at <= until))
+            && self
+                .correlation_id
+                .is_none_or(|id| id == view.correlation_id)
+            && self.destination.as_ref().is_none_or(|url| *url == view.url)
+    }
+}
+
 /// A claim on a delivery: who holds it (an opaque token, unique per claim) and until when.
 /// Only the holder of the current lease can record the attempt's result; once the lease has
 /// expired the delivery can be claimed again, and a late result from the old lease is refused.
@@ -466,6 +500,13 @@ pub trait Outbox: Send + Sync + 'static {
     /// # Errors
     /// [`OutboxError::Backend`] when the backend fails.
     async fn pending_by_tenant(&self) -> Result<Vec<(TenantId, u64)>, OutboxError>;
+
+    /// The failed deliveries `query` selects, with their attempts, the most recently failed
+    /// first (by `completed_at`, then id), at most `query.limit` of them.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn failed(&self, query: &FailedQuery) -> Result<Vec<DeliveryView>, OutboxError>;
 
     /// Queues a failed delivery again, due at `now`: the same delivery (same id, so the same
     /// `webhook-id`, body and secret) gets new attempts whose numbers continue after the old

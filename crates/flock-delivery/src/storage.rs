@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::memory::MemoryOutbox;
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryView, Lease, Outbox, OutboxCounts, OutboxError,
-    Resolution,
+    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, Lease, Outbox, OutboxCounts,
+    OutboxError, Resolution,
 };
 
 /// What a publish whose deliveries the outbox refused fails with (the refusal is its source).
@@ -127,6 +127,10 @@ impl Outbox for MemoryStorage {
 
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
         self.outbox.delivery(id).await
+    }
+
+    async fn failed(&self, query: &FailedQuery) -> Result<Vec<DeliveryView>, OutboxError> {
+        self.outbox.failed(query).await
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {

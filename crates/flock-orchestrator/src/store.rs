@@ -78,6 +78,9 @@ pub struct ArtifactQuery {
     /// Count matches only up to this many ([`Page::total`] then says at most this); exact
     /// when `None`. Counting every match of a large table on every page is what this bounds.
     pub count_limit: Option<u64>,
+    /// The newest first: pages go backwards in publication order, and `after` is then a place
+    /// the page ends before (a page's [`Page::next`] still names the next page).
+    pub newest_first: bool,
 }
 
 impl Default for ArtifactQuery {
@@ -94,6 +97,7 @@ impl Default for ArtifactQuery {
             offset: 0,
             after: None,
             count_limit: None,
+            newest_first: false,
         }
     }
 }
@@ -444,8 +448,17 @@ impl MemoryStore {
         } else {
             inner.artifacts.keys().copied().collect()
         };
-        // Places start at 1, so `after: 0` is the start.
-        let after = query.after.unwrap_or(0);
+        let mut candidates = candidates;
+        if query.newest_first {
+            candidates.reverse();
+        }
+        // Places start at 1, so `after: 0` is the start (going forwards), and a place past
+        // every place is the start going backwards.
+        let before_cursor = |place: u64| match (query.newest_first, query.after) {
+            (false, after) => place <= after.unwrap_or(0),
+            (true, Some(after)) => place >= after,
+            (true, None) => false,
+        };
         let count_limit = query.count_limit.unwrap_or(u64::MAX);
         let (mut total, mut skipped) = (0u64, 0usize);
         let (mut items, mut next, mut last) = (Vec::new(), None, 0u64);
@@ -455,7 +468,7 @@ impl MemoryStore {
                 continue;
             }
             total = (total + 1).min(count_limit);
-            if place <= after {
+            if before_cursor(place) {
                 continue;
             }
             if skipped < query.offset {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flock_delivery::{
-    AttemptView, ClaimedDelivery, DeliveryView, Lease, Outbox, OutboxCounts, OutboxError,
-    RecordedAndClaimed, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, Lease, Outbox, OutboxCounts,
+    OutboxError, RecordedAndClaimed, Resolution,
 };
 use flock_models::{Artifact, NewDelivery, TenantId};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, Page, StoreError};
@@ -72,6 +72,7 @@ pub(crate) trait Reads {
         column: &'static str,
         value: Uuid,
     ) -> Result<Vec<DeliveryView>, sqlx::Error>;
+    async fn failed(self: Arc<Self>, query: FailedQuery) -> Result<Vec<DeliveryView>, sqlx::Error>;
     async fn next_due(self: Arc<Self>) -> Result<Option<OffsetDateTime>, sqlx::Error>;
     async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error>;
     async fn pending_by_tenant(self: Arc<Self>) -> Result<Vec<(TenantId, u64)>, sqlx::Error>;
@@ -427,6 +428,13 @@ impl Outbox for Durable {
     async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryView>, OutboxError> {
         let views = self.read("cannot read a delivery", |b| b.views("id", id));
         Ok(views.await?.pop())
+    }
+
+    async fn failed(&self, query: &FailedQuery) -> Result<Vec<DeliveryView>, OutboxError> {
+        let query = query.clone();
+        Ok(self
+            .read("cannot list failed deliveries", |b| b.failed(query))
+            .await?)
     }
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, OutboxError> {

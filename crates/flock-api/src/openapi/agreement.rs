@@ -855,6 +855,7 @@ fn the_list_parameters_accept_exactly_what_the_query_parser_accepts() {
         "limit",
         "offset",
         "cursor",
+        "order",
     ];
     let schemas: Vec<SchemaIndex> = names
         .iter()
@@ -964,6 +965,16 @@ fn the_list_parameters_accept_exactly_what_the_query_parser_accepts() {
             "9999999999999999999",
             "18446744073709551615",
             " 1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "oldest_first",
+            "newest_first",
+            "",
+            "desc",
+            "NEWEST_FIRST",
+            "newest_first ",
         ]
         .map(String::from)
         .to_vec(),

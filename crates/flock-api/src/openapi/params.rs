@@ -8,8 +8,11 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn, ParameterS
 use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{Required, Schema};
 
+use crate::events::EventKind;
 use crate::idempotency;
 use crate::routes::artifacts::{DEFAULT_LIMIT, MAX_CURSOR_LEN, MAX_LIMIT, MAX_OFFSET};
+use crate::routes::events::MAX_EVENT_ID_LEN;
+use crate::routes::webhooks::{FAILED_DEFAULT_LIMIT, FAILED_MAX_LIMIT};
 
 /// An optional parameter `name` in `place` with `schema`.
 fn optional(
@@ -95,6 +98,15 @@ impl IntoParams for ListQueryDoc {
                     .pattern(Some(format!("^[0-9]{{1,{MAX_CURSOR_LEN}}}$"))),
                 "Where the page starts: the `next_cursor` of the page before. Costs the same on every page.",
             ),
+            optional(
+                "order",
+                ParameterIn::Query,
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["oldest_first", "newest_first"]))
+                    .default(Some("oldest_first".into())),
+                "Publication order (`oldest_first`) or its reverse (`newest_first`, the most recent first; `cursor` then walks backwards).",
+            ),
         ]
     }
 }
@@ -116,5 +128,78 @@ impl IntoParams for IdempotencyKeyDoc {
              `Idempotent-Replayed: true`); the same key with another body is a 422 \
              `idempotency_key_reused`.",
         )]
+    }
+}
+
+/// The query of `GET /api/v1/events`; any other parameter is refused. `Last-Event-ID` is a
+/// header.
+pub(crate) struct EventsQueryDoc;
+
+impl IntoParams for EventsQueryDoc {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let kinds = EventKind::ALL.map(EventKind::as_str).join("|");
+        vec![
+            optional(
+                "correlation_id",
+                ParameterIn::Query,
+                text().format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                "Only this workflow's events.",
+            ),
+            optional(
+                "types",
+                ParameterIn::Query,
+                text().pattern(Some(type_list_pattern())),
+                "Only events about artifacts of these types (comma-separated); `workflow.idle` concerns no artifact and is then left out.",
+            ),
+            optional(
+                "kinds",
+                ParameterIn::Query,
+                text().pattern(Some(format!("^,*(?:(?:{kinds})(?:,+(?:{kinds}))*)?,*$"))),
+                "Only these kinds (comma-separated): artifact.published, delivery.attempted, delivery.delivered, delivery.failed, workflow.idle.",
+            ),
+            optional(
+                "Last-Event-ID",
+                ParameterIn::Header,
+                text().pattern(Some(format!("^[0-9]{{1,{MAX_EVENT_ID_LEN}}}$"))),
+                "Resume after this event: the kept events after it come first (a `stream.missed` event first when it is older than what is kept).",
+            ),
+        ]
+    }
+}
+
+/// The query of `GET /api/v1/webhooks/deliveries/failed`; any other parameter is refused.
+pub(crate) struct FailedQueryDoc;
+
+impl IntoParams for FailedQueryDoc {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let time = || text().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));
+        vec![
+            optional("since", ParameterIn::Query, time(), "Failed at or after."),
+            optional("until", ParameterIn::Query, time(), "Failed at or before."),
+            optional(
+                "correlation_id",
+                ParameterIn::Query,
+                text().format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                "Only this workflow's.",
+            ),
+            optional(
+                "destination",
+                ParameterIn::Query,
+                text().min_length(Some(1)).max_length(Some(2048)),
+                "Only deliveries to this URL, as deliveries show it (without query or fragment).",
+            ),
+            optional(
+                "limit",
+                ParameterIn::Query,
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(FAILED_MAX_LIMIT))
+                    .default(Some(FAILED_DEFAULT_LIMIT.into())),
+                "Page size.",
+            ),
+        ]
     }
 }

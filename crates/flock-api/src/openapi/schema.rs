@@ -426,3 +426,52 @@ pub(crate) struct RotatedSecretDoc {
     #[schema(format = DateTime)]
     previous_valid_until: Option<String>,
 }
+
+/// A page of failed deliveries, the most recently failed first.
+#[derive(ToSchema)]
+#[schema(as = FailedPage)]
+pub(crate) struct FailedPageDoc {
+    deliveries: Vec<DeliveryDoc>,
+    /// More match than the page holds: narrow the window.
+    truncated: bool,
+}
+
+/// A window of failed deliveries to queue again.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(as = BulkRedeliver)]
+pub(crate) struct BulkRedeliverDoc {
+    /// Failed at or after.
+    #[schema(format = DateTime)]
+    since: String,
+    /// Failed at or before.
+    #[schema(format = DateTime)]
+    until: Option<String>,
+    /// Only deliveries to this URL, as deliveries show it (without query or fragment).
+    #[schema(min_length = 1, max_length = 2048)]
+    destination: Option<String>,
+    /// Only this workflow's.
+    correlation_id: Option<uuid::Uuid>,
+}
+
+/// What a bulk redelivery queued.
+#[derive(ToSchema)]
+#[schema(as = Requeued)]
+pub(crate) struct RequeuedDoc {
+    /// Failed deliveries queued again by this call (at most 1,000).
+    queued: u64,
+    /// More match: call again to queue the next ones.
+    more: bool,
+}
+
+/// The dashboard's assets.
+#[derive(ToSchema)]
+#[schema(as = DashboardAsset)]
+pub(crate) enum AssetNameDoc {
+    /// The page's script (an ES module).
+    #[schema(rename = "app.js")]
+    AppJs,
+    /// The page's style sheet.
+    #[schema(rename = "app.css")]
+    AppCss,
+}

@@ -480,7 +480,8 @@ struct Pagination {
     next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/artifacts`: filtered and paginated, in publication order.
+/// `GET /api/v1/artifacts`: filtered and paginated, in publication order or (`order=newest_first`)
+/// the most recent first.
 #[utoipa::path(
     get, path = "/api/v1/artifacts", tag = "artifacts",
     params(crate::openapi::ListQueryDoc),
@@ -602,6 +603,18 @@ pub(crate) fn parse_query(text: &str) -> Result<ArtifactQuery, ApiError> {
                             "is not a cursor: pass a page's `next_cursor` as it is".to_owned(),
                         )
                     })?);
+            }
+            "order" => {
+                query.newest_first = match value.as_str() {
+                    "oldest_first" => false,
+                    "newest_first" => true,
+                    _ => {
+                        return Err(invalid(
+                            "order",
+                            format!("`{value}` is neither `oldest_first` nor `newest_first`"),
+                        ));
+                    }
+                };
             }
             other => return Err(invalid(other, format!("unknown query parameter `{other}`"))),
         }

@@ -2,6 +2,8 @@
 
 pub(crate) mod artifacts;
 pub(crate) mod correlations;
+pub(crate) mod dashboard;
+pub(crate) mod events;
 pub(crate) mod keys;
 pub(crate) mod secrets;
 pub(crate) mod system;

@@ -335,7 +335,7 @@ async fn every_405_allows_exactly_the_documented_methods() {
             .map(|m| m.to_uppercase())
             .collect();
         documented.sort();
-        let real = path.replace("{id}", &id);
+        let real = path.replace("{id}", &id).replace("{name}", "app.js");
         for method in all.iter().filter(|m| !documented.iter().any(|d| d == *m)) {
             let request = TestRequest::default()
                 .method(method.parse().unwrap())

@@ -5,8 +5,11 @@
 
 mod auth;
 mod bad_input;
+mod bulk;
 mod config;
+mod dashboard;
 mod durable;
+mod events;
 mod idempotency;
 mod keys;
 mod matrix;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flock_delivery::{AttemptView, DeliveryState, DeliveryView, OutboxCounts};
+use flock_delivery::{AttemptView, DeliveryState, DeliveryView, FailedQuery, OutboxCounts};
 use flock_models::{Artifact, TenantId, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
 use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row as _};
@@ -19,6 +19,8 @@ use super::rows::{
 };
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
+
+mod failed;
 
 #[async_trait]
 impl<D: Dialect> Reads for Sql<D>
@@ -68,11 +70,21 @@ where
             let mut args = D::Arguments::default();
             filter::<D>(&mut select, &mut args, &query)?;
             if let Some(after) = query.after {
-                bind(&mut select, &mut args, " AND position > ", int(after))?;
+                let cursor = if query.newest_first {
+                    " AND position < "
+                } else {
+                    " AND position > "
+                };
+                bind(&mut select, &mut args, cursor, int(after))?;
             }
             // One more than the page, to know whether a next page exists.
             let limit = int(query.limit.saturating_add(1));
-            bind(&mut select, &mut args, " ORDER BY position LIMIT ", limit)?;
+            let order = if query.newest_first {
+                " ORDER BY position DESC LIMIT "
+            } else {
+                " ORDER BY position LIMIT "
+            };
+            bind(&mut select, &mut args, order, limit)?;
             bind(&mut select, &mut args, " OFFSET ", int(query.offset))?;
             let rows = sqlx::query_with(&select, args).fetch_all(&mut *tx).await?;
             let mut last = 0;
@@ -123,6 +135,10 @@ where
             views.push(view);
         }
         Ok(views)
+    }
+
+    async fn failed(self: Arc<Self>, query: FailedQuery) -> Result<Vec<DeliveryView>, sqlx::Error> {
+        self.failed_views(&query).await
     }
 
     /// When the earliest pending delivery is due (or its lease expires).
