@@ -131,6 +131,14 @@ async fn idempotency_a_duplicate_on_another_instance_replays_the_first_answer_on
     let again = keyed(&two.client, &a2, "/api/v1/artifacts/sync", "sync-1", &sync).await;
     assert!(replayed(&again));
     assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // The first workflow's agent output may still be on its way (that publish did not wait
+    // for it): wait for the four, then make sure no fifth follows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while artifact_total(&two).await < 4 {
+        assert!(Instant::now() < deadline, "the agent outputs never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         artifact_total(&two).await,
         4,

@@ -287,9 +287,22 @@ async fn idempotency_keys_replay_the_first_answer() {
     let other: Value = other.json().await.unwrap();
     assert_eq!(other["error"]["code"], "idempotency_key_reused");
 
-    // Ten copies at once: one workflow.
-    let copies = (0..10).map(|_| send("key-2", json!({"type": "Twice", "payload": {}})));
-    let answers = futures_util::future::join_all(copies).await;
+    // Ten copies at once: one workflow. A copy that arrives while the first is still being
+    // answered gets 409 `in_progress` and, retried as its Retry-After says, the first answer.
+    let copy = || async {
+        for _ in 0..200 {
+            let answer = send("key-2", json!({"type": "Twice", "payload": {}})).await;
+            if answer.status() == 409 {
+                let value: Value = answer.json().await.unwrap();
+                assert_eq!(value["error"]["code"], "in_progress", "{value}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            return answer;
+        }
+        panic!("still in progress after 200 tries");
+    };
+    let answers = futures_util::future::join_all((0..10).map(|_| copy())).await;
     let mut correlations = HashSet::new();
     for answer in answers {
         assert_eq!(answer.status(), 202);
