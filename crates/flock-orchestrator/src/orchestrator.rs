@@ -609,6 +609,7 @@ impl Inner {
             correlation_id,
             count,
             stored: false,
+            ended: false,
         };
         let stored = {
             let _in_order = lock.lock().await;
@@ -647,7 +648,7 @@ impl Inner {
             );
             self.after_store(correlation_id, Arc::clone(artifact)).await;
         }
-        drop(pending);
+        pending.finish().await;
         Ok(artifacts)
     }
 
@@ -972,24 +973,28 @@ impl Inner {
 
     /// Calls every component's `on_correlation_idle`, on a task of its own.
     fn went_idle(self: &Arc<Self>, correlation_id: Uuid) {
-        tracing::debug!(%correlation_id, "workflow idle");
         if self.components.is_empty() {
+            tracing::debug!(%correlation_id, "workflow idle");
             return;
         }
         let inner = Arc::clone(self);
         self.tracker.spawn_on(
-            async move {
-                for component in &inner.components {
-                    guarded(
-                        component.name(),
-                        "on_correlation_idle",
-                        component.on_correlation_idle(correlation_id),
-                    )
-                    .await;
-                }
-            },
+            async move { inner.idle_hooks(correlation_id).await },
             &self.runtime,
         );
+    }
+
+    /// Every component's `on_correlation_idle` for workflow `correlation_id`, in order.
+    async fn idle_hooks(&self, correlation_id: Uuid) {
+        tracing::debug!(%correlation_id, "workflow idle");
+        for component in &self.components {
+            guarded(
+                component.name(),
+                "on_correlation_idle",
+                component.on_correlation_idle(correlation_id),
+            )
+            .await;
+        }
     }
 
     /// Rebuilds the status of a workflow no longer tracked from its artifacts.
@@ -1063,21 +1068,43 @@ fn error_from_artifact(artifact: &Artifact) -> RecordedError {
     }
 }
 
-/// A publish in progress, pending work of its workflow until dropped.
+/// A publish in progress, pending work of its workflow until [finished](PendingPublish::finish)
+/// or dropped.
 struct PendingPublish {
     inner: Arc<Inner>,
     correlation_id: Uuid,
     /// How many artifacts the publish stores together.
     count: u64,
     stored: bool,
+    /// Ended by [`PendingPublish::finish`]: dropping it then does nothing more.
+    ended: bool,
 }
 
-impl Drop for PendingPublish {
-    fn drop(&mut self) {
+impl PendingPublish {
+    /// Ends the publish on the caller's task: when the workflow goes idle, its idle hooks run
+    /// right here rather than on a task spawned for them (a publish with no agent to wake is
+    /// the common case, and it ended every such publish with a cross-thread spawn).
+    async fn finish(mut self) {
+        self.ended = true;
         if self
             .inner
             .workflows
             .end_publish(self.correlation_id, self.stored, self.count)
+        {
+            self.inner.idle_hooks(self.correlation_id).await;
+        }
+    }
+}
+
+impl Drop for PendingPublish {
+    /// A publish whose future was dropped half-way still ends; its idle hooks, if the
+    /// workflow went idle, run on a task of their own.
+    fn drop(&mut self) {
+        if !self.ended
+            && self
+                .inner
+                .workflows
+                .end_publish(self.correlation_id, self.stored, self.count)
         {
             self.inner.went_idle(self.correlation_id);
         }
