@@ -66,6 +66,8 @@ pub trait Component: Send + Sync + 'static {
     }
 
     /// Called each time workflow `correlation_id` goes idle: nothing queued, nothing running.
+    /// When a publish leaves the workflow idle this runs on the publishing task, before the
+    /// publish returns, so keep it short.
     async fn on_correlation_idle(&self, correlation_id: Uuid) {
         let _ = correlation_id;
     }
