@@ -122,7 +122,9 @@ pub(crate) async fn publish(
     let value = body::json(&raw)?;
     idempotent(&req, &state, &caller, "publish", value, |value| async {
         let request = ArtifactPublishRequest::from_value(value)?;
-        let correlation_id = start_workflow(&state, &caller, request).await?;
+        let (draft, webhooks) = request.into_parts();
+        let (correlation_id, _) =
+            start_workflow(&state, &caller, webhooks, Drafts::One(draft)).await?;
         req.extensions_mut()
             .insert(LoggedCorrelation(correlation_id));
         Ok((
@@ -172,7 +174,9 @@ pub(crate) async fn publish_sync(
         value,
         |value| async {
             let request = SyncPublishRequest::from_value(value)?;
-            let correlation_id = start_workflow(&state, &caller, request.publish).await?;
+            let (draft, webhooks) = request.publish.into_parts();
+            let (correlation_id, _) =
+                start_workflow(&state, &caller, webhooks, Drafts::One(draft)).await?;
             req.extensions_mut()
                 .insert(LoggedCorrelation(correlation_id));
             let outcome = state
@@ -243,8 +247,13 @@ pub(crate) async fn publish_batch(
         value,
         |value| async {
             let request = BatchPublishRequest::from_value(value)?;
-            let (correlation_id, artifact_ids) =
-                start_batch(&state, &caller, request.webhooks, request.artifacts).await?;
+            let (correlation_id, artifact_ids) = start_workflow(
+                &state,
+                &caller,
+                request.webhooks,
+                Drafts::Batch(request.artifacts),
+            )
+            .await?;
             req.extensions_mut()
                 .insert(LoggedCorrelation(correlation_id));
             let answer = BatchPublishResponse {
@@ -265,56 +274,49 @@ pub(crate) async fn publish_batch(
     .await
 }
 
+/// What a publish route publishes: one artifact, or a batch stored together.
+enum Drafts {
+    One(ArtifactDraft),
+    Batch(Vec<ArtifactDraft>),
+}
+
 /// Starts the request's workflow in the caller's tenant: the webhook owner checks and registers
-/// its webhooks under a new correlation id, the artifact is published under that id, and a
-/// failed publish leaves no webhook behind.
+/// its webhooks under a new correlation id, the artifacts are published under that id (a
+/// batch in one write), and a failed publish leaves no webhook behind. Answers the workflow
+/// and the artifacts' ids in order.
 async fn start_workflow(
     state: &AppState,
     caller: &Caller,
-    request: ArtifactPublishRequest,
-) -> Result<Uuid, ApiError> {
-    let (draft, webhooks) = request.into_parts();
-    let deliveries = deliveries_at_most(&webhooks, std::slice::from_ref(&draft));
+    webhooks: Vec<RequestedWebhook>,
+    drafts: Drafts,
+) -> Result<(Uuid, Vec<Uuid>), ApiError> {
+    let deliveries = match &drafts {
+        Drafts::One(draft) => deliveries_at_most(&webhooks, std::slice::from_ref(draft)),
+        Drafts::Batch(drafts) => deliveries_at_most(&webhooks, drafts),
+    };
     let with_webhooks = !webhooks.is_empty();
-    let (correlation_id, _) = state
+    let (correlation_id, ids) = state
         .webhooks
         .publish(webhooks, |correlation_id| async move {
             // After the webhooks passed their checks, before anything is stored.
             if with_webhooks {
                 state.quota.admit(&caller.tenant, deliveries).await?;
             }
-            (state.orchestrator)
-                .publish_for(&caller.tenant, correlation_id, draft)
-                .await
-                .map_err(ApiError::from)
+            let (orchestrator, tenant) = (&state.orchestrator, &caller.tenant);
+            let published = match drafts {
+                Drafts::One(draft) => orchestrator
+                    .publish_for(tenant, correlation_id, draft)
+                    .await
+                    .map(|artifact| vec![artifact.id]),
+                Drafts::Batch(drafts) => orchestrator
+                    .publish_batch_for(tenant, correlation_id, drafts)
+                    .await
+                    .map(|artifacts| artifacts.iter().map(|a| a.id).collect()),
+            };
+            published.map_err(ApiError::from)
         })
         .await?;
-    Ok(correlation_id)
-}
-
-/// [`start_workflow`] for a batch: its artifacts are stored together; answers the workflow and
-/// the artifacts' ids in order.
-async fn start_batch(
-    state: &AppState,
-    caller: &Caller,
-    webhooks: Vec<RequestedWebhook>,
-    drafts: Vec<ArtifactDraft>,
-) -> Result<(Uuid, Vec<Uuid>), ApiError> {
-    let deliveries = deliveries_at_most(&webhooks, &drafts);
-    let with_webhooks = !webhooks.is_empty();
-    let (correlation_id, artifacts) = state
-        .webhooks
-        .publish(webhooks, |correlation_id| async move {
-            if with_webhooks {
-                state.quota.admit(&caller.tenant, deliveries).await?;
-            }
-            (state.orchestrator)
-                .publish_batch_for(&caller.tenant, correlation_id, drafts)
-                .await
-                .map_err(ApiError::from)
-        })
-        .await?;
-    Ok((correlation_id, artifacts.iter().map(|a| a.id).collect()))
+    Ok((correlation_id, ids))
 }
 
 /// How many deliveries publishing `drafts` enqueues at first (agent outputs come later): one
