@@ -117,10 +117,7 @@ pub(crate) async fn publish(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Publish)?;
-    let raw = body::read(&req, payload, state.body_limit).await?;
-    let value = body::json(&raw)?;
-    idempotent(&req, &state, &caller, "publish", value, |value| async {
+    idempotent(&req, payload, &state, &caller, "publish", |value| async {
         let request = ArtifactPublishRequest::from_value(value)?;
         let (draft, webhooks) = request.into_parts();
         let (correlation_id, _) =
@@ -162,16 +159,13 @@ pub(crate) async fn publish_sync(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Publish)?;
     let started = Instant::now();
-    let raw = body::read(&req, payload, state.body_limit).await?;
-    let value = body::json(&raw)?;
     idempotent(
         &req,
+        payload,
         &state,
         &caller,
         "publish_sync",
-        value,
         |value| async {
             let request = SyncPublishRequest::from_value(value)?;
             let (draft, webhooks) = request.publish.into_parts();
@@ -236,15 +230,12 @@ pub(crate) async fn publish_batch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Publish)?;
-    let raw = body::read(&req, payload, state.body_limit).await?;
-    let value = body::json(&raw)?;
     idempotent(
         &req,
+        payload,
         &state,
         &caller,
         "publish_batch",
-        value,
         |value| async {
             let request = BatchPublishRequest::from_value(value)?;
             let (correlation_id, artifact_ids) = start_workflow(
@@ -334,7 +325,8 @@ fn deliveries_at_most(webhooks: &[RequestedWebhook], drafts: &[ArtifactDraft]) -
     u64::try_from(count).unwrap_or(u64::MAX)
 }
 
-/// Runs `answer` once per idempotency key of the caller's tenant: a repeat of the same request
+/// Checks the caller's `publish` scope, reads the JSON body, then runs `answer` once per
+/// idempotency key of the caller's tenant: a repeat of the same request
 /// gets the first answer again (rendered from its record: a sync answer's artifacts are read
 /// back by id), a different request under the same key a 422, a repeat while the first is
 /// still being answered a 409 `in_progress` with `Retry-After`. Keys of different tenants never
@@ -342,16 +334,19 @@ fn deliveries_at_most(webhooks: &[RequestedWebhook], drafts: &[ArtifactDraft]) -
 /// claimed with it, and gives the body to send and what to record of it.
 async fn idempotent<F, Fut>(
     req: &HttpRequest,
+    payload: web::Payload,
     state: &AppState,
     caller: &Caller,
     route: &str,
-    value: Value,
     answer: F,
 ) -> Result<HttpResponse, ApiError>
 where
     F: FnOnce(Value) -> Fut,
     Fut: Future<Output = Result<(Vec<u8>, RecordedAnswer), ApiError>>,
 {
+    caller.require(Scope::Publish)?;
+    let raw = body::read(req, payload, state.body_limit).await?;
+    let value = body::json(&raw)?;
     let Some(key) = req.headers().get(idempotency::HEADER) else {
         let (body, recorded) = answer(value).await?;
         return Ok(json_response(status_of(&recorded), body));
