@@ -2,14 +2,13 @@
 //! delivery and batch publish, on real servers with real receivers and every store.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
 use flock_store::StoreUrl;
 use flock_store::testing::PostgresTestDatabase;
 use serde_json::{Value, json};
 
-use crate::process::{BIN, Process};
+use crate::process::Process;
 use crate::support::{Receiver, Script, TempDir, TestApp, settings, transform_agent};
 
 /// Idea → Plan → Draft → Final: a three-agent chain, four artifacts per workflow.
@@ -278,13 +277,7 @@ level = "debug"
         fail_first: 1,
         ..Script::default()
     });
-    let mut server = Process::spawn(Command::new(BIN).args(["serve", "--config", &config]));
-    let mut log = Vec::new();
-    let line = Process::wait_line(&server.stderr, "listening on http://", &mut log);
-    let address: String = line[line.find("http://").unwrap() + "http://".len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect();
+    let (server, address, mut log) = Process::serve(&config);
     let client = reqwest::Client::new();
     let body = json!({"type": "Idea", "payload": {"n": 1}, "webhook": {
         "url": receiver.url, "secret": "s3cret",
@@ -339,16 +332,7 @@ level = "debug"
         json!(["Authorization", "X-Tenant-Token"]),
         "the view names the headers: {listed}"
     );
-    server.terminate();
-    let (status, server) = tokio::task::spawn_blocking(move || {
-        let status = server.wait_exit();
-        (status, server)
-    })
-    .await
-    .unwrap();
-    assert!(status.success());
-    log.extend(Process::rest(&server.stdout));
-    log.extend(Process::rest(&server.stderr));
+    assert!(server.stop(&mut log).await.success());
     let log = log.join("\n");
     assert!(
         log.contains(&workflow),

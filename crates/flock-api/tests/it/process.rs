@@ -77,6 +77,35 @@ impl Process {
     pub(crate) fn rest(stream: &mpsc::Receiver<String>) -> Vec<String> {
         stream.try_iter().collect()
     }
+
+    /// `flock-api serve --config CONFIG` as a process, once it listens: the process, its
+    /// address (`127.0.0.1:PORT`, from a text or a JSON log line) and the lines it wrote so far.
+    pub(crate) fn serve(config: &str) -> (Process, String, Vec<String>) {
+        let server = Process::spawn(Command::new(BIN).args(["serve", "--config", config]));
+        let mut log = Vec::new();
+        let line = Process::wait_line(&server.stderr, "listening on http://", &mut log);
+        let address = address_in(&line)
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        (server, address, log)
+    }
+
+    /// Sends SIGTERM, waits for the exit (off the runtime's threads) and appends the rest of
+    /// what the process wrote to `log`; answers its exit status.
+    pub(crate) async fn stop(self, log: &mut Vec<String>) -> std::process::ExitStatus {
+        self.terminate();
+        let (status, server) = tokio::task::spawn_blocking(move || {
+            let mut server = self;
+            let status = server.wait_exit();
+            (status, server)
+        })
+        .await
+        .unwrap();
+        log.extend(Process::rest(&server.stdout));
+        log.extend(Process::rest(&server.stderr));
+        status
+    }
 }
 
 impl Drop for Process {

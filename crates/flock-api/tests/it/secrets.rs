@@ -3,14 +3,13 @@
 //! tenants get secrets of their own, the grace period is the configured one, the route needs no
 //! body, and the server's log never shows a secret.
 
-use std::process::Command;
 use std::time::Duration;
 
 use flock_api::config::AuthMode;
 use flock_models::{Scope, Secret, timestamp};
 use serde_json::Value;
 
-use crate::process::{BIN, Process, address_in};
+use crate::process::Process;
 use crate::support::{TempDir, TestApp, settings};
 
 const ROTATE: &str = "/api/v1/webhook-secret/rotate";
@@ -180,13 +179,7 @@ level = "debug"
             db.display()
         ),
     );
-    let mut server = Process::spawn(Command::new(BIN).args(["serve", "--config", &config]));
-    let mut log = Vec::new();
-    let line = Process::wait_line(&server.stderr, "listening on http://", &mut log);
-    let address: String = address_in(&line)
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect();
+    let (server, address, mut log) = Process::serve(&config);
     let client = reqwest::Client::new();
     let mut secrets = Vec::new();
     for _ in 0..2 {
@@ -200,16 +193,7 @@ level = "debug"
         let answer: Value = response.json().await.unwrap();
         secrets.push(secret_of(&answer));
     }
-    server.terminate();
-    let (status, server) = tokio::task::spawn_blocking(move || {
-        let status = server.wait_exit();
-        (status, server)
-    })
-    .await
-    .unwrap();
-    assert!(status.success());
-    log.extend(Process::rest(&server.stdout));
-    log.extend(Process::rest(&server.stderr));
+    assert!(server.stop(&mut log).await.success());
     let log = log.join("\n");
     assert_eq!(
         log.matches("webhook secret rotated").count(),
