@@ -4,6 +4,7 @@
 
 mod artifact;
 mod delivery;
+mod destination;
 mod error;
 mod fields;
 mod headers;
@@ -15,6 +16,7 @@ mod webhook;
 
 pub use artifact::{Artifact, ArtifactDraft, EXTERNAL_PRODUCER, Tags, TypeName};
 pub use delivery::NewDelivery;
+pub use destination::Destination;
 pub use error::{ErrorBody, ErrorDetail, ValidationError};
 pub use headers::{
     MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, REFUSED_HEADER_NAMES,

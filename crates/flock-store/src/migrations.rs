@@ -49,6 +49,11 @@ pub(crate) const SQLITE: &[File] = &[
         "webhook_options",
         include_str!("../migrations/sqlite/0006_webhook_options.sql"),
     ),
+    (
+        7,
+        "destinations",
+        include_str!("../migrations/sqlite/0007_destinations.sql"),
+    ),
 ];
 
 /// The Postgres migrations, oldest first.
@@ -82,6 +87,11 @@ pub(crate) const POSTGRES: &[File] = &[
         6,
         "webhook_options",
         include_str!("../migrations/postgres/0006_webhook_options.sql"),
+    ),
+    (
+        7,
+        "destinations",
+        include_str!("../migrations/postgres/0007_destinations.sql"),
     ),
 ];
 

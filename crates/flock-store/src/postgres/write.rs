@@ -81,7 +81,8 @@ blocked AS ( \
                     AND e.state = 'pending' AND e.sequence < d.sequence) \
     FOR UPDATE OF d SKIP LOCKED), \
 parked AS ( \
-    UPDATE deliveries AS d SET due_at = NULL FROM blocked WHERE d.id = blocked.id), \
+    UPDATE deliveries AS d SET due_at = NULL, held = 'ordered', held_since = $29 \
+    FROM blocked WHERE d.id = blocked.id), \
 picked AS ( \
     SELECT id, due_at FROM deliveries \
     WHERE state = 'pending' AND due_at <= $29 AND id <> ALL($17::uuid[]) \

@@ -23,7 +23,7 @@ use crate::ops::{ClaimRequest, Done, Input, Op, OpError, Refusal};
 /// pending one of that webhook, when a claim parked it. (When an earlier delivery of the
 /// webhook is pending again, redelivered, the next claim parks it once more.)
 const RELEASE: &str = "\
-UPDATE deliveries SET due_at = $1 \
+UPDATE deliveries SET due_at = $1, held = NULL, held_since = NULL \
     WHERE due_at IS NULL AND state = 'pending' AND lease_token IS NULL AND id = ( \
         SELECT n.id FROM deliveries AS n JOIN deliveries AS d \
             ON n.correlation_id = d.correlation_id AND n.webhook = d.webhook \

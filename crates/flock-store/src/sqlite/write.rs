@@ -105,7 +105,7 @@ static BATCH_ALONE: LazyLock<String> =
 /// (`sql::write::RELEASE`). An index of the due ordered deliveries alone
 /// (`deliveries_ordered_due`) makes this cost nothing while no webhook is ordered.
 const PARK: &str = "\
-UPDATE deliveries SET due_at = NULL \
+UPDATE deliveries SET due_at = NULL, held = 'ordered', held_since = $6 \
     WHERE state = 'pending' AND ordered = 1 AND due_at <= $6 AND lease_token IS NULL \
       AND EXISTS (SELECT 1 FROM deliveries AS e \
                   WHERE e.correlation_id = deliveries.correlation_id \

@@ -3,6 +3,7 @@
 //! Postgres database of its own), plus what only durable or SQLite stores do.
 
 mod behaviour;
+mod destinations;
 mod durable;
 mod idempotency;
 mod keys;

@@ -1,0 +1,21 @@
+-- Receiver isolation, its foundation. `destination` is a delivery's normalised
+-- scheme://host[:port]: the stored `url` up to the first `/` after `://` (a stored URL is the
+-- URL parser's serialisation: scheme and host lower-cased, a default port left out, a path
+-- always present; the whole URL should it have no `/` there). It agrees with
+-- `flock_models::Destination`. Virtual: computed when read, stored only in the index.
+ALTER TABLE deliveries ADD COLUMN destination TEXT GENERATED ALWAYS AS (
+    CASE WHEN instr(substr(url, instr(url, '://') + 3), '/') = 0 THEN url
+         ELSE substr(url, 1, instr(url, '://') + 1 + instr(substr(url, instr(url, '://') + 3), '/'))
+    END) VIRTUAL;
+-- Why a pending delivery waits with no due time (`due_at` NULL), and since when
+-- (microseconds): 'ordered' for an ordered delivery behind an earlier one of its webhook;
+-- 'capacity', 'breaker' and 'paused' are reserved for per-destination holds. NULL otherwise.
+ALTER TABLE deliveries ADD COLUMN held TEXT
+    CHECK (held IS NULL OR held IN ('ordered', 'capacity', 'breaker', 'paused'));
+ALTER TABLE deliveries ADD COLUMN held_since INTEGER;
+
+-- The pending deliveries of a destination: its in-flight count (leased, not held) and its
+-- held rows, oldest held first, are prefixes of this index, so neither scans other
+-- destinations' rows.
+CREATE INDEX deliveries_pending_by_destination
+    ON deliveries (destination, held, lease_token, held_since) WHERE state = 'pending';
