@@ -12,8 +12,11 @@ ALTER TABLE deliveries ADD COLUMN held TEXT
     CHECK (held IS NULL OR held IN ('ordered', 'capacity', 'breaker', 'paused'));
 ALTER TABLE deliveries ADD COLUMN held_since TIMESTAMPTZ;
 
--- The pending deliveries of a destination: its in-flight count (leased, not held) and its
--- held rows, oldest held first, are prefixes of this index, so neither scans other
--- destinations' rows.
-CREATE INDEX deliveries_pending_by_destination
-    ON deliveries (destination, held, lease_token, held_since) WHERE state = 'pending';
+-- A destination's deliveries in flight (leased and pending), counted against its cap: an entry
+-- from a claim to its result, none for a delivery that waits.
+CREATE INDEX deliveries_in_flight ON deliveries (destination)
+    WHERE state = 'pending' AND lease_token IS NOT NULL;
+-- Held deliveries by destination and reason, oldest held first: no entry unless something is
+-- held, so it costs nothing while nothing is.
+CREATE INDEX deliveries_held ON deliveries (destination, held, held_since)
+    WHERE held IS NOT NULL;
