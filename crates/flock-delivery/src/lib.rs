@@ -26,9 +26,9 @@ pub use flock_retry::{GiveUp, Outcome};
 pub use memory::MemoryOutbox;
 pub use observer::{AttemptObserver, AttemptReport};
 pub use outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailedQuery, Lease,
-    MAX_ERROR_CHARS, Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution,
-    failure_from_name, failure_name,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FAILURE_REASONS,
+    FailedQuery, HeldDeliveries, HoldReason, Lease, MAX_ERROR_CHARS, Outbox, OutboxCounts,
+    OutboxError, RecordedAndClaimed, Resolution, failure_from_name, failure_name,
 };
 pub use secrets::{
     CachedTenantSecrets, MemoryTenantSecrets, SECRET_BYTES, SecretsError, TenantSecrets,

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flock_models::{NewDelivery, TenantId};
+use flock_models::{Destination, NewDelivery, TenantId};
 use flock_retry::GiveUp;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailedQuery, Lease,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailedQuery, HeldDeliveries,
+    HoldReason, Lease,
     Outbox, OutboxCounts, OutboxError, Resolution,
 };
 use crate::time_util::add;
@@ -54,6 +55,8 @@ struct State {
     /// Ordered deliveries that fell due while an earlier one of their webhook was pending: off
     /// the heap until they are first in their chain.
     parked: HashSet<Uuid>,
+    /// The deliveries each destination holds, longest held first.
+    held: HashMap<String, BTreeSet<(OffsetDateTime, Uuid)>>,
 }
 
 struct Entry {
@@ -124,6 +127,12 @@ enum Status {
         delivery: Arc<NewDelivery>,
         token: u64,
         expires_at: OffsetDateTime,
+    },
+    /// Held by its destination, off the heap until released or expired.
+    Held {
+        delivery: Arc<NewDelivery>,
+        reason: HoldReason,
+        since: OffsetDateTime,
     },
     Delivered {
         url: String,
@@ -441,7 +450,7 @@ impl State {
             .ok_or(OutboxError::UnknownDelivery(id))?;
         let delivery = match &entry.status {
             Status::Failed { delivery, .. } => Arc::clone(delivery),
-            Status::Pending { .. } | Status::InFlight { .. } => {
+            Status::Pending { .. } | Status::InFlight { .. } | Status::Held { .. } => {
                 return Err(OutboxError::NotRedeliverable {
                     id,
                     state: DeliveryState::Pending,
@@ -504,7 +513,7 @@ impl State {
             .iter()
             .filter(|(_, entry)| match &entry.status {
                 Status::Delivered { at, .. } | Status::Failed { at, .. } => *at < before,
-                Status::Pending { .. } | Status::InFlight { .. } => false,
+                Status::Pending { .. } | Status::InFlight { .. } | Status::Held { .. } => false,
             })
             .map(|(id, entry)| (*id, entry.correlation_id))
             .collect();
@@ -528,7 +537,12 @@ impl State {
             .into_iter()
             .flatten())
         .filter_map(|id| self.entries.get(id))
-        .any(|e| matches!(e.status, Status::Pending { .. } | Status::InFlight { .. }))
+        .any(|e| {
+            matches!(
+                e.status,
+                Status::Pending { .. } | Status::InFlight { .. } | Status::Held { .. }
+            )
+        })
     }
 
     /// Deletes the deliveries of workflow `correlation_id`, none of them pending.
@@ -553,7 +567,18 @@ impl State {
 
     fn view(&self, id: Uuid) -> Option<DeliveryView> {
         let entry = self.entries.get(&id)?;
+        let mut held = None;
         let (url, state, failure, next_attempt_at, completed_at) = match &entry.status {
+            Status::Pending { delivery, .. } if self.parked.contains(&id) => {
+                held = Some((HoldReason::Ordered, None));
+                (
+                    delivery.url.for_logs(),
+                    DeliveryState::Pending,
+                    None,
+                    None,
+                    None,
+                )
+            }
             Status::Pending { delivery, due } => (
                 delivery.url.for_logs(),
                 DeliveryState::Pending,
@@ -561,6 +586,20 @@ impl State {
                 Some(*due),
                 None,
             ),
+            Status::Held {
+                delivery,
+                reason,
+                since,
+            } => {
+                held = Some((*reason, Some(*since)));
+                (
+                    delivery.url.for_logs(),
+                    DeliveryState::Pending,
+                    None,
+                    None,
+                    None,
+                )
+            }
             Status::InFlight { delivery, .. } => (
                 delivery.url.for_logs(),
                 DeliveryState::Pending,
@@ -599,7 +638,139 @@ impl State {
             webhook: entry.webhook,
             ordered: entry.ordered,
             headers: entry.header_names.clone(),
+            held: held.map(|(reason, _)| reason),
+            held_since: held.and_then(|(_, since)| since),
         })
+    }
+
+    /// Holds the deliveries claimed under `leases`; answers how many.
+    fn hold(&mut self, leases: &[Lease], reason: HoldReason, now: OffsetDateTime) -> u64 {
+        let mut held = 0;
+        for lease in leases {
+            let Some(entry) = self.entries.get_mut(&lease.delivery_id) else {
+                continue;
+            };
+            let (delivery, expires_at) = match &entry.status {
+                Status::InFlight {
+                    delivery,
+                    token,
+                    expires_at,
+                } if *token == lease.token => (Arc::clone(delivery), *expires_at),
+                _ => continue,
+            };
+            self.leases.remove(&(expires_at, lease.token));
+            self.in_flight -= 1;
+            self.pending += 1;
+            (self.held.entry(Destination::of(&delivery.url).as_str().to_owned()))
+                .or_default()
+                .insert((now, lease.delivery_id));
+            entry.status = Status::Held {
+                delivery,
+                reason,
+                since: now,
+            };
+            held += 1;
+        }
+        held
+    }
+
+    /// Lets up to `limit` of `destination`'s held deliveries go, due at `now`.
+    fn release(&mut self, destination: &str, limit: usize, now: OffsetDateTime) -> u64 {
+        let Some(held) = self.held.get_mut(destination) else {
+            return 0;
+        };
+        let mut released = 0;
+        while released < limit {
+            let Some((_, id)) = held.pop_first() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let Status::Held { delivery, .. } = &entry.status else {
+                continue;
+            };
+            entry.status = Status::Pending {
+                delivery: Arc::clone(delivery),
+                due: now,
+            };
+            self.due.push(Reverse((now, id)));
+            released += 1;
+        }
+        if held.is_empty() {
+            self.held.remove(destination);
+        }
+        u64::try_from(released).unwrap_or(u64::MAX)
+    }
+
+    /// Fails up to `limit` deliveries held since before `held_before`.
+    fn expire_holds(
+        &mut self,
+        held_before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> (u64, bool) {
+        let mut expired = Vec::new();
+        for (destination, held) in &mut self.held {
+            while expired.len() < limit {
+                match held.first() {
+                    Some(&(since, id)) if since < held_before => {
+                        held.pop_first();
+                        expired.push((destination.clone(), id));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        self.held.retain(|_, held| !held.is_empty());
+        let mut requeued = false;
+        let mut failed = 0;
+        for (_, id) in expired {
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let Status::Held { delivery, .. } = &entry.status else {
+                continue;
+            };
+            let delivery = Arc::clone(delivery);
+            entry.status = Status::Failed {
+                delivery: Arc::clone(&delivery),
+                at: now,
+                reason: GiveUp::DestinationUnavailable,
+            };
+            self.pending -= 1;
+            failed += 1;
+            if delivery.ordered {
+                requeued |= self.unchain(
+                    (delivery.correlation_id, delivery.webhook),
+                    (delivery.sequence, id),
+                );
+            }
+        }
+        (failed, requeued)
+    }
+
+    /// The destinations holding deliveries, of `tenant` when given.
+    fn held_by_destination(&self, tenant: Option<&TenantId>) -> Vec<HeldDeliveries> {
+        let mut out = Vec::new();
+        for (destination, held) in &self.held {
+            let mut count = 0;
+            let mut oldest = None;
+            for (since, id) in held {
+                if tenant.is_none_or(|t| self.entries.get(id).is_some_and(|e| &e.tenant == t)) {
+                    count += 1;
+                    oldest = oldest.or(Some(*since));
+                }
+            }
+            if let Some(oldest) = oldest {
+                out.push(HeldDeliveries {
+                    destination: destination.clone(),
+                    held: count,
+                    oldest,
+                });
+            }
+        }
+        out
     }
 }
 
@@ -715,7 +886,7 @@ impl Outbox for MemoryOutbox {
         for entry in state.entries.values() {
             if matches!(
                 entry.status,
-                Status::Pending { .. } | Status::InFlight { .. }
+                Status::Pending { .. } | Status::InFlight { .. } | Status::Held { .. }
             ) {
                 *counts.entry(&entry.tenant).or_default() += 1;
             }
@@ -727,6 +898,52 @@ impl Outbox for MemoryOutbox {
         self.lock().redeliver(id, now)?;
         self.notify.notify_one();
         Ok(())
+    }
+
+    async fn hold(
+        &self,
+        leases: &[Lease],
+        reason: HoldReason,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError> {
+        Ok(self.lock().hold(leases, reason, now))
+    }
+
+    async fn release(
+        &self,
+        destination: &str,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError> {
+        let released = self.lock().release(destination, limit, now);
+        if released > 0 {
+            self.notify.notify_one();
+        }
+        Ok(released)
+    }
+
+    async fn expire_holds(
+        &self,
+        held_before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64, OutboxError> {
+        let (failed, requeued) = self.lock().expire_holds(held_before, now, limit);
+        if requeued {
+            self.notify.notify_one();
+        }
+        Ok(failed)
+    }
+
+    async fn held(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<HeldDeliveries>, OutboxError> {
+        let mut held = self.lock().held_by_destination(tenant);
+        held.sort_by(|a, b| b.held.cmp(&a.held).then(a.destination.cmp(&b.destination)));
+        held.truncate(limit);
+        Ok(held)
     }
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {

@@ -34,21 +34,95 @@ impl DeliveryState {
     }
 }
 
-/// The name of why a delivery failed, as it is stored, shown and logged: `exhausted`, `gone`
-/// or `blocked`. (`flock-retry` has no names of its own; they are the outbox's.)
+/// The name of why a delivery failed, as it is stored, shown and logged: `exhausted`, `gone`,
+/// `blocked` or `destination_unavailable`. (`flock-retry` has no names of its own; they are
+/// the outbox's.)
 pub fn failure_name(reason: GiveUp) -> &'static str {
     match reason {
         GiveUp::Exhausted => "exhausted",
         GiveUp::Gone => "gone",
         GiveUp::Blocked => "blocked",
+        GiveUp::DestinationUnavailable => "destination_unavailable",
     }
 }
 
+/// Every reason a delivery can fail for, in the order [`failure_name`] lists them.
+pub const FAILURE_REASONS: [GiveUp; 4] = [
+    GiveUp::Exhausted,
+    GiveUp::Gone,
+    GiveUp::Blocked,
+    GiveUp::DestinationUnavailable,
+];
+
 /// The reason named `name` by [`failure_name`]; `None` for any other text.
 pub fn failure_from_name(name: &str) -> Option<GiveUp> {
-    [GiveUp::Exhausted, GiveUp::Gone, GiveUp::Blocked]
+    FAILURE_REASONS
         .into_iter()
         .find(|reason| failure_name(*reason) == name)
+}
+
+/// Why a pending delivery waits with no due time: it is *held*. A held delivery spends no
+/// attempt and holds no dispatcher slot; something lets it go (*releases* it) when the reason
+/// has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// An ordered delivery behind an earlier pending one of its webhook; released by that
+    /// one's final result.
+    Ordered,
+    /// Its destination had as many deliveries in flight as it may; released when one of them
+    /// finishes.
+    Capacity,
+    /// Its destination's circuit breaker is open; released by the breaker's probe, one at a
+    /// time, then all once a probe succeeded.
+    Breaker,
+    /// Its destination is paused, by a `Retry-After` or by its rate limit; released when the
+    /// pause ends.
+    Paused,
+}
+
+impl HoldReason {
+    /// Every reason, in the order of their declaration.
+    pub const ALL: [HoldReason; 4] = [
+        HoldReason::Ordered,
+        HoldReason::Capacity,
+        HoldReason::Breaker,
+        HoldReason::Paused,
+    ];
+
+    /// The reasons a destination holds deliveries for (every one but [`HoldReason::Ordered`]):
+    /// those [`Outbox::release`] lets go and [`Outbox::expire_holds`] fails.
+    pub const DESTINATION: [HoldReason; 3] =
+        [HoldReason::Capacity, HoldReason::Breaker, HoldReason::Paused];
+
+    /// The reason as its snake-case name, as stored, shown, logged and counted.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Ordered => "ordered",
+            HoldReason::Capacity => "capacity",
+            HoldReason::Breaker => "breaker",
+            HoldReason::Paused => "paused",
+        }
+    }
+
+    /// The reason named `name` by [`HoldReason::as_str`]; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<HoldReason> {
+        HoldReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+/// The deliveries a destination holds ([`HoldReason::DESTINATION`]), as [`Outbox::held`]
+/// counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDeliveries {
+    /// The destination, `scheme://host[:port]`
+    /// ([`Destination`](flock_models::Destination)'s text).
+    pub destination: String,
+    /// How many it holds.
+    pub held: u64,
+    /// Since when its longest-held delivery is held.
+    #[serde(with = "flock_models::timestamp::micros")]
+    pub oldest: OffsetDateTime,
 }
 
 /// What went wrong in an attempt that did not deliver: the attempt log's and the metrics' view
@@ -192,6 +266,11 @@ pub struct DeliveryView {
     pub ordered: bool,
     /// The names of its webhook's custom headers; their values are never shown.
     pub headers: Vec<String>,
+    /// Why it waits with no due time, while it is held.
+    pub held: Option<HoldReason>,
+    /// Since when it is held, while it is.
+    #[serde(with = "opt_micros")]
+    pub held_since: Option<OffsetDateTime>,
 }
 
 /// `Option<GiveUp>` as its [`failure_name`] or `null`.
@@ -519,6 +598,58 @@ pub trait Outbox: Send + Sync + 'static {
     /// or was delivered (the receiver has it); [`OutboxError::Backend`].
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError>;
 
+    /// Holds the deliveries claimed under `leases` for `reason` (never
+    /// [`HoldReason::Ordered`], which only a claim sets): each loses its lease and its due
+    /// time, spends no attempt, and waits until [`Outbox::release`] or
+    /// [`Outbox::expire_holds`] takes it. Answers how many were held: a lease that is no longer current holds nothing.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn hold(
+        &self,
+        leases: &[Lease],
+        reason: HoldReason,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError>;
+
+    /// Lets up to `limit` of the deliveries `destination` holds go, the longest held first,
+    /// due at `now` and no longer held (held again later, a delivery is held from then);
+    /// answers how many it let go. Ordered deliveries parked behind an earlier
+    /// one of their webhook are not the destination's to let go.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn release(
+        &self,
+        destination: &str,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError>;
+
+    /// Fails up to `limit` deliveries held by their destination since before `held_before`,
+    /// as [`GiveUp::DestinationUnavailable`] completed at `now` (each can be redelivered), and
+    /// lets the next delivery of an ordered webhook go; answers how many failed.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn expire_holds(
+        &self,
+        held_before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64, OutboxError>;
+
+    /// The destinations that hold deliveries, with how many and since when, of `tenant`'s
+    /// deliveries only when given, at most `limit` destinations (those holding the most).
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn held(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<HeldDeliveries>, OutboxError>;
+
     /// Deletes delivered and failed deliveries that were completed before `completed_before`,
     /// with their attempts, and returns how many it deleted. Pending ones are never deleted.
     ///
@@ -593,6 +724,7 @@ mod tests {
             (GiveUp::Exhausted, "exhausted"),
             (GiveUp::Gone, "gone"),
             (GiveUp::Blocked, "blocked"),
+            (GiveUp::DestinationUnavailable, "destination_unavailable"),
         ] {
             assert_eq!(failure_name(reason), name);
             assert_eq!(failure_from_name(name), Some(reason));
@@ -629,6 +761,8 @@ mod tests {
             webhook: 0,
             ordered: false,
             headers: Vec::new(),
+            held: None,
+            held_since: None,
         };
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["failure"], "gone");

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::memory::MemoryOutbox;
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, Lease, Outbox, OutboxCounts,
+    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, HeldDeliveries, HoldReason, Lease, Outbox, OutboxCounts,
     OutboxError, Resolution,
 };
 
@@ -150,6 +150,41 @@ impl Outbox for MemoryStorage {
 
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
         self.outbox.redeliver(id, now).await
+    }
+
+    async fn hold(
+        &self,
+        leases: &[Lease],
+        reason: HoldReason,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError> {
+        self.outbox.hold(leases, reason, now).await
+    }
+
+    async fn release(
+        &self,
+        destination: &str,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError> {
+        self.outbox.release(destination, limit, now).await
+    }
+
+    async fn expire_holds(
+        &self,
+        held_before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64, OutboxError> {
+        self.outbox.expire_holds(held_before, now, limit).await
+    }
+
+    async fn held(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<HeldDeliveries>, OutboxError> {
+        self.outbox.held(tenant, limit).await
     }
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {

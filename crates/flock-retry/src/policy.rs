@@ -102,6 +102,10 @@ pub enum GiveUp {
     Blocked,
     /// Every attempt the policy allows has failed.
     Exhausted,
+    /// The delivery was held, its destination unavailable (an open circuit breaker, a pause or
+    /// no free capacity), for longer than the dispatcher allows. The policy never decides
+    /// this; the dispatcher's hold sweep does.
+    DestinationUnavailable,
 }
 
 /// What to do after an attempt.
