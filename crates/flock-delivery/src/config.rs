@@ -7,6 +7,8 @@ use flock_context::SsrfGuard;
 use flock_retry::{PolicyError, RetryPolicy};
 use ipnet::IpNet;
 
+use crate::gate::Isolation;
+
 /// How the dispatcher delivers. `Default` gives the production defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
@@ -30,6 +32,8 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// Idle connections kept per receiver host. Default 64.
     pub max_idle_per_host: usize,
+    /// Receiver isolation: the per-destination cap, breaker, pauses and holds.
+    pub isolation: Isolation,
 }
 
 impl Default for DeliveryConfig {
@@ -43,6 +47,7 @@ impl Default for DeliveryConfig {
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             max_idle_per_host: 64,
+            isolation: Isolation::default(),
         }
     }
 }
@@ -64,6 +69,9 @@ pub enum ConfigError {
         /// The configured request timeout.
         timeout: Duration,
     },
+    /// A receiver isolation setting is out of range; the text names it.
+    #[error("invalid receiver isolation setting: {0}")]
+    Isolation(&'static str),
     /// The retry policy is inconsistent.
     #[error("invalid retry policy: {0}")]
     Retry(#[from] PolicyError),
@@ -103,6 +111,36 @@ impl DeliveryConfig {
                 lease: self.lease,
                 timeout: self.request_timeout,
             });
+        }
+        let isolation = &self.isolation;
+        if isolation.per_destination_concurrency == 0 {
+            return Err(ConfigError::Isolation(
+                "per_destination_concurrency must be at least 1",
+            ));
+        }
+        if isolation.breaker_failures == 0 {
+            return Err(ConfigError::Isolation("breaker.failures must be at least 1"));
+        }
+        if isolation.breaker_max_open < crate::gate::FIRST_COOL_OFF {
+            return Err(ConfigError::Isolation(
+                "breaker.max_open_ms must be at least 1000 (the first cool-off)",
+            ));
+        }
+        for (name, value) in [
+            ("max_hold_secs", isolation.max_hold),
+            ("the hold sweep interval", isolation.sweep_every),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        if isolation
+            .per_destination_rate
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            return Err(ConfigError::Isolation(
+                "per_destination_rate must be a number of requests per second above 0",
+            ));
         }
         self.retry.validate()?;
         Ok(())

@@ -3,20 +3,23 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use flock_models::Destination;
 use flock_retry::{Decision, Outcome, RetryPolicy};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, DeliveryConfig};
+use crate::gate::{Admit, BreakerState, DestinationState, Follow, Gate};
 use crate::metrics::Metrics;
 use crate::observer::{AttemptObserver, AttemptReport};
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, ErrorKind, Outbox, OutboxError, Resolution, failure_name,
+    AttemptView, ClaimedDelivery, ErrorKind, HoldReason, Outbox, OutboxError, Resolution,
+    failure_name,
 };
 use crate::secrets::TenantSecrets;
 use crate::sender::{Sender, Sent, error_chain};
@@ -35,6 +38,9 @@ const ENQUEUE_COALESCE: Duration = Duration::from_millis(1);
 /// The shortest sleep between two looks at the outbox when nothing woke the dispatcher.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
+/// The most held deliveries one sweep fails, and the most destinations it looks at.
+const SWEEP_LIMIT: usize = 1_000;
+
 /// A dispatcher, configured but not started: it owns the shared HTTP client, which enforces the
 /// SSRF guard of its configuration ([`DeliveryConfig::guard`]).
 ///
@@ -45,6 +51,12 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 /// the next due time, a new enqueue (then a millisecond more, so that the publish answers
 /// first and a burst is claimed at once), a slot that ends or the poll interval, whichever
 /// comes first; no task waits per pending delivery.
+///
+/// Each claimed delivery passes its destination's gate first (receiver isolation: the
+/// per-destination cap shared fairly, the circuit breaker, pauses; see
+/// [`Isolation`](crate::Isolation)); one that may not go now is held in the outbox
+/// ([`Outbox::hold`]) and released when it may. The gate is this dispatcher's: caps and breakers
+/// are per instance.
 pub struct Dispatcher {
     shared: Arc<Shared>,
 }
@@ -55,6 +67,13 @@ struct Shared {
     config: DeliveryConfig,
     metrics: Metrics,
     observer: Option<Arc<dyn AttemptObserver>>,
+    gate: Mutex<Gate>,
+}
+
+impl Shared {
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Dispatcher {
@@ -66,6 +85,7 @@ impl Dispatcher {
     pub fn new(outbox: Arc<dyn Outbox>, config: DeliveryConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let sender = Sender::new(&config, config.guard())?;
+        let gate = Mutex::new(Gate::new(config.isolation.clone(), config.concurrency));
         Ok(Dispatcher {
             shared: Arc::new(Shared {
                 outbox,
@@ -73,6 +93,7 @@ impl Dispatcher {
                 config,
                 metrics: Metrics::register(),
                 observer: None,
+                gate,
             }),
         })
     }
@@ -190,6 +211,12 @@ impl DispatcherHandle {
     pub fn outbox(&self) -> &Arc<dyn Outbox> {
         &self.shared.outbox
     }
+
+    /// The destinations this dispatcher keeps state for (attempts in flight, failures, a
+    /// breaker not closed, a pause, deliveries it holds), by name.
+    pub fn destinations(&self) -> Vec<DestinationState> {
+        self.shared.gate().snapshot()
+    }
 }
 
 impl fmt::Debug for DispatcherHandle {
@@ -210,12 +237,19 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
     let config = &shared.config;
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut gauge_refreshed: Option<Instant> = None;
+    let mut swept: Option<Instant> = None;
     loop {
         while let Some(joined) = tasks.try_join_next() {
             check_joined(joined);
         }
         if stop_requested(&stop) {
             break;
+        }
+        let woke = shared.gate().wake(OffsetDateTime::now_utc());
+        follow(&shared, woke).await;
+        if swept.is_none_or(|at| at.elapsed() >= config.isolation.sweep_every) {
+            sweep(&shared).await;
+            swept = Some(Instant::now());
         }
         let free = config.concurrency.saturating_sub(tasks.len());
         let mut claim_failed = false;
@@ -226,8 +260,13 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 .await
             {
                 Ok(batch) => {
-                    for claimed in batch {
-                        tasks.spawn(work(Arc::clone(&shared), claimed, stop.clone()));
+                    for (claimed, destination) in admit(&shared, batch).await {
+                        tasks.spawn(work(
+                            Arc::clone(&shared),
+                            claimed,
+                            destination,
+                            stop.clone(),
+                        ));
                     }
                 }
                 Err(e) => {
@@ -254,6 +293,11 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 }
             };
             wait.clamp(MIN_WAIT, config.poll_interval)
+        };
+        // A breaker's cool-off or a pause that ends wakes the loop to release what it held.
+        let wait = match shared.gate().next_wake() {
+            Some(at) => wait.min(until(at, OffsetDateTime::now_utc()).max(MIN_WAIT)),
+            None => wait,
         };
         if tasks.is_empty() || gauge_refreshed.is_none_or(|at| at.elapsed() >= GAUGE_REFRESH) {
             if let Ok(counts) = shared.outbox.counts().await {
@@ -308,17 +352,183 @@ fn check_joined(joined: Result<(), JoinError>) {
     }
 }
 
+/// Passes claimed deliveries through their destinations' gate: answers those that go now,
+/// each with its destination, and holds the others in the outbox.
+async fn admit(
+    shared: &Shared,
+    batch: Vec<ClaimedDelivery>,
+) -> Vec<(ClaimedDelivery, Destination)> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut go = Vec::with_capacity(batch.len());
+    let mut held: Vec<(HoldReason, ClaimedDelivery, Destination)> = Vec::new();
+    let mut transitions = Vec::new();
+    {
+        let mut gate = shared.gate();
+        for claimed in batch {
+            let destination = Destination::of(&claimed.delivery.url);
+            let (admitted, changed) = gate.admit(destination.as_str(), now);
+            transitions.extend(changed);
+            match admitted {
+                Admit::Go => go.push((claimed, destination)),
+                Admit::Hold(reason) => held.push((reason, claimed, destination)),
+            }
+        }
+    }
+    follow(
+        shared,
+        Follow {
+            transitions,
+            releases: Vec::new(),
+        },
+    )
+    .await;
+    for reason in HoldReason::DESTINATION {
+        let leases: Vec<_> = (held.iter())
+            .filter(|(r, ..)| *r == reason)
+            .map(|(_, claimed, _)| claimed.lease)
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match shared.outbox.hold(&leases, reason, now).await {
+            Ok(n) => shared.metrics.held(reason, n),
+            Err(e) => {
+                // Still leased: claimed again once the lease expires.
+                error!(error = %error_chain(&e), "holding webhook deliveries failed");
+                continue;
+            }
+        }
+        for (_, claimed, destination) in held.iter().filter(|(r, ..)| *r == reason) {
+            let delivery = &claimed.delivery;
+            debug!(
+                correlation_id = %delivery.correlation_id,
+                sequence = delivery.sequence,
+                delivery_id = %delivery.id,
+                destination = %destination,
+                reason = reason.as_str(),
+                "webhook delivery held by its destination"
+            );
+        }
+    }
+    go
+}
+
+/// Counts and logs breaker transitions, and lets go the held deliveries the gate releases.
+async fn follow(shared: &Shared, follow: Follow) {
+    for transition in &follow.transitions {
+        shared.metrics.transition(transition.to);
+        match transition.to {
+            BreakerState::Open => warn!(
+                destination = %transition.destination,
+                "a destination's circuit breaker opened: its deliveries are held until a probe succeeds"
+            ),
+            BreakerState::HalfOpen => debug!(
+                destination = %transition.destination,
+                "a destination's circuit breaker is half-open: one delivery probes"
+            ),
+            BreakerState::Closed => info!(
+                destination = %transition.destination,
+                "a destination's circuit breaker closed: its held deliveries go again"
+            ),
+        }
+    }
+    if !follow.transitions.is_empty() {
+        let open = shared.gate().open_breakers();
+        shared.metrics.breakers_open.set(open as f64);
+    }
+    for release in follow.releases {
+        if release.limit == 0 {
+            continue;
+        }
+        let released = shared
+            .outbox
+            .release(
+                &release.destination,
+                release.limit,
+                OffsetDateTime::now_utc(),
+            )
+            .await;
+        match released {
+            Ok(got) => {
+                (shared.gate()).released(&release.destination, release.limit, got);
+            }
+            Err(e) => {
+                error!(error = %error_chain(&e), destination = %release.destination,
+                    "releasing held webhook deliveries failed; the hold sweep tries again");
+            }
+        }
+    }
+}
+
+/// Fails the deliveries held longer than `max_hold`, refreshes the held gauge, and releases
+/// the deliveries of destinations this dispatcher is not working on (held by an instance that
+/// stopped, say).
+async fn sweep(shared: &Shared) {
+    let now = OffsetDateTime::now_utc();
+    let max_hold = shared.config.isolation.max_hold;
+    let held_before = time::Duration::try_from(max_hold)
+        .ok()
+        .and_then(|max_hold| now.checked_sub(max_hold))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    match shared
+        .outbox
+        .expire_holds(held_before, now, SWEEP_LIMIT)
+        .await
+    {
+        Ok(0) => {}
+        Ok(expired) => {
+            shared.metrics.failed.increment(expired);
+            warn!(
+                expired,
+                max_hold_secs = max_hold.as_secs(),
+                reason = failure_name(flock_retry::GiveUp::DestinationUnavailable),
+                "webhook deliveries held longer than max_hold_secs failed"
+            );
+        }
+        Err(e) => error!(error = %error_chain(&e), "failing webhook deliveries held too long failed"),
+    }
+    let held = match shared.outbox.held(None, SWEEP_LIMIT).await {
+        Ok(held) => held,
+        Err(e) => {
+            error!(error = %error_chain(&e), "counting held webhook deliveries failed");
+            return;
+        }
+    };
+    shared
+        .metrics
+        .held
+        .set(held.iter().map(|h| h.held).sum::<u64>() as f64);
+    let releases = {
+        let mut gate = shared.gate();
+        (held.iter())
+            .filter_map(|h| gate.adopt(&h.destination, h.held))
+            .collect()
+    };
+    follow(
+        shared,
+        Follow {
+            transitions: Vec::new(),
+            releases,
+        },
+    )
+    .await;
+}
+
 /// One attempt slot: makes the attempt it was given, then keeps claiming the next due
 /// delivery for itself (so a busy dispatcher hands work over without waking its loop) until
 /// nothing is due or the dispatcher stops.
 async fn work(
     shared: Arc<Shared>,
     claimed: ClaimedDelivery,
+    destination: Destination,
     stop: watch::Receiver<Option<Instant>>,
 ) {
-    let mut next = Some(claimed);
-    while let Some(claimed) = next.take() {
-        next = attempt(&shared, claimed, &stop).await;
+    let mut next = Some((claimed, destination));
+    while let Some((claimed, destination)) = next.take() {
+        next = attempt(&shared, claimed, destination, &stop).await;
     }
 }
 
@@ -328,13 +538,15 @@ async fn work(
 async fn attempt(
     shared: &Shared,
     claimed: ClaimedDelivery,
+    destination: Destination,
     stop: &watch::Receiver<Option<Instant>>,
-) -> Option<ClaimedDelivery> {
+) -> Option<(ClaimedDelivery, Destination)> {
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
     let sent = shared.sender.send(&claimed.delivery, started_at).await;
     let duration = clock.elapsed();
     let finished = OffsetDateTime::now_utc();
+    let freed = (shared.gate()).finish(destination.as_str(), &sent.outcome, finished);
 
     let resolution = decide(
         &shared.config.retry,
@@ -376,7 +588,11 @@ async fn attempt(
         },
         recorded,
     );
-    next
+    follow(shared, freed).await;
+    match next {
+        Some(next) => admit(shared, vec![next]).await.pop(),
+        None => None,
+    }
 }
 
 /// What an attempt that ended at `finished` in `outcome` means for its delivery: delivered,

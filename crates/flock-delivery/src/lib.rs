@@ -7,6 +7,7 @@
 mod component;
 mod config;
 mod dispatcher;
+mod gate;
 mod memory;
 pub mod metrics;
 mod observer;
@@ -20,6 +21,9 @@ mod time_util;
 pub use component::WebhookDeliveryComponent;
 pub use config::{ConfigError, DeliveryConfig};
 pub use dispatcher::{Dispatcher, DispatcherHandle, ShutdownReport};
+pub use gate::{
+    BreakerState, DestinationState, FIRST_COOL_OFF, Isolation, MAX_TRACKED_DESTINATIONS,
+};
 /// The vocabulary of an attempt's result, from `flock-retry`: what an attempt came to, and why
 /// a delivery failed ([`Resolution::Failed`], [`DeliveryView::failure`]).
 pub use flock_retry::{GiveUp, Outcome};

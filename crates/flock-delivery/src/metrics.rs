@@ -4,7 +4,8 @@
 use flock_retry::Outcome;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-use crate::outbox::ErrorKind;
+use crate::gate::BreakerState;
+use crate::outbox::{ErrorKind, HoldReason};
 
 /// Counter of deliveries by final outcome, label `outcome` = `delivered` | `failed`.
 pub const DELIVERIES_TOTAL: &str = "flock_webhook_deliveries_total";
@@ -17,6 +18,16 @@ pub const DELIVERY_LATENCY_SECONDS: &str = "flock_webhook_delivery_latency_secon
 pub const DELIVERIES_PENDING: &str = "flock_webhook_deliveries_pending";
 /// Gauge of attempts in flight in this dispatcher.
 pub const DELIVERIES_IN_FLIGHT: &str = "flock_webhook_deliveries_in_flight";
+/// Counter of claimed deliveries held by their destination instead of attempted (postponed),
+/// label `reason` = `capacity` | `breaker` | `paused`. No label names a destination: the
+/// number of series does not grow with the destinations.
+pub const HOLDS_TOTAL: &str = "flock_webhook_holds_total";
+/// Counter of circuit breaker transitions, label `to` = `open` | `half_open` | `closed`.
+pub const BREAKER_TRANSITIONS_TOTAL: &str = "flock_webhook_breaker_transitions_total";
+/// Gauge of deliveries held by their destinations (refreshed by the hold sweep).
+pub const DELIVERIES_HELD: &str = "flock_webhook_deliveries_held";
+/// Gauge of this dispatcher's breakers that are not closed.
+pub const BREAKERS_OPEN: &str = "flock_webhook_breakers_open";
 
 /// Registered handles. Register the recorder before starting the dispatcher: handles taken
 /// earlier stay no-ops.
@@ -32,6 +43,10 @@ pub(crate) struct Metrics {
     pub(crate) latency: Histogram,
     pub(crate) pending: Gauge,
     pub(crate) in_flight: Gauge,
+    holds: [Counter; 3],
+    transitions: [Counter; 3],
+    pub(crate) held: Gauge,
+    pub(crate) breakers_open: Gauge,
 }
 
 impl Metrics {
@@ -49,7 +64,30 @@ impl Metrics {
             latency: histogram!(DELIVERY_LATENCY_SECONDS),
             pending: gauge!(DELIVERIES_PENDING),
             in_flight: gauge!(DELIVERIES_IN_FLIGHT),
+            holds: HoldReason::DESTINATION
+                .map(|reason| counter!(HOLDS_TOTAL, "reason" => reason.as_str())),
+            transitions: [BreakerState::Open, BreakerState::HalfOpen, BreakerState::Closed]
+                .map(|to| counter!(BREAKER_TRANSITIONS_TOTAL, "to" => to.as_str())),
+            held: gauge!(DELIVERIES_HELD),
+            breakers_open: gauge!(BREAKERS_OPEN),
         }
+    }
+
+    /// Counts `n` deliveries held for `reason`.
+    pub(crate) fn held(&self, reason: HoldReason, n: u64) {
+        if let Some(i) = HoldReason::DESTINATION.iter().position(|r| *r == reason) {
+            self.holds[i].increment(n);
+        }
+    }
+
+    /// Counts a breaker turning `to`.
+    pub(crate) fn transition(&self, to: BreakerState) {
+        let i = match to {
+            BreakerState::Open => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Closed => 2,
+        };
+        self.transitions[i].increment(1);
     }
 
     /// Counts one attempt that came to `outcome`.
@@ -94,5 +132,25 @@ pub fn describe() {
         DELIVERIES_IN_FLIGHT,
         Unit::Count,
         "Webhook delivery attempts in flight."
+    );
+    describe_counter!(
+        HOLDS_TOTAL,
+        Unit::Count,
+        "Claimed webhook deliveries held by their destination instead of attempted, by reason."
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS_TOTAL,
+        Unit::Count,
+        "Destination circuit breaker transitions, by the state entered."
+    );
+    describe_gauge!(
+        DELIVERIES_HELD,
+        Unit::Count,
+        "Webhook deliveries held by their destinations."
+    );
+    describe_gauge!(
+        BREAKERS_OPEN,
+        Unit::Count,
+        "Destination circuit breakers open or half-open in this dispatcher."
     );
 }
