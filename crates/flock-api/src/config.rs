@@ -301,6 +301,40 @@ pub struct WebhookSettings {
     /// its receivers can move to the new secret: 86,400 (a day) by default, 0 to stop at once,
     /// at most [`MAX_SECRET_GRACE_SECS`] (30 days).
     pub secret_grace_secs: u64,
+    /// Attempts in flight at once to one destination (`scheme://host[:port]`), at most; while
+    /// other destinations have work, each gets a fair share of `concurrency` below it. 32 by
+    /// default (half of `concurrency`'s default): one receiver alone keeps its throughput, and
+    /// a receiver that never answers leaves the other half of the slots to everyone else.
+    pub per_destination_concurrency: usize,
+    /// Each destination's circuit breaker.
+    pub breaker: BreakerSettings,
+    /// How long a delivery may wait held by its destination (an open breaker, a pause, no free
+    /// capacity) before it fails as `destination_unavailable`; 3,600 s by default.
+    pub max_hold_secs: u64,
+    /// Attempts per second to one destination, at most (a token bucket with a second of
+    /// burst); no limit by default.
+    pub per_destination_rate: Option<f64>,
+}
+
+/// `[webhooks.breaker]`: a destination's circuit breaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Consecutive failed attempts (a network error, a timeout, a 5xx or a 429) that open it;
+    /// 5 by default.
+    pub failures: u32,
+    /// The longest it stays open before its next probe: its cool-off starts at 1 s and doubles
+    /// after every failed probe up to this; 300,000 (5 min) by default.
+    pub max_open_ms: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            max_open_ms: 300_000,
+        }
+    }
 }
 
 /// The longest `webhooks.secret_grace_secs`: 30 days. A rotation is often the answer to a
@@ -322,6 +356,10 @@ impl Default for WebhookSettings {
             max_pending: 1_000_000,
             max_pending_per_tenant: 100_000,
             secret_grace_secs: 86_400,
+            per_destination_concurrency: 32,
+            breaker: BreakerSettings::default(),
+            max_hold_secs: 3_600,
+            per_destination_rate: None,
         }
     }
 }
@@ -330,6 +368,20 @@ impl WebhookSettings {
     /// `secret_grace_secs` as a duration.
     pub fn secret_grace(&self) -> Duration {
         Duration::from_secs(self.secret_grace_secs)
+    }
+
+    /// The receiver isolation settings, for the dispatcher.
+    pub fn isolation(&self) -> flock_delivery::Isolation {
+        flock_delivery::Isolation {
+            per_destination_concurrency: self.per_destination_concurrency,
+            breaker_failures: self.breaker.failures,
+            breaker_max_open: Duration::from_millis(self.breaker.max_open_ms),
+            max_hold: Duration::from_secs(self.max_hold_secs),
+            per_destination_rate: self.per_destination_rate,
+            // A short max_hold_secs is looked at often enough to keep its word.
+            sweep_every: (Duration::from_secs(self.max_hold_secs) / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        }
     }
 }
 
@@ -616,6 +668,33 @@ impl Settings {
         }
         if w.timeout_ms == 0 {
             return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
+        }
+        if w.per_destination_concurrency == 0 {
+            return Err(invalid(
+                "webhooks.per_destination_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if w.breaker.failures == 0 {
+            return Err(invalid("webhooks.breaker.failures", "must be at least 1"));
+        }
+        if w.breaker.max_open_ms < 1_000 {
+            return Err(invalid(
+                "webhooks.breaker.max_open_ms",
+                "must be at least 1000 (the first cool-off is 1 s)",
+            ));
+        }
+        if w.max_hold_secs == 0 {
+            return Err(invalid("webhooks.max_hold_secs", "must be at least 1"));
+        }
+        if w
+            .per_destination_rate
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            return Err(invalid(
+                "webhooks.per_destination_rate",
+                "must be a number of requests per second above 0 when given",
+            ));
         }
         w.retry.policy().validate().map_err(|e| {
             invalid(

@@ -52,6 +52,7 @@ pub(crate) use schema::*;
         routes::webhooks::redeliver,
         routes::webhooks::failed,
         routes::webhooks::redeliver_window,
+        routes::webhooks::destinations,
         routes::events::events,
         routes::dashboard::root,
         routes::dashboard::page,

@@ -60,6 +60,7 @@ pub async fn build_state(
         allowed_cidrs: settings.webhooks.allowed_cidrs.clone(),
         lease: Duration::from_millis(settings.webhooks.lease_ms),
         poll_interval: Duration::from_millis(settings.webhooks.poll_interval_ms),
+        isolation: settings.webhooks.isolation(),
         ..DeliveryConfig::default()
     };
     // The guard that refuses a submitted webhook is the one the dispatcher's client enforces.
@@ -128,6 +129,7 @@ pub async fn build_state(
         metrics_open: settings.server.metrics_open,
         auth,
         events,
+        destinations: dispatcher.destinations(),
     });
     Ok((state, dispatcher))
 }

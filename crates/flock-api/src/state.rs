@@ -47,6 +47,8 @@ pub struct AppState {
     pub secret_grace: std::time::Duration,
     /// The live event hub behind `GET /api/v1/events`.
     pub(crate) events: Arc<crate::events::EventHub>,
+    /// The dispatcher's destinations, for `GET /api/v1/webhooks/destinations`.
+    pub destinations: flock_delivery::Destinations,
 }
 
 impl AppState {

@@ -67,12 +67,34 @@ struct Shared {
     config: DeliveryConfig,
     metrics: Metrics,
     observer: Option<Arc<dyn AttemptObserver>>,
-    gate: Mutex<Gate>,
+    gate: Arc<Mutex<Gate>>,
 }
 
 impl Shared {
     fn gate(&self) -> MutexGuard<'_, Gate> {
         self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A view of a dispatcher's destinations that can be had before it starts (for the API's
+/// state) and read while it runs.
+#[derive(Clone)]
+pub struct Destinations(Arc<Mutex<Gate>>);
+
+impl Destinations {
+    /// The destinations the dispatcher keeps state for (attempts in flight, failures, a breaker
+    /// not closed, a pause, deliveries it holds), by name.
+    pub fn snapshot(&self) -> Vec<DestinationState> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot()
+    }
+}
+
+impl fmt::Debug for Destinations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Destinations").finish_non_exhaustive()
     }
 }
 
@@ -85,7 +107,10 @@ impl Dispatcher {
     pub fn new(outbox: Arc<dyn Outbox>, config: DeliveryConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let sender = Sender::new(&config, config.guard())?;
-        let gate = Mutex::new(Gate::new(config.isolation.clone(), config.concurrency));
+        let gate = Arc::new(Mutex::new(Gate::new(
+            config.isolation.clone(),
+            config.concurrency,
+        )));
         Ok(Dispatcher {
             shared: Arc::new(Shared {
                 outbox,
@@ -119,6 +144,11 @@ impl Dispatcher {
             shared.observer = Some(observer);
         }
         self
+    }
+
+    /// Its destinations' states, to read while it runs.
+    pub fn destinations(&self) -> Destinations {
+        Destinations(Arc::clone(&self.shared.gate))
     }
 
     /// Starts the loop on the current tokio runtime.
@@ -212,10 +242,9 @@ impl DispatcherHandle {
         &self.shared.outbox
     }
 
-    /// The destinations this dispatcher keeps state for (attempts in flight, failures, a
-    /// breaker not closed, a pause, deliveries it holds), by name.
-    pub fn destinations(&self) -> Vec<DestinationState> {
-        self.shared.gate().snapshot()
+    /// Its destinations' states.
+    pub fn destinations(&self) -> Destinations {
+        Destinations(Arc::clone(&self.shared.gate))
     }
 }
 

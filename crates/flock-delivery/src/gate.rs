@@ -468,11 +468,12 @@ impl Gate {
     }
 
     /// The sweep found `held` deliveries held by `dest`: release up to its limit unless this
-    /// gate already works on it (it has them in flight, holds them itself, or its breaker is not
-    /// closed, or it is paused).
+    /// gate is working on it (attempts in flight, whose ends release more; a breaker not
+    /// closed, or a pause, whose ends do). Held deliveries with nothing here to release them
+    /// (another instance held them and stopped, or took the last ones released) go again.
     pub(crate) fn adopt(&mut self, dest: &str, held: u64) -> Option<Release> {
         if let Some(d) = self.dests.get(dest)
-            && (d.in_flight > 0 || d.holding || !d.open_for_work())
+            && (d.in_flight > 0 || !d.open_for_work())
         {
             return None;
         }
@@ -710,10 +711,12 @@ mod tests {
         gate.admit(A, T0);
         gate.finish(A, &status(200), T0);
         assert!(gate.snapshot().is_empty());
-        // Held by someone else: released up to the limit, once.
+        // Held by someone else: released up to the limit.
         assert_eq!(gate.adopt(B, 100).map(|r| r.limit), Some(8));
-        assert_eq!(gate.adopt(B, 100), None);
         gate.released(B, 8, 3);
         assert!(gate.snapshot().is_empty());
+        // Not while attempts are in flight: their ends release more.
+        gate.admit(B, T0);
+        assert_eq!(gate.adopt(B, 100), None);
     }
 }

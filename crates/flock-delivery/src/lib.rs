@@ -20,7 +20,7 @@ mod time_util;
 
 pub use component::WebhookDeliveryComponent;
 pub use config::{ConfigError, DeliveryConfig};
-pub use dispatcher::{Dispatcher, DispatcherHandle, ShutdownReport};
+pub use dispatcher::{Destinations, Dispatcher, DispatcherHandle, ShutdownReport};
 pub use gate::{
     BreakerState, DestinationState, FIRST_COOL_OFF, Isolation, MAX_TRACKED_DESTINATIONS,
 };

@@ -239,6 +239,70 @@ pub(crate) enum DeliveryFailureDoc {
     Gone,
     /// The SSRF guard refused the destination.
     Blocked,
+    /// Held by its destination (an open circuit breaker, a pause, no free capacity) longer
+    /// than `webhooks.max_hold_secs`.
+    DestinationUnavailable,
+}
+
+/// Why a pending delivery waits with no due time.
+#[derive(ToSchema)]
+#[schema(as = HoldReason, rename_all = "snake_case")]
+pub(crate) enum HoldReasonDoc {
+    /// An ordered delivery behind an earlier pending one of its webhook.
+    Ordered,
+    /// Its destination had as many attempts in flight as it may.
+    Capacity,
+    /// Its destination's circuit breaker is open.
+    Breaker,
+    /// Its destination is paused (`Retry-After`, or its rate limit).
+    Paused,
+}
+
+/// A destination's circuit breaker.
+#[derive(ToSchema)]
+#[schema(as = BreakerState, rename_all = "snake_case")]
+pub(crate) enum BreakerStateDoc {
+    /// Deliveries go.
+    Closed,
+    /// Deliveries are held until the next probe.
+    Open,
+    /// One delivery probes; the others are held.
+    HalfOpen,
+}
+
+/// A destination, `scheme://host[:port]`, as this instance sees it.
+#[derive(ToSchema)]
+#[schema(as = DestinationInfo)]
+pub(crate) struct DestinationDoc {
+    /// `scheme://host[:port]`.
+    destination: String,
+    /// This instance's breaker for it.
+    state: BreakerStateDoc,
+    /// Failed attempts in a row, here.
+    consecutive_failures: u32,
+    /// Attempts in flight from this instance.
+    in_flight: u64,
+    /// Deliveries held for it in the store (every instance's).
+    held: u64,
+    /// Since when the longest-held one is held.
+    #[schema(format = DateTime)]
+    held_since: Option<String>,
+    /// When the open breaker lets its next probe go.
+    #[schema(format = DateTime)]
+    next_probe_at: Option<String>,
+    /// Until when it is paused (`Retry-After`, or its rate limit).
+    #[schema(format = DateTime)]
+    paused_until: Option<String>,
+}
+
+/// The destinations with work or state.
+#[derive(ToSchema)]
+#[schema(as = Destinations)]
+pub(crate) struct DestinationsDoc {
+    /// Those holding the most first, at most 1,000.
+    destinations: Vec<DestinationDoc>,
+    /// More destinations have work than are listed.
+    truncated: bool,
 }
 
 /// One webhook delivery.
@@ -270,6 +334,12 @@ pub(crate) struct DeliveryDoc {
     ordered: bool,
     /// The names of its webhook's custom headers; their values are never shown.
     headers: Vec<String>,
+    /// Why it waits with no due time, while it is held; `null` otherwise.
+    held: Option<HoldReasonDoc>,
+    /// Since when it is held (`null` while it is not, and for an ordered delivery parked in
+    /// memory).
+    #[schema(format = DateTime)]
+    held_since: Option<String>,
 }
 
 /// A workflow's deliveries.

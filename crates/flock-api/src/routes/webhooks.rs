@@ -1,5 +1,5 @@
-//! `/api/v1/webhooks/deliveries`: acting on one webhook delivery, listing a tenant's failed
-//! deliveries across workflows, and queueing a window of them again at once.
+//! `/api/v1/webhooks`: acting on one webhook delivery, listing a tenant's failed deliveries
+//! across workflows, queueing a window of them again at once, and the destinations' states.
 
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use flock_delivery::{DeliveryView, FailedQuery, OutboxError};
@@ -43,7 +43,109 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         Resource::new("/webhooks/deliveries/redeliver")
             .post(redeliver_window)
             .finish(),
+    )
+    .service(
+        Resource::new("/webhooks/destinations")
+            .get(destinations)
+            .finish(),
     );
+}
+
+/// The most destinations `GET /api/v1/webhooks/destinations` lists.
+pub(crate) const DESTINATIONS_MAX: usize = 1_000;
+
+/// One destination as `GET /api/v1/webhooks/destinations` shows it.
+#[derive(Debug, Serialize)]
+struct DestinationView {
+    destination: String,
+    state: &'static str,
+    consecutive_failures: u32,
+    in_flight: usize,
+    held: u64,
+    held_since: Option<String>,
+    next_probe_at: Option<String>,
+    paused_until: Option<String>,
+}
+
+/// The answer of `GET /api/v1/webhooks/destinations`.
+#[derive(Debug, Serialize)]
+struct DestinationsPage {
+    destinations: Vec<DestinationView>,
+    truncated: bool,
+}
+
+/// `GET /api/v1/webhooks/destinations`: every destination with work (attempts in flight from
+/// this instance, or deliveries held in the store) or a breaker or pause of this instance,
+/// with its breaker's state, failures in a row, attempts in flight, deliveries held and the
+/// next probe. For operators: it shows every tenant's destinations, so it needs the `metrics`
+/// scope (the one `/metrics` needs), not a tenant's `read`. Breakers, pauses and in-flight
+/// counts are this instance's; held counts are the store's.
+#[utoipa::path(
+    get, path = "/api/v1/webhooks/destinations", tag = "webhooks",
+    responses(
+        (status = 200, body = crate::openapi::DestinationsDoc, description = "The destinations with work or state, those holding the most first"),
+        FailedErrors,
+    )
+)]
+pub(crate) async fn destinations(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Metrics)?;
+    let held = state
+        .storage
+        .outbox()
+        .held(None, DESTINATIONS_MAX + 1)
+        .await?;
+    let mut truncated = held.len() > DESTINATIONS_MAX;
+    let timestamp = |at: OffsetDateTime| flock_models::timestamp::format_micros(at);
+    let mut views: Vec<DestinationView> = (held.into_iter().take(DESTINATIONS_MAX))
+        .map(|h| DestinationView {
+            destination: h.destination,
+            state: flock_delivery::BreakerState::Closed.as_str(),
+            consecutive_failures: 0,
+            in_flight: 0,
+            held: h.held,
+            held_since: Some(timestamp(h.oldest)),
+            next_probe_at: None,
+            paused_until: None,
+        })
+        .collect();
+    for gate in state.destinations.snapshot() {
+        let view = match views
+            .iter_mut()
+            .find(|v| v.destination == gate.destination)
+        {
+            Some(view) => view,
+            None if views.len() < DESTINATIONS_MAX => {
+                views.push(DestinationView {
+                    destination: gate.destination.clone(),
+                    state: "",
+                    consecutive_failures: 0,
+                    in_flight: 0,
+                    held: 0,
+                    held_since: None,
+                    next_probe_at: None,
+                    paused_until: None,
+                });
+                let last = views.len() - 1;
+                &mut views[last]
+            }
+            None => {
+                truncated = true;
+                continue;
+            }
+        };
+        view.state = gate.state.as_str();
+        view.consecutive_failures = gate.consecutive_failures;
+        view.in_flight = gate.in_flight;
+        view.next_probe_at = gate.next_probe_at.map(timestamp);
+        view.paused_until = gate.paused_until.map(timestamp);
+    }
+    Ok(HttpResponse::Ok().json(DestinationsPage {
+        destinations: views,
+        truncated,
+    }))
 }
 
 route_errors!(

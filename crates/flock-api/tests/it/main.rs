@@ -11,6 +11,7 @@ mod dashboard;
 mod durable;
 mod events;
 mod idempotency;
+mod isolation;
 mod keys;
 mod matrix;
 mod options;

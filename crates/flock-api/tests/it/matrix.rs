@@ -111,6 +111,15 @@ const ROWS: &[Row] = &[
         200,
         200,
     ),
+    // Every tenant's destinations: for operators, by the `metrics` scope; another tenant's key
+    // with that scope sees the same server-wide list.
+    row(
+        "get",
+        "/api/v1/webhooks/destinations",
+        Rule::Needs(Scope::Metrics),
+        200,
+        200,
+    ),
     row(
         "post",
         "/api/v1/webhooks/deliveries/redeliver",

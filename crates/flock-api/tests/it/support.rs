@@ -147,6 +147,8 @@ pub(crate) struct Received {
     pub(crate) body: Vec<u8>,
     /// The status the receiver answered it with.
     pub(crate) status: u16,
+    /// When it arrived.
+    pub(crate) at: Instant,
 }
 
 impl Received {
@@ -186,6 +188,8 @@ pub(crate) struct Script {
     pub(crate) delay: Duration,
     /// Answer the first N requests whose body has this `sequence` with 500: `(sequence, N)`.
     pub(crate) fail_sequence: Option<(u64, usize)>,
+    /// Answer the first N requests with 429 and `Retry-After: S`: `(N, S)`.
+    pub(crate) too_many_first: Option<(usize, u64)>,
 }
 
 struct Shared {
@@ -308,7 +312,14 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         }
         _ => false,
     };
-    let status = if n <= shared.script.fail_first || failing_sequence {
+    let too_many = shared
+        .script
+        .too_many_first
+        .filter(|(first, _)| n <= *first)
+        .map(|(_, secs)| secs);
+    let status = if too_many.is_some() {
+        429
+    } else if n <= shared.script.fail_first || failing_sequence {
         500
     } else {
         200
@@ -317,6 +328,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         headers,
         body: body.to_vec(),
         status,
+        at: Instant::now(),
     });
     shared.arrived.notify_waiters();
     if shared.script.hold {
@@ -332,7 +344,11 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         tokio::time::sleep(shared.script.delay).await;
     }
     shared.answered.fetch_add(1, Ordering::SeqCst);
-    if status == 500 {
+    if let Some(secs) = too_many {
+        HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", secs.to_string()))
+            .finish()
+    } else if status == 500 {
         HttpResponse::InternalServerError().finish()
     } else {
         HttpResponse::Ok().finish()
