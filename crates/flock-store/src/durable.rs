@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flock_delivery::{
-    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, Lease, Outbox, OutboxCounts,
-    OutboxError, RecordedAndClaimed, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, HeldDeliveries, HoldReason, Lease,
+    Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution,
 };
 use flock_models::{Artifact, NewDelivery, TenantId};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, Page, StoreError};
@@ -76,6 +76,13 @@ pub(crate) trait Reads {
     async fn next_due(self: Arc<Self>) -> Result<Option<OffsetDateTime>, sqlx::Error>;
     async fn counts(self: Arc<Self>) -> Result<OutboxCounts, sqlx::Error>;
     async fn pending_by_tenant(self: Arc<Self>) -> Result<Vec<(TenantId, u64)>, sqlx::Error>;
+    /// The destinations holding deliveries (of `tenant`'s only, when given), those holding the
+    /// most first, at most `limit`.
+    async fn held(
+        self: Arc<Self>,
+        tenant: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<HeldDeliveries>, sqlx::Error>;
 }
 
 #[allow(
@@ -457,6 +464,78 @@ impl Outbox for Durable {
     async fn redeliver(&self, id: Uuid, now: OffsetDateTime) -> Result<(), OutboxError> {
         let input = Input::Redeliver { id, now };
         Ok(self.write(input, Done::applied).await?)
+    }
+
+    async fn hold(
+        &self,
+        leases: &[Lease],
+        reason: HoldReason,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError> {
+        if reason == HoldReason::Ordered {
+            // Only a claim parks an ordered delivery, behind an earlier one of its webhook,
+            // whose result lets it go; held as ordered otherwise, nothing would.
+            return Err(OutboxError::backend(
+                "a delivery is held as `ordered` only by a claim",
+            ));
+        }
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let input = Input::Hold {
+            leases: leases.to_vec(),
+            reason,
+            now,
+        };
+        Ok(self.write(input, Done::moved).await?)
+    }
+
+    async fn release(
+        &self,
+        destination: &str,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<u64, OutboxError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let input = Input::Release {
+            destination: destination.to_owned(),
+            limit,
+            now,
+        };
+        Ok(self.write(input, Done::moved).await?)
+    }
+
+    async fn expire_holds(
+        &self,
+        held_before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64, OutboxError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let input = Input::ExpireHolds {
+            held_before,
+            now,
+            limit,
+        };
+        Ok(self.write(input, Done::moved).await?)
+    }
+
+    async fn held(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<HeldDeliveries>, OutboxError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let tenant = tenant.cloned();
+        Ok(self
+            .read("cannot count held deliveries", |b| b.held(tenant, limit))
+            .await?)
     }
 
     async fn prune(&self, completed_before: OffsetDateTime) -> Result<u64, OutboxError> {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use flock_delivery::{AttemptView, ClaimedDelivery, DeliveryState, Lease, OutboxError, Resolution};
+use flock_delivery::{
+    AttemptView, ClaimedDelivery, DeliveryState, HoldReason, Lease, OutboxError, Resolution,
+};
 use flock_models::NewDelivery;
 use flock_orchestrator::StoreError;
 use time::OffsetDateTime;
@@ -36,6 +38,26 @@ pub(crate) enum Input {
     /// Workflows finished before `before`, at most `limit` of them, deleted with their
     /// artifacts, deliveries and attempts.
     PruneWorkflows { before: OffsetDateTime, limit: u64 },
+    /// The deliveries claimed under `leases`, held by their destination for `reason` since
+    /// `now`: no lease, no due time, no attempt spent.
+    Hold {
+        leases: Vec<Lease>,
+        reason: HoldReason,
+        now: OffsetDateTime,
+    },
+    /// The longest-held `limit` of the deliveries `destination` holds, let go, due at `now`.
+    Release {
+        destination: String,
+        limit: usize,
+        now: OffsetDateTime,
+    },
+    /// Up to `limit` deliveries held by their destination since before `held_before`, failed
+    /// as `destination_unavailable` at `now`; each ordered one lets the next of its webhook go.
+    ExpireHolds {
+        held_before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: usize,
+    },
 }
 
 impl Input {
@@ -48,8 +70,28 @@ impl Input {
                 resolution, lease, ..
             } => lease.ordered || matches!(resolution, Resolution::RetryAt(_)),
             Input::Redeliver { .. } => true,
-            Input::Claim(_) | Input::Prune { .. } | Input::PruneWorkflows { .. } => false,
+            // Whether they did depends on what they found ([`Done::Moved`]).
+            Input::Claim(_)
+            | Input::Prune { .. }
+            | Input::PruneWorkflows { .. }
+            | Input::Hold { .. }
+            | Input::Release { .. }
+            | Input::ExpireHolds { .. } => false,
         }
+    }
+
+    /// Whether this write is applied after the batch statement, in the batch's transaction
+    /// (rather than as part of that statement).
+    pub(crate) fn is_rare(&self) -> bool {
+        matches!(
+            self,
+            Input::Redeliver { .. }
+                | Input::Prune { .. }
+                | Input::PruneWorkflows { .. }
+                | Input::Hold { .. }
+                | Input::Release { .. }
+                | Input::ExpireHolds { .. }
+        )
     }
 
     pub(crate) fn kind(&self) -> &'static str {
@@ -60,6 +102,9 @@ impl Input {
             Input::Redeliver { .. } => "redeliver",
             Input::Prune { .. } => "prune",
             Input::PruneWorkflows { .. } => "workflow prune",
+            Input::Hold { .. } => "hold",
+            Input::Release { .. } => "release",
+            Input::ExpireHolds { .. } => "expiry of holds",
         }
     }
 
@@ -107,12 +152,29 @@ pub(crate) enum Done {
         claimed: Vec<ClaimedDelivery>,
     },
     Pruned(u64),
+    /// Deliveries held, released or failed by their destination's holds: how many, and
+    /// whether that gave the dispatcher something to do (deliveries due again).
+    Moved { count: u64, wakes: bool },
 }
 
 impl Done {
     /// `Some` for a write that answers only that it was done.
     pub(crate) fn applied(self) -> Option<()> {
         matches!(self, Done::Applied).then_some(())
+    }
+
+    /// `Some` count for a hold, release or expiry.
+    pub(crate) fn moved(self) -> Option<u64> {
+        match self {
+            Done::Moved { count, .. } => Some(count),
+            _ => None,
+        }
+    }
+
+    /// Whether what this write did, found when it was applied, gives the dispatcher something
+    /// to do.
+    fn wakes_dispatcher(&self) -> bool {
+        matches!(self, Done::Moved { wakes: true, .. })
     }
 }
 
@@ -199,7 +261,8 @@ impl Op {
     /// Answers the caller after the batch committed; returns whether the dispatcher should
     /// look at the outbox again.
     pub(crate) fn answer_committed(self) -> bool {
-        let wakes = self.input.wakes_dispatcher();
+        let wakes = self.input.wakes_dispatcher()
+            || matches!(&self.outcome, Some(Ok(done)) if done.wakes_dispatcher());
         let answer = match self.outcome {
             Some(outcome) => outcome.map_err(OpError::Refused),
             None => Err(OpError::Backend(Failure::new(format!(

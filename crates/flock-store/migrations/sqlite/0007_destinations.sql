@@ -9,16 +9,16 @@ ALTER TABLE deliveries ADD COLUMN destination TEXT GENERATED ALWAYS AS (
     END) VIRTUAL;
 -- Why a pending delivery waits with no due time (`due_at` NULL), and since when
 -- (microseconds): 'ordered' for an ordered delivery behind an earlier one of its webhook;
--- 'capacity', 'breaker' and 'paused' are reserved for per-destination holds. NULL otherwise.
+-- 'capacity', 'breaker' and 'paused' for a delivery its destination holds (too many in flight,
+-- circuit open, paused), until released or expired. NULL otherwise.
 ALTER TABLE deliveries ADD COLUMN held TEXT
     CHECK (held IS NULL OR held IN ('ordered', 'capacity', 'breaker', 'paused'));
 ALTER TABLE deliveries ADD COLUMN held_since INTEGER;
 
--- A destination's deliveries in flight (leased and pending), counted against its cap: an entry
--- from a claim to its result, none for a delivery that waits.
-CREATE INDEX deliveries_in_flight ON deliveries (destination)
-    WHERE state = 'pending' AND lease_token IS NOT NULL;
--- Held deliveries by destination and reason, oldest held first: no entry unless something is
--- held, so it costs nothing while nothing is.
-CREATE INDEX deliveries_held ON deliveries (destination, held, held_since)
-    WHERE held IS NOT NULL;
+-- The deliveries each destination holds, longest held first (then by id, as the memory outbox
+-- orders them): "the longest-held N of a destination" is a range of it read in order, with no
+-- sort. Ordered parking takes no entry, and nothing does while no destination holds anything.
+-- (In-flight counts are the dispatcher's, in memory: an index written at every claim and
+-- result would cost the hot path.)
+CREATE INDEX deliveries_held ON deliveries (destination, held_since, id)
+    WHERE held IN ('capacity', 'breaker', 'paused');

@@ -39,6 +39,7 @@ impl Dialect for Postgres {
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     const BEGIN: &'static str = "BEGIN";
     const PRUNE: &'static str = write::PRUNE;
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const WRITERS: usize = 2;
     // A commit waits for the server's disk flush (milliseconds), so under load sharing it is
     // worth a short wait.

@@ -8,6 +8,7 @@
 //! its users, so they cannot be said once on [`Dialect`].
 
 pub(crate) mod batch;
+mod holds;
 mod read;
 pub(crate) mod rows;
 mod write;
@@ -54,6 +55,11 @@ pub(crate) trait Dialect: Database {
     /// Deletes at most `$2` delivered or failed deliveries completed before `$1`, with their
     /// attempts, and answers how many.
     const PRUNE: &'static str;
+
+    /// What a subquery that picks rows to update ends with so that writers of other instances
+    /// skip the rows one holds rather than wait for them (Postgres's `FOR UPDATE SKIP
+    /// LOCKED`); empty where one writer holds the whole database (SQLite).
+    const SKIP_LOCKED: &'static str;
 
     /// Writer tasks, each with a connection of its own.
     const WRITERS: usize;

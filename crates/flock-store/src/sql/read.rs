@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flock_delivery::{AttemptView, DeliveryState, DeliveryView, FailedQuery, OutboxCounts};
+use flock_delivery::{
+    AttemptView, DeliveryState, DeliveryView, FailedQuery, HeldDeliveries, HoldReason,
+    OutboxCounts,
+};
 use flock_models::{Artifact, TenantId, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
 use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row as _};
@@ -17,6 +20,7 @@ use super::rows::{
     ArtifactFields, bad, ceil_micros, int, parse_error_kind, parse_failure, parse_state, to_u32,
     to_u64,
 };
+use super::holds::HELD;
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
 
@@ -111,9 +115,8 @@ where
             sqlx::query(snapshot).execute(&mut *tx).await?;
         }
         let select = format!(
-            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
-             due_at, lease_token, created_at, completed_at, webhook, ordered, header_names \
-             FROM deliveries WHERE {column} = $1 ORDER BY sequence, webhook, created_at"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {column} = $1 \
+             ORDER BY sequence, webhook, created_at"
         );
         let deliveries = sqlx::query(&select).bind(value).fetch_all(&mut *tx).await?;
         let select = format!(
@@ -162,6 +165,39 @@ where
                 let tenant = TenantId::new(tenant)
                     .map_err(|e| bad(format!("a delivery's tenant does not decode: {e}")))?;
                 Ok((tenant, to_u64(n, "count")?))
+            })
+            .collect()
+    }
+
+    /// Held deliveries per destination, through the partial index `deliveries_held` (its
+    /// condition in the same text).
+    async fn held(
+        self: Arc<Self>,
+        tenant: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<HeldDeliveries>, sqlx::Error> {
+        let mut select = format!(
+            "SELECT destination, count(*) AS held, min(held_since) AS oldest FROM deliveries \
+             WHERE {HELD}"
+        );
+        let mut args = D::Arguments::default();
+        if let Some(tenant) = tenant {
+            bind(&mut select, &mut args, " AND tenant = ", tenant.as_str().to_owned())?;
+        }
+        let order = " GROUP BY destination ORDER BY count(*) DESC, destination LIMIT ";
+        bind(&mut select, &mut args, order, int(limit))?;
+        let rows = sqlx::query_with(&select, args)
+            .fetch_all(&self.readers)
+            .await?;
+        (rows.iter())
+            .map(|row| {
+                let destination: Option<String> = row.try_get("destination")?;
+                Ok(HeldDeliveries {
+                    destination: destination
+                        .ok_or_else(|| bad("a held delivery has no destination"))?,
+                    held: to_u64(row.try_get("held")?, "count")?,
+                    oldest: Self::time(row, "oldest")?,
+                })
             })
             .collect()
     }
@@ -217,6 +253,13 @@ where
         let failure: Option<String> = row.try_get("failure")?;
         let leased = row.try_get::<Option<i64>, _>("lease_token")?.is_some();
         let tenant: String = row.try_get("tenant")?;
+        let held = match row.try_get::<Option<String>, _>("held")? {
+            None => None,
+            Some(name) => Some(
+                HoldReason::from_name(&name)
+                    .ok_or_else(|| bad(format!("delivery {id}: held `{name}`")))?,
+            ),
+        };
         Ok(DeliveryView {
             id,
             correlation_id: row.try_get("correlation_id")?,
@@ -243,6 +286,8 @@ where
                 Some(names) => serde_json::from_str(&names)
                     .map_err(|e| bad(format!("delivery {id}: header names: {e}")))?,
             },
+            held,
+            held_since: Self::time_or_null(row, "held_since")?,
         })
     }
 
@@ -270,6 +315,11 @@ where
         Ok(stored.map(D::from_time).transpose()?)
     }
 }
+
+/// The columns of a delivery's view ([`Sql::delivery_row`] reads them).
+const DELIVERY_COLUMNS: &str = "id, correlation_id, tenant, artifact_id, sequence, url, state, \
+    failure, due_at, lease_token, created_at, completed_at, webhook, ordered, header_names, \
+    held, held_since";
 
 /// `SELECT` of every artifact column (and its place in publication order), the tags as JSON.
 fn artifacts<D: Dialect>() -> String {

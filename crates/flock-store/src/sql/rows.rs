@@ -209,7 +209,7 @@ mod tests {
             assert_eq!(parse_state(state.as_str()).unwrap(), state);
         }
         assert!(parse_state("lost").is_err());
-        for reason in [GiveUp::Exhausted, GiveUp::Gone, GiveUp::Blocked] {
+        for reason in flock_delivery::FAILURE_REASONS {
             assert_eq!(
                 parse_failure(flock_delivery::failure_name(reason)).unwrap(),
                 reason

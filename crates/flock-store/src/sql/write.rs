@@ -1,5 +1,5 @@
 //! The writes, on either database: a batch in one transaction (the database's batch statement,
-//! then any redeliveries, prunes and claims of further lease lengths), the outcomes handed out
+//! then any redeliveries, prunes, holds (`holds`) and claims of further lease lengths), the outcomes handed out
 //! once it committed, and why a write that failed on its own failed.
 
 use std::collections::HashSet;
@@ -19,15 +19,19 @@ use crate::durable::Backend;
 use crate::error::Failure;
 use crate::ops::{ClaimRequest, Done, Input, Op, OpError, Refusal};
 
-/// Lets the next delivery of the webhook of ordered delivery `$2` go, due at `$1`: the first
-/// pending one of that webhook, when a claim parked it. (When an earlier delivery of the
-/// webhook is pending again, redelivered, the next claim parks it once more.)
-const RELEASE: &str = "\
+/// Lets the next delivery of the webhook of ordered delivery `$2` go, due at `$1`, and answers
+/// its id: the first pending one of that webhook, when a claim parked it (`held` is `ordered`,
+/// or NULL in a row parked before migration 7). One its destination holds is its
+/// destination's to let go. (When an earlier delivery of the webhook is pending again,
+/// redelivered, the next claim parks it once more.)
+pub(super) const RELEASE: &str = "\
 UPDATE deliveries SET due_at = $1, held = NULL, held_since = NULL \
-    WHERE due_at IS NULL AND state = 'pending' AND lease_token IS NULL AND id = ( \
+    WHERE due_at IS NULL AND state = 'pending' AND lease_token IS NULL \
+      AND (held IS NULL OR held = 'ordered') AND id = ( \
         SELECT n.id FROM deliveries AS n JOIN deliveries AS d \
             ON n.correlation_id = d.correlation_id AND n.webhook = d.webhook \
-        WHERE d.id = $2 AND n.state = 'pending' ORDER BY n.sequence LIMIT 1)";
+        WHERE d.id = $2 AND n.state = 'pending' ORDER BY n.sequence LIMIT 1) \
+    RETURNING id";
 
 /// What a batch's statements answered: the deliveries whose record applied, and what each
 /// claim got (`None` for what cannot be read).
@@ -132,14 +136,7 @@ where
         batch::refuse_repeated_ids(ops);
         let claims = batch::claims(ops);
         let releases = ops.iter().any(|op| op.input.releases().is_some());
-        let rare = claims.len() > 1
-            || releases
-            || (ops.iter()).any(|op| {
-                matches!(
-                    op.input,
-                    Input::Redeliver { .. } | Input::Prune { .. } | Input::PruneWorkflows { .. }
-                )
-            });
+        let rare = claims.len() > 1 || releases || ops.iter().any(|op| op.input.is_rare());
         if rare {
             sqlx::query(D::BEGIN).execute(&mut *conn).await?;
         }
@@ -234,19 +231,34 @@ where
                     .await?;
             }
             for op in ops.iter_mut() {
-                let outcome = match op.input {
-                    Input::Redeliver { id, now } => Self::redeliver(conn, id, now).await?,
+                let outcome = match &op.input {
+                    Input::Redeliver { id, now } => Self::redeliver(conn, *id, *now).await?,
                     Input::Prune { before, limit } => {
                         let deleted: i64 = sqlx::query_scalar(D::PRUNE)
-                            .bind(D::time(ceil_micros(before)))
-                            .bind(int(limit))
+                            .bind(D::time(ceil_micros(*before)))
+                            .bind(int(*limit))
                             .fetch_one(&mut *conn)
                             .await?;
                         Ok(Done::Pruned(u64::try_from(deleted).unwrap_or(0)))
                     }
                     Input::PruneWorkflows { before, limit } => Ok(Done::Pruned(
-                        Self::prune_workflows(conn, before, limit).await?,
+                        Self::prune_workflows(conn, *before, *limit).await?,
                     )),
+                    Input::Hold {
+                        leases,
+                        reason,
+                        now,
+                    } => Ok(Self::hold(conn, leases, *reason, *now).await?),
+                    Input::Release {
+                        destination,
+                        limit,
+                        now,
+                    } => Ok(Self::release(conn, destination, *limit, *now).await?),
+                    Input::ExpireHolds {
+                        held_before,
+                        now,
+                        limit,
+                    } => Ok(Self::expire_holds(conn, *held_before, *now, *limit).await?),
                     _ => continue,
                 };
                 op.outcome = Some(outcome);

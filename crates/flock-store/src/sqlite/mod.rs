@@ -48,6 +48,7 @@ impl Dialect for Sqlite {
     // timeout) rather than fail.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const PRUNE: &'static str = write::PRUNE;
+    const SKIP_LOCKED: &'static str = "";
     const WRITERS: usize = 1;
     const LINGER: Duration = Duration::ZERO;
 

@@ -8,7 +8,7 @@ use flock_delivery::{AttemptView, DeliveryView, FailedQuery};
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 use uuid::Uuid;
 
-use super::bind;
+use super::{DELIVERY_COLUMNS, bind};
 use crate::sql::rows::{ceil_micros, int};
 use crate::sql::{Dialect, Sql, Value};
 
@@ -29,10 +29,9 @@ where
         &self,
         query: &FailedQuery,
     ) -> Result<Vec<DeliveryView>, sqlx::Error> {
-        let mut select = String::from(
-            "SELECT id, correlation_id, tenant, artifact_id, sequence, url, state, failure, \
-             due_at, lease_token, created_at, completed_at, webhook, ordered, header_names \
-             FROM deliveries WHERE state <> 'pending' AND state = 'failed'",
+        let mut select = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries \
+             WHERE state <> 'pending' AND state = 'failed'"
         );
         let mut args = D::Arguments::default();
         let tenant = query.tenant.as_str().to_owned();
