@@ -283,13 +283,20 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
         let free = config.concurrency.saturating_sub(tasks.len());
         let mut claim_failed = false;
         if free > 0 {
+            // While destinations hold deliveries, look past the free slots: what is claimed
+            // beyond them is held for capacity at once, so that a backlog published one
+            // destination after another is seen, and shared, sooner.
+            let look = match shared.gate().contended() {
+                true => free.max(config.concurrency),
+                false => free,
+            };
             match shared
                 .outbox
-                .claim(OffsetDateTime::now_utc(), free, config.lease)
+                .claim(OffsetDateTime::now_utc(), look, config.lease)
                 .await
             {
                 Ok(batch) => {
-                    for (claimed, destination) in admit(&shared, batch).await {
+                    for (claimed, destination) in admit(&shared, batch, free).await {
                         tasks.spawn(work(
                             Arc::clone(&shared),
                             claimed,
@@ -381,11 +388,12 @@ fn check_joined(joined: Result<(), JoinError>) {
     }
 }
 
-/// Passes claimed deliveries through their destinations' gate: answers those that go now,
-/// each with its destination, and holds the others in the outbox.
+/// Passes claimed deliveries through their destinations' gate: answers those that go now (at
+/// most `slots`), each with its destination, and holds the others in the outbox.
 async fn admit(
     shared: &Shared,
     batch: Vec<ClaimedDelivery>,
+    slots: usize,
 ) -> Vec<(ClaimedDelivery, Destination)> {
     if batch.is_empty() {
         return Vec::new();
@@ -393,27 +401,21 @@ async fn admit(
     let now = OffsetDateTime::now_utc();
     let mut go = Vec::with_capacity(batch.len());
     let mut held: Vec<(HoldReason, ClaimedDelivery, Destination)> = Vec::new();
-    let mut transitions = Vec::new();
+    let mut follows = Follow::default();
     {
         let mut gate = shared.gate();
         for claimed in batch {
             let destination = Destination::of(&claimed.delivery.url);
-            let (admitted, changed) = gate.admit(destination.as_str(), now);
-            transitions.extend(changed);
+            let slot = go.len() < slots;
+            let (admitted, follow) = gate.admit(destination.as_str(), now, slot);
+            follows.transitions.extend(follow.transitions);
+            follows.releases.extend(follow.releases);
             match admitted {
                 Admit::Go => go.push((claimed, destination)),
                 Admit::Hold(reason) => held.push((reason, claimed, destination)),
             }
         }
     }
-    follow(
-        shared,
-        Follow {
-            transitions,
-            releases: Vec::new(),
-        },
-    )
-    .await;
     for reason in HoldReason::DESTINATION {
         let leases: Vec<_> = (held.iter())
             .filter(|(r, ..)| *r == reason)
@@ -423,7 +425,13 @@ async fn admit(
             continue;
         }
         match shared.outbox.hold(&leases, reason, now).await {
-            Ok(n) => shared.metrics.held(reason, n),
+            Ok(n) => {
+                shared.metrics.held(reason, n);
+                let mut gate = shared.gate();
+                for (_, _, destination) in held.iter().filter(|(r, ..)| *r == reason) {
+                    gate.held(destination.as_str(), n);
+                }
+            }
             Err(e) => {
                 // Still leased: claimed again once the lease expires.
                 error!(error = %error_chain(&e), "holding webhook deliveries failed");
@@ -442,6 +450,8 @@ async fn admit(
             );
         }
     }
+    // After the holds: a slot handed to a starved destination may release what was just held.
+    follow(shared, follows).await;
     go
 }
 
@@ -472,23 +482,28 @@ async fn follow(shared: &Shared, follow: Follow) {
         if release.limit == 0 {
             continue;
         }
-        let released = shared
-            .outbox
-            .release(
-                &release.destination,
-                release.limit,
-                OffsetDateTime::now_utc(),
-            )
-            .await;
-        match released {
-            Ok(got) => {
-                (shared.gate()).released(&release.destination, release.limit, got);
+        // A database with several writers can miss held deliveries that another writer is
+        // letting go at the same moment (the rows it chose changed under it): ask once more
+        // before taking a short answer to mean that nothing more is held.
+        let mut got = 0;
+        for _ in 0..2 {
+            let asked = release.limit - usize::try_from(got).unwrap_or(release.limit);
+            match (shared.outbox)
+                .release(&release.destination, asked, OffsetDateTime::now_utc())
+                .await
+            {
+                Ok(n) => got += n,
+                Err(e) => {
+                    error!(error = %error_chain(&e), destination = %release.destination,
+                        "releasing held webhook deliveries failed; the hold sweep tries again");
+                    break;
+                }
             }
-            Err(e) => {
-                error!(error = %error_chain(&e), destination = %release.destination,
-                    "releasing held webhook deliveries failed; the hold sweep tries again");
+            if usize::try_from(got).is_ok_and(|got| got >= release.limit) {
+                break;
             }
         }
+        shared.gate().released(&release, got);
     }
 }
 
@@ -576,6 +591,9 @@ async fn attempt(
     let duration = clock.elapsed();
     let finished = OffsetDateTime::now_utc();
     let freed = (shared.gate()).finish(destination.as_str(), &sent.outcome, finished);
+    // What the freed slot lets go is released first, so that this slot's next claim can take
+    // it (a destination further below its share than the next due delivery's gets the slot).
+    follow(shared, freed).await;
 
     let resolution = decide(
         &shared.config.retry,
@@ -617,9 +635,8 @@ async fn attempt(
         },
         recorded,
     );
-    follow(shared, freed).await;
     match next {
-        Some(next) => admit(shared, vec![next]).await.pop(),
+        Some(next) => admit(shared, vec![next], 1).await.pop(),
         None => None,
     }
 }

@@ -29,7 +29,7 @@
 //!   (one second of burst) pauses it until its next token.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flock_retry::Outcome;
 use time::OffsetDateTime;
@@ -41,6 +41,9 @@ use crate::time_util::add;
 /// held, no failure, no pause and a closed breaker has no state; past the bound, the state of
 /// one with nothing in flight is forgotten (its breaker closed).
 pub const MAX_TRACKED_DESTINATIONS: usize = 10_000;
+
+/// How long released deliveries count as on their way to their destination.
+const INCOMING_FOR: Duration = Duration::from_millis(50);
 
 /// The first cool-off of an opened breaker; it doubles after every failed probe.
 pub const FIRST_COOL_OFF: Duration = Duration::from_secs(1);
@@ -130,6 +133,8 @@ pub(crate) struct Transition {
 pub(crate) struct Release {
     pub(crate) destination: String,
     pub(crate) limit: usize,
+    /// The destination's confirmed holds when it was asked.
+    pub(crate) holds: u64,
 }
 
 /// What the gate decided about a claimed delivery.
@@ -172,8 +177,17 @@ struct Dest {
     /// Whether the outbox may hold deliveries of this destination that this gate should
     /// release (it held some, or released some and got all it asked for).
     holding: bool,
+    /// Counts the holds of this destination the outbox confirmed: a release that got fewer
+    /// than it asked clears `holding` only if no hold was confirmed since it was asked.
+    holds: u64,
     /// When, in releases, this destination last had one: for round-robin among equals.
     released_at: u64,
+    /// Deliveries released and not claimed yet: slots on their way to it. Counted for
+    /// [`INCOMING_FOR`] after the last release only: a released delivery another instance
+    /// claimed never comes.
+    incoming: usize,
+    /// When the last release was asked.
+    released: Option<Instant>,
 }
 
 impl Dest {
@@ -185,7 +199,10 @@ impl Dest {
             paused_until: None,
             bucket: None,
             holding: false,
+            holds: 0,
             released_at: 0,
+            incoming: 0,
+            released: None,
         }
     }
 
@@ -201,6 +218,15 @@ impl Dest {
     /// Whether it can take an attempt now, its limit aside.
     fn open_for_work(&self) -> bool {
         self.breaker == Breaker::Closed && self.paused_until.is_none()
+    }
+
+    /// Its attempts in flight and the deliveries on their way to it.
+    fn load(&self) -> usize {
+        let incoming = match self.released {
+            Some(at) if at.elapsed() < INCOMING_FOR => self.incoming,
+            _ => 0,
+        };
+        self.in_flight + incoming
     }
 
     /// Counts towards the fair share: it has attempts in flight, or deliveries held that could
@@ -240,14 +266,31 @@ impl Gate {
 
     /// How many attempts `dest` may have in flight now.
     fn limit(&self, dest: &str) -> usize {
+        let active = self.dests.values().filter(|d| d.active()).count();
+        self.limit_among(self.dests.get(dest), active)
+    }
+
+    /// The limit of destination `d` (`None`: one without state) when `active` destinations
+    /// are active.
+    fn limit_among(&self, d: Option<&Dest>, active: usize) -> usize {
         let cap = self.config.per_destination_concurrency;
-        let others = (self.dests.iter())
-            .filter(|(name, d)| name.as_str() != dest && d.active())
-            .count();
+        let others = active - usize::from(d.is_some_and(Dest::active));
         if others == 0 {
             return cap;
         }
         self.concurrency.div_ceil(others + 1).clamp(1, cap)
+    }
+
+    /// Among the destinations other than `dest` that hold deliveries and could take one more,
+    /// the one with the least load (attempts in flight and deliveries on their way), the one
+    /// released longest ago among equals: the destination furthest below its share.
+    fn starved(&self, dest: &str) -> Option<(&str, usize)> {
+        let active = self.dests.values().filter(|d| d.active()).count();
+        (self.dests.iter())
+            .filter(|(name, d)| name.as_str() != dest && d.holding && d.open_for_work())
+            .filter(|(_, d)| d.load() < self.limit_among(Some(d), active))
+            .min_by_key(|(_, d)| (d.load(), d.released_at))
+            .map(|(name, d)| (name.as_str(), d.load()))
     }
 
     fn entry(&mut self, dest: &str) -> &mut Dest {
@@ -268,12 +311,22 @@ impl Gate {
     }
 
     /// Whether a claimed delivery to `dest` goes now. A delivery that goes counts as in flight
-    /// until [`Gate::finish`].
-    pub(crate) fn admit(&mut self, dest: &str, now: OffsetDateTime) -> (Admit, Vec<Transition>) {
-        let mut transitions = Vec::new();
+    /// until [`Gate::finish`]. One held because another destination is further below its share
+    /// hands its slot over: `follow` releases one of that destination's. Without a `slot` free
+    /// (a claim that looked past the free slots) it is held for capacity.
+    pub(crate) fn admit(&mut self, dest: &str, now: OffsetDateTime, slot: bool) -> (Admit, Follow) {
+        let mut follow = Follow::default();
+        if !slot {
+            let d = self.entry(dest);
+            d.incoming = d.incoming.saturating_sub(1);
+            return (Admit::Hold(HoldReason::Capacity), follow);
+        }
+        let transitions = &mut follow.transitions;
         let limit = self.limit(dest);
+        let starved = self.starved(dest).map(|(name, load)| (name.to_owned(), load));
         let rate = self.config.per_destination_rate;
         let d = self.entry(dest);
+        d.incoming = d.incoming.saturating_sub(1);
         if let Breaker::Open { until, cool_off } = d.breaker
             && now >= until
         {
@@ -297,6 +350,17 @@ impl Gate {
             Breaker::HalfOpen { .. } | Breaker::Closed if d.in_flight >= limit => {
                 Admit::Hold(HoldReason::Capacity)
             }
+            Breaker::HalfOpen { .. } | Breaker::Closed
+                if starved
+                    .as_ref()
+                    .is_some_and(|(_, least)| d.in_flight > *least) =>
+            {
+                if let Some((name, _)) = &starved {
+                    let release = self.release(name, 1);
+                    follow.releases.push(release);
+                }
+                return (Admit::Hold(HoldReason::Capacity), follow);
+            }
             _ => match rate.map(|rate| take_token(&mut d.bucket, rate, now)) {
                 Some(Err(next)) => {
                     d.paused_until = Some(next);
@@ -314,10 +378,16 @@ impl Gate {
                 }
             },
         };
-        if matches!(admit, Admit::Hold(_)) {
+        (admit, follow)
+    }
+
+    /// The outbox held `n` deliveries of `dest` (after [`Admit::Hold`]).
+    pub(crate) fn held(&mut self, dest: &str, n: u64) {
+        if n > 0 {
+            let d = self.entry(dest);
             d.holding = true;
+            d.holds += 1;
         }
-        (admit, transitions)
     }
 
     /// An admitted attempt to `dest` finished in `outcome` at `now`: the breaker learns from
@@ -370,8 +440,9 @@ impl Gate {
             let in_flight = d.in_flight;
             let limit = self.limit(dest);
             follow.releases.push(self.release(dest, limit.saturating_sub(in_flight)));
-        } else if let Some(release) = self.release_freed_slot() {
-            follow.releases.push(release);
+        } else if let Some(name) = self.starved("").map(|(name, _)| name.to_owned()) {
+            // The freed slot goes to the destination furthest below its share.
+            follow.releases.push(self.release(&name, 1));
         }
         if self.dests.get(dest).is_some_and(Dest::pristine) {
             self.dests.remove(dest);
@@ -379,36 +450,34 @@ impl Gate {
         follow
     }
 
-    /// One held delivery of the destination furthest below its share, if one holds any.
-    fn release_freed_slot(&mut self) -> Option<Release> {
-        let candidates: Vec<(String, usize, u64)> = (self.dests.iter())
-            .filter(|(_, d)| d.holding && d.open_for_work())
-            .map(|(name, d)| (name.clone(), d.in_flight, d.released_at))
-            .collect();
-        let (name, _, _) = candidates
-            .into_iter()
-            .filter(|(name, in_flight, _)| *in_flight < self.limit(name))
-            .min_by_key(|(_, in_flight, released_at)| (*in_flight, *released_at))?;
-        Some(self.release(&name, 1))
-    }
-
     fn release(&mut self, dest: &str, limit: usize) -> Release {
         self.releases += 1;
         let stamp = self.releases;
+        let mut holds = 0;
         if let Some(d) = self.dests.get_mut(dest) {
             d.released_at = stamp;
+            d.incoming += limit;
+            d.released = Some(Instant::now());
+            holds = d.holds;
         }
         Release {
             destination: dest.to_owned(),
             limit,
+            holds,
         }
     }
 
-    /// The outbox let `got` of the `asked` deliveries of `dest` go: fewer means it holds no
-    /// more of them.
-    pub(crate) fn released(&mut self, dest: &str, asked: usize, got: u64) {
-        if usize::try_from(got).is_ok_and(|got| got < asked)
+    /// The outbox let `got` of the deliveries `release` asked for go: fewer means it holds no
+    /// more of them, unless a hold was confirmed since.
+    pub(crate) fn released(&mut self, release: &Release, got: u64) {
+        let dest = release.destination.as_str();
+        let got = usize::try_from(got).unwrap_or(usize::MAX);
+        if let Some(d) = self.dests.get_mut(dest) {
+            d.incoming = d.incoming.saturating_sub(release.limit.saturating_sub(got));
+        }
+        if got < release.limit
             && let Some(d) = self.dests.get_mut(dest)
+            && d.holds == release.holds
         {
             d.holding = false;
             if d.pristine() {
@@ -506,6 +575,11 @@ impl Gate {
         states
     }
 
+    /// Whether a destination holds deliveries that could go.
+    pub(crate) fn contended(&self) -> bool {
+        self.dests.values().any(|d| d.holding && d.open_for_work())
+    }
+
     /// How many breakers are open or half-open.
     pub(crate) fn open_breakers(&self) -> usize {
         (self.dests.values())
@@ -569,27 +643,24 @@ mod tests {
     fn a_destination_alone_gets_its_cap_and_shares_fairly_once_another_has_work() {
         let mut gate = gate(4, 6);
         for _ in 0..4 {
-            assert_eq!(gate.admit(A, T0).0, Admit::Go);
+            assert_eq!(gate.admit(A, T0, true).0, Admit::Go);
         }
-        assert_eq!(gate.admit(A, T0).0, Admit::Hold(HoldReason::Capacity));
+        assert_eq!(gate.admit(A, T0, true).0, Admit::Hold(HoldReason::Capacity));
+        gate.held(A, 1);
         // B has work: its share is ceil(6 / 2) = 3.
         for _ in 0..3 {
-            assert_eq!(gate.admit(B, T0).0, Admit::Go);
+            assert_eq!(gate.admit(B, T0, true).0, Admit::Go);
         }
-        assert_eq!(gate.admit(B, T0).0, Admit::Hold(HoldReason::Capacity));
+        assert_eq!(gate.admit(B, T0, true).0, Admit::Hold(HoldReason::Capacity));
+        gate.held(B, 1);
         // A finishes one: A is over its share (4 > 3), B at it; A's own held one is not
         // released while A is at or over its share.
         let follow = gate.finish(A, &status(200), T0);
         assert_eq!(follow.releases, []);
         let follow = gate.finish(A, &status(200), T0);
         // A has 2 in flight, below its share of 3, and holds: one of A's goes.
-        assert_eq!(
-            follow.releases,
-            [Release {
-                destination: A.to_owned(),
-                limit: 1
-            }]
-        );
+        assert_eq!(follow.releases[0].destination, A);
+        assert_eq!(follow.releases[0].limit, 1);
         // B finishes: B (2 in flight) is now the furthest below.
         let follow = gate.finish(B, &status(204), T0);
         assert_eq!(follow.releases[0].destination, B);
@@ -599,7 +670,7 @@ mod tests {
     fn five_failures_open_the_breaker_and_a_probe_closes_it() {
         let mut gate = gate(8, 64);
         for _ in 0..5 {
-            assert_eq!(gate.admit(A, T0).0, Admit::Go);
+            assert_eq!(gate.admit(A, T0, true).0, Admit::Go);
         }
         for i in 0..4 {
             let follow = gate.finish(A, &Outcome::ConnectError, T0);
@@ -613,25 +684,26 @@ mod tests {
                 to: BreakerState::Open
             }]
         );
-        assert_eq!(gate.admit(A, T0).0, Admit::Hold(HoldReason::Breaker));
+        assert_eq!(gate.admit(A, T0, true).0, Admit::Hold(HoldReason::Breaker));
+        gate.held(A, 1);
         assert_eq!(gate.next_wake(), Some(T0 + secs(1)));
         // Other destinations are not affected.
-        assert_eq!(gate.admit(B, T0).0, Admit::Go);
+        assert_eq!(gate.admit(B, T0, true).0, Admit::Go);
 
         // The cool-off ends: half-open, one probe released.
         let follow = gate.wake(T0 + secs(1));
         assert_eq!(follow.transitions[0].to, BreakerState::HalfOpen);
         assert_eq!(follow.releases[0].limit, 1);
-        assert_eq!(gate.admit(A, T0 + secs(1)).0, Admit::Go);
+        assert_eq!(gate.admit(A, T0 + secs(1), true).0, Admit::Go);
         assert_eq!(
-            gate.admit(A, T0 + secs(1)).0,
+            gate.admit(A, T0 + secs(1), true).0,
             Admit::Hold(HoldReason::Breaker)
         );
         // The probe fails: open again for twice as long.
         gate.finish(A, &Outcome::Timeout, T0 + secs(1));
         assert_eq!(gate.next_wake(), Some(T0 + secs(3)));
         gate.wake(T0 + secs(3));
-        assert_eq!(gate.admit(A, T0 + secs(3)).0, Admit::Go);
+        assert_eq!(gate.admit(A, T0 + secs(3), true).0, Admit::Go);
         // A 2xx closes it and releases up to the limit.
         let follow = gate.finish(A, &status(200), T0 + secs(3));
         assert_eq!(follow.transitions[0].to, BreakerState::Closed);
@@ -650,14 +722,14 @@ mod tests {
             },
             64,
         );
-        gate.admit(A, T0);
+        gate.admit(A, T0, true);
         gate.finish(A, &Outcome::Timeout, T0);
         let mut at = T0;
         for expected in [1, 2, 3, 3] {
             assert_eq!(gate.next_wake(), Some(at + secs(expected)));
             at += secs(expected);
             gate.wake(at);
-            assert_eq!(gate.admit(A, at).0, Admit::Go);
+            assert_eq!(gate.admit(A, at, true).0, Admit::Go);
             gate.finish(A, &Outcome::ConnectError, at);
         }
     }
@@ -665,7 +737,7 @@ mod tests {
     #[test]
     fn retry_after_pauses_the_destination_and_a_4xx_is_no_failure() {
         let mut gate = gate(8, 64);
-        gate.admit(A, T0);
+        gate.admit(A, T0, true);
         gate.finish(
             A,
             &Outcome::Status {
@@ -674,14 +746,15 @@ mod tests {
             },
             T0,
         );
-        assert_eq!(gate.admit(A, T0 + secs(1)).0, Admit::Hold(HoldReason::Paused));
+        assert_eq!(gate.admit(A, T0 + secs(1), true).0, Admit::Hold(HoldReason::Paused));
+        gate.held(A, 1);
         assert_eq!(gate.next_wake(), Some(T0 + secs(2)));
         let follow = gate.wake(T0 + secs(2));
         assert_eq!(follow.releases[0].limit, 8);
-        assert_eq!(gate.admit(A, T0 + secs(2)).0, Admit::Go);
+        assert_eq!(gate.admit(A, T0 + secs(2), true).0, Admit::Go);
         for _ in 0..10 {
             gate.finish(A, &status(404), T0);
-            gate.admit(A, T0);
+            gate.admit(A, T0, true);
         }
         assert_eq!(gate.open_breakers(), 0);
     }
@@ -696,27 +769,29 @@ mod tests {
             64,
         );
         // A burst of two, then one every half second.
-        assert_eq!(gate.admit(A, T0).0, Admit::Go);
-        assert_eq!(gate.admit(A, T0).0, Admit::Go);
-        assert_eq!(gate.admit(A, T0).0, Admit::Hold(HoldReason::Paused));
+        assert_eq!(gate.admit(A, T0, true).0, Admit::Go);
+        assert_eq!(gate.admit(A, T0, true).0, Admit::Go);
+        assert_eq!(gate.admit(A, T0, true).0, Admit::Hold(HoldReason::Paused));
+        gate.held(A, 1);
         assert_eq!(gate.next_wake(), Some(T0 + Duration::from_millis(500)));
         let follow = gate.wake(T0 + Duration::from_millis(500));
         assert_eq!(follow.releases[0].limit, 1);
-        assert_eq!(gate.admit(A, T0 + Duration::from_millis(500)).0, Admit::Go);
+        assert_eq!(gate.admit(A, T0 + Duration::from_millis(500), true).0, Admit::Go);
     }
 
     #[test]
     fn a_quiet_destination_leaves_no_state_and_the_sweep_adopts_orphans() {
         let mut gate = gate(8, 64);
-        gate.admit(A, T0);
+        gate.admit(A, T0, true);
         gate.finish(A, &status(200), T0);
         assert!(gate.snapshot().is_empty());
         // Held by someone else: released up to the limit.
-        assert_eq!(gate.adopt(B, 100).map(|r| r.limit), Some(8));
-        gate.released(B, 8, 3);
+        let release = gate.adopt(B, 100).unwrap();
+        assert_eq!(release.limit, 8);
+        gate.released(&release, 3);
         assert!(gate.snapshot().is_empty());
         // Not while attempts are in flight: their ends release more.
-        gate.admit(B, T0);
+        gate.admit(B, T0, true);
         assert_eq!(gate.adopt(B, 100), None);
     }
 }

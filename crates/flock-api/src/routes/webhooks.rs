@@ -112,11 +112,8 @@ pub(crate) async fn destinations(
         })
         .collect();
     for gate in state.destinations.snapshot() {
-        let view = match views
-            .iter_mut()
-            .find(|v| v.destination == gate.destination)
-        {
-            Some(view) => view,
+        let index = match views.iter().position(|v| v.destination == gate.destination) {
+            Some(index) => index,
             None if views.len() < DESTINATIONS_MAX => {
                 views.push(DestinationView {
                     destination: gate.destination.clone(),
@@ -128,14 +125,14 @@ pub(crate) async fn destinations(
                     next_probe_at: None,
                     paused_until: None,
                 });
-                let last = views.len() - 1;
-                &mut views[last]
+                views.len() - 1
             }
             None => {
                 truncated = true;
                 continue;
             }
         };
+        let view = &mut views[index];
         view.state = gate.state.as_str();
         view.consecutive_failures = gate.consecutive_failures;
         view.in_flight = gate.in_flight;

@@ -248,7 +248,8 @@ on_every_store!(retry_after:
     retry_after_pauses_the_whole_destination_on_postgres);
 
 /// Ten destinations with equal backlogs, published one after the other: over the run, each
-/// gets between 80% and 120% of an equal share of the deliveries.
+/// gets between 80% and 120% of an equal share of the deliveries. The receivers hold their
+/// answers until every backlog is published, so that the run starts from equal backlogs.
 async fn fairness(store: StoreUrl) {
     let mut s = settings();
     s.store.url = store;
@@ -256,6 +257,7 @@ async fn fairness(store: StoreUrl) {
     let receivers: Vec<Receiver> = (0..10)
         .map(|_| {
             Receiver::start(Script {
+                hold: true,
                 delay: Duration::from_millis(20),
                 ..Script::default()
             })
@@ -266,16 +268,28 @@ async fn fairness(store: StoreUrl) {
         publish(&app, &receiver.url, BACKLOG).await;
     }
     let counts = || -> Vec<usize> { receivers.iter().map(|r| r.received().len()).collect() };
-    // Past the start (the first destinations published get their slots first), up to the
-    // moment the first destination has its whole backlog.
-    let start = eventually("a fifth of the deliveries", async || {
-        let counts = counts();
-        (counts.iter().sum::<usize>() >= BACKLOG * 2).then_some(counts)
+    // Every slot is taken (the first two destinations published have their cap each).
+    eventually("every slot taken", async || {
+        (counts().iter().sum::<usize>() >= 64).then_some(())
     })
     .await;
-    let end = eventually("one destination done", async || {
+    for receiver in &receivers {
+        receiver.release();
+    }
+    // Past the start: what the first destinations had in flight is answered, and every
+    // destination has had a delivery (claims go by due time, so a backlog published behind
+    // others is first seen when the claims reach it).
+    let start = eventually("every destination served, and a tenth more", async || {
         let counts = counts();
-        counts.iter().any(|n| *n >= BACKLOG).then_some(counts)
+        (counts.iter().sum::<usize>() >= 64 + BACKLOG && counts.iter().all(|n| *n > 0))
+            .then_some(counts)
+    })
+    .await;
+    // Up to seven tenths of all, or one destination done, whichever comes first.
+    let end = eventually("seven tenths, or one destination done", async || {
+        let counts = counts();
+        (counts.iter().sum::<usize>() >= BACKLOG * 7 || counts.iter().any(|n| *n >= BACKLOG))
+            .then_some(counts)
     })
     .await;
     let shares: Vec<usize> = end.iter().zip(&start).map(|(e, s)| e - s).collect();
@@ -364,6 +378,8 @@ async fn caps_are_per_instance_on_one_postgres() {
         let mut s = settings();
         s.store.url = db.url().clone();
         s.webhooks.per_destination_concurrency = 2;
+        // The receiver counts requests: none may time out and be tried again meanwhile.
+        s.webhooks.timeout_ms = 30_000;
         s.webhooks.poll_interval_ms = 50;
         s.server.shutdown_grace_ms = 100;
         TestApp::start(s)
