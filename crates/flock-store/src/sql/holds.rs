@@ -65,8 +65,13 @@ where
     }
 
     /// Lets the longest-held `limit` of the deliveries `destination` holds go, due at `now`;
-    /// answers how many. The outer condition checks each row again once it is locked, so that
-    /// two instances releasing at once never count one delivery twice.
+    /// answers how many.
+    ///
+    /// The rows are picked in a common table expression, which Postgres runs once: as a
+    /// subquery of the `UPDATE`, it may run again for each row, and its `SKIP LOCKED` then
+    /// skips the rows this statement just changed and picks more than `limit`. The `UPDATE`
+    /// checks the condition again on each row once it holds its lock, so that two instances
+    /// releasing at once never both count one delivery.
     pub(super) async fn release(
         conn: &mut D::Connection,
         destination: &str,
@@ -74,10 +79,11 @@ where
         now: OffsetDateTime,
     ) -> Result<Done, sqlx::Error> {
         let release = format!(
-            "UPDATE deliveries SET due_at = $1, held = NULL, held_since = NULL \
-             WHERE {HELD} AND id IN ( \
+            "WITH picked AS ( \
                  SELECT id FROM deliveries WHERE destination = $2 AND {HELD} \
                  ORDER BY held_since, id LIMIT $3{}) \
+             UPDATE deliveries SET due_at = $1, held = NULL, held_since = NULL \
+             WHERE {HELD} AND id IN (SELECT id FROM picked) \
              RETURNING id",
             D::SKIP_LOCKED
         );
@@ -98,6 +104,7 @@ where
     /// (the longest held first) as `destination_unavailable` at `now`, keeping their body and
     /// secret for a redelivery; each ordered one lets the next delivery of its webhook go
     /// ([`RELEASE`]). Answers how many failed, and wakes the dispatcher when a next one went.
+    /// The rows are picked as [`Sql::release`] picks them.
     pub(super) async fn expire_holds(
         conn: &mut D::Connection,
         held_before: OffsetDateTime,
@@ -105,11 +112,12 @@ where
         limit: usize,
     ) -> Result<Done, sqlx::Error> {
         let expire = format!(
-            "UPDATE deliveries SET state = 'failed', failure = $1, completed_at = $2, \
-                 due_at = NULL, held = NULL, held_since = NULL \
-             WHERE {HELD} AND held_since < $3 AND id IN ( \
+            "WITH picked AS ( \
                  SELECT id FROM deliveries WHERE {HELD} AND held_since < $3 \
                  ORDER BY held_since, id LIMIT $4{}) \
+             UPDATE deliveries SET state = 'failed', failure = $1, completed_at = $2, \
+                 due_at = NULL, held = NULL, held_since = NULL \
+             WHERE {HELD} AND id IN (SELECT id FROM picked) \
              RETURNING id, ordered",
             D::SKIP_LOCKED
         );
@@ -157,10 +165,7 @@ mod tests {
             include_str!("../../migrations/sqlite/0007_destinations.sql"),
             include_str!("../../migrations/postgres/0007_destinations.sql"),
         ] {
-            assert!(
-                migration.contains(&format!("WHERE {HELD};")),
-                "{migration}"
-            );
+            assert!(migration.contains(&format!("WHERE {HELD};")), "{migration}");
         }
     }
 }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flock_delivery::{
-    AttemptView, DeliveryState, DeliveryView, FailedQuery, HeldDeliveries, HoldReason,
-    OutboxCounts,
+    AttemptView, DeliveryState, DeliveryView, FailedQuery, HeldDeliveries, HoldReason, OutboxCounts,
 };
 use flock_models::{Artifact, TenantId, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
@@ -16,11 +15,11 @@ use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row a
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::holds::HELD;
 use super::rows::{
     ArtifactFields, bad, ceil_micros, int, parse_error_kind, parse_failure, parse_state, to_u32,
     to_u64,
 };
-use super::holds::HELD;
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
 
@@ -182,7 +181,12 @@ where
         );
         let mut args = D::Arguments::default();
         if let Some(tenant) = tenant {
-            bind(&mut select, &mut args, " AND tenant = ", tenant.as_str().to_owned())?;
+            bind(
+                &mut select,
+                &mut args,
+                " AND tenant = ",
+                tenant.as_str().to_owned(),
+            )?;
         }
         let order = " GROUP BY destination ORDER BY count(*) DESC, destination LIMIT ";
         bind(&mut select, &mut args, order, int(limit))?;
