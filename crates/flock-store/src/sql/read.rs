@@ -15,7 +15,7 @@ use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row a
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::holds::HELD;
+use super::holds::held_statement;
 use super::rows::{
     ArtifactFields, bad, ceil_micros, int, parse_error_kind, parse_failure, parse_state, to_u32,
     to_u64,
@@ -175,24 +175,12 @@ where
         tenant: Option<TenantId>,
         limit: usize,
     ) -> Result<Vec<HeldDeliveries>, sqlx::Error> {
-        let mut select = format!(
-            "SELECT destination, count(*) AS held, min(held_since) AS oldest FROM deliveries \
-             WHERE {HELD}"
-        );
-        let mut args = D::Arguments::default();
+        let select = held_statement(tenant.is_some());
+        let mut query = sqlx::query(&select).bind(int(limit));
         if let Some(tenant) = tenant {
-            bind(
-                &mut select,
-                &mut args,
-                " AND tenant = ",
-                tenant.as_str().to_owned(),
-            )?;
+            query = query.bind(tenant.as_str().to_owned());
         }
-        let order = " GROUP BY destination ORDER BY count(*) DESC, destination LIMIT ";
-        bind(&mut select, &mut args, order, int(limit))?;
-        let rows = sqlx::query_with(&select, args)
-            .fetch_all(&self.readers)
-            .await?;
+        let rows = query.fetch_all(&self.readers).await?;
         (rows.iter())
             .map(|row| {
                 let destination: Option<String> = row.try_get("destination")?;
