@@ -63,7 +63,7 @@ pub(crate) fn expire_statement(skip_locked: &str) -> String {
 pub(crate) fn held_statement(by_tenant: bool) -> String {
     let tenant = if by_tenant { " AND tenant = $2" } else { "" };
     format!(
-        "SELECT destination, count(*) AS held, min(held_since) AS oldest FROM deliveries \
+        "SELECT destination, count(*) AS how_many, min(held_since) AS oldest FROM deliveries \
          WHERE {HELD}{tenant} \
          GROUP BY destination ORDER BY count(*) DESC, destination LIMIT $1"
     )

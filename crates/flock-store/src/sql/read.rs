@@ -187,7 +187,7 @@ where
                 Ok(HeldDeliveries {
                     destination: destination
                         .ok_or_else(|| bad("a held delivery has no destination"))?,
-                    held: to_u64(row.try_get("held")?, "count")?,
+                    held: to_u64(row.try_get("how_many")?, "count")?,
                     oldest: Self::time(row, "oldest")?,
                 })
             })
