@@ -154,7 +154,10 @@ pub(crate) enum Done {
     Pruned(u64),
     /// Deliveries held, released or failed by their destination's holds: how many, and
     /// whether that gave the dispatcher something to do (deliveries due again).
-    Moved { count: u64, wakes: bool },
+    Moved {
+        count: u64,
+        wakes: bool,
+    },
 }
 
 impl Done {

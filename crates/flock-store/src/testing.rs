@@ -1,6 +1,7 @@
 //! Test helpers (the `testing` feature): a throw-away Postgres database per test (or benchmark
 //! run), on the server that `FLOCK_TEST_POSTGRES_URL` names, and a failure injected into a
-//! database's artifact inserts (a real trigger, so a write really fails part-way).
+//! database's artifact inserts (a real trigger, so a write really fails part-way), and the
+//! statements of the destinations' holds, whose plans tests check.
 
 use std::fmt;
 use std::str::FromStr as _;
@@ -8,6 +9,8 @@ use std::str::FromStr as _;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _};
 
+use crate::sql::Dialect;
+use crate::sql::holds::{expire_statement, held_statement, release_statement};
 use crate::url::StoreUrl;
 
 /// The environment variable naming a Postgres server for tests, such as
@@ -118,6 +121,25 @@ impl fmt::Debug for PostgresTestDatabase {
             .field("url", &self.url)
             .finish()
     }
+}
+
+/// The statements of receiver isolation's holds that read the index `deliveries_held`, as
+/// Postgres runs them (`postgres`) or SQLite does, by name: `release` (`$1` due time, `$2`
+/// destination, `$3` limit), `expire` (`$1` failure, `$2` now, `$3` held before, `$4`
+/// limit), `held` (`$1` limit) and `held of a tenant` (`$1` limit, `$2` tenant). Times are
+/// bound as each database stores them: microseconds (SQLite), timestamps (Postgres).
+pub fn hold_statements(postgres: bool) -> [(&'static str, String); 4] {
+    let skip_locked = if postgres {
+        <sqlx::Postgres as Dialect>::SKIP_LOCKED
+    } else {
+        <sqlx::Sqlite as Dialect>::SKIP_LOCKED
+    };
+    [
+        ("release", release_statement(skip_locked)),
+        ("expire", expire_statement(skip_locked)),
+        ("held", held_statement(false)),
+        ("held of a tenant", held_statement(true)),
+    ]
 }
 
 /// Makes the database at `url` fail every artifact insert once it holds `keep` artifacts: a

@@ -24,6 +24,51 @@ const HOLD: &str = "\
 UPDATE deliveries SET lease_token = NULL, due_at = NULL, held = $1, held_since = $2 \
     WHERE id = $3 AND lease_token = $4 AND state = 'pending' RETURNING id";
 
+/// Lets the longest-held `$3` of the deliveries destination `$2` holds go, due at `$1`, and
+/// answers their ids; `skip_locked` ends the subquery that picks them ([`Dialect::SKIP_LOCKED`]).
+///
+/// The rows are picked in a common table expression, which Postgres runs once: as a subquery
+/// of the `UPDATE`, it may run again for each row, and its `SKIP LOCKED` then skips the rows
+/// the statement just changed and picks more than the limit. The `UPDATE` checks the condition
+/// again on each row once it holds its lock, so that two instances releasing at once never
+/// both count one delivery.
+pub(crate) fn release_statement(skip_locked: &str) -> String {
+    format!(
+        "WITH picked AS ( \
+             SELECT id FROM deliveries WHERE destination = $2 AND {HELD} \
+             ORDER BY held_since, id LIMIT $3{skip_locked}) \
+         UPDATE deliveries SET due_at = $1, held = NULL, held_since = NULL \
+         WHERE {HELD} AND id IN (SELECT id FROM picked) \
+         RETURNING id"
+    )
+}
+
+/// Fails up to `$4` deliveries held by their destination since before `$3`, the longest held
+/// first, as `$1` completed at `$2`, and answers their ids and whether each is ordered; picked
+/// as [`release_statement`] picks them.
+pub(crate) fn expire_statement(skip_locked: &str) -> String {
+    format!(
+        "WITH picked AS ( \
+             SELECT id FROM deliveries WHERE {HELD} AND held_since < $3 \
+             ORDER BY held_since, id LIMIT $4{skip_locked}) \
+         UPDATE deliveries SET state = 'failed', failure = $1, completed_at = $2, \
+             due_at = NULL, held = NULL, held_since = NULL \
+         WHERE {HELD} AND id IN (SELECT id FROM picked) \
+         RETURNING id, ordered"
+    )
+}
+
+/// Counts the held deliveries of each destination (of tenant `$2` only, when `by_tenant`),
+/// with the oldest hold, the `$1` destinations that hold the most (then by name).
+pub(crate) fn held_statement(by_tenant: bool) -> String {
+    let tenant = if by_tenant { " AND tenant = $2" } else { "" };
+    format!(
+        "SELECT destination, count(*) AS how_many, min(held_since) AS oldest FROM deliveries \
+         WHERE {HELD}{tenant} \
+         GROUP BY destination ORDER BY count(*) DESC, destination LIMIT $1"
+    )
+}
+
 impl<D: Dialect> Sql<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
@@ -64,23 +109,15 @@ where
         })
     }
 
-    /// Lets the longest-held `limit` of the deliveries `destination` holds go, due at `now`;
-    /// answers how many. The outer condition checks each row again once it is locked, so that
-    /// two instances releasing at once never count one delivery twice.
+    /// Lets the longest-held `limit` of the deliveries `destination` holds go, due at `now`
+    /// ([`release_statement`]); answers how many.
     pub(super) async fn release(
         conn: &mut D::Connection,
         destination: &str,
         limit: usize,
         now: OffsetDateTime,
     ) -> Result<Done, sqlx::Error> {
-        let release = format!(
-            "UPDATE deliveries SET due_at = $1, held = NULL, held_since = NULL \
-             WHERE {HELD} AND id IN ( \
-                 SELECT id FROM deliveries WHERE destination = $2 AND {HELD} \
-                 ORDER BY held_since, id LIMIT $3{}) \
-             RETURNING id",
-            D::SKIP_LOCKED
-        );
+        let release = release_statement(D::SKIP_LOCKED);
         let released = sqlx::query(&release)
             .bind(D::time(now))
             .bind(destination.to_owned())
@@ -104,15 +141,7 @@ where
         now: OffsetDateTime,
         limit: usize,
     ) -> Result<Done, sqlx::Error> {
-        let expire = format!(
-            "UPDATE deliveries SET state = 'failed', failure = $1, completed_at = $2, \
-                 due_at = NULL, held = NULL, held_since = NULL \
-             WHERE {HELD} AND held_since < $3 AND id IN ( \
-                 SELECT id FROM deliveries WHERE {HELD} AND held_since < $3 \
-                 ORDER BY held_since, id LIMIT $4{}) \
-             RETURNING id, ordered",
-            D::SKIP_LOCKED
-        );
+        let expire = expire_statement(D::SKIP_LOCKED);
         let now = D::time(now);
         let failed: Vec<(Uuid, i64)> = sqlx::query_as(&expire)
             .bind(failure_name(GiveUp::DestinationUnavailable).to_owned())
@@ -157,10 +186,7 @@ mod tests {
             include_str!("../../migrations/sqlite/0007_destinations.sql"),
             include_str!("../../migrations/postgres/0007_destinations.sql"),
         ] {
-            assert!(
-                migration.contains(&format!("WHERE {HELD};")),
-                "{migration}"
-            );
+            assert!(migration.contains(&format!("WHERE {HELD};")), "{migration}");
         }
     }
 }

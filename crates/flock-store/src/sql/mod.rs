@@ -8,7 +8,7 @@
 //! its users, so they cannot be said once on [`Dialect`].
 
 pub(crate) mod batch;
-mod holds;
+pub(crate) mod holds;
 mod read;
 pub(crate) mod rows;
 mod write;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flock_delivery::{
-    AttemptView, DeliveryState, DeliveryView, FailedQuery, HeldDeliveries, HoldReason,
-    OutboxCounts,
+    AttemptView, DeliveryState, DeliveryView, FailedQuery, HeldDeliveries, HoldReason, OutboxCounts,
 };
 use flock_models::{Artifact, TenantId, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, Page};
@@ -16,11 +15,11 @@ use sqlx::{Arguments as _, ColumnIndex, Database, Executor, IntoArguments, Row a
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::holds::held_statement;
 use super::rows::{
     ArtifactFields, bad, ceil_micros, int, parse_error_kind, parse_failure, parse_state, to_u32,
     to_u64,
 };
-use super::holds::HELD;
 use super::{Dialect, Sql, Value};
 use crate::durable::Reads;
 
@@ -176,26 +175,19 @@ where
         tenant: Option<TenantId>,
         limit: usize,
     ) -> Result<Vec<HeldDeliveries>, sqlx::Error> {
-        let mut select = format!(
-            "SELECT destination, count(*) AS held, min(held_since) AS oldest FROM deliveries \
-             WHERE {HELD}"
-        );
-        let mut args = D::Arguments::default();
+        let select = held_statement(tenant.is_some());
+        let mut query = sqlx::query(&select).bind(int(limit));
         if let Some(tenant) = tenant {
-            bind(&mut select, &mut args, " AND tenant = ", tenant.as_str().to_owned())?;
+            query = query.bind(tenant.as_str().to_owned());
         }
-        let order = " GROUP BY destination ORDER BY count(*) DESC, destination LIMIT ";
-        bind(&mut select, &mut args, order, int(limit))?;
-        let rows = sqlx::query_with(&select, args)
-            .fetch_all(&self.readers)
-            .await?;
+        let rows = query.fetch_all(&self.readers).await?;
         (rows.iter())
             .map(|row| {
                 let destination: Option<String> = row.try_get("destination")?;
                 Ok(HeldDeliveries {
                     destination: destination
                         .ok_or_else(|| bad("a held delivery has no destination"))?,
-                    held: to_u64(row.try_get("held")?, "count")?,
+                    held: to_u64(row.try_get("how_many")?, "count")?,
                     oldest: Self::time(row, "oldest")?,
                 })
             })

@@ -5,6 +5,7 @@
 mod behaviour;
 mod destinations;
 mod durable;
+mod holds;
 mod idempotency;
 mod keys;
 mod query;
