@@ -687,8 +687,7 @@ impl Settings {
         if w.max_hold_secs == 0 {
             return Err(invalid("webhooks.max_hold_secs", "must be at least 1"));
         }
-        if w
-            .per_destination_rate
+        if w.per_destination_rate
             .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
         {
             return Err(invalid(

@@ -119,7 +119,9 @@ impl DeliveryConfig {
             ));
         }
         if isolation.breaker_failures == 0 {
-            return Err(ConfigError::Isolation("breaker.failures must be at least 1"));
+            return Err(ConfigError::Isolation(
+                "breaker.failures must be at least 1",
+            ));
         }
         if isolation.breaker_max_open < crate::gate::FIRST_COOL_OFF {
             return Err(ConfigError::Isolation(

@@ -532,7 +532,9 @@ async fn sweep(shared: &Shared) {
                 "webhook deliveries held longer than max_hold_secs failed"
             );
         }
-        Err(e) => error!(error = %error_chain(&e), "failing webhook deliveries held too long failed"),
+        Err(e) => {
+            error!(error = %error_chain(&e), "failing webhook deliveries held too long failed")
+        }
     }
     let held = match shared.outbox.held(None, SWEEP_LIMIT).await {
         Ok(held) => held,

@@ -323,7 +323,9 @@ impl Gate {
         }
         let transitions = &mut follow.transitions;
         let limit = self.limit(dest);
-        let starved = self.starved(dest).map(|(name, load)| (name.to_owned(), load));
+        let starved = self
+            .starved(dest)
+            .map(|(name, load)| (name.to_owned(), load));
         let rate = self.config.per_destination_rate;
         let d = self.entry(dest);
         d.incoming = d.incoming.saturating_sub(1);
@@ -439,7 +441,9 @@ impl Gate {
         if closed && d.holding && d.paused_until.is_none() {
             let in_flight = d.in_flight;
             let limit = self.limit(dest);
-            follow.releases.push(self.release(dest, limit.saturating_sub(in_flight)));
+            follow
+                .releases
+                .push(self.release(dest, limit.saturating_sub(in_flight)));
         } else if let Some(name) = self.starved("").map(|(name, _)| name.to_owned()) {
             // The freed slot goes to the destination furthest below its share.
             follow.releases.push(self.release(&name, 1));
@@ -709,7 +713,10 @@ mod tests {
         assert_eq!(follow.transitions[0].to, BreakerState::Closed);
         assert_eq!(follow.releases[0].limit, 8);
         let a = gate.snapshot().into_iter().find(|s| s.destination == A);
-        assert_eq!(a.map(|a| (a.state, a.consecutive_failures)), Some((BreakerState::Closed, 0)));
+        assert_eq!(
+            a.map(|a| (a.state, a.consecutive_failures)),
+            Some((BreakerState::Closed, 0))
+        );
     }
 
     #[test]
@@ -746,7 +753,10 @@ mod tests {
             },
             T0,
         );
-        assert_eq!(gate.admit(A, T0 + secs(1), true).0, Admit::Hold(HoldReason::Paused));
+        assert_eq!(
+            gate.admit(A, T0 + secs(1), true).0,
+            Admit::Hold(HoldReason::Paused)
+        );
         gate.held(A, 1);
         assert_eq!(gate.next_wake(), Some(T0 + secs(2)));
         let follow = gate.wake(T0 + secs(2));
@@ -776,7 +786,10 @@ mod tests {
         assert_eq!(gate.next_wake(), Some(T0 + Duration::from_millis(500)));
         let follow = gate.wake(T0 + Duration::from_millis(500));
         assert_eq!(follow.releases[0].limit, 1);
-        assert_eq!(gate.admit(A, T0 + Duration::from_millis(500), true).0, Admit::Go);
+        assert_eq!(
+            gate.admit(A, T0 + Duration::from_millis(500), true).0,
+            Admit::Go
+        );
     }
 
     #[test]

@@ -21,12 +21,12 @@ mod time_util;
 pub use component::WebhookDeliveryComponent;
 pub use config::{ConfigError, DeliveryConfig};
 pub use dispatcher::{Destinations, Dispatcher, DispatcherHandle, ShutdownReport};
-pub use gate::{
-    BreakerState, DestinationState, FIRST_COOL_OFF, Isolation, MAX_TRACKED_DESTINATIONS,
-};
 /// The vocabulary of an attempt's result, from `flock-retry`: what an attempt came to, and why
 /// a delivery failed ([`Resolution::Failed`], [`DeliveryView::failure`]).
 pub use flock_retry::{GiveUp, Outcome};
+pub use gate::{
+    BreakerState, DestinationState, FIRST_COOL_OFF, Isolation, MAX_TRACKED_DESTINATIONS,
+};
 pub use memory::MemoryOutbox;
 pub use observer::{AttemptObserver, AttemptReport};
 pub use outbox::{

@@ -15,9 +15,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailedQuery, HeldDeliveries,
-    HoldReason, Lease,
-    Outbox, OutboxCounts, OutboxError, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryState, DeliveryView, ErrorKind, FailedQuery,
+    HeldDeliveries, HoldReason, Lease, Outbox, OutboxCounts, OutboxError, Resolution,
 };
 use crate::time_util::add;
 
@@ -661,9 +660,11 @@ impl State {
             self.leases.remove(&(expires_at, lease.token));
             self.in_flight -= 1;
             self.pending += 1;
-            (self.held.entry(Destination::of(&delivery.url).as_str().to_owned()))
-                .or_default()
-                .insert((now, lease.delivery_id));
+            (self
+                .held
+                .entry(Destination::of(&delivery.url).as_str().to_owned()))
+            .or_default()
+            .insert((now, lease.delivery_id));
             entry.status = Status::Held {
                 delivery,
                 reason,
@@ -906,6 +907,11 @@ impl Outbox for MemoryOutbox {
         reason: HoldReason,
         now: OffsetDateTime,
     ) -> Result<u64, OutboxError> {
+        if reason == HoldReason::Ordered {
+            return Err(OutboxError::backend(
+                "a delivery is held as `ordered` only by a claim, never by hold",
+            ));
+        }
         Ok(self.lock().hold(leases, reason, now))
     }
 

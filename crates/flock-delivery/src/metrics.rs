@@ -66,8 +66,12 @@ impl Metrics {
             in_flight: gauge!(DELIVERIES_IN_FLIGHT),
             holds: HoldReason::DESTINATION
                 .map(|reason| counter!(HOLDS_TOTAL, "reason" => reason.as_str())),
-            transitions: [BreakerState::Open, BreakerState::HalfOpen, BreakerState::Closed]
-                .map(|to| counter!(BREAKER_TRANSITIONS_TOTAL, "to" => to.as_str())),
+            transitions: [
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+                BreakerState::Closed,
+            ]
+            .map(|to| counter!(BREAKER_TRANSITIONS_TOTAL, "to" => to.as_str())),
             held: gauge!(DELIVERIES_HELD),
             breakers_open: gauge!(BREAKERS_OPEN),
         }

@@ -92,8 +92,11 @@ impl HoldReason {
 
     /// The reasons a destination holds deliveries for (every one but [`HoldReason::Ordered`]):
     /// those [`Outbox::release`] lets go and [`Outbox::expire_holds`] fails.
-    pub const DESTINATION: [HoldReason; 3] =
-        [HoldReason::Capacity, HoldReason::Breaker, HoldReason::Paused];
+    pub const DESTINATION: [HoldReason; 3] = [
+        HoldReason::Capacity,
+        HoldReason::Breaker,
+        HoldReason::Paused,
+    ];
 
     /// The reason as its snake-case name, as stored, shown, logged and counted.
     pub fn as_str(self) -> &'static str {

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::memory::MemoryOutbox;
 use crate::outbox::{
-    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, HeldDeliveries, HoldReason, Lease, Outbox, OutboxCounts,
-    OutboxError, Resolution,
+    AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, HeldDeliveries, HoldReason, Lease,
+    Outbox, OutboxCounts, OutboxError, Resolution,
 };
 
 /// What a publish whose deliveries the outbox refused fails with (the refusal is its source).

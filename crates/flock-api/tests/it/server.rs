@@ -519,6 +519,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/api/v1/webhook-secret/rotate"),
         ("get", "/api/v1/webhooks/deliveries/failed"),
         ("post", "/api/v1/webhooks/deliveries/redeliver"),
+        ("get", "/api/v1/webhooks/destinations"),
         ("get", "/api/v1/events"),
         ("get", "/"),
         ("get", "/ui"),
