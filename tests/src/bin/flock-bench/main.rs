@@ -88,6 +88,9 @@ enum Phase {
     Auth,
     /// 8: the soak (only when asked for: `--soak-secs`, or `--only soak`).
     Soak,
+    /// 9: a noisy neighbour: a good receiver's creation-to-delivery p99 at 500/s, alone and
+    /// beside a black hole holding 10,000 pending deliveries.
+    Neighbour,
 }
 
 /// The counts of one run of the program.
@@ -382,6 +385,9 @@ async fn run(options: &Options) -> anyhow::Result<()> {
     }
     if options.runs(Phase::Auth) {
         auth_latency(&plan, &builds, &mut table).await?;
+    }
+    if options.runs(Phase::Neighbour) {
+        neighbour(&plan, &builds[0].binary, &client, &receiver, &mut table).await?;
     }
     if options.runs(Phase::Soak) {
         let secs = options.soak_secs.unwrap_or(30 * 60).max(10);
@@ -1181,6 +1187,104 @@ async fn memory(
     let peak = server.memory_kib("VmHWM").context("VmHWM")? as f64 / 1024.0;
     stop(server).await?;
     Ok((idle, peak))
+}
+
+/// The good receiver's rate in the noisy-neighbour measurement, per second.
+const NEIGHBOUR_RATE: u32 = 500;
+/// The black hole's pending deliveries in the noisy-neighbour measurement.
+const NEIGHBOUR_PENDING: usize = 10_000;
+
+/// 9: a good receiver's creation-to-delivery latency at 500/s on the default store (SQLite),
+/// alone and then beside a black hole (a receiver that reads each request and never answers)
+/// holding 10,000 pending deliveries, side by side in each run. Only this build: a build
+/// without receiver isolation gives every slot to the black hole, and the good receiver's
+/// deliveries wait behind its 10-second timeouts for minutes.
+async fn neighbour(
+    plan: &Plan,
+    binary: &std::path::Path,
+    client: &reqwest::Client,
+    receiver: &Receiver,
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut ratios = Vec::new();
+    let (mut alone_p99s, mut beside_p99s) = (Vec::new(), Vec::new());
+    for run in 1..=plan.runs.min(3) {
+        let dir = Workdir::new()?;
+        let config = ServerConfig {
+            store_url: format!("sqlite://{}", dir.path().join("flock.db").display()),
+            ..server_config()
+        };
+        let server = start_with(binary.to_path_buf(), config, &dir).await?;
+        let api = Api::new(server.address())?;
+        let api_url = format!("http://{}", server.address());
+        println!(
+            "neighbour run {run}: flock-api pid {} at {}",
+            server.pid(),
+            server.address()
+        );
+        let mut alone =
+            measure::fixed_rate(client, &api_url, receiver, NEIGHBOUR_RATE, plan.seconds).await?;
+        let hole = Receiver::start(Behaviour {
+            never_answer: true,
+            ..Behaviour::default()
+        })
+        .await?;
+        let body = Arc::new(vec![measure::publish_body(Some(&hole.url()))]);
+        let url = format!("{api_url}/api/v1/artifacts");
+        measure::closed_loop(client, &url, body, NEIGHBOUR_PENDING, 202).await?;
+        // Every delivery to the black hole in flight or held before the measurement starts.
+        let deadline = Instant::now() + limit_for(NEIGHBOUR_PENDING);
+        let destination = {
+            let url = hole.url();
+            let after = url.find("://").map_or(0, |i| i + 3);
+            let end = url[after..].find('/').map_or(url.len(), |i| after + i);
+            url[..end].to_owned()
+        };
+        loop {
+            let page = api.get_json("/api/v1/webhooks/destinations").await?;
+            let waiting = page["destinations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["destination"] == destination.as_str())
+                .map(|d| d["in_flight"].as_u64().unwrap_or(0) + d["held"].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if waiting as usize >= NEIGHBOUR_PENDING {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {waiting} of {NEIGHBOUR_PENDING} black-hole deliveries in flight or held"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut beside =
+            measure::fixed_rate(client, &api_url, receiver, NEIGHBOUR_RATE, plan.seconds).await?;
+        let (alone_p99, beside_p99) = (
+            percentile(&mut alone.latencies_ms, 99.0),
+            percentile(&mut beside.latencies_ms, 99.0),
+        );
+        println!(
+            "neighbour run {run}: good receiver p99 alone {alone_p99:.2} ms ({:.0}/s), beside a black hole of {NEIGHBOUR_PENDING} {beside_p99:.2} ms ({:.0}/s); ratio {:.2}",
+            alone.sent_per_sec,
+            beside.sent_per_sec,
+            beside_p99 / alone_p99
+        );
+        ratios.push(beside_p99 / alone_p99);
+        alone_p99s.push(alone_p99);
+        beside_p99s.push(beside_p99);
+        stop(server).await?;
+    }
+    let ratio = median(&ratios);
+    table.push(format!(
+        "| 9 | noisy neighbour (SQLite): a good receiver's creation → 2xx p99 at {NEIGHBOUR_RATE}/s \
+         alone, then beside a black hole holding {NEIGHBOUR_PENDING} pending | {:.2} ms alone, \
+         {:.2} ms beside: ratio {ratio:.2} | ≤ 1.5 | {} |",
+        median(&alone_p99s),
+        median(&beside_p99s),
+        verdict(ratio <= 1.5)
+    ));
+    Ok(())
 }
 
 /// CPU seconds (user and system, all threads) a process has used so far; 0 without `/proc`.
