@@ -1,6 +1,7 @@
 //! The dispatcher: one loop that claims due deliveries from the outbox in batches, runs up to
 //! `concurrency` attempts at once, records each result and reschedules retries by due time.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -38,6 +39,10 @@ const ENQUEUE_COALESCE: Duration = Duration::from_millis(1);
 /// The shortest sleep between two looks at the outbox when nothing woke the dispatcher.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
+/// How often, at most, the loop claims past a destination that alone has work and is at its
+/// cap (to find other destinations' deliveries behind its backlog).
+const SATURATED_LOOK: Duration = Duration::from_millis(50);
+
 /// The most held deliveries one sweep fails, and the most destinations it looks at.
 const SWEEP_LIMIT: usize = 1_000;
 
@@ -68,11 +73,80 @@ struct Shared {
     metrics: Metrics,
     observer: Option<Arc<dyn AttemptObserver>>,
     gate: Arc<Mutex<Gate>>,
+    parked: Mutex<Parked>,
+}
+
+/// Claimed deliveries waiting in memory, under their leases, for a slot of their destination:
+/// while one destination alone has work and is at its cap, up to its cap of what was claimed
+/// past it waits here, rather than being held in the outbox and released again (two more
+/// writes each). The slots of that destination take them first as they free.
+#[derive(Default)]
+struct Parked {
+    by_destination: HashMap<Destination, VecDeque<ClaimedDelivery>>,
+    len: usize,
+}
+
+impl Parked {
+    /// The longest parked delivery of `destination` whose lease lasts past `lease_needed`;
+    /// those whose lease ends sooner are dropped (the outbox hands them out again when it
+    /// ends).
+    fn pop(
+        &mut self,
+        destination: &Destination,
+        lease_needed: OffsetDateTime,
+    ) -> Option<ClaimedDelivery> {
+        let queue = self.by_destination.get_mut(destination)?;
+        let mut found = None;
+        while let Some(claimed) = queue.pop_front() {
+            self.len -= 1;
+            if claimed.lease.expires_at > lease_needed {
+                found = Some(claimed);
+                break;
+            }
+        }
+        if queue.is_empty() {
+            self.by_destination.remove(destination);
+        }
+        found
+    }
+
+    /// Parks `claimed` unless its destination has `cap` parked already (or `limit` are parked
+    /// in all); gives it back if not.
+    fn park(
+        &mut self,
+        claimed: ClaimedDelivery,
+        destination: &Destination,
+        cap: usize,
+        limit: usize,
+    ) -> Option<ClaimedDelivery> {
+        let queue = self.by_destination.entry(destination.clone()).or_default();
+        if queue.len() >= cap || self.len >= limit {
+            return Some(claimed);
+        }
+        queue.push_back(claimed);
+        self.len += 1;
+        None
+    }
+
+    /// Whether `destination` has `cap` parked.
+    fn full(&self, destination: &str, cap: usize) -> bool {
+        (self.by_destination.iter()).any(|(d, q)| d.as_str() == destination && q.len() >= cap)
+    }
+
+    /// Takes every parked delivery out.
+    fn drain(&mut self) -> Vec<ClaimedDelivery> {
+        self.len = 0;
+        self.by_destination.drain().flat_map(|(_, q)| q).collect()
+    }
 }
 
 impl Shared {
     fn gate(&self) -> MutexGuard<'_, Gate> {
         self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn parked(&self) -> MutexGuard<'_, Parked> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -119,6 +193,7 @@ impl Dispatcher {
                 metrics: Metrics::register(),
                 observer: None,
                 gate,
+                parked: Mutex::new(Parked::default()),
             }),
         })
     }
@@ -267,6 +342,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut gauge_refreshed: Option<Instant> = None;
     let mut swept: Option<Instant> = None;
+    // Whether new work was enqueued since the loop last claimed, and when it last claimed
+    // past a saturated destination.
+    let mut enqueued = true;
+    let mut looked: Option<Instant> = None;
     loop {
         while let Some(joined) = tasks.try_join_next() {
             check_joined(joined);
@@ -280,9 +359,42 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
             sweep(&shared).await;
             swept = Some(Instant::now());
         }
+        // One destination alone at its cap with its parking full: a claim would mostly find
+        // it more of its own (each then held, and released and claimed again later), so the
+        // loop claims only when new work came in (it may be another destination's), at most
+        // every SATURATED_LOOK.
+        let cap = config.isolation.per_destination_concurrency;
+        let saturated = {
+            let gate = shared.gate();
+            gate.saturated_alone()
+                .is_some_and(|dest| shared.parked().full(dest, cap))
+        };
+        // Parked deliveries whose destination has a slot again go first (a saturated
+        // destination's slots take its own as they free).
+        let parked = match saturated {
+            true => Vec::new(),
+            false => shared.parked().drain(),
+        };
+        if !parked.is_empty() {
+            let free = config.concurrency.saturating_sub(tasks.len());
+            for (claimed, destination) in admit(&shared, parked, free).await {
+                tasks.spawn(work(
+                    Arc::clone(&shared),
+                    claimed,
+                    destination,
+                    stop.clone(),
+                ));
+            }
+        }
         let free = config.concurrency.saturating_sub(tasks.len());
         let mut claim_failed = false;
-        if free > 0 {
+        let look_now =
+            !saturated || (enqueued && looked.is_none_or(|at| at.elapsed() >= SATURATED_LOOK));
+        if free > 0 && look_now {
+            enqueued = false;
+            if saturated {
+                looked = Some(Instant::now());
+            }
             // While destinations hold deliveries, look past the free slots: what is claimed
             // beyond them is held for capacity at once, so that a backlog published one
             // destination after another is seen, and shared, sooner.
@@ -296,6 +408,11 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 .await
             {
                 Ok(batch) => {
+                    // A full batch past a saturated destination may have more behind it: look
+                    // again (at the same pace) even without new work.
+                    if saturated && batch.len() >= look {
+                        enqueued = true;
+                    }
                     for (claimed, destination) in admit(&shared, batch, free).await {
                         tasks.spawn(work(
                             Arc::clone(&shared),
@@ -317,7 +434,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
         // the slots claim further work themselves; wake only for one that ends, the stop, or
         // now and then to refresh the gauges.
         let full = tasks.len() >= config.concurrency;
-        let wait = if full || claim_failed {
+        let wait = if full || claim_failed || saturated {
             config.poll_interval
         } else {
             let wait = match shared.outbox.next_due().await {
@@ -329,6 +446,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 }
             };
             wait.clamp(MIN_WAIT, config.poll_interval)
+        };
+        let wait = match (saturated && enqueued, looked) {
+            (true, Some(at)) => wait.min(SATURATED_LOOK.saturating_sub(at.elapsed()).max(MIN_WAIT)),
+            _ => wait,
         };
         // A breaker's cool-off or a pause that ends wakes the loop to release what it held.
         let wait = match shared.gate().next_wake() {
@@ -347,12 +468,23 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
             _ = stop.changed() => {}
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => check_joined(joined),
             () = shared.outbox.enqueued(), if !full => {
+                enqueued = true;
                 tokio::time::sleep(ENQUEUE_COALESCE).await;
             }
             () = tokio::time::sleep(wait) => {}
         }
     }
 
+    // Parked deliveries are held, so that the next start (or another instance) finds them.
+    let parked = shared.parked().drain();
+    let leases: Vec<_> = parked.iter().map(|c| c.lease).collect();
+    if !leases.is_empty()
+        && let Err(e) = (shared.outbox)
+            .hold(&leases, HoldReason::Capacity, OffsetDateTime::now_utc())
+            .await
+    {
+        error!(error = %error_chain(&e), "holding parked webhook deliveries at shutdown failed; they are claimed again once their leases expire");
+    }
     let deadline = *stop.borrow();
     let drained = match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), drain(&mut tasks))
@@ -412,6 +544,21 @@ async fn admit(
             follows.releases.extend(follow.releases);
             match admitted {
                 Admit::Go => go.push((claimed, destination)),
+                Admit::Hold(HoldReason::Capacity)
+                    if gate.alone(destination.as_str())
+                        && claimed.lease.expires_at > add(now, shared.config.request_timeout) =>
+                {
+                    let cap = shared.config.isolation.per_destination_concurrency;
+                    let refused = (shared.parked()).park(
+                        claimed,
+                        &destination,
+                        cap,
+                        shared.config.concurrency,
+                    );
+                    if let Some(claimed) = refused {
+                        held.push((HoldReason::Capacity, claimed, destination));
+                    }
+                }
                 Admit::Hold(reason) => held.push((reason, claimed, destination)),
             }
         }
@@ -637,10 +784,14 @@ async fn attempt(
         },
         recorded,
     );
-    match next {
-        Some(next) => admit(shared, vec![next], 1).await.pop(),
-        None => None,
-    }
+    // A delivery parked for this destination takes the slot first (it was claimed before
+    // `next`, which parks in turn if it cannot go).
+    let lease_needed = add(OffsetDateTime::now_utc(), shared.config.request_timeout);
+    let batch: Vec<ClaimedDelivery> = (shared.parked().pop(&destination, lease_needed))
+        .into_iter()
+        .chain(next)
+        .collect();
+    admit(shared, batch, 1).await.pop()
 }
 
 /// What an attempt that ended at `finished` in `outcome` means for its delivery: delivered,

@@ -444,9 +444,14 @@ impl Gate {
             follow
                 .releases
                 .push(self.release(dest, limit.saturating_sub(in_flight)));
-        } else if let Some(name) = self.starved("").map(|(name, _)| name.to_owned()) {
-            // The freed slot goes to the destination furthest below its share.
-            follow.releases.push(self.release(&name, 1));
+        } else if let Some((name, load)) = self.starved("").map(|(n, l)| (n.to_owned(), l)) {
+            // The freed slot goes to the destination furthest below its share, in chunks of a
+            // quarter of its limit: a destination alone at a cap of 32 is released eight at a
+            // time, not once per attempt (each release is a write).
+            let want = self.limit(&name).saturating_sub(load);
+            if want >= (self.limit(&name) / 4).max(1) {
+                follow.releases.push(self.release(&name, want));
+            }
         }
         if self.dests.get(dest).is_some_and(Dest::pristine) {
             self.dests.remove(dest);
@@ -577,6 +582,26 @@ impl Gate {
             .collect();
         states.sort_by(|a, b| a.destination.cmp(&b.destination));
         states
+    }
+
+    /// Whether `dest` is the only destination with work here (no other has attempts in flight
+    /// or holds deliveries).
+    pub(crate) fn alone(&self, dest: &str) -> bool {
+        !(self.dests.iter()).any(|(name, d)| name != dest && (d.in_flight > 0 || d.holding))
+    }
+
+    /// The destination that alone has work here and is at its limit, if one is: a claim would
+    /// find it more deliveries it cannot take.
+    pub(crate) fn saturated_alone(&self) -> Option<&str> {
+        let mut busy = self
+            .dests
+            .iter()
+            .filter(|(_, d)| d.in_flight > 0 || d.holding);
+        let (name, d) = busy.next()?;
+        if busy.next().is_some() {
+            return None;
+        }
+        (d.in_flight >= self.limit(name)).then_some(name.as_str())
     }
 
     /// Whether a destination holds deliveries that could go.
