@@ -680,7 +680,7 @@ async fn sweep(shared: &Shared) {
             );
         }
         Err(e) => {
-            error!(error = %error_chain(&e), "failing webhook deliveries held too long failed")
+            error!(error = %error_chain(&e), "failing webhook deliveries held too long failed");
         }
     }
     let held = match shared.outbox.held(None, SWEEP_LIMIT).await {
