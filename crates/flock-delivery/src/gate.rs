@@ -3,7 +3,7 @@
 //! shared fairly among the destinations with work, a circuit breaker, and pauses (a
 //! `Retry-After`, or the optional rate limit).
 //!
-//! The [`Gate`] is pure bookkeeping, in memory and per dispatcher (so per instance: two
+//! The [`Gate`] is bookkeeping in memory, per dispatcher (so per instance: two
 //! instances on one database each allow a destination its cap, and each keep their own
 //! breaker). It decides, for each claimed delivery, whether it goes now or is *held* (the
 //! dispatcher then hands it back to the outbox with [`Outbox::hold`](crate::Outbox::hold),

@@ -84,7 +84,7 @@ struct DestinationsPage {
     get, path = "/api/v1/webhooks/destinations", tag = "webhooks",
     responses(
         (status = 200, body = crate::openapi::DestinationsDoc, description = "The destinations with work or state, those holding the most first"),
-        FailedErrors,
+        DestinationsErrors,
     )
 )]
 pub(crate) async fn destinations(
@@ -152,6 +152,17 @@ route_errors!(
         Forbidden,
         HostNotAllowed,
         Validation,
+        TooManyRequests,
+        StorageUnavailable,
+    ]
+);
+
+route_errors!(
+    /// What the destinations listing answers when it refuses (it reads no input).
+    DestinationsErrors: [
+        Unauthorized,
+        Forbidden,
+        HostNotAllowed,
         TooManyRequests,
         StorageUnavailable,
     ]
