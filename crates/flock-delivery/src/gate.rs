@@ -549,7 +549,18 @@ impl Gate {
     /// gate is working on it (attempts in flight, whose ends release more; a breaker not
     /// closed, or a pause, whose ends do). Held deliveries with nothing here to release them
     /// (another instance held them and stopped, or took the last ones released) go again.
+    /// A half-open breaker whose probe found nothing to release (its release came back empty,
+    /// the held deliveries being another writer's at that moment) gets one now: without it,
+    /// nothing would ever probe.
     pub(crate) fn adopt(&mut self, dest: &str, held: u64) -> Option<Release> {
+        if let Some(d) = self.dests.get_mut(dest)
+            && d.in_flight == 0
+            && d.paused_until.is_none()
+            && matches!(d.breaker, Breaker::HalfOpen { probing: false, .. })
+        {
+            d.holding = true;
+            return Some(self.release(dest, 1));
+        }
         if let Some(d) = self.dests.get(dest)
             && (d.in_flight > 0 || !d.open_for_work())
         {
@@ -831,5 +842,20 @@ mod tests {
         // Not while attempts are in flight: their ends release more.
         gate.admit(B, T0, true);
         assert_eq!(gate.adopt(B, 100), None);
+        // A half-open breaker whose probe release found nothing gets one from the sweep.
+        let mut gate = Gate::new(
+            Isolation {
+                breaker_failures: 1,
+                ..Isolation::default()
+            },
+            64,
+        );
+        gate.admit(A, T0, true);
+        gate.finish(A, &Outcome::Timeout, T0);
+        gate.held(A, 1);
+        let probe = gate.wake(T0 + secs(1)).releases.pop().unwrap();
+        gate.released(&probe, 0);
+        assert_eq!(gate.adopt(A, 1).map(|r| r.limit), Some(1));
+        assert_eq!(gate.admit(A, T0 + secs(1), true).0, Admit::Go);
     }
 }
