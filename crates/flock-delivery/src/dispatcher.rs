@@ -43,6 +43,15 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 /// cap (to find other destinations' deliveries behind its backlog).
 const SATURATED_LOOK: Duration = Duration::from_millis(50);
 
+/// How far before its last look the loop's next look past a saturated destination starts:
+/// what came due since then, with room for writes that committed a little after they took
+/// their time (on Postgres, another instance's transaction).
+const LOOK_OVERLAP: time::Duration = time::Duration::milliseconds(100);
+
+/// How often, at least, a look past a saturated destination looks at everything due (a clock
+/// of another instance behind this one's may date its deliveries before the last look).
+const FULL_LOOK: Duration = Duration::from_secs(1);
+
 /// The most held deliveries one sweep fails, and the most destinations it looks at.
 const SWEEP_LIMIT: usize = 1_000;
 
@@ -346,6 +355,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
     // past a saturated destination.
     let mut enqueued = true;
     let mut looked: Option<Instant> = None;
+    // Where the next look past a saturated destination starts (that destination, the due
+    // time), and when a look last started from the beginning.
+    let mut look_from: Option<(String, OffsetDateTime)> = None;
+    let mut looked_in_full: Option<Instant> = None;
     loop {
         while let Some(joined) = tasks.try_join_next() {
             check_joined(joined);
@@ -359,16 +372,17 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
             sweep(&shared).await;
             swept = Some(Instant::now());
         }
-        // One destination alone at its cap with its parking full: a claim would mostly find
-        // it more of its own (each then held, and released and claimed again later), so the
-        // loop claims only when new work came in (it may be another destination's), at most
-        // every SATURATED_LOOK.
+        // One destination alone at its cap with its parking full: the loop claims past it
+        // (`Outbox::claim_past`), only when new work came in (it may be another
+        // destination's), at most every SATURATED_LOOK.
         let cap = config.isolation.per_destination_concurrency;
-        let saturated = {
+        let saturated_by: Option<String> = {
             let gate = shared.gate();
             gate.saturated_alone()
-                .is_some_and(|dest| shared.parked().full(dest, cap))
+                .filter(|dest| shared.parked().full(dest, cap))
+                .map(str::to_owned)
         };
+        let saturated = saturated_by.is_some();
         // Parked deliveries whose destination has a slot again go first (a saturated
         // destination's slots take its own as they free).
         let parked = match saturated {
@@ -402,11 +416,34 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 true => free.max(config.concurrency),
                 false => free,
             };
-            match shared
-                .outbox
-                .claim(OffsetDateTime::now_utc(), look, config.lease)
-                .await
-            {
+            let now = OffsetDateTime::now_utc();
+            let claimed = match &saturated_by {
+                None => shared.outbox.claim(now, look, config.lease).await,
+                Some(past) => {
+                    // From where the last look past it got to, or from the start now and then.
+                    let since = match &look_from {
+                        Some((dest, since))
+                            if dest == past
+                                && looked_in_full.is_some_and(|at| at.elapsed() < FULL_LOOK) =>
+                        {
+                            Some(*since)
+                        }
+                        _ => {
+                            looked_in_full = Some(Instant::now());
+                            None
+                        }
+                    };
+                    let claimed = (shared.outbox)
+                        .claim_past(now, look, config.lease, past, since)
+                        .await;
+                    // A full batch may have left some before `now`: start there again.
+                    if claimed.as_ref().is_ok_and(|batch| batch.len() < look) {
+                        look_from = Some((past.clone(), now - LOOK_OVERLAP));
+                    }
+                    claimed
+                }
+            };
+            match claimed {
                 Ok(batch) => {
                     // A full batch past a saturated destination may have more behind it: look
                     // again (at the same pace) even without new work.

@@ -2,8 +2,9 @@
 //! ones, behind one short-held lock; no task or timer per delivery.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -40,8 +41,9 @@ pub struct MemoryOutbox {
 struct State {
     entries: HashMap<Uuid, Entry>,
     by_correlation: HashMap<Uuid, Vec<Uuid>>,
-    /// One element per pending delivery: (due, id).
-    due: BinaryHeap<Reverse<(OffsetDateTime, Uuid)>>,
+    /// One element per pending delivery: (due, id). Elements whose delivery no longer has
+    /// that due time are dropped when met.
+    due: BTreeSet<(OffsetDateTime, Uuid)>,
     /// One element per in-flight delivery: (lease expiry, token) to id.
     leases: BTreeMap<(OffsetDateTime, u64), Uuid>,
     next_token: u64,
@@ -200,7 +202,7 @@ impl MemoryOutbox {
                     .entry(delivery.correlation_id)
                     .or_default()
                     .push(id);
-                state.due.push(Reverse((now, id)));
+                state.due.insert((now, id));
                 state.pending += 1;
                 if delivery.ordered {
                     state.chain_mut(&delivery).insert((delivery.sequence, id));
@@ -260,6 +262,32 @@ impl MemoryOutbox {
         self.len() == 0
     }
 
+    /// [`Outbox::claim`], and with `past` [`Outbox::claim_past`].
+    fn claim_leased(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+        past: Option<(&str, Option<OffsetDateTime>)>,
+    ) -> Vec<ClaimedDelivery> {
+        let expires_at = add(now, lease_for);
+        let claimed = self.lock().claim(now, limit, expires_at, past);
+        claimed
+            .into_iter()
+            .map(|c| ClaimedDelivery {
+                lease: Lease {
+                    delivery_id: c.delivery.id,
+                    token: c.token,
+                    expires_at,
+                    ordered: c.delivery.ordered,
+                },
+                delivery: c.delivery,
+                attempt: c.attempt,
+                round_attempt: c.round_attempt,
+            })
+            .collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -283,23 +311,31 @@ impl fmt::Debug for MemoryOutbox {
 }
 
 impl State {
+    /// Claims up to `limit` deliveries due at `now` (or whose lease lapsed by then), earliest
+    /// due first; with `past`, none to that destination and none due before its `since`.
     fn claim(
         &mut self,
         now: OffsetDateTime,
         limit: usize,
         expires_at: OffsetDateTime,
+        past: Option<(&str, Option<OffsetDateTime>)>,
     ) -> Vec<Claimed> {
         let mut out = Vec::new();
+        let skip = |delivery: &NewDelivery| {
+            past.is_some_and(|(destination, _)| Destination::text_of(&delivery.url) == destination)
+        };
         // Deliveries whose lease lapsed: their attempt never reported back.
-        while out.len() < limit {
-            let Some((&(lapsed, _), _)) = self.leases.first_key_value() else {
-                break;
-            };
-            if lapsed > now {
-                break;
-            }
-            let Some((_, id)) = self.leases.pop_first() else {
-                break;
+        let lapsed: Vec<(OffsetDateTime, u64)> = (self.leases.range(..=(now, u64::MAX)))
+            .filter(|(_, id)| match self.entries.get(id).map(|e| &e.status) {
+                Some(Status::InFlight { delivery, .. }) => !skip(delivery),
+                _ => true,
+            })
+            .map(|(key, _)| *key)
+            .take(limit)
+            .collect();
+        for key in lapsed {
+            let Some(id) = self.leases.remove(&key) else {
+                continue;
             };
             let token = self.new_token();
             let Some(entry) = self.entries.get_mut(&id) else {
@@ -323,55 +359,71 @@ impl State {
                 token,
             });
         }
-        // Due deliveries, earliest first.
+        // Due deliveries, earliest first, looked at in runs of what is still wanted (an
+        // ordered delivery behind an earlier one of its webhook is set aside, not claimed).
+        let since = past.and_then(|(_, since)| since);
+        let end = Bound::Included((now, Uuid::max()));
+        let since = since.unwrap_or(OffsetDateTime::UNIX_EPOCH).min(now);
+        let mut from = Bound::Included((since, Uuid::nil()));
         while out.len() < limit {
-            match self.due.peek() {
-                Some(Reverse((due, _))) if *due <= now => {}
-                _ => break,
+            let mut stale = Vec::new();
+            let mut run = Vec::new();
+            for &(due, id) in self.due.range((from, end)) {
+                match self.entries.get(&id).map(|e| &e.status) {
+                    Some(Status::Pending {
+                        delivery,
+                        due: current,
+                    }) if *current == due => {
+                        if !skip(delivery) {
+                            run.push((due, id, Arc::clone(delivery)));
+                        }
+                    }
+                    _ => stale.push((due, id)),
+                }
+                if run.len() >= limit - out.len() {
+                    break;
+                }
             }
-            let Some(Reverse((due, id))) = self.due.pop() else {
+            for key in &stale {
+                self.due.remove(key);
+            }
+            let Some(&(due, id, _)) = run.last() else {
                 break;
             };
-            let token = self.new_token();
-            let Some(entry) = self.entries.get_mut(&id) else {
-                continue;
-            };
-            let delivery = match &entry.status {
-                Status::Pending {
+            from = Bound::Excluded((due, id));
+            for (due, id, delivery) in run {
+                self.due.remove(&(due, id));
+                if delivery.ordered
+                    && self
+                        .chains
+                        .get(&(delivery.correlation_id, delivery.webhook))
+                        .and_then(BTreeSet::first)
+                        .is_some_and(|&(_, first)| first != id)
+                {
+                    // An earlier delivery of its webhook is pending: wait off the queue for it.
+                    self.parked.insert(id);
+                    continue;
+                }
+                let token = self.new_token();
+                let Some(entry) = self.entries.get_mut(&id) else {
+                    continue;
+                };
+                entry.status = Status::InFlight {
+                    delivery: Arc::clone(&delivery),
+                    token,
+                    expires_at,
+                };
+                let (attempt, round_attempt) = next_attempt(entry);
+                self.leases.insert((expires_at, token), id);
+                self.pending -= 1;
+                self.in_flight += 1;
+                out.push(Claimed {
                     delivery,
-                    due: current,
-                } if *current == due => Arc::clone(delivery),
-                _ => continue,
-            };
-            if delivery.ordered
-                && self
-                    .chains
-                    .get(&(delivery.correlation_id, delivery.webhook))
-                    .and_then(BTreeSet::first)
-                    .is_some_and(|&(_, first)| first != id)
-            {
-                // An earlier delivery of its webhook is pending: wait off the heap for it.
-                self.parked.insert(id);
-                continue;
+                    attempt,
+                    round_attempt,
+                    token,
+                });
             }
-            let Some(entry) = self.entries.get_mut(&id) else {
-                continue;
-            };
-            entry.status = Status::InFlight {
-                delivery: Arc::clone(&delivery),
-                token,
-                expires_at,
-            };
-            let (attempt, round_attempt) = next_attempt(entry);
-            self.leases.insert((expires_at, token), id);
-            self.pending -= 1;
-            self.in_flight += 1;
-            out.push(Claimed {
-                delivery,
-                attempt,
-                round_attempt,
-                token,
-            });
         }
         out
     }
@@ -433,7 +485,7 @@ impl State {
             }
             Resolution::RetryAt(due) => {
                 entry.status = Status::Pending { delivery, due };
-                self.due.push(Reverse((due, id)));
+                self.due.insert((due, id));
                 self.pending += 1;
                 true
             }
@@ -470,7 +522,7 @@ impl State {
         if delivery.ordered {
             self.chain_mut(&delivery).insert((delivery.sequence, id));
         }
-        self.due.push(Reverse((now, id)));
+        self.due.insert((now, id));
         self.pending += 1;
         Ok(())
     }
@@ -498,7 +550,7 @@ impl State {
         }
         match self.entries.get(&next).map(|e| &e.status) {
             Some(Status::Pending { due, .. }) => {
-                self.due.push(Reverse((*due, next)));
+                self.due.insert((*due, next));
                 true
             }
             _ => false,
@@ -556,7 +608,7 @@ impl State {
     }
 
     fn next_due(&self) -> Option<OffsetDateTime> {
-        let due = self.due.peek().map(|Reverse((due, _))| *due);
+        let due = self.due.first().map(|(due, _)| *due);
         let lapse = self.leases.first_key_value().map(|(&(at, _), _)| at);
         match (due, lapse) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -695,7 +747,7 @@ impl State {
                 delivery: Arc::clone(delivery),
                 due: now,
             };
-            self.due.push(Reverse((now, id)));
+            self.due.insert((now, id));
             released += 1;
         }
         if held.is_empty() {
@@ -803,22 +855,18 @@ impl Outbox for MemoryOutbox {
         limit: usize,
         lease_for: Duration,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
-        let expires_at = add(now, lease_for);
-        let claimed = self.lock().claim(now, limit, expires_at);
-        Ok(claimed
-            .into_iter()
-            .map(|c| ClaimedDelivery {
-                lease: Lease {
-                    delivery_id: c.delivery.id,
-                    token: c.token,
-                    expires_at,
-                    ordered: c.delivery.ordered,
-                },
-                delivery: c.delivery,
-                attempt: c.attempt,
-                round_attempt: c.round_attempt,
-            })
-            .collect())
+        Ok(self.claim_leased(now, limit, lease_for, None))
+    }
+
+    async fn claim_past(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+        past: &str,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
+        Ok(self.claim_leased(now, limit, lease_for, Some((past, since))))
     }
 
     async fn record(

@@ -522,6 +522,31 @@ pub trait Outbox: Send + Sync + 'static {
         lease_for: Duration,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError>;
 
+    /// Claims as [`Outbox::claim`] does, but none of the deliveries to destination `past`
+    /// ([`Destination`](flock_models::Destination)'s text): a dispatcher whose
+    /// one destination is at its cap looks past that destination's backlog for other
+    /// destinations' work, without leasing (and then holding) the backlog's deliveries.
+    ///
+    /// With `since`, only deliveries due at or after it need be looked at: the dispatcher asks
+    /// for those that came due since its last look, and now and then for all. An outbox may
+    /// answer more (it must not answer one due after `now`), and the default answers what
+    /// [`Outbox::claim`] does, `past`'s deliveries too: the dispatcher then holds what it cannot
+    /// start, as it does with any claim.
+    ///
+    /// # Errors
+    /// [`OutboxError::Backend`] when the backend fails.
+    async fn claim_past(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+        past: &str,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
+        let _ = (past, since);
+        self.claim(now, limit, lease_for).await
+    }
+
     /// Records an attempt made under `lease` and what follows from it, releasing the lease.
     ///
     /// # Errors

@@ -115,6 +115,19 @@ impl Outbox for MemoryStorage {
         self.outbox.claim(now, limit, lease_for).await
     }
 
+    async fn claim_past(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+        past: &str,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
+        (self.outbox)
+            .claim_past(now, limit, lease_for, past, since)
+            .await
+    }
+
     async fn record(
         &self,
         lease: &Lease,

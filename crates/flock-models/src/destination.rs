@@ -20,7 +20,13 @@ pub struct Destination(String);
 impl Destination {
     /// The destination `url` goes to.
     pub fn of(url: &WebhookUrl) -> Self {
-        Destination(url.url()[..Position::AfterPort].to_owned())
+        Destination(Destination::text_of(url).to_owned())
+    }
+
+    /// The text of the destination `url` goes to, without building one: what
+    /// [`Destination::as_str`] of [`Destination::of`] answers.
+    pub fn text_of(url: &WebhookUrl) -> &str {
+        &url.url()[..Position::AfterPort]
     }
 
     /// The destination as text, `scheme://host[:port]`.

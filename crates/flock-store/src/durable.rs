@@ -372,6 +372,33 @@ impl Outbox for Durable {
         Ok(claimed.await?)
     }
 
+    async fn claim_past(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+        past: &str,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let input = Input::ClaimPast {
+            request: ClaimRequest {
+                now,
+                limit,
+                lease_for,
+            },
+            past: past.to_owned(),
+            since,
+        };
+        let claimed = self.write(input, |done| match done {
+            Done::Claimed(claimed) => Some(claimed),
+            _ => None,
+        });
+        Ok(claimed.await?)
+    }
+
     async fn record(
         &self,
         lease: &Lease,

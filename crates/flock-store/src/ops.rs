@@ -24,6 +24,13 @@ pub(crate) enum Input {
     },
     /// Due deliveries, leased.
     Claim(ClaimRequest),
+    /// Due deliveries to any destination but `past`, due at or after `since`, leased
+    /// (`Outbox::claim_past`).
+    ClaimPast {
+        request: ClaimRequest,
+        past: String,
+        since: Option<OffsetDateTime>,
+    },
     /// An attempt's result under a lease, and maybe a claim right after it.
     Record {
         lease: Lease,
@@ -72,6 +79,7 @@ impl Input {
             Input::Redeliver { .. } => true,
             // Whether they did depends on what they found ([`Done::Moved`]).
             Input::Claim(_)
+            | Input::ClaimPast { .. }
             | Input::Prune { .. }
             | Input::PruneWorkflows { .. }
             | Input::Hold { .. }
@@ -86,6 +94,7 @@ impl Input {
         matches!(
             self,
             Input::Redeliver { .. }
+                | Input::ClaimPast { .. }
                 | Input::Prune { .. }
                 | Input::PruneWorkflows { .. }
                 | Input::Hold { .. }
@@ -98,6 +107,7 @@ impl Input {
         match self {
             Input::Publish { .. } => "publish",
             Input::Claim(_) => "claim",
+            Input::ClaimPast { .. } => "claim past a destination",
             Input::Record { .. } => "record",
             Input::Redeliver { .. } => "redeliver",
             Input::Prune { .. } => "prune",

@@ -26,8 +26,9 @@ use crate::sql::rows::int;
 ///   final result releases the next (`sql::write::RELEASE`); the index of the due ordered
 ///   deliveries alone (`deliveries_ordered_due`) makes this cost nothing while no webhook is
 ///   ordered;
-/// - claims: up to `$30` deliveries due at `$29` (or whose lease expired by then), skipping rows
-///   other instances hold and the deliveries just recorded, leased with token `$31` until
+/// - claims: up to `$30` deliveries due at `$29` (or whose lease expired by then), and not
+///   before `$39`, none to destination `$40` (when not NULL: `Outbox::claim_past`), skipping
+///   rows other instances hold and the deliveries just recorded, leased with token `$31` until
 ///   `$32`; they come back as rows of kind 2, with the due time they had. (Rows, not JSON:
 ///   building JSON with the bodies costs the server about 25 µs per delivery.)
 const BATCH: &str = "\
@@ -85,7 +86,8 @@ parked AS ( \
     FROM blocked WHERE d.id = blocked.id), \
 picked AS ( \
     SELECT id, due_at FROM deliveries \
-    WHERE state = 'pending' AND due_at <= $29 AND id <> ALL($17::uuid[]) \
+    WHERE state = 'pending' AND due_at <= $29 AND due_at >= $39 AND id <> ALL($17::uuid[]) \
+      AND ($40::text IS NULL OR destination <> $40) \
       AND id NOT IN (SELECT id FROM blocked) \
     ORDER BY due_at, id LIMIT $30 \
     FOR UPDATE SKIP LOCKED), \
@@ -177,6 +179,8 @@ pub(super) async fn batch(
                 .map(|d| header_pairs(d))
                 .collect::<Result<Vec<_>, _>>()?,
         )
+        .bind(Pg::time(batch.since))
+        .bind(batch.past)
         .fetch_all(conn)
         .await?;
     Ok(answer(&rows))

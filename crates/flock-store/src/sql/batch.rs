@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use tracing::error;
 use uuid::Uuid;
 
-use crate::ops::{Input, Op, Refusal};
+use crate::ops::{ClaimRequest, Input, Op, Refusal};
 use crate::sql::rows::{self, ArtifactFields, DecodeError, bad, floor_micros, to_u32, to_u64};
 
 /// What one run of a backend's batch statement writes and claims. Its lists may be empty, and
@@ -26,6 +26,10 @@ pub(crate) struct Batch<'a> {
     pub(crate) deliveries: Vec<&'a NewDelivery>,
     pub(crate) records: Vec<Record<'a>>,
     pub(crate) claim: Claim,
+    /// The destination whose deliveries the claim passes over, if any (`Outbox::claim_past`).
+    pub(crate) past: Option<&'a str>,
+    /// The earliest due time the claim looks at ([`OffsetDateTime::UNIX_EPOCH`]: all).
+    pub(crate) since: OffsetDateTime,
 }
 
 /// An attempt to record, and what it does to its delivery; both only while `token` is still
@@ -54,6 +58,17 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// The claim of `request` alone, with a token of its own.
+    pub(crate) fn of(request: ClaimRequest) -> Claim {
+        Claim {
+            lease_for: request.lease_for,
+            at: request.now,
+            limit: rows::int(request.limit),
+            token: rows::new_token(),
+            expires_at: expiry(request.now, request.lease_for),
+        }
+    }
+
     /// A claim of nothing.
     pub(crate) const NONE: Claim = Claim {
         lease_for: Duration::ZERO,
@@ -104,6 +119,21 @@ impl<'a> Batch<'a> {
             deliveries: Vec::new(),
             records: Vec::new(),
             claim,
+            past: None,
+            since: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    /// A batch that only claims, past destination `past`, from due time `since`.
+    pub(crate) fn claiming_past(
+        claim: Claim,
+        past: &'a str,
+        since: Option<OffsetDateTime>,
+    ) -> Batch<'a> {
+        Batch {
+            past: Some(past),
+            since: floor_micros(since.unwrap_or(OffsetDateTime::UNIX_EPOCH)),
+            ..Batch::claiming(claim)
         }
     }
 }
@@ -173,29 +203,25 @@ pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
 pub(crate) fn claims(ops: &[Op]) -> Vec<Claim> {
     let mut claims: Vec<Claim> = Vec::new();
     for request in ops.iter().filter_map(|op| op.input.claim()) {
-        let limit = rows::int(request.limit);
         match claims.iter_mut().find(|c| c.lease_for == request.lease_for) {
             Some(claim) => {
                 claim.at = claim.at.min(request.now);
-                claim.limit = claim.limit.saturating_add(limit);
+                claim.limit = claim.limit.saturating_add(rows::int(request.limit));
+                claim.expires_at = expiry(claim.at, claim.lease_for);
             }
-            None => claims.push(Claim {
-                lease_for: request.lease_for,
-                at: request.now,
-                limit,
-                token: rows::new_token(),
-                expires_at: request.now,
-            }),
+            None => claims.push(Claim::of(request)),
         }
     }
-    for claim in &mut claims {
-        let expires_at = time::Duration::try_from(claim.lease_for)
-            .ok()
-            .and_then(|lease| claim.at.checked_add(lease))
-            .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
-        claim.expires_at = floor_micros(expires_at);
-    }
     claims
+}
+
+/// When a lease of `lease_for` taken at `at` expires, to the microsecond a store keeps.
+fn expiry(at: OffsetDateTime, lease_for: Duration) -> OffsetDateTime {
+    let expires_at = time::Duration::try_from(lease_for)
+        .ok()
+        .and_then(|lease| at.checked_add(lease))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
+    floor_micros(expires_at)
 }
 
 /// The JSON array of `delivery`'s custom header names, as the `header_names` column keeps

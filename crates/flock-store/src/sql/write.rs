@@ -259,6 +259,20 @@ where
                         now,
                         limit,
                     } => Ok(Self::expire_holds(conn, *held_before, *now, *limit).await?),
+                    Input::ClaimPast {
+                        request,
+                        past,
+                        since,
+                    } => {
+                        let claim = Claim::of(*request);
+                        let batch = Batch::claiming_past(claim, past, *since);
+                        let answer = D::batch(conn, &batch, false).await?;
+                        match batch::outcomes(answer, &claim).1 {
+                            Some(claimed) => Ok(Done::Claimed(claimed)),
+                            // Leased but unread: claimed again once the lease expires.
+                            None => continue,
+                        }
+                    }
                     _ => continue,
                 };
                 op.outcome = Some(outcome);

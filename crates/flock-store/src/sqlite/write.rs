@@ -27,7 +27,8 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 /// 5. what they do to their deliveries;
 /// 6. the due ordered deliveries that an earlier delivery of their webhook still waits
 ///    before, parked ([`PARK`]);
-/// 7. up to `$7` deliveries due at `$6` (or whose lease expired by then), earliest due first,
+/// 7. up to `$7` deliveries due at `$6` (or whose lease expired by then), and not before `$11`,
+///    none to destination `$12` (when not NULL: `Outbox::claim_past`), earliest due first,
 ///    with the due time they had: the answer of `kind` 2;
 /// 8. their lease: token `$8` until `$9`.
 ///
@@ -81,10 +82,12 @@ SELECT 2 AS kind, json_group_array(json_object('id', lower(hex(id)), \
         'round_start', round_start, 'was_due', due_at, \
         'options', iif(webhook = 0 AND ordered = 0 AND headers IS NULL, NULL, \
                        json_array(webhook, ordered, headers)))) AS answer \
-    FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
+    FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= $6 AND due_at >= $11 \
+                AND ($12 IS NULL OR destination <> $12) \
           ORDER BY due_at, id LIMIT $7); \
 UPDATE deliveries SET lease_token = $8, due_at = $9 WHERE id IN ( \
-    SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= $6 \
+    SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= $6 AND due_at >= $11 \
+          AND ($12 IS NULL OR destination <> $12) \
     ORDER BY due_at, id LIMIT $7);";
 
 /// [`BATCH`] with [`PARK`] before its claim: the text that runs.
@@ -225,6 +228,8 @@ pub(super) async fn batch(
         .bind(claim.token)
         .bind(micros(claim.expires_at))
         .bind(json(&options)?)
+        .bind(micros(batch.since))
+        .bind(batch.past)
         .fetch_all(&mut *conn)
         .await;
     if rows.is_err() && alone {

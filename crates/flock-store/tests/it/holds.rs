@@ -193,6 +193,62 @@ async fn a_release_lets_the_longest_held_of_its_destination_go(store: &Storage) 
 }
 on_every_backend!(a_release_lets_the_longest_held_of_its_destination_go);
 
+/// A claim past a destination leases none of its deliveries (they stay due for the next
+/// claim), and with `since` none due before it.
+async fn a_claim_past_a_destination_leaves_its_deliveries_due(store: &Storage) {
+    let outbox = store.outbox();
+    let a = artifact(Uuid::now_v7(), "Idea");
+    let (a1, a2) = (
+        to("https://a.example", &a, 1),
+        to("https://a.example", &a, 2),
+    );
+    let b = to("https://b.example", &a, 3);
+    let a_port = to("https://a.example:8443", &a, 4);
+    let all = vec![a1.clone(), b.clone(), a2.clone(), a_port.clone()];
+    outbox.enqueue(all).await.unwrap();
+    let at = later(now(), 1);
+
+    let past = (outbox.claim_past(at, 10, LEASE, "https://a.example", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&past),
+        HashSet::from([b.id, a_port.id]),
+        "a destination is its port too"
+    );
+    let rest = outbox.claim(at, 10, LEASE).await.unwrap();
+    assert_eq!(ids(&rest), HashSet::from([a1.id, a2.id]), "left due");
+
+    // Due again at known times: b at 5 s, the other port at 10 s.
+    for d in [&b, &a_port] {
+        let lease = lease_of(&past, d.id);
+        assert_eq!(outbox.hold(&[lease], HoldReason::Capacity, at).await, Ok(1));
+    }
+    let (b_due, port_due) = (later(at, 5), later(at, 10));
+    assert_eq!(outbox.release("https://b.example", 1, b_due).await, Ok(1));
+    let port = "https://a.example:8443";
+    assert_eq!(outbox.release(port, 1, port_due).await, Ok(1));
+    let look = later(at, 20);
+    let since = Some(later(at, 7));
+    let newer = (outbox.claim_past(look, 10, LEASE, "https://a.example", since))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&newer),
+        HashSet::from([a_port.id]),
+        "none due before `since`"
+    );
+    let from_b = (outbox.claim_past(look, 10, LEASE, "https://a.example", Some(b_due)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&from_b), HashSet::from([b.id]), "`since` is inclusive");
+    assert!(
+        from_b.iter().all(|c| c.attempt == 1),
+        "no attempt was spent"
+    );
+}
+on_every_backend!(a_claim_past_a_destination_leaves_its_deliveries_due);
+
 /// Deliveries held since before the cut fail as `destination_unavailable` (listed, and
 /// redelivered like any failed one); newer ones stay held.
 async fn deliveries_held_too_long_fail_as_destination_unavailable(store: &Storage) {
