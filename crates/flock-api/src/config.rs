@@ -276,7 +276,7 @@ pub struct WebhookSettings {
     /// loopback or otherwise internal address.
     #[serde(deserialize_with = "networks")]
     pub allowed_cidrs: Vec<IpNet>,
-    /// Deliveries in flight at once.
+    /// Deliveries in flight at once; 128 by default.
     pub concurrency: usize,
     /// Connect timeout per attempt.
     pub connect_timeout_ms: u64,
@@ -302,9 +302,9 @@ pub struct WebhookSettings {
     /// at most [`MAX_SECRET_GRACE_SECS`] (30 days).
     pub secret_grace_secs: u64,
     /// Attempts in flight at once to one destination (`scheme://host[:port]`), at most; while
-    /// other destinations have work, each gets a fair share of `concurrency` below it. 32 by
-    /// default (half of `concurrency`'s default): one receiver alone keeps its throughput, and
-    /// a receiver that never answers leaves the other half of the slots to everyone else.
+    /// other destinations have work, each gets a fair share of `concurrency` below it. 64 by
+    /// default (half of `concurrency`'s default, 128): one receiver alone keeps its throughput,
+    /// and a receiver that never answers leaves the other half of the slots to everyone else.
     pub per_destination_concurrency: usize,
     /// Each destination's circuit breaker.
     pub breaker: BreakerSettings,
@@ -347,7 +347,7 @@ impl Default for WebhookSettings {
         WebhookSettings {
             removed_default_secret: None,
             allowed_cidrs: Vec::new(),
-            concurrency: 64,
+            concurrency: 128,
             connect_timeout_ms: 5_000,
             timeout_ms: 10_000,
             lease_ms: 60_000,
@@ -356,7 +356,7 @@ impl Default for WebhookSettings {
             max_pending: 1_000_000,
             max_pending_per_tenant: 100_000,
             secret_grace_secs: 86_400,
-            per_destination_concurrency: 32,
+            per_destination_concurrency: 64,
             breaker: BreakerSettings::default(),
             max_hold_secs: 3_600,
             per_destination_rate: None,

@@ -12,7 +12,9 @@ use crate::gate::Isolation;
 /// How the dispatcher delivers. `Default` gives the production defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
-    /// Attempts in flight at once, across all receivers. Default 64.
+    /// Attempts in flight at once, across all receivers. Default 128: twice a destination's cap
+    /// ([`Isolation::per_destination_concurrency`](crate::Isolation)), so a receiver that never
+    /// answers leaves half of them to everyone else.
     pub concurrency: usize,
     /// Time allowed to open a connection (TCP and TLS). Default 5 s.
     pub connect_timeout: Duration,
@@ -39,7 +41,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            concurrency: 64,
+            concurrency: 128,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),

@@ -69,7 +69,10 @@ const SWEEP_LIMIT: usize = 1_000;
 /// Each claimed delivery passes its destination's gate first (receiver isolation: the
 /// per-destination cap shared fairly, the circuit breaker, pauses; see
 /// [`Isolation`](crate::Isolation)); one that may not go now is held in the outbox
-/// ([`Outbox::hold`]) and released when it may. The gate is this dispatcher's: caps and breakers
+/// ([`Outbox::hold`]) and released when it may. While one destination alone has work and is
+/// at its cap, what was claimed past the cap waits in memory (up to the cap), and the loop
+/// claims past that destination ([`Outbox::claim_past`]), so its backlog is neither leased
+/// nor held. The gate is this dispatcher's: caps and breakers
 /// are per instance.
 pub struct Dispatcher {
     shared: Arc<Shared>,
@@ -417,8 +420,21 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 false => free,
             };
             let now = OffsetDateTime::now_utc();
+            let at_limit = match &saturated_by {
+                None => shared.gate().at_limit(),
+                Some(_) => Vec::new(),
+            };
             let claimed = match &saturated_by {
-                None => shared.outbox.claim(now, look, config.lease).await,
+                // Past the destinations at their limit: their deliveries stay due (and are
+                // neither leased nor held) while the claim finds other destinations' work.
+                None => match at_limit {
+                    past if past.is_empty() => shared.outbox.claim(now, look, config.lease).await,
+                    past => {
+                        (shared.outbox)
+                            .claim_past(now, look, config.lease, &past, None)
+                            .await
+                    }
+                },
                 Some(past) => {
                     // From where the last look past it got to, or from the start now and then.
                     let since = match &look_from {
@@ -434,7 +450,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                         }
                     };
                     let claimed = (shared.outbox)
-                        .claim_past(now, look, config.lease, past, since)
+                        .claim_past(now, look, config.lease, std::slice::from_ref(past), since)
                         .await;
                     // A full batch may have left some before `now`: start there again.
                     if claimed.as_ref().is_ok_and(|batch| batch.len() < look) {

@@ -51,9 +51,12 @@ pub const FIRST_COOL_OFF: Duration = Duration::from_secs(1);
 /// Receiver isolation's settings. `Default` gives the production defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Isolation {
-    /// Attempts in flight at once to one destination, at most. Default 32, half the
-    /// dispatcher's default concurrency: one receiver alone keeps its throughput (measured in
-    /// docs/benchmarks.md), and a black hole leaves at least half the slots to everyone else.
+    /// Attempts in flight at once to one destination, at most. Default 64, what the whole
+    /// dispatcher had before receiver isolation, and half of its default concurrency (128): one
+    /// receiver alone keeps its throughput (with a cap of 32, a lone receiver on SQLite got
+    /// about three quarters of it, measured in docs/benchmarks.md: an attempt's record and the
+    /// next claim are one write, and fewer attempts in flight make smaller batches of them),
+    /// and a black hole leaves at least half the slots to everyone else.
     pub per_destination_concurrency: usize,
     /// Consecutive failed attempts that open a destination's breaker. Default 5.
     pub breaker_failures: u32,
@@ -72,7 +75,7 @@ pub struct Isolation {
 impl Default for Isolation {
     fn default() -> Self {
         Isolation {
-            per_destination_concurrency: 32,
+            per_destination_concurrency: 64,
             breaker_failures: 5,
             breaker_max_open: Duration::from_secs(300),
             max_hold: Duration::from_secs(3_600),
@@ -206,13 +209,21 @@ impl Dest {
         }
     }
 
-    /// Nothing worth keeping.
-    fn pristine(&self) -> bool {
+    /// Nothing worth keeping at `now`: forgotten, it would start again with a full bucket of
+    /// `rate`, so one whose bucket has not refilled is kept.
+    fn pristine(&self, now: OffsetDateTime, rate: Option<f64>) -> bool {
+        let refilled = match (self.bucket, rate) {
+            (Some((tokens, at)), Some(rate)) => {
+                tokens + (now - at).as_seconds_f64().max(0.0) * rate >= rate.max(1.0)
+            }
+            _ => true,
+        };
         self.in_flight == 0
             && self.failures == 0
             && self.breaker == Breaker::Closed
             && self.paused_until.is_none()
             && !self.holding
+            && refilled
     }
 
     /// Whether it can take an attempt now, its limit aside.
@@ -446,14 +457,15 @@ impl Gate {
                 .push(self.release(dest, limit.saturating_sub(in_flight)));
         } else if let Some((name, load)) = self.starved("").map(|(n, l)| (n.to_owned(), l)) {
             // The freed slot goes to the destination furthest below its share, in chunks of a
-            // quarter of its limit: a destination alone at a cap of 32 is released eight at a
-            // time, not once per attempt (each release is a write).
+            // quarter of its limit: a destination alone at a cap of 64 is released sixteen at
+            // a time, not once per attempt (each release is a write).
             let want = self.limit(&name).saturating_sub(load);
             if want >= (self.limit(&name) / 4).max(1) {
                 follow.releases.push(self.release(&name, want));
             }
         }
-        if self.dests.get(dest).is_some_and(Dest::pristine) {
+        let rate = self.config.per_destination_rate;
+        if self.dests.get(dest).is_some_and(|d| d.pristine(now, rate)) {
             self.dests.remove(dest);
         }
         follow
@@ -484,12 +496,13 @@ impl Gate {
         if let Some(d) = self.dests.get_mut(dest) {
             d.incoming = d.incoming.saturating_sub(release.limit.saturating_sub(got));
         }
+        let rate = self.config.per_destination_rate;
         if got < release.limit
             && let Some(d) = self.dests.get_mut(dest)
             && d.holds == release.holds
         {
             d.holding = false;
-            if d.pristine() {
+            if d.pristine(OffsetDateTime::now_utc(), rate) {
                 self.dests.remove(dest);
             }
         }
@@ -613,6 +626,16 @@ impl Gate {
             return None;
         }
         (d.in_flight >= self.limit(name)).then_some(name.as_str())
+    }
+
+    /// The destinations with as many attempts in flight as their limit (their cap, or their
+    /// fair share while others have work): a claim need not find them more.
+    pub(crate) fn at_limit(&self) -> Vec<String> {
+        let active = self.dests.values().filter(|d| d.active()).count();
+        (self.dests.iter())
+            .filter(|(_, d)| d.in_flight > 0 && d.in_flight >= self.limit_among(Some(d), active))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Whether a destination holds deliveries that could go.
@@ -826,6 +849,32 @@ mod tests {
             gate.admit(A, T0 + Duration::from_millis(500), true).0,
             Admit::Go
         );
+    }
+
+    /// A destination whose attempts all ended keeps its bucket until it refills: forgetting it
+    /// (as a quiet destination is) would hand it a full burst again.
+    #[test]
+    fn a_rate_limited_destination_keeps_its_bucket_while_it_refills() {
+        let mut gate = Gate::new(
+            Isolation {
+                per_destination_rate: Some(4.0),
+                ..Isolation::default()
+            },
+            64,
+        );
+        for _ in 0..4 {
+            assert_eq!(gate.admit(A, T0, true).0, Admit::Go);
+        }
+        for _ in 0..4 {
+            gate.finish(A, &status(200), T0);
+        }
+        let soon = T0 + Duration::from_millis(100);
+        assert_eq!(gate.admit(A, soon, true).0, Admit::Hold(HoldReason::Paused));
+        // Refilled (a second's worth): forgotten once its last attempt ends.
+        let later = T0 + Duration::from_secs(2);
+        assert_eq!(gate.admit(A, later, true).0, Admit::Go);
+        gate.finish(A, &status(200), later + Duration::from_secs(1));
+        assert!(gate.snapshot().is_empty());
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl MemoryOutbox {
         now: OffsetDateTime,
         limit: usize,
         lease_for: Duration,
-        past: Option<(&str, Option<OffsetDateTime>)>,
+        past: Option<(&[String], Option<OffsetDateTime>)>,
     ) -> Vec<ClaimedDelivery> {
         let expires_at = add(now, lease_for);
         let claimed = self.lock().claim(now, limit, expires_at, past);
@@ -312,17 +312,20 @@ impl fmt::Debug for MemoryOutbox {
 
 impl State {
     /// Claims up to `limit` deliveries due at `now` (or whose lease lapsed by then), earliest
-    /// due first; with `past`, none to that destination and none due before its `since`.
+    /// due first; with `past`, none to those destinations and none due before its `since`.
     fn claim(
         &mut self,
         now: OffsetDateTime,
         limit: usize,
         expires_at: OffsetDateTime,
-        past: Option<(&str, Option<OffsetDateTime>)>,
+        past: Option<(&[String], Option<OffsetDateTime>)>,
     ) -> Vec<Claimed> {
         let mut out = Vec::new();
         let skip = |delivery: &NewDelivery| {
-            past.is_some_and(|(destination, _)| Destination::text_of(&delivery.url) == destination)
+            past.is_some_and(|(past, _)| {
+                let destination = Destination::text_of(&delivery.url);
+                past.iter().any(|p| p == destination)
+            })
         };
         // Deliveries whose lease lapsed: their attempt never reported back.
         let lapsed: Vec<(OffsetDateTime, u64)> = (self.leases.range(..=(now, u64::MAX)))
@@ -863,7 +866,7 @@ impl Outbox for MemoryOutbox {
         now: OffsetDateTime,
         limit: usize,
         lease_for: Duration,
-        past: &str,
+        past: &[String],
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
         Ok(self.claim_leased(now, limit, lease_for, Some((past, since))))

@@ -522,10 +522,10 @@ pub trait Outbox: Send + Sync + 'static {
         lease_for: Duration,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError>;
 
-    /// Claims as [`Outbox::claim`] does, but none of the deliveries to destination `past`
-    /// ([`Destination`](flock_models::Destination)'s text): a dispatcher whose
-    /// one destination is at its cap looks past that destination's backlog for other
-    /// destinations' work, without leasing (and then holding) the backlog's deliveries.
+    /// Claims as [`Outbox::claim`] does, but none of the deliveries to the destinations `past`
+    /// ([`Destination`](flock_models::Destination)'s text): a dispatcher looks past the
+    /// backlogs of destinations at their cap for other destinations' work, without leasing
+    /// (and then holding) their deliveries.
     ///
     /// With `since`, only deliveries due at or after it need be looked at: the dispatcher asks
     /// for those that came due since its last look, and now and then for all. An outbox may
@@ -540,7 +540,7 @@ pub trait Outbox: Send + Sync + 'static {
         now: OffsetDateTime,
         limit: usize,
         lease_for: Duration,
-        past: &str,
+        past: &[String],
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
         let _ = (past, since);

@@ -120,7 +120,7 @@ impl Outbox for MemoryStorage {
         now: OffsetDateTime,
         limit: usize,
         lease_for: Duration,
-        past: &str,
+        past: &[String],
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
         (self.outbox)

@@ -377,7 +377,7 @@ impl Outbox for Durable {
         now: OffsetDateTime,
         limit: usize,
         lease_for: Duration,
-        past: &str,
+        past: &[String],
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
         if limit == 0 {
@@ -389,7 +389,7 @@ impl Outbox for Durable {
                 limit,
                 lease_for,
             },
-            past: past.to_owned(),
+            past: past.to_vec(),
             since,
         };
         let claimed = self.write(input, |done| match done {

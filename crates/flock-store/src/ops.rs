@@ -24,11 +24,11 @@ pub(crate) enum Input {
     },
     /// Due deliveries, leased.
     Claim(ClaimRequest),
-    /// Due deliveries to any destination but `past`, due at or after `since`, leased
+    /// Due deliveries to any destination but those of `past`, due at or after `since`, leased
     /// (`Outbox::claim_past`).
     ClaimPast {
         request: ClaimRequest,
-        past: String,
+        past: Vec<String>,
         since: Option<OffsetDateTime>,
     },
     /// An attempt's result under a lease, and maybe a claim right after it.
@@ -107,7 +107,7 @@ impl Input {
         match self {
             Input::Publish { .. } => "publish",
             Input::Claim(_) => "claim",
-            Input::ClaimPast { .. } => "claim past a destination",
+            Input::ClaimPast { .. } => "claim past destinations",
             Input::Record { .. } => "record",
             Input::Redeliver { .. } => "redeliver",
             Input::Prune { .. } => "prune",

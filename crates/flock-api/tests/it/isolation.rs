@@ -1,6 +1,6 @@
 //! Receiver isolation end to end, on every store: a receiver that never answers beside a good
-//! one, a dead port's circuit breaker, `Retry-After` pausing a destination, fair shares among
-//! ten destinations, deliveries held too long, and caps being per instance.
+//! one, a dead port's circuit breaker, `Retry-After` pausing a destination, a rate pacing one,
+//! fair shares among ten destinations, deliveries held too long, and caps being per instance.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -89,7 +89,7 @@ macro_rules! on_every_store {
 
 /// 1,000 deliveries to a receiver that accepts and never answers and 100 to a good one,
 /// interleaved: every good delivery arrives within a second of its publish, and the black hole
-/// never has more than its cap (32 of 64 slots) in flight.
+/// never has more than its cap (64 of 128 slots) in flight.
 async fn black_hole_beside_a_good_receiver(store: StoreUrl) {
     let mut s = settings();
     s.store.url = store;
@@ -97,7 +97,11 @@ async fn black_hole_beside_a_good_receiver(store: StoreUrl) {
     s.webhooks.timeout_ms = 10_000;
     s.server.shutdown_grace_ms = 100;
     let cap = s.webhooks.per_destination_concurrency;
-    assert_eq!(cap, 32, "the default cap");
+    assert_eq!(
+        (cap, s.webhooks.concurrency),
+        (64, 128),
+        "the default cap and slots"
+    );
     let app = TestApp::start(s).await;
     let hole = Receiver::start(Script {
         hold: true,
@@ -250,12 +254,74 @@ on_every_store!(retry_after:
     retry_after_pauses_the_whole_destination_on_sqlite,
     retry_after_pauses_the_whole_destination_on_postgres);
 
+/// `per_destination_rate` paces each destination with a token bucket of one second's worth:
+/// at 4 a second, 12 deliveries to one receiver arrive as a burst of 4 and then one every
+/// quarter of a second, each once; another destination's 3 are not held behind them.
+async fn rate(store: StoreUrl) {
+    const RATE: f64 = 4.0;
+    let mut s = settings();
+    s.store.url = store;
+    s.webhooks.per_destination_rate = Some(RATE);
+    let app = TestApp::start(s).await;
+    let (paced, other) = (
+        Receiver::start(Script::default()),
+        Receiver::start(Script::default()),
+    );
+    publish(&app, &paced.url, 12).await;
+    let published = Instant::now();
+    publish(&app, &other.url, 3).await;
+    let received = paced.wait_for(12).await;
+    let first = received[0].at;
+    let offsets: Vec<Duration> = received.iter().map(|r| r.at - first).collect();
+    for (i, request) in received.iter().enumerate() {
+        // The i-th (from 0) needs i - 3 tokens past the bucket's 4, at 4 a second.
+        let earliest = Duration::from_secs_f64(((i as f64) - 3.0).max(0.0) / RATE);
+        let after = request.at - first;
+        assert!(
+            after + Duration::from_millis(100) >= earliest,
+            "delivery {i} came {after:?} after the first, before its token ({earliest:?}); \
+             all: {offsets:?}"
+        );
+    }
+    let span = received[11].at - first;
+    assert!(
+        span < Duration::from_secs(5),
+        "paced, not stalled: the 12th came {span:?} after the first"
+    );
+    let ids: std::collections::HashSet<&str> =
+        received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 12, "each delivery once");
+    for request in other.wait_for(3).await {
+        let after = request.at - published;
+        assert!(
+            after < Duration::from_secs(1),
+            "another destination's delivery came {after:?} after its publish"
+        );
+    }
+    paced.stop().await;
+    other.stop().await;
+    app.stop().await;
+}
+
+on_every_store!(rate:
+    a_rate_paces_its_destination_alone_in_memory,
+    a_rate_paces_its_destination_alone_on_sqlite,
+    a_rate_paces_its_destination_alone_on_postgres);
+
 /// Ten destinations with equal backlogs, published one after the other: over the run, each
 /// gets between 80% and 120% of an equal share of the deliveries. The receivers hold their
 /// answers until every backlog is published, so that the run starts from equal backlogs.
+///
+/// With 64 slots and a cap of 32 (the defaults are 128 and 64): the first two destinations
+/// take every slot while the backlogs are published, and with twice the slots that head start
+/// is a larger part of a window this short. (With the defaults and backlogs of 1,000, memory
+/// and SQLite measured within 10%; Postgres mostly within 20%, with outliers.)
 async fn fairness(store: StoreUrl, within: f64) {
     let mut s = settings();
     s.store.url = store;
+    s.webhooks.concurrency = 64;
+    s.webhooks.per_destination_concurrency = 32;
+    let slots = s.webhooks.concurrency;
     let app = TestApp::start(s).await;
     let receivers: Vec<Receiver> = (0..10)
         .map(|_| {
@@ -273,7 +339,7 @@ async fn fairness(store: StoreUrl, within: f64) {
     let counts = || -> Vec<usize> { receivers.iter().map(|r| r.received().len()).collect() };
     // Every slot is taken (the first two destinations published have their cap each).
     eventually("every slot taken", async || {
-        (counts().iter().sum::<usize>() >= 64).then_some(())
+        (counts().iter().sum::<usize>() >= slots).then_some(())
     })
     .await;
     for receiver in &receivers {
@@ -284,7 +350,7 @@ async fn fairness(store: StoreUrl, within: f64) {
     // others is first seen when the claims reach it).
     let start = eventually("every destination served, and a tenth more", async || {
         let counts = counts();
-        (counts.iter().sum::<usize>() >= 64 + BACKLOG && counts.iter().all(|n| *n > 0))
+        (counts.iter().sum::<usize>() >= slots + BACKLOG && counts.iter().all(|n| *n > 0))
             .then_some(counts)
     })
     .await;
@@ -321,16 +387,16 @@ async fn ten_destinations_share_the_slots_fairly_on_sqlite() {
     fairness(StoreUrl::Sqlite(dir.path().join("flock.db")), 0.2).await;
 }
 
-/// On Postgres the shares are within 50% of equal, not the 20% of the other stores: its two
+/// On Postgres the shares are within 40% of equal, not the 20% of the other stores: its
 /// writers commit holds, releases and claims in an order that favours some destinations for
-/// a while (measured: 0.77 to 1.41 of an equal share). A gap, not the goal; without the gate
-/// the destinations published last get nothing in the window.
+/// a while (measured: most runs within 15%, the worst 0.75 to 1.39 of an equal share). A gap,
+/// not the goal; without the gate the destinations published last get nothing in the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_destinations_share_the_slots_fairly_on_postgres() {
     let Some(db) = postgres("ten_destinations_share_the_slots_fairly_on_postgres").await else {
         return;
     };
-    fairness(db.url().clone(), 0.5).await;
+    fairness(db.url().clone(), 0.4).await;
 }
 
 /// A delivery held longer than `max_hold_secs` fails as `destination_unavailable`, and can be

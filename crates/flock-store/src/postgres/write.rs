@@ -27,7 +27,7 @@ use crate::sql::rows::int;
 ///   deliveries alone (`deliveries_ordered_due`) makes this cost nothing while no webhook is
 ///   ordered;
 /// - claims: up to `$30` deliveries due at `$29` (or whose lease expired by then), and not
-///   before `$39`, none to destination `$40` (when not NULL: `Outbox::claim_past`), skipping
+///   before `$39`, none to the destinations of `$40` (when not NULL: `Outbox::claim_past`), skipping
 ///   rows other instances hold and the deliveries just recorded, leased with token `$31` until
 ///   `$32`; they come back as rows of kind 2, with the due time they had. (Rows, not JSON:
 ///   building JSON with the bodies costs the server about 25 µs per delivery.)
@@ -87,7 +87,7 @@ parked AS ( \
 picked AS ( \
     SELECT id, due_at FROM deliveries \
     WHERE state = 'pending' AND due_at <= $29 AND due_at >= $39 AND id <> ALL($17::uuid[]) \
-      AND ($40::text IS NULL OR destination <> $40) \
+      AND ($40::text[] IS NULL OR destination <> ALL($40::text[])) \
       AND id NOT IN (SELECT id FROM blocked) \
     ORDER BY due_at, id LIMIT $30 \
     FOR UPDATE SKIP LOCKED), \

@@ -26,8 +26,8 @@ pub(crate) struct Batch<'a> {
     pub(crate) deliveries: Vec<&'a NewDelivery>,
     pub(crate) records: Vec<Record<'a>>,
     pub(crate) claim: Claim,
-    /// The destination whose deliveries the claim passes over, if any (`Outbox::claim_past`).
-    pub(crate) past: Option<&'a str>,
+    /// The destinations whose deliveries the claim passes over, if any (`Outbox::claim_past`).
+    pub(crate) past: Option<&'a [String]>,
     /// The earliest due time the claim looks at ([`OffsetDateTime::UNIX_EPOCH`]: all).
     pub(crate) since: OffsetDateTime,
 }
@@ -124,10 +124,10 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// A batch that only claims, past destination `past`, from due time `since`.
+    /// A batch that only claims, past the destinations `past`, from due time `since`.
     pub(crate) fn claiming_past(
         claim: Claim,
-        past: &'a str,
+        past: &'a [String],
         since: Option<OffsetDateTime>,
     ) -> Batch<'a> {
         Batch {

@@ -28,7 +28,8 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 /// 6. the due ordered deliveries that an earlier delivery of their webhook still waits
 ///    before, parked ([`PARK`]);
 /// 7. up to `$7` deliveries due at `$6` (or whose lease expired by then), and not before `$11`,
-///    none to destination `$12` (when not NULL: `Outbox::claim_past`), earliest due first,
+///    none to the destinations of the JSON array `$12` (when not NULL:
+///    `Outbox::claim_past`), earliest due first,
 ///    with the due time they had: the answer of `kind` 2;
 /// 8. their lease: token `$8` until `$9`.
 ///
@@ -83,11 +84,11 @@ SELECT 2 AS kind, json_group_array(json_object('id', lower(hex(id)), \
         'options', iif(webhook = 0 AND ordered = 0 AND headers IS NULL, NULL, \
                        json_array(webhook, ordered, headers)))) AS answer \
     FROM (SELECT * FROM deliveries WHERE state = 'pending' AND due_at <= $6 AND due_at >= $11 \
-                AND ($12 IS NULL OR destination <> $12) \
+                AND ($12 IS NULL OR destination NOT IN (SELECT value FROM json_each($12))) \
           ORDER BY due_at, id LIMIT $7); \
 UPDATE deliveries SET lease_token = $8, due_at = $9 WHERE id IN ( \
     SELECT id FROM deliveries WHERE state = 'pending' AND due_at <= $6 AND due_at >= $11 \
-          AND ($12 IS NULL OR destination <> $12) \
+          AND ($12 IS NULL OR destination NOT IN (SELECT value FROM json_each($12))) \
     ORDER BY due_at, id LIMIT $7);";
 
 /// [`BATCH`] with [`PARK`] before its claim: the text that runs.
@@ -229,7 +230,7 @@ pub(super) async fn batch(
         .bind(micros(claim.expires_at))
         .bind(json(&options)?)
         .bind(micros(batch.since))
-        .bind(batch.past)
+        .bind(batch.past.map(json).transpose()?)
         .fetch_all(&mut *conn)
         .await;
     if rows.is_err() && alone {

@@ -193,7 +193,7 @@ async fn a_release_lets_the_longest_held_of_its_destination_go(store: &Storage) 
 }
 on_every_backend!(a_release_lets_the_longest_held_of_its_destination_go);
 
-/// A claim past a destination leases none of its deliveries (they stay due for the next
+/// A claim past destinations leases none of their deliveries (they stay due for the next
 /// claim), and with `since` none due before it.
 async fn a_claim_past_a_destination_leaves_its_deliveries_due(store: &Storage) {
     let outbox = store.outbox();
@@ -207,8 +207,25 @@ async fn a_claim_past_a_destination_leaves_its_deliveries_due(store: &Storage) {
     let all = vec![a1.clone(), b.clone(), a2.clone(), a_port.clone()];
     outbox.enqueue(all).await.unwrap();
     let at = later(now(), 1);
+    let a_only = ["https://a.example".to_owned()];
 
-    let past = (outbox.claim_past(at, 10, LEASE, "https://a.example", None))
+    let both = [
+        "https://b.example".to_owned(),
+        "https://a.example:8443".to_owned(),
+    ];
+    let neither = (outbox.claim_past(at, 10, LEASE, &both, None))
+        .await
+        .unwrap();
+    assert_eq!(ids(&neither), HashSet::from([a1.id, a2.id]), "past both");
+    for c in &neither {
+        assert_eq!(
+            outbox.hold(&[c.lease], HoldReason::Capacity, at).await,
+            Ok(1)
+        );
+    }
+    assert_eq!(outbox.release("https://a.example", 2, at).await, Ok(2));
+
+    let past = (outbox.claim_past(at, 10, LEASE, &a_only, None))
         .await
         .unwrap();
     assert_eq!(
@@ -230,7 +247,7 @@ async fn a_claim_past_a_destination_leaves_its_deliveries_due(store: &Storage) {
     assert_eq!(outbox.release(port, 1, port_due).await, Ok(1));
     let look = later(at, 20);
     let since = Some(later(at, 7));
-    let newer = (outbox.claim_past(look, 10, LEASE, "https://a.example", since))
+    let newer = (outbox.claim_past(look, 10, LEASE, &a_only, since))
         .await
         .unwrap();
     assert_eq!(
@@ -238,7 +255,7 @@ async fn a_claim_past_a_destination_leaves_its_deliveries_due(store: &Storage) {
         HashSet::from([a_port.id]),
         "none due before `since`"
     );
-    let from_b = (outbox.claim_past(look, 10, LEASE, "https://a.example", Some(b_due)))
+    let from_b = (outbox.claim_past(look, 10, LEASE, &a_only, Some(b_due)))
         .await
         .unwrap();
     assert_eq!(ids(&from_b), HashSet::from([b.id]), "`since` is inclusive");
