@@ -420,21 +420,8 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) ->
                 false => free,
             };
             let now = OffsetDateTime::now_utc();
-            let at_limit = match &saturated_by {
-                None => shared.gate().at_limit(),
-                Some(_) => Vec::new(),
-            };
             let claimed = match &saturated_by {
-                // Past the destinations at their limit: their deliveries stay due (and are
-                // neither leased nor held) while the claim finds other destinations' work.
-                None => match at_limit {
-                    past if past.is_empty() => shared.outbox.claim(now, look, config.lease).await,
-                    past => {
-                        (shared.outbox)
-                            .claim_past(now, look, config.lease, &past, None)
-                            .await
-                    }
-                },
+                None => shared.outbox.claim(now, look, config.lease).await,
                 Some(past) => {
                     // From where the last look past it got to, or from the start now and then.
                     let since = match &look_from {

@@ -628,16 +628,6 @@ impl Gate {
         (d.in_flight >= self.limit(name)).then_some(name.as_str())
     }
 
-    /// The destinations with as many attempts in flight as their limit (their cap, or their
-    /// fair share while others have work): a claim need not find them more.
-    pub(crate) fn at_limit(&self) -> Vec<String> {
-        let active = self.dests.values().filter(|d| d.active()).count();
-        (self.dests.iter())
-            .filter(|(_, d)| d.in_flight > 0 && d.in_flight >= self.limit_among(Some(d), active))
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
     /// Whether a destination holds deliveries that could go.
     pub(crate) fn contended(&self) -> bool {
         self.dests.values().any(|d| d.holding && d.open_for_work())
