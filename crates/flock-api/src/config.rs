@@ -302,10 +302,11 @@ pub struct WebhookSettings {
     /// at most [`MAX_SECRET_GRACE_SECS`] (30 days).
     pub secret_grace_secs: u64,
     /// Attempts in flight at once to one destination (`scheme://host[:port]`), at most; while
-    /// other destinations have work, each gets a fair share of `concurrency` below it. 64 by
-    /// default (half of `concurrency`'s default, 128): one receiver alone keeps its throughput,
-    /// and a receiver that never answers leaves the other half of the slots to everyone else.
-    pub per_destination_concurrency: usize,
+    /// other destinations have work, each gets a fair share of `concurrency` below it. Unset,
+    /// half of `concurrency` (64 of the default 128): one receiver alone keeps its throughput,
+    /// and a receiver that never answers leaves the other half of the slots to everyone else,
+    /// whatever `concurrency` is set to. See [`WebhookSettings::per_destination_cap`].
+    pub per_destination_concurrency: Option<usize>,
     /// Each destination's circuit breaker.
     pub breaker: BreakerSettings,
     /// How long a delivery may wait held by its destination (an open breaker, a pause, no free
@@ -356,7 +357,7 @@ impl Default for WebhookSettings {
             max_pending: 1_000_000,
             max_pending_per_tenant: 100_000,
             secret_grace_secs: 86_400,
-            per_destination_concurrency: 64,
+            per_destination_concurrency: None,
             breaker: BreakerSettings::default(),
             max_hold_secs: 3_600,
             per_destination_rate: None,
@@ -370,10 +371,17 @@ impl WebhookSettings {
         Duration::from_secs(self.secret_grace_secs)
     }
 
+    /// Attempts in flight at once to one destination: `per_destination_concurrency`, or half
+    /// of `concurrency` (at least 1) when unset.
+    pub fn per_destination_cap(&self) -> usize {
+        self.per_destination_concurrency
+            .unwrap_or((self.concurrency / 2).max(1))
+    }
+
     /// The receiver isolation settings, for the dispatcher.
     pub fn isolation(&self) -> flock_delivery::Isolation {
         flock_delivery::Isolation {
-            per_destination_concurrency: self.per_destination_concurrency,
+            per_destination_concurrency: self.per_destination_cap(),
             breaker_failures: self.breaker.failures,
             breaker_max_open: Duration::from_millis(self.breaker.max_open_ms),
             max_hold: Duration::from_secs(self.max_hold_secs),
@@ -669,10 +677,10 @@ impl Settings {
         if w.timeout_ms == 0 {
             return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
         }
-        if w.per_destination_concurrency == 0 {
+        if w.per_destination_concurrency == Some(0) {
             return Err(invalid(
                 "webhooks.per_destination_concurrency",
-                "must be at least 1",
+                "must be at least 1 when given (unset: half of webhooks.concurrency)",
             ));
         }
         if w.breaker.failures == 0 {

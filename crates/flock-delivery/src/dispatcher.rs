@@ -72,8 +72,7 @@ const SWEEP_LIMIT: usize = 1_000;
 /// ([`Outbox::hold`]) and released when it may. While one destination alone has work and is
 /// at its cap, what was claimed past the cap waits in memory (up to the cap), and the loop
 /// claims past that destination ([`Outbox::claim_past`]), so its backlog is neither leased
-/// nor held. The gate is this dispatcher's: caps and breakers
-/// are per instance.
+/// nor held. The gate is this dispatcher's: caps and breakers are per instance.
 pub struct Dispatcher {
     shared: Arc<Shared>,
 }

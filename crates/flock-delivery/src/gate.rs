@@ -522,6 +522,9 @@ impl Gate {
     /// ended release up to their destination's limit.
     pub(crate) fn wake(&mut self, now: OffsetDateTime) -> Follow {
         let mut follow = Follow::default();
+        // Destinations kept only for a bucket that has refilled since go now.
+        let rate = self.config.per_destination_rate;
+        (self.dests).retain(|_, d| d.bucket.is_none() || !d.pristine(now, rate));
         let names: Vec<String> = self.dests.keys().cloned().collect();
         for name in names {
             let limit = self.limit(&name);
@@ -865,6 +868,14 @@ mod tests {
         assert_eq!(gate.admit(A, later, true).0, Admit::Go);
         gate.finish(A, &status(200), later + Duration::from_secs(1));
         assert!(gate.snapshot().is_empty());
+        // One whose bucket was still refilling when its last attempt ended goes once it has.
+        assert_eq!(gate.admit(B, T0, true).0, Admit::Go);
+        gate.finish(B, &status(200), T0);
+        assert_eq!(gate.snapshot().len(), 1, "kept while its bucket refills");
+        gate.wake(T0 + Duration::from_millis(100));
+        assert_eq!(gate.snapshot().len(), 1);
+        gate.wake(T0 + Duration::from_millis(300));
+        assert!(gate.snapshot().is_empty(), "forgotten once refilled");
     }
 
     #[test]

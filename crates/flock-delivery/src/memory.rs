@@ -340,33 +340,18 @@ impl State {
             let Some(id) = self.leases.remove(&key) else {
                 continue;
             };
-            let token = self.new_token();
-            let Some(entry) = self.entries.get_mut(&id) else {
-                continue;
+            let delivery = match self.entries.get(&id).map(|e| &e.status) {
+                Some(Status::InFlight { delivery, .. }) => Arc::clone(delivery),
+                _ => continue,
             };
-            let Status::InFlight { delivery, .. } = &entry.status else {
-                continue;
-            };
-            let delivery = Arc::clone(delivery);
-            entry.status = Status::InFlight {
-                delivery: Arc::clone(&delivery),
-                token,
-                expires_at,
-            };
-            let (attempt, round_attempt) = next_attempt(entry);
-            self.leases.insert((expires_at, token), id);
-            out.push(Claimed {
-                delivery,
-                attempt,
-                round_attempt,
-                token,
-            });
+            out.extend(self.lease(id, delivery, expires_at));
         }
         // Due deliveries, earliest first, looked at in runs of what is still wanted (an
         // ordered delivery behind an earlier one of its webhook is set aside, not claimed).
-        let since = past.and_then(|(_, since)| since);
+        let since = (past.and_then(|(_, since)| since))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .min(now);
         let end = Bound::Included((now, Uuid::max()));
-        let since = since.unwrap_or(OffsetDateTime::UNIX_EPOCH).min(now);
         let mut from = Bound::Included((since, Uuid::nil()));
         while out.len() < limit {
             let mut stale = Vec::new();
@@ -407,28 +392,39 @@ impl State {
                     self.parked.insert(id);
                     continue;
                 }
-                let token = self.new_token();
-                let Some(entry) = self.entries.get_mut(&id) else {
-                    continue;
-                };
-                entry.status = Status::InFlight {
-                    delivery: Arc::clone(&delivery),
-                    token,
-                    expires_at,
-                };
-                let (attempt, round_attempt) = next_attempt(entry);
-                self.leases.insert((expires_at, token), id);
-                self.pending -= 1;
-                self.in_flight += 1;
-                out.push(Claimed {
-                    delivery,
-                    attempt,
-                    round_attempt,
-                    token,
-                });
+                if let Some(claimed) = self.lease(id, delivery, expires_at) {
+                    self.pending -= 1;
+                    self.in_flight += 1;
+                    out.push(claimed);
+                }
             }
         }
         out
+    }
+
+    /// Leases delivery `id` (`delivery`, pending or whose lease lapsed) with a new token until
+    /// `expires_at`, counting its next attempt.
+    fn lease(
+        &mut self,
+        id: Uuid,
+        delivery: Arc<NewDelivery>,
+        expires_at: OffsetDateTime,
+    ) -> Option<Claimed> {
+        let token = self.new_token();
+        let entry = self.entries.get_mut(&id)?;
+        entry.status = Status::InFlight {
+            delivery: Arc::clone(&delivery),
+            token,
+            expires_at,
+        };
+        let (attempt, round_attempt) = next_attempt(entry);
+        self.leases.insert((expires_at, token), id);
+        Some(Claimed {
+            delivery,
+            attempt,
+            round_attempt,
+            token,
+        })
     }
 
     fn new_token(&mut self) -> u64 {

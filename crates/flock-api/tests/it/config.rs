@@ -73,6 +73,31 @@ fn defaults_without_file_or_env() {
     assert_eq!(s.webhooks.lease_ms, 60_000);
     assert_eq!(s.webhooks.poll_interval_ms, 1_000);
     assert_eq!(s.webhooks.secret_grace_secs, 86_400);
+    assert_eq!(
+        (s.webhooks.concurrency, s.webhooks.per_destination_cap()),
+        (128, 64)
+    );
+}
+
+/// Unset, a destination's cap is half the slots whatever they are set to (a configuration
+/// written for the old default of 64 slots keeps half of them free of a black hole); set, it
+/// is what it says.
+#[test]
+fn the_per_destination_cap_follows_the_slots_unless_set() {
+    let half = Settings::load(None, env(&[("FLOCK__WEBHOOKS__CONCURRENCY", "64")])).unwrap();
+    assert_eq!(half.webhooks.per_destination_cap(), 32);
+    assert_eq!(half.webhooks.isolation().per_destination_concurrency, 32);
+    let one = Settings::load(None, env(&[("FLOCK__WEBHOOKS__CONCURRENCY", "1")])).unwrap();
+    assert_eq!(one.webhooks.per_destination_cap(), 1);
+    let set = Settings::load(
+        None,
+        env(&[
+            ("FLOCK__WEBHOOKS__CONCURRENCY", "64"),
+            ("FLOCK__WEBHOOKS__PER_DESTINATION_CONCURRENCY", "48"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(set.webhooks.per_destination_cap(), 48);
 }
 
 #[test]
@@ -178,6 +203,11 @@ fn errors_name_the_bad_key() {
             env(&[("FLOCK__WEBHOOKS__CONCURRENCY", "0")]),
             None,
             "webhooks.concurrency",
+        ),
+        (
+            env(&[("FLOCK__WEBHOOKS__PER_DESTINATION_CONCURRENCY", "0")]),
+            None,
+            "webhooks.per_destination_concurrency",
         ),
         (
             env(&[("FLOCK__WEBHOOKS__RETRY__FACTOR", "0")]),

@@ -96,7 +96,7 @@ async fn black_hole_beside_a_good_receiver(store: StoreUrl) {
     // No attempt to the black hole times out during the test: each holds its slot throughout.
     s.webhooks.timeout_ms = 10_000;
     s.server.shutdown_grace_ms = 100;
-    let cap = s.webhooks.per_destination_concurrency;
+    let cap = s.webhooks.per_destination_cap();
     assert_eq!(
         (cap, s.webhooks.concurrency),
         (64, 128),
@@ -320,7 +320,7 @@ async fn fairness(store: StoreUrl, within: f64) {
     let mut s = settings();
     s.store.url = store;
     s.webhooks.concurrency = 64;
-    s.webhooks.per_destination_concurrency = 32;
+    s.webhooks.per_destination_concurrency = Some(32);
     let slots = s.webhooks.concurrency;
     let app = TestApp::start(s).await;
     let receivers: Vec<Receiver> = (0..10)
@@ -467,7 +467,7 @@ async fn caps_are_per_instance_on_one_postgres() {
     let start = || {
         let mut s = settings();
         s.store.url = db.url().clone();
-        s.webhooks.per_destination_concurrency = 2;
+        s.webhooks.per_destination_concurrency = Some(2);
         // The receiver counts requests: none may time out and be tried again meanwhile.
         s.webhooks.timeout_ms = 30_000;
         s.webhooks.poll_interval_ms = 50;
