@@ -2,11 +2,12 @@
 //! or the built `flock-api` binary as a child process with its configuration file, killed by
 //! its PID when dropped.
 
+use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -168,14 +169,70 @@ fn newest_source(crates: &Path) -> Option<(SystemTime, PathBuf)> {
     newest
 }
 
+/// The output lines a [`ServerProcess`] keeps: its last this many. Its standard output and
+/// error are read as they are written (a process supervisor reads them so too, and a pipe
+/// nobody reads would stop the server once full), but not all are kept: at `info` the server
+/// writes a line per request, and a benchmark's runs of tens of thousands of requests would
+/// otherwise all be held for the life of the process. Tests look for a handful of lines
+/// (where it listens, what a stop said), well within this.
+pub const KEPT_LINES: usize = 10_000;
+
 /// The `flock-api` binary running as a child process (`serve --config FILE`), its standard
-/// output and error collected line by line. Dropping it kills the process (by its PID) if it
-/// is still running.
+/// output and error read line by line, the last [`KEPT_LINES`] kept. Dropping it kills the
+/// process (by its PID) if it is still running.
 pub struct ServerProcess {
     child: Child,
     address: SocketAddr,
-    lines: mpsc::Receiver<String>,
+    output: Arc<Output>,
+    /// The kept lines as [`ServerProcess::log`] last copied them.
     log: Vec<String>,
+}
+
+/// A process's output lines as its reader threads deliver them.
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Lines>,
+    /// Notified at each line and when a stream ends.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Lines {
+    /// The last [`KEPT_LINES`] lines.
+    kept: VecDeque<String>,
+    /// Lines read so far, kept or not.
+    read: u64,
+    /// Streams (standard output, standard error) not yet at their end.
+    open: usize,
+}
+
+impl Lines {
+    /// The number, counting from 0 over every line read, of the first line kept.
+    fn first_kept(&self) -> u64 {
+        self.read - self.kept.len() as u64
+    }
+}
+
+impl Output {
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, line: String) {
+        let mut lines = self.lock();
+        if lines.kept.len() == KEPT_LINES {
+            lines.kept.pop_front();
+        }
+        lines.kept.push_back(line);
+        lines.read += 1;
+        drop(lines);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().open -= 1;
+        self.changed.notify_all();
+    }
 }
 
 impl ServerProcess {
@@ -211,17 +268,20 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let (tx, lines) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            forward(out, tx.clone());
+        let output = Arc::new(Output::default());
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        // Counted before either reader starts, so that one ending at once counts down from it.
+        output.lock().open = usize::from(out.is_some()) + usize::from(err.is_some());
+        if let Some(out) = out {
+            forward(out, Arc::clone(&output));
         }
-        if let Some(err) = child.stderr.take() {
-            forward(err, tx);
+        if let Some(err) = err {
+            forward(err, Arc::clone(&output));
         }
         let mut process = ServerProcess {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
+            output,
             log: Vec::new(),
         };
         let line = process.wait_for_line("listening on http://", limit)?;
@@ -240,39 +300,44 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Waits, at most `limit`, for an output line containing `needle`, and returns it.
+    /// Waits, at most `limit`, for an output line containing `needle` (among the lines kept so
+    /// far, then those that follow), and returns it.
     ///
     /// # Errors
-    /// No such line in time (the error shows the output so far).
+    /// No such line in time, or the output ended without one (the error shows the lines kept).
     pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> anyhow::Result<String> {
-        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
-            return Ok(line.clone());
-        }
         let deadline = Instant::now() + limit;
+        let mut lines = self.output.lock();
+        // Lines before this one (counting every line read) have been looked at.
+        let mut looked = lines.first_kept();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(100)))
-            {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return Ok(line);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
-                Err(_) => anyhow::bail!(
-                    "no output line with {needle:?} within {limit:?}; output:\n{}",
-                    self.log.join("\n")
-                ),
+            let skip = usize::try_from(looked.saturating_sub(lines.first_kept()))?;
+            if let Some(line) = lines.kept.iter().skip(skip).find(|l| l.contains(needle)) {
+                return Ok(line.clone());
             }
+            looked = lines.read;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if lines.open == 0 || left.is_zero() {
+                let kept: Vec<&str> = lines.kept.iter().map(String::as_str).collect();
+                anyhow::bail!(
+                    "no output line with {needle:?} within {limit:?}; output:\n{}",
+                    kept.join("\n")
+                );
+            }
+            lines = self
+                .output
+                .changed
+                .wait_timeout(lines, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
-    /// Every output line so far.
+    /// The output lines so far: every one, or the last [`KEPT_LINES`] of a server that has
+    /// written more.
     pub fn log(&mut self) -> &[String] {
-        self.log.extend(self.lines.try_iter());
+        self.log.clear();
+        self.log.extend(self.output.lock().kept.iter().cloned());
         &self.log
     }
 
@@ -360,13 +425,13 @@ pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-fn forward(reader: impl std::io::Read + Send + 'static, tx: mpsc::Sender<String>) {
+/// Reads `reader` line by line into `output` on a thread of its own, until its end.
+fn forward(reader: impl std::io::Read + Send + 'static, output: Arc<Output>) {
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            output.push(line);
         }
+        output.close();
     });
 }
 

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let file = Settings::file_from(config, |key| std::env::var(key).ok());
     let settings = Settings::load(file.as_deref(), std::env::vars())?;
-    telemetry::setup_tracing(&settings.log);
+    let _log = telemetry::setup_tracing(&settings.log);
     let app = Application::build(settings).await?;
     app.run_until(shutdown_signal()).await?;
     Ok(())

@@ -409,7 +409,8 @@ pub enum Resolution {
 pub struct OutboxCounts {
     /// Waiting for their first attempt or a retry.
     pub pending: u64,
-    /// Claimed for an attempt right now.
+    /// Claimed for an attempt right now (with a durable store, also those written leased for
+    /// the publishing process's dispatcher that it has not started yet).
     pub in_flight: u64,
 }
 

@@ -2,9 +2,11 @@
 //! transaction, reads on the store's own runtime, and the `ArtifactStore` and `Outbox`
 //! implementations on top of a [`Backend`].
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +24,7 @@ use uuid::Uuid;
 
 use crate::error::Failure;
 use crate::ops::{ClaimRequest, Done, Input, Op, OpError};
+use crate::sql::batch::leases_at_insert;
 use crate::sql::rows::ArtifactFields;
 
 /// The most writes one transaction takes.
@@ -37,6 +40,46 @@ pub(crate) const PRUNE_CHUNK: u64 = 5_000;
 /// Workflows one write deletes at most (each costs a few statements), so that a prune holds
 /// the writer only briefly between other writes.
 pub(crate) const PRUNE_WORKFLOWS_CHUNK: u64 = 100;
+
+/// The most deliveries written leased for this process's dispatcher that wait for it to take
+/// them ([`Fresh`]); past it, a publish's deliveries are written due, for any claim.
+const FRESH: usize = 256;
+
+/// The deliveries this process's publishes wrote leased, in order, until its dispatcher takes
+/// them: its next claims answer them first, without a write (a fresh delivery then costs the
+/// database its insert and its record, not a claim that leases it and reads it back).
+///
+/// A publish's deliveries are written leased only when the dispatcher has claimed once (so
+/// that its lease length is known) and [`FRESH`] leave room. One left waiting longer than
+/// half its lease is dropped when found: its lease runs out and any claim takes it from the
+/// database then, as one whose dispatcher stopped. The lease is what a claim would have
+/// given, so across `kill -9`, and for other instances on the database, they are claimed
+/// deliveries like any other.
+#[derive(Default)]
+struct Fresh {
+    queue: VecDeque<ClaimedDelivery>,
+    /// Room promised to publishes being written.
+    reserved: usize,
+    /// The dispatcher's lease, learnt from its claims.
+    lease_for: Option<Duration>,
+}
+
+/// Room in [`Fresh`] promised to one publish until its write is answered.
+struct Reservation<'a> {
+    fresh: &'a std::sync::Mutex<Fresh>,
+    count: usize,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut fresh = lock(self.fresh);
+        fresh.reserved = fresh.reserved.saturating_sub(self.count);
+    }
+}
+
+fn lock(fresh: &std::sync::Mutex<Fresh>) -> MutexGuard<'_, Fresh> {
+    fresh.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A database behind a [`Durable`] store: its writes here, its reads in [`Reads`]. Errors are
 /// the database's (stored data that does not decode included); the store says what failed.
@@ -101,6 +144,7 @@ pub(crate) struct Durable {
     backend: Arc<dyn Backend>,
     queue: mpsc::Sender<Message>,
     notify: Arc<Notify>,
+    fresh: Arc<std::sync::Mutex<Fresh>>,
     runtime: Handle,
     closed: AtomicBool,
 }
@@ -112,18 +156,21 @@ impl Durable {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let notify = Arc::new(Notify::new());
+        let fresh = Arc::default();
         let runtime = Handle::current();
         for _ in 0..writers.max(1) {
             runtime.spawn(writer(
                 Arc::clone(&backend),
                 Arc::clone(&receiver),
                 Arc::clone(&notify),
+                Arc::clone(&fresh),
             ));
         }
         Arc::new(Durable {
             backend,
             queue,
             notify,
+            fresh,
             runtime,
             closed: AtomicBool::new(false),
         })
@@ -149,6 +196,66 @@ impl Durable {
         outcome(done).ok_or_else(|| {
             Failure::new(format!("the writer answered a {kind} with another outcome")).into()
         })
+    }
+
+    /// Writes a publish of `artifacts` and `deliveries`, those that can go at once leased for
+    /// the dispatcher when [`Fresh`] has room for them.
+    async fn publish(
+        &self,
+        artifacts: Vec<ArtifactFields>,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<(), OpError> {
+        let count = deliveries.iter().filter(|d| leases_at_insert(d)).count();
+        let lease_for = {
+            let mut fresh = lock(&self.fresh);
+            let room = FRESH.saturating_sub(fresh.queue.len() + fresh.reserved);
+            let lease_for = fresh.lease_for.filter(|_| count > 0 && count <= room);
+            if lease_for.is_some() {
+                fresh.reserved += count;
+            }
+            lease_for
+        };
+        let _reserved = lease_for.map(|_| Reservation {
+            fresh: &self.fresh,
+            count,
+        });
+        let input = Input::Publish {
+            artifacts,
+            deliveries,
+            lease_for,
+        };
+        self.write(input, Done::applied).await
+    }
+
+    /// Up to `limit` of the deliveries written leased for the dispatcher, oldest first; learns
+    /// the dispatcher's lease length.
+    fn take_fresh(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> Vec<ClaimedDelivery> {
+        let mut fresh = lock(&self.fresh);
+        fresh.lease_for = Some(lease_for);
+        let keep_past = now + lease_for / 2;
+        let mut taken = Vec::new();
+        while taken.len() < limit
+            && let Some(claimed) = fresh.queue.pop_front()
+        {
+            // Otherwise dropped: claimed from the database once its lease runs out.
+            if claimed.lease.expires_at > keep_past {
+                taken.push(claimed);
+            }
+        }
+        taken
+    }
+
+    /// Puts back what [`Durable::take_fresh`] took, for a claim that failed.
+    fn put_back(&self, taken: Vec<ClaimedDelivery>) {
+        let mut fresh = lock(&self.fresh);
+        for claimed in taken.into_iter().rev() {
+            fresh.queue.push_front(claimed);
+        }
     }
 
     /// Runs `read` of the backend on the store's runtime (whose I/O driver owns the
@@ -190,8 +297,26 @@ impl Durable {
         }
     }
 
-    /// Lets queued writes finish, then closes the connections. Later writes fail.
+    /// Lets queued writes finish, then closes the connections. Later writes fail. Deliveries
+    /// written leased for the dispatcher that it never took are held for capacity first, as
+    /// the dispatcher holds what it claimed and could not start, so that the next start (or
+    /// another instance) releases them without waiting for their leases to run out.
     pub(crate) async fn close(&self) {
+        let left: Vec<Lease> = {
+            let mut fresh = lock(&self.fresh);
+            fresh.lease_for = None;
+            fresh.queue.drain(..).map(|c| c.lease).collect()
+        };
+        if !left.is_empty() && !self.closed.load(Ordering::Acquire) {
+            let input = Input::Hold {
+                leases: left,
+                reason: HoldReason::Capacity,
+                now: OffsetDateTime::now_utc(),
+            };
+            if let Err(e) = self.write(input, Done::moved).await {
+                error!(error = %OutboxError::from(e), "holding the deliveries no claim took at closing failed; they are claimed again once their leases expire");
+            }
+        }
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -209,6 +334,7 @@ async fn writer(
     backend: Arc<dyn Backend>,
     receiver: Arc<Mutex<mpsc::Receiver<Message>>>,
     notify: Arc<Notify>,
+    fresh: Arc<std::sync::Mutex<Fresh>>,
 ) {
     let linger = backend.linger();
     let closing = |messages: &[Message]| messages.iter().any(|m| matches!(m, Message::Close(_)));
@@ -247,7 +373,7 @@ async fn writer(
         last_batch = ops.len();
         while !ops.is_empty() {
             let rest = ops.split_off(ops.len().min(MAX_BATCH));
-            commit(&*backend, ops, &notify).await;
+            commit(&*backend, ops, &notify, &fresh).await;
             ops = rest;
         }
         if !closes.is_empty() {
@@ -262,11 +388,16 @@ async fn writer(
 
 /// Applies a batch; when it fails as a whole, applies its writes one at a time so that one bad
 /// write fails alone.
-async fn commit(backend: &dyn Backend, mut ops: Vec<Op>, notify: &Notify) {
+async fn commit(
+    backend: &dyn Backend,
+    mut ops: Vec<Op>,
+    notify: &Notify,
+    fresh: &std::sync::Mutex<Fresh>,
+) {
     let count = ops.len();
     let mut wake = false;
     match backend.write(&mut ops).await {
-        Ok(()) => wake = answer(ops),
+        Ok(()) => wake = answer(ops, fresh),
         Err(err) if count == 1 => fail(backend, ops, err, false).await,
         Err(err) => {
             debug!(error = %err, writes = count, "a batch of writes failed; applying them one at a time");
@@ -274,7 +405,7 @@ async fn commit(backend: &dyn Backend, mut ops: Vec<Op>, notify: &Notify) {
                 op.outcome = None;
                 let mut one = vec![op];
                 match backend.write(&mut one).await {
-                    Ok(()) => wake |= answer(one),
+                    Ok(()) => wake |= answer(one, fresh),
                     Err(err) => fail(backend, one, err, true).await,
                 }
             }
@@ -285,9 +416,16 @@ async fn commit(backend: &dyn Backend, mut ops: Vec<Op>, notify: &Notify) {
     }
 }
 
-/// Answers each of `ops` (committed) with its outcome; returns whether one may give the
-/// dispatcher something to do.
-fn answer(ops: Vec<Op>) -> bool {
+/// Answers each of `ops` (committed) with its outcome, the deliveries publishes leased for the
+/// dispatcher queued for it first; returns whether one may give the dispatcher something to do.
+fn answer(mut ops: Vec<Op>, fresh: &std::sync::Mutex<Fresh>) -> bool {
+    for op in &mut ops {
+        if let Some(Ok(done @ Done::Published(_))) = &mut op.outcome
+            && let Done::Published(leased) = std::mem::replace(done, Done::Applied)
+        {
+            lock(fresh).queue.extend(leased);
+        }
+    }
     ops.into_iter()
         .fold(false, |wake, op| op.answer_committed() | wake)
 }
@@ -319,11 +457,7 @@ impl ArtifactStore for Durable {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let input = Input::Publish {
-            artifacts: rows,
-            deliveries,
-        };
-        Ok(self.write(input, Done::applied).await?)
+        Ok(self.publish(rows, deliveries).await?)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Artifact>, StoreError> {
@@ -344,11 +478,7 @@ impl Outbox for Durable {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let input = Input::Publish {
-            artifacts: Vec::new(),
-            deliveries,
-        };
-        Ok(self.write(input, Done::applied).await?)
+        Ok(self.publish(Vec::new(), deliveries).await?)
     }
 
     async fn claim(
@@ -357,19 +487,31 @@ impl Outbox for Durable {
         limit: usize,
         lease_for: Duration,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
-        if limit == 0 {
-            return Ok(Vec::new());
+        let mut taken = self.take_fresh(now, limit, lease_for);
+        let rest = limit - taken.len();
+        if rest == 0 {
+            return Ok(taken);
         }
         let input = Input::Claim(ClaimRequest {
             now,
-            limit,
+            limit: rest,
             lease_for,
         });
         let claimed = self.write(input, |done| match done {
             Done::Claimed(claimed) => Some(claimed),
             _ => None,
         });
-        Ok(claimed.await?)
+        match claimed.await {
+            // Those due longest first.
+            Ok(mut claimed) => {
+                claimed.append(&mut taken);
+                Ok(claimed)
+            }
+            Err(err) => {
+                self.put_back(taken);
+                Err(err.into())
+            }
+        }
     }
 
     async fn claim_past(
@@ -423,26 +565,38 @@ impl Outbox for Durable {
         limit: usize,
         lease_for: Duration,
     ) -> RecordedAndClaimed {
+        let mut taken = self.take_fresh(now, limit, lease_for);
+        let rest = limit - taken.len();
         let input = Input::Record {
             lease: *lease,
             attempt,
             resolution,
-            then_claim: Some(ClaimRequest {
+            then_claim: (rest > 0).then_some(ClaimRequest {
                 now,
-                limit,
+                limit: rest,
                 lease_for,
             }),
         };
         let answer = self.write(input, |done| match done {
             Done::RecordedThenClaimed { recorded, claimed } => Some((recorded, claimed)),
+            Done::Applied => Some((Ok(()), Vec::new())),
             _ => None,
         });
         match answer.await {
-            Ok((recorded, claimed)) => RecordedAndClaimed {
+            Ok((recorded, mut claimed)) => RecordedAndClaimed {
                 recorded: recorded.map_err(OutboxError::from),
-                claimed: Ok(claimed),
+                claimed: Ok({
+                    claimed.append(&mut taken);
+                    claimed
+                }),
+            },
+            // A record refused alone (it claimed nothing): what was taken stands.
+            Err(OpError::Refused(refusal)) if rest == 0 => RecordedAndClaimed {
+                recorded: Err(refusal.into()),
+                claimed: Ok(taken),
             },
             Err(err) => {
+                self.put_back(taken);
                 let err = OutboxError::from(err);
                 RecordedAndClaimed {
                     recorded: Err(err.clone()),

@@ -17,10 +17,14 @@ use crate::sql::rows::ArtifactFields;
 
 /// What a write asks for.
 pub(crate) enum Input {
-    /// Artifacts (none for a bare enqueue) with their deliveries, all or nothing.
+    /// Artifacts (none for a bare enqueue) with their deliveries, all or nothing. With
+    /// `lease_for`, the deliveries that can go at once (not ordered) are written leased for
+    /// that long and answered as [`Done::Published`]: this process's dispatcher takes them
+    /// without a claim.
     Publish {
         artifacts: Vec<ArtifactFields>,
         deliveries: Vec<NewDelivery>,
+        lease_for: Option<Duration>,
     },
     /// Due deliveries, leased.
     Claim(ClaimRequest),
@@ -131,6 +135,14 @@ impl Input {
         }
     }
 
+    /// How long this write's new deliveries are to be leased at insert, if at all.
+    pub(crate) fn lease_for(&self) -> Option<Duration> {
+        match self {
+            Input::Publish { lease_for, .. } => *lease_for,
+            _ => None,
+        }
+    }
+
     /// The claim this write makes, alone or after its record.
     pub(crate) fn claim(&self) -> Option<ClaimRequest> {
         match self {
@@ -155,6 +167,8 @@ pub(crate) struct ClaimRequest {
 pub(crate) enum Done {
     /// A publish stored, a record applied or a delivery queued again.
     Applied,
+    /// A publish stored, with the deliveries it leased at insert ([`Input::Publish`]).
+    Published(Vec<ClaimedDelivery>),
     Claimed(Vec<ClaimedDelivery>),
     /// A record (applied or refused) and the claim after it.
     RecordedThenClaimed {

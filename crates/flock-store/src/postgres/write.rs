@@ -14,7 +14,7 @@ use crate::sql::rows::int;
 /// costs one round trip to the server whatever it holds; rows come as arrays (`UNNEST`):
 ///
 /// - `$1..$7` artifacts, with their tenants in `$33`; `$8..$15` deliveries, with their tenants
-///   in `$34`, due at `$16`;
+///   in `$34`, due at `$16` (those marked in `$43`: leased with token `$41` until `$42`);
 /// - `$17..$28` attempts with their resolutions: each changes its delivery only while its lease
 ///   is still the delivery's claim (checked again on the locked row), and only those changed
 ///   get their attempt inserted; the changed deliveries come back as rows of kind 1. (The
@@ -44,15 +44,16 @@ WITH new_artifacts AS ( \
 new_deliveries AS ( \
     INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, \
                             body, artifact_created_at, state, due_at, created_at, webhook, \
-                            ordered, header_names, headers) \
+                            ordered, header_names, headers, lease_token) \
     SELECT r.id, r.correlation_id, r.tenant, r.artifact_id, r.sequence, r.url, r.secret, \
-           r.body, r.artifact_created_at, 'pending', $16, $16, r.webhook, r.ordered, \
-           r.header_names, r.headers \
+           r.body, r.artifact_created_at, 'pending', \
+           CASE WHEN r.leased THEN $42::timestamptz ELSE $16 END, $16, r.webhook, r.ordered, \
+           r.header_names, r.headers, CASE WHEN r.leased THEN $41::int8 END \
     FROM UNNEST($8::uuid[], $9::uuid[], $10::uuid[], $11::int8[], $12::text[], $13::text[], \
                 $14::bytea[], $15::timestamptz[], $34::text[], $35::int8[], $36::int8[], \
-                $37::text[], $38::text[]) \
+                $37::text[], $38::text[], $43::bool[]) \
          AS r(id, correlation_id, artifact_id, sequence, url, secret, body, artifact_created_at, \
-              tenant, webhook, ordered, header_names, headers)), \
+              tenant, webhook, ordered, header_names, headers, leased)), \
 recorded AS ( \
     SELECT * FROM UNNEST($17::uuid[], $18::int8[], $19::text[], $20::timestamptz[], $21::text[], \
                          $22::timestamptz[], $23::int8[], $24::timestamptz[], $25::int8[], \
@@ -181,6 +182,9 @@ pub(super) async fn batch(
         )
         .bind(Pg::time(batch.since))
         .bind(batch.past)
+        .bind(batch.fresh.token)
+        .bind(Pg::time(batch.fresh.expires_at))
+        .bind(&batch.leased)
         .fetch_all(conn)
         .await?;
     Ok(answer(&rows))

@@ -24,6 +24,11 @@ pub(crate) struct Batch<'a> {
     pub(crate) now: OffsetDateTime,
     pub(crate) artifacts: Vec<&'a ArtifactFields>,
     pub(crate) deliveries: Vec<&'a NewDelivery>,
+    /// For each of `deliveries`, whether it is written leased under `fresh`.
+    pub(crate) leased: Vec<bool>,
+    /// The lease of the new deliveries that this process's dispatcher takes without a claim
+    /// ([`Input::Publish`]'s `lease_for`); [`Claim::NONE`] when none is.
+    pub(crate) fresh: Claim,
     pub(crate) records: Vec<Record<'a>>,
     pub(crate) claim: Claim,
     /// The destinations whose deliveries the claim passes over, if any (`Outbox::claim_past`).
@@ -80,18 +85,23 @@ impl Claim {
 }
 
 impl<'a> Batch<'a> {
-    /// The rows of `ops`: the publishes not refused and the records whose token fits the
+    /// The rows of `ops`: the publishes not refused (those that ask for a lease written
+    /// leased under `fresh`, unless it is [`Claim::NONE`]) and the records whose token fits the
     /// column (no other was handed out by this store), with `claim`.
-    pub(crate) fn of(ops: &'a [Op], claim: Claim) -> Batch<'a> {
+    pub(crate) fn of(ops: &'a [Op], claim: Claim, fresh: Claim) -> Batch<'a> {
         let mut batch = Batch::claiming(claim);
+        batch.fresh = fresh;
         for op in ops {
             match &op.input {
                 Input::Publish {
                     artifacts,
                     deliveries,
+                    lease_for,
                 } if op.outcome.is_none() => {
                     batch.artifacts.extend(artifacts);
                     batch.deliveries.extend(deliveries);
+                    let leases = lease_for.is_some() && fresh.token != 0;
+                    (batch.leased).extend(deliveries.iter().map(|d| leases && leases_at_insert(d)));
                 }
                 Input::Record {
                     lease,
@@ -117,6 +127,8 @@ impl<'a> Batch<'a> {
             now: floor_micros(OffsetDateTime::now_utc()),
             artifacts: Vec::new(),
             deliveries: Vec::new(),
+            leased: Vec::new(),
+            fresh: Claim::NONE,
             records: Vec::new(),
             claim,
             past: None,
@@ -167,6 +179,32 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Whether `delivery` may be written leased for the publishing process's dispatcher: one that
+/// can go at once. An ordered delivery may have to wait for an earlier one of its webhook,
+/// which only the batch's parking can tell, so it is claimed as it always was.
+pub(crate) fn leases_at_insert(delivery: &NewDelivery) -> bool {
+    !delivery.ordered
+}
+
+/// The deliveries of `deliveries` written leased under `fresh` ([`Batch::of`]), as claimed:
+/// the first attempt of each, under `fresh`'s token until its expiry.
+pub(crate) fn leased(deliveries: &[NewDelivery], fresh: &Claim) -> Vec<ClaimedDelivery> {
+    (deliveries.iter())
+        .filter(|d| leases_at_insert(d))
+        .map(|d| ClaimedDelivery {
+            lease: Lease {
+                delivery_id: d.id,
+                token: fresh.token.unsigned_abs(),
+                expires_at: fresh.expires_at,
+                ordered: d.ordered,
+            },
+            delivery: Arc::new(d.clone()),
+            attempt: 1,
+            round_attempt: 1,
+        })
+        .collect()
+}
+
 /// Refuses each publish that repeats an artifact or delivery id of an earlier one in the
 /// batch, or an id of its own. (The database refuses the ids it holds.)
 pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
@@ -176,6 +214,7 @@ pub(crate) fn refuse_repeated_ids(ops: &mut [Op]) {
         let Input::Publish {
             artifacts: new_artifacts,
             deliveries: new,
+            ..
         } = &op.input
         else {
             continue;

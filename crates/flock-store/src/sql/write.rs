@@ -78,6 +78,7 @@ where
         if let Input::Publish {
             artifacts,
             deliveries,
+            ..
         } = &op.input
             && duplicate
         {
@@ -135,12 +136,22 @@ where
     async fn apply(conn: &mut D::Connection, ops: &mut [Op]) -> Result<(), sqlx::Error> {
         batch::refuse_repeated_ids(ops);
         let claims = batch::claims(ops);
+        // The lease of the publishes that ask for one: the first's length (a store asks for
+        // its dispatcher's, the same for all).
+        let fresh = match ops.iter().find_map(|op| op.input.lease_for()) {
+            Some(lease_for) => Claim::of(ClaimRequest {
+                now: floor_micros(OffsetDateTime::now_utc()),
+                limit: 0,
+                lease_for,
+            }),
+            _ => Claim::NONE,
+        };
         let releases = ops.iter().any(|op| op.input.releases().is_some());
         let rare = claims.len() > 1 || releases || ops.iter().any(|op| op.input.is_rare());
         if rare {
             sqlx::query(D::BEGIN).execute(&mut *conn).await?;
         }
-        let (applied, claimed) = match Self::statements(conn, ops, &claims, rare).await {
+        let (applied, claimed) = match Self::statements(conn, ops, &claims, fresh, rare).await {
             Ok(answered) => answered,
             Err(e) => {
                 if rare {
@@ -164,7 +175,14 @@ where
         };
         for op in ops.iter_mut() {
             let outcome = match &op.input {
-                Input::Publish { .. } if op.outcome.is_none() => Ok(Done::Applied),
+                Input::Publish {
+                    deliveries,
+                    lease_for,
+                    ..
+                } if op.outcome.is_none() => match lease_for.is_some() && fresh.token != 0 {
+                    true => Ok(Done::Published(batch::leased(deliveries, &fresh))),
+                    false => Ok(Done::Applied),
+                },
                 Input::Claim(request) => match share(*request) {
                     Some(claimed) => Ok(Done::Claimed(claimed)),
                     None => continue,
@@ -205,6 +223,7 @@ where
         conn: &mut D::Connection,
         ops: &mut [Op],
         claims: &[Claim],
+        fresh: Claim,
         rare: bool,
     ) -> Result<Answered, sqlx::Error> {
         // An ordered delivery's final result releases the next of its webhook before the
@@ -215,7 +234,7 @@ where
             true => claims.first().copied().unwrap_or(Claim::NONE),
             false => Claim::NONE,
         };
-        let answer = D::batch(conn, &Batch::of(ops, first), !rare).await?;
+        let answer = D::batch(conn, &Batch::of(ops, first, fresh), !rare).await?;
         let (applied, got) = batch::outcomes(answer, &first);
         let mut claimed = Vec::with_capacity(claims.len());
         if releases.is_empty() {

@@ -17,7 +17,8 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 /// A batch's writes, statement after statement:
 ///
 /// 1. the artifacts of `$1` (their columns by name);
-/// 2. the deliveries of `$4`, created and due at `$3`, each body `body_len` bytes at `body_at`
+/// 2. the deliveries of `$4`, created and due at `$3` (those marked `leased`: leased with
+///    token `$13` until `$14`), each body `body_len` bytes at `body_at`
 ///    (from 1) of the blob `$2`, then the webhook options of those that have any (`$10`: a
 ///    webhook other than the first, ordered, custom headers), so that the common delivery
 ///    carries none of them through the JSON;
@@ -44,12 +45,13 @@ INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tena
            a.value ->> 'tenant', a.value ->> 'tags', a.value ->> 'created_at' \
     FROM json_each($1) AS a ORDER BY a.key; \
 INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
-                        artifact_created_at, state, due_at, created_at) \
+                        artifact_created_at, state, due_at, created_at, lease_token) \
     SELECT unhex(d.value ->> 'id', '-'), unhex(d.value ->> 'correlation_id', '-'), \
            d.value ->> 'tenant', \
            unhex(d.value ->> 'artifact_id', '-'), d.value ->> 'sequence', d.value ->> 'url', \
            d.value ->> 'secret', substr($2, d.value ->> 'body_at', d.value ->> 'body_len'), \
-           d.value ->> 'artifact_created_at', 'pending', $3, $3 \
+           d.value ->> 'artifact_created_at', 'pending', \
+           iif(d.value ->> 'leased', $14, $3), $3, iif(d.value ->> 'leased', $13, NULL) \
     FROM json_each($4) AS d ORDER BY d.key; \
 UPDATE deliveries SET webhook = o.value ->> 'webhook', ordered = o.value ->> 'ordered', \
         header_names = o.value ->> 'header_names', headers = o.value ->> 'headers' \
@@ -149,6 +151,9 @@ struct DeliveryJson<'a> {
     body_at: usize,
     body_len: usize,
     artifact_created_at: i64,
+    /// Written leased for the publishing process's dispatcher (absent: not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    leased: bool,
 }
 
 /// A record in the `$5` array: the lease, the delivery's new state, and the attempt.
@@ -177,7 +182,7 @@ pub(super) async fn batch(
     let mut bodies: Vec<u8> = Vec::new();
     let mut deliveries = Vec::with_capacity(batch.deliveries.len());
     let mut options = Vec::new();
-    for d in &batch.deliveries {
+    for (d, leased) in batch.deliveries.iter().zip(&batch.leased) {
         if d.webhook != 0 || d.ordered || d.headers.is_some() {
             options.push(OptionsJson {
                 id: d.id,
@@ -198,6 +203,7 @@ pub(super) async fn batch(
             body_at: bodies.len() + 1,
             body_len: d.body.len(),
             artifact_created_at: micros(d.artifact_created_at),
+            leased: *leased,
         });
         bodies.extend_from_slice(&d.body);
     }
@@ -231,6 +237,8 @@ pub(super) async fn batch(
         .bind(json(&options)?)
         .bind(micros(batch.since))
         .bind(batch.past.map(json).transpose()?)
+        .bind(batch.fresh.token)
+        .bind(micros(batch.fresh.expires_at))
         .fetch_all(&mut *conn)
         .await;
     if rows.is_err() && alone {

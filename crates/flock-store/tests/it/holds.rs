@@ -479,12 +479,13 @@ async fn held_counts_each_destinations_held_deliveries(store: &Storage) {
         .map(|((destination, artifact, _), sequence)| to(destination, artifact, sequence))
         .collect();
     outbox.enqueue(deliveries.clone()).await.unwrap();
-    // Not held: one waiting for its first attempt.
+    // Not held: one waiting for its first attempt (due after the others, so not claimed; an
+    // enqueue after a claim would be leased for the dispatcher at once).
     let waiting = to("https://d.example", &acme, 99);
-    let at = later(now(), 1);
-    let claimed = outbox.claim(at, 10, LEASE).await.unwrap();
-    assert_eq!(claimed.len(), plan.len());
     outbox.enqueue(vec![waiting]).await.unwrap();
+    let at = later(now(), 1);
+    let claimed = outbox.claim(at, plan.len(), LEASE).await.unwrap();
+    assert_eq!(claimed.len(), plan.len());
     for (d, (_, _, secs)) in deliveries.iter().zip(&plan) {
         let lease = lease_of(&claimed, d.id);
         let held = outbox

@@ -91,6 +91,9 @@ enum Phase {
     /// 9: a noisy neighbour: a good receiver's creation-to-delivery p99 at 500/s, alone and
     /// beside a black hole holding 10,000 pending deliveries.
     Neighbour,
+    /// 10: what the default log level (`info`, a line per request) costs: flock-api CPU time
+    /// per delivery at `info` against `warn`, publishing and delivering at once on SQLite.
+    Logging,
 }
 
 /// The counts of one run of the program.
@@ -388,6 +391,9 @@ async fn run(options: &Options) -> anyhow::Result<()> {
     }
     if options.runs(Phase::Neighbour) {
         neighbour(&plan, &builds[0].binary, &client, &receiver, &mut table).await?;
+    }
+    if options.runs(Phase::Logging) {
+        logging(&plan, &builds, &client, &receiver, &mut table).await?;
     }
     if options.runs(Phase::Soak) {
         let secs = options.soak_secs.unwrap_or(30 * 60).max(10);
@@ -874,6 +880,111 @@ async fn durable(
             }
         }
         comparison(table, "6", &figures);
+    }
+    Ok(())
+}
+
+/// The log levels measurement 10 compares: the server's default, and `warn` with the start-up
+/// lines (which say where it listens), as every other measurement runs.
+const LOG_LEVELS: [(&str, &str); 2] = [
+    ("info (the default)", "info"),
+    ("warn", "warn,flock_api::startup=info"),
+];
+
+/// 10: what the default log level costs in server CPU: for each build, two fresh servers on
+/// the default store (an SQLite file in a temporary directory), one logging at `info` (the
+/// default, a line per request) and one at `warn`, each writing its lines to a pipe this
+/// program reads, as a process supervisor would; run for run, taking turns, the publishing and
+/// delivering at once of row 2 against each, and flock-api's CPU time per delivery.
+async fn logging(
+    plan: &Plan,
+    builds: &[Build],
+    client: &reqwest::Client,
+    receiver: &Receiver,
+    table: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let per = |cpu: f64| cpu / plan.count as f64 * 1e6;
+    // Per build: a server at each level, with its CPU µs per delivery and its deliveries per
+    // second, run by run.
+    let mut servers = Vec::new();
+    for build in builds {
+        for (name, level) in LOG_LEVELS {
+            let dir = Workdir::new()?;
+            let config = ServerConfig {
+                store_url: format!("sqlite://{}", dir.path().join("flock.db").display()),
+                log_level: level.to_owned(),
+                ..server_config()
+            };
+            let server = start_with(build.binary.clone(), config, &dir).await?;
+            println!(
+                "logging: {name}{}: flock-api pid {} at {}",
+                tag(build.label),
+                server.pid(),
+                server.address()
+            );
+            let target = Target::of(build.label, &server);
+            measure::flock(client, &target.api, receiver, plan.count.min(2_000)).await?;
+            servers.push((dir, server, target, Vec::<f64>::new(), Vec::<f64>::new()));
+        }
+    }
+    // Per build: the runs' ratios, info over warn.
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
+    for run in 1..=plan.runs {
+        for (_, _, target, cpu, rates) in in_turn(run, servers.iter_mut()) {
+            let before = cpu_seconds(target.pid);
+            let (rate, _) = measure::flock(client, &target.api, receiver, plan.count).await?;
+            cpu.push(per(cpu_seconds(target.pid) - before));
+            rates.push(rate);
+        }
+        for (pair, ratios) in servers.chunks(LOG_LEVELS.len()).zip(&mut ratios) {
+            if let [
+                (_, _, target, info, info_rates),
+                (_, _, _, warn, warn_rates),
+            ] = pair
+            {
+                let (info, warn) = (info[run - 1], warn[run - 1]);
+                println!(
+                    "logging run {run}{}: SQLite, publish and deliver at once ({:.0}/s and \
+                     {:.0}/s); flock-api CPU per delivery at {} {info:.0} µs, at {} {warn:.0} \
+                     µs; ratio {:.3}",
+                    target.tag(),
+                    info_rates[run - 1],
+                    warn_rates[run - 1],
+                    LOG_LEVELS[0].0,
+                    LOG_LEVELS[1].0,
+                    info / warn
+                );
+                ratios.push(info / warn);
+            }
+        }
+    }
+    let mut medians = Vec::new();
+    for (pair, ratios) in servers.chunks(LOG_LEVELS.len()).zip(&ratios) {
+        if let [(_, _, target, info, _), (_, _, _, warn, _)] = pair {
+            let (info, warn, ratio) = (median(info), median(warn), median(ratios));
+            table.push(format!(
+                "| 10 | flock-api CPU time per delivery at the default log level (`info`, a line \
+                 per request to a pipe) against `warn`, SQLite, publishing and delivering at \
+                 once, alternating{} | {info:.0} µs vs {warn:.0} µs; ratio {ratio:.3} | ≤ 1.03 | \
+                 {} |",
+                target.tag(),
+                verdict(ratio <= 1.03)
+            ));
+            medians.push((info, warn));
+        }
+    }
+    for (_dir, server, ..) in servers {
+        stop(server).await?;
+    }
+    if let [new, old] = medians.as_slice() {
+        comparison(
+            table,
+            "10",
+            &[
+                ("CPU µs per delivery at info".to_owned(), new.0, old.0),
+                ("CPU µs per delivery at warn".to_owned(), new.1, old.1),
+            ],
+        );
     }
     Ok(())
 }
