@@ -14,7 +14,7 @@ use flock_delivery::{
     AttemptView, ClaimedDelivery, DeliveryView, FailedQuery, HeldDeliveries, HoldReason, Lease,
     Outbox, OutboxCounts, OutboxError, RecordedAndClaimed, Resolution,
 };
-use flock_models::{Artifact, NewDelivery, TenantId};
+use flock_models::{Artifact, Destination, NewDelivery, TenantId};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, Page, StoreError};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
@@ -227,25 +227,37 @@ impl Durable {
         self.write(input, Done::applied).await
     }
 
-    /// Up to `limit` of the deliveries written leased for the dispatcher, oldest first; learns
-    /// the dispatcher's lease length.
+    /// Up to `limit` of the deliveries written leased for the dispatcher, oldest first, none
+    /// to the destinations `past` (those stay for a later claim); learns the dispatcher's
+    /// lease length.
     fn take_fresh(
         &self,
         now: OffsetDateTime,
         limit: usize,
         lease_for: Duration,
+        past: &[String],
     ) -> Vec<ClaimedDelivery> {
         let mut fresh = lock(&self.fresh);
         fresh.lease_for = Some(lease_for);
         let keep_past = now + lease_for / 2;
         let mut taken = Vec::new();
+        let mut passed = Vec::new();
         while taken.len() < limit
             && let Some(claimed) = fresh.queue.pop_front()
         {
-            // Otherwise dropped: claimed from the database once its lease runs out.
-            if claimed.lease.expires_at > keep_past {
+            if claimed.lease.expires_at <= keep_past {
+                // Dropped: claimed from the database once its lease runs out.
+            } else if past
+                .iter()
+                .any(|p| p == Destination::text_of(&claimed.delivery.url))
+            {
+                passed.push(claimed);
+            } else {
                 taken.push(claimed);
             }
+        }
+        for claimed in passed.into_iter().rev() {
+            fresh.queue.push_front(claimed);
         }
         taken
     }
@@ -487,7 +499,7 @@ impl Outbox for Durable {
         limit: usize,
         lease_for: Duration,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
-        let mut taken = self.take_fresh(now, limit, lease_for);
+        let mut taken = self.take_fresh(now, limit, lease_for, &[]);
         let rest = limit - taken.len();
         if rest == 0 {
             return Ok(taken);
@@ -522,13 +534,15 @@ impl Outbox for Durable {
         past: &[String],
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
-        if limit == 0 {
-            return Ok(Vec::new());
+        let mut taken = self.take_fresh(now, limit, lease_for, past);
+        let rest = limit - taken.len();
+        if rest == 0 {
+            return Ok(taken);
         }
         let input = Input::ClaimPast {
             request: ClaimRequest {
                 now,
-                limit,
+                limit: rest,
                 lease_for,
             },
             past: past.to_vec(),
@@ -538,7 +552,16 @@ impl Outbox for Durable {
             Done::Claimed(claimed) => Some(claimed),
             _ => None,
         });
-        Ok(claimed.await?)
+        match claimed.await {
+            Ok(mut claimed) => {
+                claimed.append(&mut taken);
+                Ok(claimed)
+            }
+            Err(err) => {
+                self.put_back(taken);
+                Err(err.into())
+            }
+        }
     }
 
     async fn record(
@@ -565,7 +588,7 @@ impl Outbox for Durable {
         limit: usize,
         lease_for: Duration,
     ) -> RecordedAndClaimed {
-        let mut taken = self.take_fresh(now, limit, lease_for);
+        let mut taken = self.take_fresh(now, limit, lease_for, &[]);
         let rest = limit - taken.len();
         let input = Input::Record {
             lease: *lease,

@@ -136,7 +136,12 @@ async fn a_publish_after_a_claim_is_leased_for_this_process(place: &Place) {
     let counts = outbox.counts().await.unwrap();
     assert_eq!((counts.pending, counts.in_flight), (0, 2), "both leased");
     assert!(
-        (other.outbox().claim(later(now(), 1), 10, LEASE).await.unwrap()).is_empty(),
+        (other
+            .outbox()
+            .claim(later(now(), 1), 10, LEASE)
+            .await
+            .unwrap())
+        .is_empty(),
         "another instance claims neither"
     );
 
@@ -149,7 +154,10 @@ async fn a_publish_after_a_claim_is_leased_for_this_process(place: &Place) {
         .await
         .unwrap();
     let view = outbox.delivery(sent.id).await.unwrap().unwrap();
-    assert_eq!((view.state, view.attempts.len()), (DeliveryState::Delivered, 1));
+    assert_eq!(
+        (view.state, view.attempts.len()),
+        (DeliveryState::Delivered, 1)
+    );
 
     // This process never takes the second (it died): once its lease has run out, another
     // instance claims it, and its first attempt is still to come.
@@ -176,7 +184,11 @@ async fn deliveries_leased_for_the_dispatcher_are_bounded_and_age(place: &Place)
     for d in &deliveries {
         outbox.enqueue(vec![d.clone()]).await.unwrap();
     }
-    let due = other.outbox().claim(later(now(), 1), 1000, LEASE).await.unwrap();
+    let due = other
+        .outbox()
+        .claim(later(now(), 1), 1000, LEASE)
+        .await
+        .unwrap();
     let due: Vec<_> = due.iter().map(|c| c.delivery.id).collect();
     let beyond: Vec<_> = deliveries[256..].iter().map(|d| d.id).collect();
     assert_eq!(due, beyond, "the 44 past the bound, to any claim");
@@ -219,3 +231,28 @@ async fn closing_holds_what_the_dispatcher_never_took(place: &Place) {
     store.close().await;
 }
 on_durable_backends!(closing_holds_what_the_dispatcher_never_took);
+
+/// A claim past a destination takes the deliveries leased for the dispatcher to other
+/// destinations, and leaves that destination's for a later claim.
+async fn a_claim_past_a_destination_leaves_its_leased_deliveries_waiting(place: &Place) {
+    let store = place.open().await;
+    let outbox = store.outbox();
+    assert!(outbox.claim(now(), 10, LEASE).await.unwrap().is_empty());
+    let a = artifact(Uuid::now_v7(), "Idea");
+    let to = |host: &str, sequence| flock_models::NewDelivery {
+        url: flock_models::WebhookUrl::parse(&format!("https://{host}/hook")).unwrap(),
+        ..delivery(&a, sequence)
+    };
+    let (busy, other) = (to("busy.example", 1), to("other.example", 2));
+    outbox.enqueue(vec![busy.clone()]).await.unwrap();
+    outbox.enqueue(vec![other.clone()]).await.unwrap();
+    let past = ["https://busy.example".to_owned()];
+    let claimed = (outbox.claim_past(now(), 10, LEASE, &past, None).await).unwrap();
+    let claimed: Vec<_> = claimed.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(claimed, [other.id]);
+    let claimed = outbox.claim(now(), 10, LEASE).await.unwrap();
+    let claimed: Vec<_> = claimed.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(claimed, [busy.id]);
+    store.close().await;
+}
+on_durable_backends!(a_claim_past_a_destination_leaves_its_leased_deliveries_waiting);
