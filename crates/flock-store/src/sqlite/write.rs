@@ -38,42 +38,48 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 /// This relies on sqlx's SQLite driver running every statement of a text, and binding `$N` to
 /// the N-th value in each of them (sqlx 0.8).
 const BATCH: &str = "\
+WITH a AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($1)) \
 INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tenant, tags, \
                        created_at) \
-    SELECT unhex(a.value ->> 'id', '-'), a.value ->> 'type_name', a.value ->> 'payload', \
-           a.value ->> 'produced_by', unhex(a.value ->> 'correlation_id', '-'), \
-           a.value ->> 'tenant', a.value ->> 'tags', a.value ->> 'created_at' \
-    FROM json_each($1) AS a ORDER BY a.key; \
+    SELECT unhex(a.v ->> 'id', '-'), a.v ->> 'type_name', a.v ->> 'payload', \
+           a.v ->> 'produced_by', unhex(a.v ->> 'correlation_id', '-'), \
+           a.v ->> 'tenant', a.v ->> 'tags', a.v ->> 'created_at' \
+    FROM a ORDER BY a.key; \
+WITH d AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($4)) \
 INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
                         artifact_created_at, state, due_at, created_at, lease_token) \
-    SELECT unhex(d.value ->> 'id', '-'), unhex(d.value ->> 'correlation_id', '-'), \
-           d.value ->> 'tenant', \
-           unhex(d.value ->> 'artifact_id', '-'), d.value ->> 'sequence', d.value ->> 'url', \
-           d.value ->> 'secret', substr($2, d.value ->> 'body_at', d.value ->> 'body_len'), \
-           d.value ->> 'artifact_created_at', 'pending', \
-           iif(d.value ->> 'leased', $14, $3), $3, iif(d.value ->> 'leased', $13, NULL) \
-    FROM json_each($4) AS d ORDER BY d.key; \
-UPDATE deliveries SET webhook = o.value ->> 'webhook', ordered = o.value ->> 'ordered', \
-        header_names = o.value ->> 'header_names', headers = o.value ->> 'headers' \
-    FROM json_each($10) AS o WHERE deliveries.id = unhex(o.value ->> 'id', '-'); \
+    SELECT unhex(d.v ->> 'id', '-'), unhex(d.v ->> 'correlation_id', '-'), \
+           d.v ->> 'tenant', \
+           unhex(d.v ->> 'artifact_id', '-'), d.v ->> 'sequence', d.v ->> 'url', \
+           d.v ->> 'secret', substr($2, d.v ->> 'body_at', d.v ->> 'body_len'), \
+           d.v ->> 'artifact_created_at', 'pending', \
+           iif(d.v ->> 'leased', $14, $3), $3, iif(d.v ->> 'leased', $13, NULL) \
+    FROM d ORDER BY d.key; \
+WITH o AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($10)) \
+UPDATE deliveries SET webhook = o.v ->> 'webhook', ordered = o.v ->> 'ordered', \
+        header_names = o.v ->> 'header_names', headers = o.v ->> 'headers' \
+    FROM o WHERE deliveries.id = unhex(o.v ->> 'id', '-'); \
+WITH r AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($5)) \
 SELECT 1 AS kind, json_group_array(lower(hex(d.id))) AS answer \
-    FROM json_each($5) AS r JOIN deliveries AS d ON d.id = unhex(r.value ->> 'id', '-') \
-    WHERE d.lease_token = r.value ->> 'token' AND d.state = 'pending'; \
+    FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 'id', '-') \
+    WHERE d.lease_token = r.v ->> 'token' AND d.state = 'pending'; \
+WITH r AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($5)) \
 INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, \
                       duration_ms) \
-    SELECT d.id, r.value ->> 'number', r.value ->> 'started_at', r.value ->> 'status_code', \
-           r.value ->> 'error_kind', r.value ->> 'error', r.value ->> 'duration_ms' \
-    FROM json_each($5) AS r JOIN deliveries AS d ON d.id = unhex(r.value ->> 'id', '-') \
-    WHERE d.lease_token = r.value ->> 'token' AND d.state = 'pending'; \
+    SELECT d.id, r.v ->> 'number', r.v ->> 'started_at', r.v ->> 'status_code', \
+           r.v ->> 'error_kind', r.v ->> 'error', r.v ->> 'duration_ms' \
+    FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 'id', '-') \
+    WHERE d.lease_token = r.v ->> 'token' AND d.state = 'pending'; \
+WITH j AS MATERIALIZED (SELECT jsonb(value) AS v FROM json_each($5)) \
 UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.state, \
         due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
         body = CASE WHEN r.state = 'delivered' THEN NULL ELSE body END, \
         secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE secret END, \
         headers = CASE WHEN r.state = 'delivered' THEN NULL ELSE headers END \
-    FROM (SELECT unhex(value ->> 'id', '-') AS id, value ->> 'token' AS token, \
-                 value ->> 'state' AS state, value ->> 'due_at' AS due_at, \
-                 value ->> 'failure' AS failure, value ->> 'completed_at' AS completed_at \
-          FROM json_each($5)) AS r \
+    FROM (SELECT unhex(v ->> 'id', '-') AS id, v ->> 'token' AS token, \
+                 v ->> 'state' AS state, v ->> 'due_at' AS due_at, \
+                 v ->> 'failure' AS failure, v ->> 'completed_at' AS completed_at \
+          FROM j) AS r \
     WHERE deliveries.id = r.id AND deliveries.lease_token = r.token \
       AND deliveries.state = 'pending'; \
 SELECT 2 AS kind, json_group_array(json_object('id', lower(hex(id)), \
