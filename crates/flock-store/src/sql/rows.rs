@@ -6,7 +6,6 @@ use std::fmt;
 
 use flock_delivery::{DeliveryState, ErrorKind, GiveUp};
 use flock_models::{Artifact, Tags, TenantId, TypeName};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -115,8 +114,8 @@ pub(crate) fn to_u32(value: i64, what: &str) -> Result<u32, DecodeError> {
 
 /// An artifact's columns: as a write renders them ([`ArtifactFields::of`]) and as a read gets
 /// them back ([`ArtifactFields::artifact`]). The payload is JSON text with its key order kept;
-/// the tags are a JSON array. Serialized (for SQLite's batch), the time is in microseconds.
-#[derive(Debug, Clone, Serialize)]
+/// the tags are a JSON array.
+#[derive(Debug, Clone)]
 pub(crate) struct ArtifactFields {
     pub(crate) id: Uuid,
     pub(crate) type_name: String,
@@ -125,12 +124,7 @@ pub(crate) struct ArtifactFields {
     pub(crate) correlation_id: Uuid,
     pub(crate) tenant: String,
     pub(crate) tags: String,
-    #[serde(serialize_with = "serialize_micros")]
     pub(crate) created_at: OffsetDateTime,
-}
-
-fn serialize_micros<S: serde::Serializer>(at: &OffsetDateTime, to: S) -> Result<S::Ok, S::Error> {
-    to.serialize_i64(micros(*at))
 }
 
 impl ArtifactFields {

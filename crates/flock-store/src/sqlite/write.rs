@@ -16,7 +16,9 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 
 /// A batch's writes, statement after statement:
 ///
-/// 1. the artifacts of `$1` (their columns by name);
+/// 1. the artifacts of `$1` (their columns by name, each payload `payload_len` bytes at
+///    `payload_at` (from 1) of the blob `$2`: a payload escaped inside the JSON would be
+///    escaped, parsed and unescaped again);
 /// 2. the deliveries of `$4`, created and due at `$3` (those marked `leased`: leased with
 ///    token `$13` until `$14`), each body `body_len` bytes at `body_at`
 ///    (from 1) of the blob `$2`, then the webhook options of those that have any (`$10`: a
@@ -41,7 +43,8 @@ const BATCH: &str = "\
 WITH a AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($1)) \
 INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tenant, tags, \
                        created_at) \
-    SELECT unhex(a.v ->> 'id', '-'), a.v ->> 'type_name', a.v ->> 'payload', \
+    SELECT unhex(a.v ->> 'id', '-'), a.v ->> 'type_name', \
+           CAST(substr($2, a.v ->> 'payload_at', a.v ->> 'payload_len') AS TEXT), \
            a.v ->> 'produced_by', unhex(a.v ->> 'correlation_id', '-'), \
            a.v ->> 'tenant', a.v ->> 'tags', a.v ->> 'created_at' \
     FROM a ORDER BY a.key; \
@@ -144,6 +147,20 @@ struct OptionsJson {
     headers: Option<String>,
 }
 
+/// An artifact in the `$1` array.
+#[derive(Serialize)]
+struct ArtifactJson<'a> {
+    id: Uuid,
+    type_name: &'a str,
+    payload_at: usize,
+    payload_len: usize,
+    produced_by: &'a str,
+    correlation_id: Uuid,
+    tenant: &'a str,
+    tags: &'a str,
+    created_at: i64,
+}
+
 /// A delivery in the `$4` array.
 #[derive(Serialize)]
 struct DeliveryJson<'a> {
@@ -186,6 +203,23 @@ pub(super) async fn batch(
     alone: bool,
 ) -> Result<Answer, sqlx::Error> {
     let mut bodies: Vec<u8> = Vec::new();
+    let artifacts: Vec<ArtifactJson<'_>> = (batch.artifacts.iter())
+        .map(|a| {
+            let at = bodies.len() + 1;
+            bodies.extend_from_slice(a.payload.as_bytes());
+            ArtifactJson {
+                id: a.id,
+                type_name: &a.type_name,
+                payload_at: at,
+                payload_len: a.payload.len(),
+                produced_by: &a.produced_by,
+                correlation_id: a.correlation_id,
+                tenant: &a.tenant,
+                tags: &a.tags,
+                created_at: micros(a.created_at),
+            }
+        })
+        .collect();
     let mut deliveries = Vec::with_capacity(batch.deliveries.len());
     let mut options = Vec::new();
     for (d, leased) in batch.deliveries.iter().zip(&batch.leased) {
@@ -231,7 +265,7 @@ pub(super) async fn batch(
         .collect();
     let claim = batch.claim;
     let rows = sqlx::query(if alone { &BATCH_ALONE } else { &BATCH_PARKING })
-        .bind(json(&batch.artifacts)?)
+        .bind(json(&artifacts)?)
         .bind(bodies)
         .bind(micros(batch.now))
         .bind(json(&deliveries)?)
