@@ -114,7 +114,8 @@ pub(crate) struct Event {
 /// What an event says beyond its id, kind, workflow and time.
 #[derive(Debug)]
 enum Data {
-    /// `artifact.published`: a summary of the artifact (never its payload).
+    /// `artifact.published`: a summary of the artifact (never its payload, which the kept
+    /// `Arc` holds while the event is in the ring: at most `events.buffer` events).
     Published(Arc<Artifact>),
     /// `workflow.idle`.
     Idle,

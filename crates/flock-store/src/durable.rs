@@ -262,6 +262,42 @@ impl Durable {
         taken
     }
 
+    /// A claim: the deliveries leased for the dispatcher first (none to the destinations
+    /// `past`), then, for the rest of the limit, the database's claim `input` makes; those due
+    /// longest first. When the database's claim fails, what was taken is put back.
+    async fn claim_leased_first(
+        &self,
+        request: ClaimRequest,
+        past: &[String],
+        input: impl FnOnce(ClaimRequest) -> Input,
+    ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
+        let mut taken = self.take_fresh(request.now, request.limit, request.lease_for, past);
+        let rest = request.limit - taken.len();
+        if rest == 0 {
+            return Ok(taken);
+        }
+        let claimed = self.write(
+            input(ClaimRequest {
+                limit: rest,
+                ..request
+            }),
+            |done| match done {
+                Done::Claimed(claimed) => Some(claimed),
+                _ => None,
+            },
+        );
+        match claimed.await {
+            Ok(mut claimed) => {
+                claimed.append(&mut taken);
+                Ok(claimed)
+            }
+            Err(err) => {
+                self.put_back(taken);
+                Err(err.into())
+            }
+        }
+    }
+
     /// Puts back what [`Durable::take_fresh`] took, for a claim that failed.
     fn put_back(&self, taken: Vec<ClaimedDelivery>) {
         let mut fresh = lock(&self.fresh);
@@ -499,31 +535,12 @@ impl Outbox for Durable {
         limit: usize,
         lease_for: Duration,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
-        let mut taken = self.take_fresh(now, limit, lease_for, &[]);
-        let rest = limit - taken.len();
-        if rest == 0 {
-            return Ok(taken);
-        }
-        let input = Input::Claim(ClaimRequest {
+        let request = ClaimRequest {
             now,
-            limit: rest,
+            limit,
             lease_for,
-        });
-        let claimed = self.write(input, |done| match done {
-            Done::Claimed(claimed) => Some(claimed),
-            _ => None,
-        });
-        match claimed.await {
-            // Those due longest first.
-            Ok(mut claimed) => {
-                claimed.append(&mut taken);
-                Ok(claimed)
-            }
-            Err(err) => {
-                self.put_back(taken);
-                Err(err.into())
-            }
-        }
+        };
+        self.claim_leased_first(request, &[], Input::Claim).await
     }
 
     async fn claim_past(
@@ -534,34 +551,17 @@ impl Outbox for Durable {
         past: &[String],
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<ClaimedDelivery>, OutboxError> {
-        let mut taken = self.take_fresh(now, limit, lease_for, past);
-        let rest = limit - taken.len();
-        if rest == 0 {
-            return Ok(taken);
-        }
-        let input = Input::ClaimPast {
-            request: ClaimRequest {
-                now,
-                limit: rest,
-                lease_for,
-            },
+        let request = ClaimRequest {
+            now,
+            limit,
+            lease_for,
+        };
+        let input = |request| Input::ClaimPast {
+            request,
             past: past.to_vec(),
             since,
         };
-        let claimed = self.write(input, |done| match done {
-            Done::Claimed(claimed) => Some(claimed),
-            _ => None,
-        });
-        match claimed.await {
-            Ok(mut claimed) => {
-                claimed.append(&mut taken);
-                Ok(claimed)
-            }
-            Err(err) => {
-                self.put_back(taken);
-                Err(err.into())
-            }
-        }
+        self.claim_leased_first(request, past, input).await
     }
 
     async fn record(
