@@ -387,17 +387,12 @@ async fn ten_destinations_share_the_slots_fairly_on_sqlite() {
     fairness(StoreUrl::Sqlite(dir.path().join("flock.db")), 0.2).await;
 }
 
-/// On Postgres the shares are within 50% of equal, not the 20% of the other stores. On a
-/// server with `fsync=off`, 14 runs measured 0.87 to 1.18 of an equal share since deliveries
-/// are leased at insert (0.77 to 1.41 before); with every commit flushed, as in CI, one run
-/// gave 0.74 to 1.24, one destination finishing early. A gap, not the goal; without the gate
-/// the destinations published last get nothing in the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_destinations_share_the_slots_fairly_on_postgres() {
     let Some(db) = postgres("ten_destinations_share_the_slots_fairly_on_postgres").await else {
         return;
     };
-    fairness(db.url().clone(), 0.5).await;
+    fairness(db.url().clone(), 0.2).await;
 }
 
 /// A delivery held longer than `max_hold_secs` fails as `destination_unavailable`, and can be
