@@ -209,31 +209,30 @@ impl ArtifactDraft {
 
 /// Reads the `type`, `payload` and `tags` fields shared by drafts and publish requests.
 pub(crate) fn read_draft(fields: &mut Fields) -> Result<ArtifactDraft, ValidationError> {
-    let type_path = fields.path_of("type");
+    // Paths are spelled out only for an error (every publish reads these fields).
     let type_name = match fields.require("type")? {
-        Value::String(s) => TypeName::new(s).map_err(|e| e.within(&type_path))?,
+        Value::String(s) => TypeName::new(s).map_err(|e| e.within(&fields.path_of("type")))?,
         other => {
             return Err(ValidationError::field(
-                type_path,
+                fields.path_of("type"),
                 format!("expected a string, found {}", kind(&other)),
             ));
         }
     };
-    let payload_path = fields.path_of("payload");
     let payload = match fields.require("payload")? {
         Value::Object(map) => map,
         other => {
             return Err(ValidationError::field(
-                payload_path,
+                fields.path_of("payload"),
                 format!("the payload must be a JSON object, found {}", kind(&other)),
             ));
         }
     };
-    let tags_path = fields.path_of("tags");
     let tags = match fields.take("tags") {
         None => Tags::empty(),
         Some(value) => {
-            Tags::new(string_list(value, &tags_path)?).map_err(|e| e.within(&tags_path))?
+            let path = fields.path_of("tags");
+            Tags::new(string_list(value, &path)?).map_err(|e| e.within(&path))?
         }
     };
     Ok(ArtifactDraft {

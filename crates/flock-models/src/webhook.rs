@@ -423,13 +423,17 @@ fn expect_string(
     name: &str,
     required: bool,
 ) -> Result<Option<String>, ValidationError> {
-    let path = fields.path_of(name);
+    // The field's path is spelled out only for an error: a publish with a webhook reads a few
+    // of these, and formatting each path showed in its profile.
     match fields.take(name) {
-        None if required => Err(ValidationError::field(path, "this field is required")),
+        None if required => Err(ValidationError::field(
+            fields.path_of(name),
+            "this field is required",
+        )),
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(ValidationError::field(
-            path,
+            fields.path_of(name),
             format!("expected a string, found {}", kind(&other)),
         )),
     }
