@@ -387,19 +387,12 @@ async fn ten_destinations_share_the_slots_fairly_on_sqlite() {
     fairness(StoreUrl::Sqlite(dir.path().join("flock.db")), 0.2).await;
 }
 
-/// On Postgres the shares are within 50% of equal, not the 20% of the other stores. With every
-/// commit flushed (as in CI) and both cores busy, six runs gave 0.81 to 1.30 of an equal share:
-/// claims go by due time, so the destinations published last are unknown to the gate for much
-/// of the window. Looking at four times the slots while destinations hold deliveries gave 0.90
-/// to 1.10, but a single receiver's queued burst then drained at 0.6 of the rate on SQLite, so
-/// it was not kept (docs/benchmarks.md). A gap, not the goal; without the gate the destinations
-/// published last get nothing in the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_destinations_share_the_slots_fairly_on_postgres() {
     let Some(db) = postgres("ten_destinations_share_the_slots_fairly_on_postgres").await else {
         return;
     };
-    fairness(db.url().clone(), 0.5).await;
+    fairness(db.url().clone(), 0.2).await;
 }
 
 /// A delivery held longer than `max_hold_secs` fails as `destination_unavailable`, and can be
