@@ -19,7 +19,7 @@ const LOG_LINES: usize = 8_192;
 ///
 /// Lines are formatted where they are logged and written by a thread of their own, many to a
 /// `write`, so a request's log line costs no system call on the request's thread (measured by
-/// `flock-bench --only logging`). Nothing is dropped: when 8,192 lines wait, a caller that
+/// `flock-bench --only logging`). Nothing is dropped: when `LOG_LINES` lines wait, a caller that
 /// logs waits for the writer, as it would for standard error itself. The lines still waiting
 /// are written when the returned guard drops: hold it until the process ends.
 #[must_use = "the log lines still waiting are written when the guard drops"]
