@@ -6,6 +6,15 @@
 //!   `delivery.delivered` and `delivery.failed` from the dispatcher's attempt observer
 //!   ([`flock_delivery::AttemptObserver`]), called where the attempt metrics are counted, so an
 //!   attempt whose result the outbox refused is streamed nowhere, as it is counted nowhere.
+//! - **Order.** An artifact's `delivery.*` events come after its `artifact.published` event.
+//!   Its deliveries are stored with it and can be attempted the moment the store commits,
+//!   before the publishing task runs the hook that emits `artifact.published`; so the
+//!   component's `before_store` *stages* an artifact that has deliveries, and the attempts of a
+//!   staged artifact wait in the hub, to be emitted right after its published event. An artifact
+//!   whose hook never runs (its store write failed, a component before this one stopped it, the
+//!   publish was dropped half-way) is unstaged after [`STAGED_FOR`], its waiting attempts
+//!   emitted then; at most [`MAX_STAGED`] artifacts are staged at once (the oldest is unstaged
+//!   for a new one), and at most [`MAX_WAITING`] events wait for one.
 //! - **Ids.** Every event has an id, one more than the one before. Ids start at the
 //!   microseconds since the Unix epoch when the hub was made, so a restarted instance goes on
 //!   above the ids of the one before it (a client resuming across a restart is told it missed
@@ -36,13 +45,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use flock_delivery::{
     AttemptObserver, AttemptReport, AttemptView, DeliveryState, Resolution, failure_name,
 };
-use flock_models::{Artifact, TenantId, TypeName, WebhookUrl};
+use flock_models::{Artifact, NewDelivery, TenantId, TypeName, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, Component, Flow};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -100,14 +110,7 @@ impl EventKind {
 #[derive(Debug)]
 pub(crate) struct Event {
     id: u64,
-    kind: EventKind,
-    tenant: TenantId,
-    correlation_id: Uuid,
-    /// The type of the artifact it concerns (`None` for `workflow.idle`).
-    type_name: Option<String>,
-    /// When it happened.
-    at: OffsetDateTime,
-    data: Data,
+    what: Draft,
     frame: OnceLock<Bytes>,
 }
 
@@ -144,7 +147,7 @@ impl Event {
                 Bytes::from(format!(
                     "id: {}\nevent: {}\ndata: {}\n\n",
                     self.id,
-                    self.kind.as_str(),
+                    self.what.kind.as_str(),
                     self.json()
                 ))
             })
@@ -155,11 +158,11 @@ impl Event {
     fn json(&self) -> serde_json::Value {
         let mut json = serde_json::json!({
             "id": self.id.to_string(),
-            "kind": self.kind.as_str(),
-            "correlation_id": self.correlation_id,
-            "at": micros(self.at),
+            "kind": self.what.kind.as_str(),
+            "correlation_id": self.what.correlation_id,
+            "at": micros(self.what.at),
         });
-        let (key, value) = match &self.data {
+        let (key, value) = match &self.what.data {
             Data::Idle => return json,
             Data::Published(artifact) => (
                 "artifact",
@@ -175,7 +178,7 @@ impl Event {
                 json["delivery"] = serde_json::json!({
                     "id": a.id,
                     "artifact_id": a.artifact_id,
-                    "artifact_type": self.type_name,
+                    "artifact_type": self.what.type_name,
                     "sequence": a.sequence,
                     "url": a.url.for_logs(),
                     "state": a.state.as_str(),
@@ -201,13 +204,14 @@ pub(crate) struct Filter {
 
 impl Filter {
     fn selects(&self, tenant: &TenantId, event: &Event) -> bool {
-        event.tenant == *tenant
+        event.what.tenant == *tenant
             && self
                 .correlation_id
-                .is_none_or(|c| c == event.correlation_id)
-            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+                .is_none_or(|c| c == event.what.correlation_id)
+            && (self.kinds.is_empty() || self.kinds.contains(&event.what.kind))
             && (self.types.is_empty()
                 || event
+                    .what
                     .type_name
                     .as_deref()
                     .is_some_and(|t| self.types.iter().any(|want| want.as_str() == t)))
@@ -229,6 +233,58 @@ struct Inner {
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
     closed: bool,
+    /// Staged artifacts (stored with deliveries, published event not yet emitted) and the
+    /// events that wait for it.
+    staged: HashMap<Uuid, Vec<Draft>>,
+    /// When each artifact was staged, oldest first (entries of artifacts since published are
+    /// skipped when reached).
+    staged_order: VecDeque<(Instant, Uuid)>,
+}
+
+/// An event before it is recorded (and given its id): what [`EventHub::emit`] takes.
+#[derive(Debug)]
+struct Draft {
+    kind: EventKind,
+    tenant: TenantId,
+    correlation_id: Uuid,
+    /// The type of the artifact it concerns (`None` for `workflow.idle`).
+    type_name: Option<String>,
+    /// When it happened (an event that waited for its artifact's is recorded later).
+    at: OffsetDateTime,
+    data: Data,
+}
+
+/// How long a staged artifact's attempts wait for its published event at most.
+const STAGED_FOR: Duration = Duration::from_secs(5);
+
+/// How many artifacts are staged at most.
+const MAX_STAGED: usize = 4_096;
+
+/// How many events wait for one staged artifact at most; the next ones are emitted at once.
+const MAX_WAITING: usize = 64;
+
+/// What one call recorded, counted in the metrics and logged once the hub's lock is released.
+#[derive(Default)]
+struct Emitted {
+    kinds: Vec<EventKind>,
+    overflowed: usize,
+    open: usize,
+}
+
+impl Emitted {
+    fn report(self) {
+        for kind in self.kinds {
+            metrics::counter!("flock_events_total", "kind" => kind.as_str()).increment(1);
+        }
+        if self.overflowed > 0 {
+            metrics::counter!("flock_events_overflows_total").increment(self.overflowed as u64);
+            metrics::gauge!("flock_events_subscribers").set(self.open as f64);
+            tracing::info!(
+                subscribers = self.overflowed,
+                "event stream subscribers fell behind by a full queue and were disconnected"
+            );
+        }
+    }
 }
 
 /// The hub: the ring of recent events and the open subscriptions.
@@ -284,6 +340,8 @@ impl EventHub {
                 subscribers: HashMap::new(),
                 next_subscriber: 0,
                 closed: false,
+                staged: HashMap::new(),
+                staged_order: VecDeque::new(),
             }),
             settings,
             tenants: Mutex::new(HashMap::new()),
@@ -369,31 +427,83 @@ impl EventHub {
         })
     }
 
-    /// Records an event and hands it to every subscriber that selects it; a subscriber whose
-    /// queue is full is dropped (its stream ends with `stream.overflow`).
-    fn emit(
-        &self,
-        kind: EventKind,
-        tenant: &TenantId,
-        correlation_id: Uuid,
-        type_name: Option<String>,
-        data: Data,
-    ) {
-        let at = OffsetDateTime::now_utc();
+    /// Stages `artifact_id`, stored with deliveries: until its published event, the events of
+    /// its attempts wait (see the module docs).
+    fn stage(&self, artifact_id: Uuid) {
+        let now = Instant::now();
         let mut inner = self.lock();
+        let mut out = Emitted::default();
+        self.unstage_old(&mut inner, now, MAX_STAGED - 1, &mut out);
+        inner.staged.insert(artifact_id, Vec::new());
+        inner.staged_order.push_back((now, artifact_id));
+        drop(inner);
+        out.report();
+    }
+
+    /// Emits an artifact's published event, then the events that waited for it.
+    fn published(&self, artifact_id: Uuid, event: Draft) {
+        let mut inner = self.lock();
+        let mut out = Emitted::default();
+        self.record(&mut inner, event, &mut out);
+        for waiting in inner.staged.remove(&artifact_id).unwrap_or_default() {
+            self.record(&mut inner, waiting, &mut out);
+        }
+        drop(inner);
+        out.report();
+    }
+
+    /// Emits an event of `artifact_id`'s deliveries, or keeps it for the artifact's published
+    /// event when the artifact is staged.
+    fn attempted(&self, artifact_id: Uuid, event: Draft) {
+        let mut inner = self.lock();
+        let mut out = Emitted::default();
+        self.unstage_old(&mut inner, Instant::now(), MAX_STAGED, &mut out);
+        match inner.staged.get_mut(&artifact_id) {
+            Some(waiting) if waiting.len() < MAX_WAITING => waiting.push(event),
+            _ => self.record(&mut inner, event, &mut out),
+        }
+        drop(inner);
+        out.report();
+    }
+
+    /// Records an event and hands it to every subscriber that selects it.
+    fn emit(&self, event: Draft) {
+        let mut inner = self.lock();
+        let mut out = Emitted::default();
+        self.record(&mut inner, event, &mut out);
+        drop(inner);
+        out.report();
+    }
+
+    /// Unstages the artifacts staged longer than [`STAGED_FOR`], and the oldest ones while the
+    /// order holds more than `keep` (it also holds artifacts published since, dropped when
+    /// reached), emitting what waited for them.
+    fn unstage_old(&self, inner: &mut Inner, now: Instant, keep: usize, out: &mut Emitted) {
+        while let Some(&(since, artifact_id)) = inner.staged_order.front() {
+            let live = inner.staged.contains_key(&artifact_id);
+            let young = now.duration_since(since) < STAGED_FOR;
+            if live && young && inner.staged_order.len() <= keep {
+                break;
+            }
+            inner.staged_order.pop_front();
+            for waiting in inner.staged.remove(&artifact_id).unwrap_or_default() {
+                self.record(inner, waiting, out);
+            }
+        }
+    }
+
+    /// Records `draft` in the ring and hands it to every subscriber that selects it; a
+    /// subscriber whose queue is full is dropped (its stream ends with `stream.overflow`).
+    fn record(&self, inner: &mut Inner, draft: Draft, out: &mut Emitted) {
         if inner.closed {
             return;
         }
         let id = inner.next_id;
         inner.next_id += 1;
+        let kind = draft.kind;
         let event = Arc::new(Event {
             id,
-            kind,
-            tenant: tenant.clone(),
-            correlation_id,
-            type_name,
-            at,
-            data,
+            what: draft,
             frame: OnceLock::new(),
         });
         if inner.ring.len() >= self.settings.buffer {
@@ -414,21 +524,12 @@ impl EventHub {
                 Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(*sub_id),
             }
         }
-        let overflowed = dropped.len();
+        out.overflowed += dropped.len();
         for sub_id in dropped {
             inner.subscribers.remove(&sub_id);
         }
-        let open = inner.subscribers.len();
-        drop(inner);
-        metrics::counter!("flock_events_total", "kind" => kind.as_str()).increment(1);
-        if overflowed > 0 {
-            metrics::counter!("flock_events_overflows_total").increment(overflowed as u64);
-            metrics::gauge!("flock_events_subscribers").set(open as f64);
-            tracing::info!(
-                subscribers = overflowed,
-                "event stream subscribers fell behind by a full queue and were disconnected"
-            );
-        }
+        out.kinds.push(kind);
+        out.open = inner.subscribers.len();
     }
 
     /// Ends every stream (each gets `stream.closed`) and refuses new ones: the server is
@@ -528,16 +629,24 @@ impl Component for EventsComponent {
         300
     }
 
+    fn before_store(&self, artifact: &Artifact, outbox: &mut Vec<NewDelivery>) {
+        if !outbox.is_empty() {
+            self.hub.stage(artifact.id);
+        }
+    }
+
     async fn on_artifact_published(&self, artifact: &Arc<Artifact>) -> Flow {
         self.hub
             .remember_tenant(artifact.correlation_id, &artifact.tenant);
-        self.hub.emit(
-            EventKind::ArtifactPublished,
-            &artifact.tenant,
-            artifact.correlation_id,
-            Some(artifact.type_name.as_str().to_owned()),
-            Data::Published(Arc::clone(artifact)),
-        );
+        let event = Draft {
+            kind: EventKind::ArtifactPublished,
+            tenant: artifact.tenant.clone(),
+            correlation_id: artifact.correlation_id,
+            type_name: Some(artifact.type_name.as_str().to_owned()),
+            at: OffsetDateTime::now_utc(),
+            data: Data::Published(Arc::clone(artifact)),
+        };
+        self.hub.published(artifact.id, event);
         Flow::Continue
     }
 
@@ -545,13 +654,14 @@ impl Component for EventsComponent {
         let Some(tenant) = self.hub.tenant_of(correlation_id).await else {
             return;
         };
-        self.hub.emit(
-            EventKind::WorkflowIdle,
-            &tenant,
+        self.hub.emit(Draft {
+            kind: EventKind::WorkflowIdle,
+            tenant,
             correlation_id,
-            None,
-            Data::Idle,
-        );
+            type_name: None,
+            at: OffsetDateTime::now_utc(),
+            data: Data::Idle,
+        });
     }
 }
 
@@ -592,13 +702,15 @@ impl AttemptObserver for EventsObserver {
             Resolution::RetryAt(_) => None,
         };
         for kind in std::iter::once(EventKind::DeliveryAttempted).chain(settled) {
-            self.hub.emit(
+            let event = Draft {
                 kind,
-                &delivery.tenant,
-                delivery.correlation_id,
-                type_name.clone(),
-                Data::Attempt(Arc::clone(&attempted)),
-            );
+                tenant: delivery.tenant.clone(),
+                correlation_id: delivery.correlation_id,
+                type_name: type_name.clone(),
+                at: OffsetDateTime::now_utc(),
+                data: Data::Attempt(Arc::clone(&attempted)),
+            };
+            self.hub.attempted(delivery.artifact_id, event);
         }
     }
 }
@@ -645,5 +757,100 @@ mod tests {
         let reordered = br#"{"artifact":{"payload":{"a":1},"type":"Plan"}}"#;
         assert_eq!(artifact_type_of(reordered).as_deref(), Some("Plan"));
         assert_eq!(artifact_type_of(b"not json"), None);
+    }
+
+    fn hub() -> Arc<EventHub> {
+        EventHub::new(
+            EventSettings::default(),
+            Arc::new(flock_orchestrator::MemoryStore::new()),
+        )
+    }
+
+    fn draft(kind: EventKind) -> Draft {
+        Draft {
+            kind,
+            tenant: TenantId::new("acme").unwrap(),
+            correlation_id: Uuid::nil(),
+            type_name: None,
+            at: OffsetDateTime::now_utc(),
+            data: Data::Idle,
+        }
+    }
+
+    fn kept(hub: &EventHub) -> Vec<EventKind> {
+        hub.lock().ring.iter().map(|e| e.what.kind).collect()
+    }
+
+    #[test]
+    fn a_staged_artifacts_attempts_wait_for_its_published_event() {
+        let hub = hub();
+        let (staged, other) = (Uuid::now_v7(), Uuid::now_v7());
+        hub.stage(staged);
+        // The dispatcher finished before the publishing task ran its hook.
+        hub.attempted(staged, draft(EventKind::DeliveryAttempted));
+        hub.attempted(staged, draft(EventKind::DeliveryDelivered));
+        // An artifact that is not staged (published earlier, or elsewhere) is not held up.
+        hub.attempted(other, draft(EventKind::DeliveryFailed));
+        assert_eq!(kept(&hub), [EventKind::DeliveryFailed]);
+        hub.published(staged, draft(EventKind::ArtifactPublished));
+        assert_eq!(
+            kept(&hub),
+            [
+                EventKind::DeliveryFailed,
+                EventKind::ArtifactPublished,
+                EventKind::DeliveryAttempted,
+                EventKind::DeliveryDelivered
+            ]
+        );
+        // Published, it is no longer staged: its next attempts go out at once.
+        hub.attempted(staged, draft(EventKind::DeliveryAttempted));
+        assert_eq!(kept(&hub).len(), 5);
+        assert!(hub.lock().staged.is_empty());
+    }
+
+    #[test]
+    fn an_artifact_whose_hook_never_runs_is_unstaged_after_a_while_and_staging_is_bounded() {
+        let hub = hub();
+        let lost = Uuid::now_v7();
+        hub.stage(lost);
+        hub.attempted(lost, draft(EventKind::DeliveryAttempted));
+        assert!(kept(&hub).is_empty());
+        {
+            let mut inner = hub.lock();
+            let mut out = Emitted::default();
+            hub.unstage_old(
+                &mut inner,
+                Instant::now() + STAGED_FOR,
+                MAX_STAGED,
+                &mut out,
+            );
+        }
+        assert_eq!(kept(&hub), [EventKind::DeliveryAttempted]);
+
+        // Staging more than the bound unstages the oldest, emitting what waited for it.
+        let first = Uuid::now_v7();
+        hub.stage(first);
+        hub.attempted(first, draft(EventKind::DeliveryDelivered));
+        for _ in 0..MAX_STAGED {
+            hub.stage(Uuid::now_v7());
+        }
+        let inner = hub.lock();
+        assert_eq!(inner.staged.len(), MAX_STAGED);
+        assert!(inner.staged_order.len() <= MAX_STAGED);
+        assert!(!inner.staged.contains_key(&first));
+        assert_eq!(
+            inner.ring.back().map(|e| e.what.kind),
+            Some(EventKind::DeliveryDelivered)
+        );
+        drop(inner);
+
+        // Events waiting for one artifact are bounded too.
+        let busy = Uuid::now_v7();
+        hub.stage(busy);
+        let before = kept(&hub).len();
+        for _ in 0..=MAX_WAITING {
+            hub.attempted(busy, draft(EventKind::DeliveryAttempted));
+        }
+        assert_eq!(kept(&hub).len(), before + 1);
     }
 }
