@@ -191,6 +191,8 @@ struct Dest {
     incoming: usize,
     /// When the last release was asked.
     released: Option<Instant>,
+    /// When an attempt last finished.
+    finished: Option<Instant>,
 }
 
 impl Dest {
@@ -206,6 +208,7 @@ impl Dest {
             released_at: 0,
             incoming: 0,
             released: None,
+            finished: None,
         }
     }
 
@@ -412,6 +415,7 @@ impl Gate {
         let max_open = self.config.breaker_max_open;
         let d = self.entry(dest);
         d.in_flight = d.in_flight.saturating_sub(1);
+        d.finished = Some(Instant::now());
         if let Outcome::Status {
             code: 429 | 503,
             retry_after: Some(wait),
@@ -629,6 +633,13 @@ impl Gate {
             return None;
         }
         (d.in_flight >= self.limit(name)).then_some(name.as_str())
+    }
+
+    /// Whether `dest` finished an attempt within `within`.
+    pub(crate) fn answering(&self, dest: &str, within: Duration) -> bool {
+        (self.dests.get(dest))
+            .and_then(|d| d.finished)
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     /// Whether a destination holds deliveries that could go.
