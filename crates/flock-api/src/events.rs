@@ -11,10 +11,11 @@
 //!   before the publishing task runs the hook that emits `artifact.published`; so the
 //!   component's `before_store` *stages* an artifact that has deliveries, and the attempts of a
 //!   staged artifact wait in the hub, to be emitted right after its published event. An artifact
-//!   whose hook never runs (its store write failed, a component before this one stopped it, the
-//!   publish was dropped half-way) is unstaged after [`STAGED_FOR`], its waiting attempts
-//!   emitted then; at most [`MAX_STAGED`] artifacts are staged at once (the oldest is unstaged
-//!   for a new one), and at most [`MAX_WAITING`] events wait for one.
+//!   whose hook never runs for it (its store write failed, a component before this one stopped
+//!   it or passed on an artifact with another id, the publish was dropped half-way) is unstaged
+//!   after [`STAGED_FOR`] (checked whenever the hub stages an artifact or records an event),
+//!   its waiting attempts emitted then; at most [`MAX_STAGED`] artifacts are staged at once
+//!   (the oldest is unstaged for a new one), and at most [`MAX_WAITING`] events wait for one.
 //! - **Ids.** Every event has an id, one more than the one before. Ids start at the
 //!   microseconds since the Unix epoch when the hub was made, so a restarted instance goes on
 //!   above the ids of the one before it (a client resuming across a restart is told it missed
@@ -444,6 +445,7 @@ impl EventHub {
     fn published(&self, artifact_id: Uuid, event: Draft) {
         let mut inner = self.lock();
         let mut out = Emitted::default();
+        self.unstage_old(&mut inner, Instant::now(), MAX_STAGED, &mut out);
         self.record(&mut inner, event, &mut out);
         for waiting in inner.staged.remove(&artifact_id).unwrap_or_default() {
             self.record(&mut inner, waiting, &mut out);
@@ -470,6 +472,7 @@ impl EventHub {
     fn emit(&self, event: Draft) {
         let mut inner = self.lock();
         let mut out = Emitted::default();
+        self.unstage_old(&mut inner, Instant::now(), MAX_STAGED, &mut out);
         self.record(&mut inner, event, &mut out);
         drop(inner);
         out.report();
