@@ -428,54 +428,50 @@ impl EventHub {
         })
     }
 
-    /// Stages `artifact_id`, stored with deliveries: until its published event, the events of
-    /// its attempts wait (see the module docs).
-    fn stage(&self, artifact_id: Uuid) {
-        let now = Instant::now();
+    /// Runs `f` under the hub's lock, after unstaging what is due to be (keeping at most `keep`
+    /// staged); what it recorded is counted and logged once the lock is released.
+    fn locked(&self, keep: usize, f: impl FnOnce(&mut Inner, &mut Emitted)) {
         let mut inner = self.lock();
         let mut out = Emitted::default();
-        self.unstage_old(&mut inner, now, MAX_STAGED - 1, &mut out);
-        inner.staged.insert(artifact_id, Vec::new());
-        inner.staged_order.push_back((now, artifact_id));
+        self.unstage_old(&mut inner, Instant::now(), keep, &mut out);
+        f(&mut inner, &mut out);
         drop(inner);
         out.report();
     }
 
+    /// Stages `artifact_id`, stored with deliveries: until its published event, the events of
+    /// its attempts wait (see the module docs).
+    fn stage(&self, artifact_id: Uuid) {
+        self.locked(MAX_STAGED - 1, |inner, _| {
+            inner.staged.insert(artifact_id, Vec::new());
+            inner.staged_order.push_back((Instant::now(), artifact_id));
+        });
+    }
+
     /// Emits an artifact's published event, then the events that waited for it.
     fn published(&self, artifact_id: Uuid, event: Draft) {
-        let mut inner = self.lock();
-        let mut out = Emitted::default();
-        self.unstage_old(&mut inner, Instant::now(), MAX_STAGED, &mut out);
-        self.record(&mut inner, event, &mut out);
-        for waiting in inner.staged.remove(&artifact_id).unwrap_or_default() {
-            self.record(&mut inner, waiting, &mut out);
-        }
-        drop(inner);
-        out.report();
+        self.locked(MAX_STAGED, |inner, out| {
+            self.record(inner, event, out);
+            for waiting in inner.staged.remove(&artifact_id).unwrap_or_default() {
+                self.record(inner, waiting, out);
+            }
+        });
     }
 
     /// Emits an event of `artifact_id`'s deliveries, or keeps it for the artifact's published
     /// event when the artifact is staged.
     fn attempted(&self, artifact_id: Uuid, event: Draft) {
-        let mut inner = self.lock();
-        let mut out = Emitted::default();
-        self.unstage_old(&mut inner, Instant::now(), MAX_STAGED, &mut out);
-        match inner.staged.get_mut(&artifact_id) {
-            Some(waiting) if waiting.len() < MAX_WAITING => waiting.push(event),
-            _ => self.record(&mut inner, event, &mut out),
-        }
-        drop(inner);
-        out.report();
+        self.locked(MAX_STAGED, |inner, out| {
+            match inner.staged.get_mut(&artifact_id) {
+                Some(waiting) if waiting.len() < MAX_WAITING => waiting.push(event),
+                _ => self.record(inner, event, out),
+            }
+        });
     }
 
     /// Records an event and hands it to every subscriber that selects it.
     fn emit(&self, event: Draft) {
-        let mut inner = self.lock();
-        let mut out = Emitted::default();
-        self.unstage_old(&mut inner, Instant::now(), MAX_STAGED, &mut out);
-        self.record(&mut inner, event, &mut out);
-        drop(inner);
-        out.report();
+        self.locked(MAX_STAGED, |inner, out| self.record(inner, event, out));
     }
 
     /// Unstages the artifacts staged longer than [`STAGED_FOR`], and the oldest ones while the
