@@ -621,9 +621,10 @@ impl Gate {
         !(self.dests.iter()).any(|(name, d)| name != dest && (d.in_flight > 0 || d.holding))
     }
 
-    /// The destination that alone has work here and is at its limit, if one is: a claim would
-    /// find it more deliveries it cannot take.
-    pub(crate) fn saturated_alone(&self) -> Option<&str> {
+    /// The destination that alone has work here (attempts in flight or deliveries held), if one
+    /// is, with how many more attempts its limit lets start (none: it is saturated, and a claim
+    /// would find it more deliveries it cannot take).
+    pub(crate) fn lone(&self) -> Option<(&str, usize)> {
         let mut busy = self
             .dests
             .iter()
@@ -632,7 +633,7 @@ impl Gate {
         if busy.next().is_some() {
             return None;
         }
-        (d.in_flight >= self.limit(name)).then_some(name.as_str())
+        Some((name.as_str(), self.limit(name).saturating_sub(d.in_flight)))
     }
 
     /// Whether `dest` finished an attempt within `within`.
@@ -731,6 +732,27 @@ mod tests {
         // B finishes: B (2 in flight) is now the furthest below.
         let follow = gate.finish(B, &status(204), T0);
         assert_eq!(follow.releases[0].destination, B);
+    }
+
+    #[test]
+    fn a_destination_alone_is_lone_with_the_room_its_cap_leaves_until_another_has_work() {
+        let mut gate = gate(4, 8);
+        assert_eq!(gate.lone(), None);
+        for _ in 0..3 {
+            assert_eq!(gate.admit(A, T0, true).0, Admit::Go);
+        }
+        assert_eq!(gate.lone(), Some((A, 1)));
+        assert_eq!(gate.admit(A, T0, true).0, Admit::Go);
+        assert_eq!(gate.lone(), Some((A, 0)));
+        assert!(!gate.answering(A, Duration::from_secs(60)));
+        gate.finish(A, &status(200), T0);
+        assert_eq!(gate.lone(), Some((A, 1)));
+        assert!(gate.answering(A, Duration::from_secs(60)));
+        // Another destination with work: nobody is alone.
+        assert_eq!(gate.admit(B, T0, true).0, Admit::Go);
+        assert_eq!(gate.lone(), None);
+        gate.finish(B, &status(200), T0);
+        assert_eq!(gate.lone(), Some((A, 1)));
     }
 
     #[test]
