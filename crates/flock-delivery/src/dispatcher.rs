@@ -72,19 +72,19 @@ const CONTENDED_LOOK: usize = 4;
 /// loop claims no more than it can start and park. Either way a look claims none of its
 /// backlog to hold and release again.
 ///
-/// Measured (docs/benchmarks.md): after a burst queued while its receiver held its answers,
-/// the wide look held its deliveries again and again as they drained on SQLite (27,494 holds
-/// in a run draining at 4,112/s); spared while at its cap and answering, the drain was twice
-/// as fast, but still held about 5,000 a run: below its cap, a look claimed the slots free
-/// (at least half of them, with the default cap) or, with some held, four times them, and the
-/// loop took parked deliveries that the slots between two attempts counted on. Claiming only
-/// what it can start and park, and leaving its parked deliveries to its slots, it held 1,167
-/// in three runs, and drains 1.23 times as fast as the build before isolation (median of ten
-/// runs in two sessions). Sparing
-/// every lone destination at its cap, answering or not, drained at 10,333/s with 763 holds,
-/// but lost the Postgres fairness (2 of 7 loaded runs outside 20%): a lone destination that
-/// does not answer while others' backlogs arrive behind its own must have its backlog held,
-/// or the claims reach the others only once they got through it.
+/// Measured (docs/benchmarks.md), a burst queued while its receiver held its answers, then
+/// drained, on SQLite:
+/// - the wide look always: 27,494 holds in a run draining at 4,112/s;
+/// - spared at its cap while it answers: twice as fast, still about 5,000 holds a run (below
+///   its cap a look claimed every free slot, or four times the slots, and the loop took the
+///   parked deliveries that a slot between two attempts counted on);
+/// - as now: 1,167 holds in three runs, 1.23 times the drain of the build before isolation
+///   (median of ten runs in two sessions).
+///
+/// Sparing every lone destination at its cap, answering or not, drained at 10,333/s with 763
+/// holds, but lost the Postgres fairness (2 of 7 loaded runs outside 20%): a lone destination
+/// that does not answer while others' backlogs arrive behind its own must have its backlog
+/// held, or the claims reach the others only once they got through it.
 const ANSWERING: Duration = Duration::from_millis(100);
 
 /// The most held deliveries one sweep fails, and the most destinations it looks at.
@@ -108,7 +108,8 @@ const SWEEP_LIMIT: usize = 1_000;
 /// at its cap, what was claimed past the cap waits in memory (up to the cap), and once that
 /// is full, or while the destination answers (it finished an attempt in the last 100 ms),
 /// the loop claims past it ([`Outbox::claim_past`]), so its backlog is neither leased nor
-/// held. The gate is this dispatcher's: caps and breakers are per instance.
+/// held; below its cap, one that answers is claimed no more than it can start and keep in
+/// memory. The gate is this dispatcher's: caps and breakers are per instance.
 pub struct Dispatcher {
     shared: Arc<Shared>,
 }
@@ -166,13 +167,10 @@ impl Parked {
         if self.of(destination.as_str()) >= cap || self.len >= limit {
             return Some(claimed);
         }
-        let queue = match self.by_destination.get_mut(destination.as_str()) {
-            Some(queue) => queue,
-            None => (self.by_destination)
-                .entry(destination.as_str().to_owned())
-                .or_default(),
-        };
-        queue.push_back(claimed);
+        (self.by_destination)
+            .entry(destination.as_str().to_owned())
+            .or_default()
+            .push_back(claimed);
         self.len += 1;
         None
     }
