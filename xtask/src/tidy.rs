@@ -31,7 +31,7 @@ const OWNED: &[(&str, &[&str])] = &[
     ("actix-web", &["flock-api"]),
     ("boon", &["flock-schema"]),
     ("hmac", &["flock-signing"]),
-    ("reqwest", &["flock-delivery", "flock-llm"]),
+    ("reqwest", &["flock-llm"]),
     ("sqlx", &["flock-store"]),
 ];
 /// Macros that must not be left in the code.
@@ -912,7 +912,7 @@ mod tests {
             shown,
             [
                 "crates/flock-models/Cargo.toml:6: flock-models is layer 0 and must not reach tokio, but does: flock-models -> bad-io -> tokio",
-                "crates/flock-signing/Cargo.toml:7: flock-signing depends on reqwest: only flock-delivery and flock-llm know reqwest (docs/ARCHITECTURE.md)",
+                "crates/flock-signing/Cargo.toml:7: flock-signing depends on reqwest: only flock-llm knows reqwest (docs/ARCHITECTURE.md)",
                 "crates/flock-signing/Cargo.toml:7: flock-signing is layer 0 and must not reach tokio, but does: flock-signing -> reqwest -> tokio",
             ]
         );

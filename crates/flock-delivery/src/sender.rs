@@ -2,12 +2,22 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use flock_models::NewDelivery;
+use bytes::Bytes;
+use flock_models::{NewDelivery, WebhookUrl};
 use flock_retry::{Outcome, parse_retry_after};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{self, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_platform_verifier::BuilderVerifierExt as _;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 
 use flock_context::{Refused, SsrfGuard};
 
@@ -23,11 +33,19 @@ pub const USER_AGENT: &str = concat!("flock-webhooks/", env!("CARGO_PKG_VERSION"
 /// body closes the connection instead.
 const MAX_DRAINED_BODY: usize = 64 * 1024;
 
+/// How long an unused pooled connection is kept (as long as a browser would).
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const FLOCK_USER_AGENT: HeaderValue = HeaderValue::from_static(USER_AGENT);
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 const FLOCK_SIGNATURE: HeaderName = HeaderName::from_static("x-flock-signature");
+
+/// The pooled client every attempt goes through: HTTP/1.1, TLS by rustls for `https`, names
+/// resolved through the guard.
+type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 /// What one attempt came to: its [`Outcome`], the one word everything else is derived from
 /// (the retry decision, the attempt record's status code and error kind, the metrics), and what
@@ -57,7 +75,8 @@ impl Sent {
 /// webhook secrets for deliveries without a secret of their own.
 #[derive(Clone)]
 pub(crate) struct Sender {
-    client: reqwest::Client,
+    client: HttpClient,
+    request_timeout: Duration,
     guard: SsrfGuard,
     pub(crate) secrets: Option<Arc<dyn TenantSecrets>>,
 }
@@ -72,30 +91,40 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Sender {
-    /// The shared client for `config`: pooled connections, the configured timeouts, no
-    /// redirects, no proxy (a proxy would connect on our behalf, past the guard), no automatic
-    /// retries (every request is an attempt we record), and the guarded resolver.
+    /// The shared client for `config`: hyper's pooled HTTP/1.1 client (at most
+    /// `max_idle_per_host` idle connections a destination, each kept 90 s), TLS by rustls with
+    /// the operating system's certificate verifier, the connect timeout, names resolved through
+    /// the guard; no redirects followed, no proxy (a proxy would connect on our behalf, past the
+    /// guard). The client resends a request only when its pooled connection closed before a
+    /// byte of it was written, so every request that reaches a receiver is an attempt we record.
+    ///
+    /// # Errors
+    /// The operating system's certificate verifier could not be set up.
     pub(crate) fn new(config: &DeliveryConfig, guard: SsrfGuard) -> Result<Self, ConfigError> {
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .no_proxy()
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(guard.clone()));
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config()?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(config.max_idle_per_host)
-            .tcp_nodelay(true)
-            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
-            .build()
-            .map_err(|e| ConfigError::Client(error_chain(&e)))?;
+            .build(connector);
         Ok(Sender {
             client,
+            request_timeout: config.request_timeout,
             guard,
             secrets: None,
         })
     }
 
-    /// Makes one attempt of `delivery`, stamped `at`.
+    /// Makes one attempt of `delivery`, stamped `at`: the request and its answer's head within
+    /// the request timeout, and what is left of it to drain the answer's body.
     pub(crate) async fn send(&self, delivery: &NewDelivery, at: OffsetDateTime) -> Sent {
         if let Err(refused) = self.guard.check_ip_host(&delivery.url) {
             return Sent::blocked(&refused);
@@ -104,16 +133,47 @@ impl Sender {
             Ok(headers) => headers,
             Err(failure) => return failure,
         };
-        let request = self
-            .client
-            .post(delivery.url.url().clone())
-            .headers(headers)
-            .body(delivery.body.clone());
-        match request.send().await {
-            Ok(response) => answered(response).await,
-            Err(error) => failed(error),
+        let Some(uri) = request_uri(&delivery.url) else {
+            return Sent::failed(
+                Outcome::OtherError,
+                "the URL could not be made into a request",
+            );
+        };
+        let mut request = Request::new(Full::new(delivery.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let deadline = Instant::now() + self.request_timeout;
+        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => answered(response, deadline).await,
+            Ok(Err(error)) => failed(&error),
+            Err(_) => Sent::failed(Outcome::Timeout, "timed out"),
         }
     }
+}
+
+/// The URI a request for `url` goes to: the URL as it is stored, without its fragment (which
+/// never goes on the wire).
+fn request_uri(url: &WebhookUrl) -> Option<Uri> {
+    let text = url.as_str();
+    let text = text.split_once('#').map_or(text, |(before, _)| before);
+    Uri::try_from(text).ok()
+}
+
+/// rustls with the process's default crypto provider (else aws-lc-rs), its safe protocol
+/// versions and the operating system's certificate verifier: what reqwest's `rustls` feature
+/// sets up.
+fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let fail = |e: rustls::Error| ConfigError::Client(format!("TLS could not be set up: {e}"));
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(fail)?
+        .with_platform_verifier()
+        .map_err(fail)?
+        .with_no_client_auth())
 }
 
 impl Sender {
@@ -127,7 +187,7 @@ impl Sender {
         let mut buf = uuid::Uuid::encode_buffer();
         let id: &str = delivery.id.hyphenated().encode_lower(&mut buf);
         let custom = delivery.headers.as_deref().map_or(&[][..], |h| h.expose());
-        let mut headers = HeaderMap::with_capacity(5 + custom.len());
+        let mut headers = HeaderMap::with_capacity(6 + custom.len());
         for (name, value) in custom {
             // Names and values were checked when the webhook was built: a failure here means
             // stored headers went bad, and the attempt says so without naming the value.
@@ -142,6 +202,7 @@ impl Sender {
             headers.append(name, value);
         }
         headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+        headers.insert(header::USER_AGENT, FLOCK_USER_AGENT);
         headers.insert(WEBHOOK_ID, header_value(id.to_owned())?);
         headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
         let body = &delivery.body;
@@ -177,8 +238,8 @@ fn header_value(text: String) -> Result<HeaderValue, Sent> {
 }
 
 /// The receiver answered: classify the status, read `Retry-After` on 429/503, and drain a
-/// small body so the connection goes back to the pool.
-async fn answered(mut response: reqwest::Response) -> Sent {
+/// small body (until `deadline`) so the connection goes back to the pool.
+async fn answered(response: Response<Incoming>, deadline: Instant) -> Sent {
     let status = response.status();
     let code = status.as_u16();
     let retry_after = if matches!(code, 429 | 503) {
@@ -190,11 +251,12 @@ async fn answered(mut response: reqwest::Response) -> Sent {
     } else {
         None
     };
+    let mut body = response.into_body();
     let mut drained = 0usize;
     while drained <= MAX_DRAINED_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => drained += chunk.len(),
-            Ok(None) | Err(_) => break,
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => drained += frame.data_ref().map_or(0, Bytes::len),
+            Ok(None | Some(Err(_))) | Err(_) => break,
         }
     }
     let outcome = Outcome::Status { code, retry_after };
@@ -212,24 +274,21 @@ async fn answered(mut response: reqwest::Response) -> Sent {
 /// be many, and API callers read them): never the URL (its query may hold tokens) nor an
 /// address a name resolved to, which would map the internal network for whoever chose the
 /// URL. The whole error, address included, is logged at `debug` for the operator.
-fn failed(error: reqwest::Error) -> Sent {
-    let error = error.without_url();
-    tracing::debug!(error = %error_chain(&error), "webhook attempt failed");
-    if let Some(refused) = find_source::<Refused>(&error) {
+fn failed(error: &hyper_util::client::legacy::Error) -> Sent {
+    tracing::debug!(error = %error_chain(error), "webhook attempt failed");
+    if let Some(refused) = find_source::<Refused>(error) {
         return Sent::blocked(refused);
     }
-    if error.is_timeout() {
-        let message = if error.is_connect() {
-            "timed out while connecting"
-        } else {
-            "timed out"
-        };
-        Sent::failed(Outcome::Timeout, message)
-    } else if error.is_connect() {
-        let message = format!("could not connect: {}", connect_class(&error));
+    if error.is_connect() {
+        if find_source::<std::io::Error>(error).map(std::io::Error::kind)
+            == Some(std::io::ErrorKind::TimedOut)
+        {
+            return Sent::failed(Outcome::Timeout, "timed out while connecting");
+        }
+        let message = format!("could not connect: {}", connect_class(error));
         Sent::failed(Outcome::ConnectError, &message)
     } else {
-        let message = format!("request failed: {}", other_class(&error));
+        let message = format!("request failed: {}", other_class(error));
         Sent::failed(Outcome::OtherError, &message)
     }
 }
@@ -319,6 +378,17 @@ mod tests {
         assert!(cut.ends_with('…'));
         let exact = "a".repeat(MAX_ERROR_CHARS);
         assert_eq!(truncate(&exact), exact);
+    }
+
+    #[test]
+    fn a_request_goes_to_the_url_without_its_fragment() {
+        let url = WebhookUrl::parse("https://Hooks.Example:8443/a/b?token=t1#part").unwrap();
+        let uri = request_uri(&url).unwrap();
+        assert_eq!(uri.scheme_str(), Some("https"));
+        assert_eq!(uri.authority().unwrap().as_str(), "hooks.example:8443");
+        assert_eq!(uri.path_and_query().unwrap().as_str(), "/a/b?token=t1");
+        let ipv6 = WebhookUrl::parse("http://[::1]:9000/hook").unwrap();
+        assert_eq!(request_uri(&ipv6).unwrap().host(), Some("[::1]"));
     }
 
     #[test]

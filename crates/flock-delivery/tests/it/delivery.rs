@@ -1,6 +1,6 @@
 //! Delivered on the first try, with the headers and signatures of the wire contract.
 
-use flock_delivery::{DeliveryState, USER_AGENT};
+use flock_delivery::{DeliveryConfig, DeliveryState, ErrorKind, USER_AGENT};
 use flock_signing::{DEFAULT_TOLERANCE, verify_flock_signature, verify_standard};
 use time::OffsetDateTime;
 
@@ -39,6 +39,8 @@ async fn delivered_on_the_first_try_with_both_signatures_verified() {
         assert_eq!(request.body, body, "the stored body, byte for byte");
         assert_eq!(request.header("content-type"), Some("application/json"));
         assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+        let host = format!("127.0.0.1:{}", receiver.port());
+        assert_eq!(request.header("host"), Some(host.as_str()));
         assert!(USER_AGENT.starts_with("flock-webhooks/"));
         let webhook_id = request.header("webhook-id").unwrap();
         assert_eq!(webhook_id, id.to_string());
@@ -64,6 +66,37 @@ async fn delivered_on_the_first_try_with_both_signatures_verified() {
         .unwrap();
     }
     assert_eq!(receiver.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_sent_over_tls() {
+    // A listener that reads what the client sends first: a TLS record (handshake, version 3.x),
+    // not an HTTP request line. It then closes, so the attempt fails while connecting.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first_bytes = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = [0u8; 3];
+        std::io::Read::read_exact(&mut stream, &mut head).unwrap();
+        head
+    });
+    let harness = Harness::start(DeliveryConfig {
+        retry: flock_retry::RetryPolicy {
+            max_retries: 0,
+            ..test_config().retry
+        },
+        ..test_config()
+    });
+    let url = format!("https://127.0.0.1:{port}/hook");
+    let id = harness.enqueue(delivery(&url, Some(WHSEC))).await;
+    let view = harness.finished(id).await;
+    let head = first_bytes.join().unwrap();
+    assert_eq!(head[0], 0x16, "a TLS handshake record, not {head:?}");
+    assert_eq!(head[1], 0x03);
+    assert_eq!(view.state, DeliveryState::Failed);
+    let attempt = &view.attempts[0];
+    assert_eq!(attempt.error_kind, Some(ErrorKind::Connect), "{attempt:?}");
+    assert_eq!(attempt.status_code, None);
 }
 
 #[tokio::test]
