@@ -1,5 +1,6 @@
-//! Deliveries per second to a loopback receiver, beside the ceiling: a bare pooled `reqwest`
-//! client posting the same bodies with the same concurrency. A program that prints numbers.
+//! Deliveries per second to a loopback receiver, beside the ceiling: hyper-util's pooled client
+//! (the one the dispatcher sends with) posting the same bodies with the same concurrency, bare.
+//! A program that prints numbers.
 //!
 //! `cargo run --release -p flock-delivery --example throughput [COUNT]`
 
@@ -15,7 +16,9 @@ use flock_models::{Artifact, ArtifactDraft, NewDelivery, Secret, TypeName, Webho
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -51,7 +54,7 @@ async fn measure(count: usize) {
     let without_secret = engine(&received, make_deliveries(&url, count, false)).await;
 
     println!("deliveries:              {count} (concurrency {CONCURRENCY})");
-    println!("bare reqwest (ceiling):  {ceiling:>9.0} requests/s");
+    println!("bare client (ceiling):   {ceiling:>9.0} requests/s");
     println!(
         "flock-delivery, signed:  {with_secret:>9.0} deliveries/s  ({:.2} of the ceiling)",
         with_secret / ceiling
@@ -109,33 +112,30 @@ fn make_deliveries(url: &str, count: usize, signed: bool) -> Vec<NewDelivery> {
 
 /// The ceiling: the same bodies posted by a pooled client, `CONCURRENCY` at a time.
 async fn bare(url: &str, deliveries: &[NewDelivery]) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
+    let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(CONCURRENCY)
-        .build()
-        .expect("a client");
+        .build_http::<Full<Bytes>>();
+    let uri: Uri = url.parse().expect("a URI");
     let bodies: Arc<Vec<Bytes>> = Arc::new(deliveries.iter().map(|d| d.body.clone()).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
-        let (client, bodies, next, url) = (
+        let (client, bodies, next, uri) = (
             client.clone(),
             Arc::clone(&bodies),
             Arc::clone(&next),
-            url.to_owned(),
+            uri.clone(),
         );
         workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
-                let response = client
-                    .post(&url)
+                let request = Request::post(uri.clone())
                     .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .expect("an answer");
-                let _ = response.bytes().await;
+                    .body(Full::new(body.clone()))
+                    .expect("a request");
+                let response = client.request(request).await.expect("an answer");
+                let _ = response.into_body().collect().await;
             }
         });
     }
@@ -153,7 +153,7 @@ async fn receiver(received: Arc<AtomicUsize>) -> SocketAddr {
             };
             let received = Arc::clone(&received);
             tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let received = Arc::clone(&received);
                     async move {
                         let _ = request.into_body().collect().await;
