@@ -293,13 +293,17 @@ fn failed(error: &hyper_util::client::legacy::Error) -> Sent {
     }
 }
 
-/// Why a connection could not be made, as a class: from the OS's error kind, or the name not
-/// resolving.
+/// Why a connection could not be made, as a class: the name not resolving, the TLS handshake
+/// (by what rustls refused, never the names it saw), or the OS's error kind.
 fn connect_class(error: &(dyn StdError + 'static)) -> &'static str {
     if find_source::<Unresolved>(error).is_some() {
         return "the host name did not resolve";
     }
-    match find_source::<std::io::Error>(error).map(std::io::Error::kind) {
+    let io = find_source::<std::io::Error>(error);
+    if let Some(tls) = io.and_then(rustls_error) {
+        return tls_class(tls);
+    }
+    match io.map(std::io::Error::kind) {
         Some(std::io::ErrorKind::ConnectionRefused) => "connection refused",
         Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted) => {
             "connection reset"
@@ -308,6 +312,38 @@ fn connect_class(error: &(dyn StdError + 'static)) -> &'static str {
         Some(std::io::ErrorKind::NetworkUnreachable) => "network unreachable",
         Some(std::io::ErrorKind::TimedOut) => "timed out",
         _ => "connection failed",
+    }
+}
+
+/// The rustls error an I/O error carries, through the I/O errors wrapped around it (the TLS
+/// stream wraps it in one, the connector in another).
+fn rustls_error(io: &std::io::Error) -> Option<&rustls::Error> {
+    let inner = io.get_ref()?;
+    inner.downcast_ref::<rustls::Error>().or_else(|| {
+        inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(rustls_error)
+    })
+}
+
+/// What rustls refused in a TLS handshake, as a class.
+fn tls_class(error: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as Cert;
+    match error {
+        rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => {
+            "the receiver's TLS certificate is not from a trusted authority"
+        }
+        rustls::Error::InvalidCertificate(
+            Cert::Expired | Cert::ExpiredContext { .. } | Cert::NotValidYet,
+        )
+        | rustls::Error::InvalidCertificate(Cert::NotValidYetContext { .. }) => {
+            "the receiver's TLS certificate is out of its validity period"
+        }
+        rustls::Error::InvalidCertificate(
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+        ) => "the receiver's TLS certificate is not for the URL's host",
+        rustls::Error::InvalidCertificate(_) => "the receiver's TLS certificate was refused",
+        _ => "the TLS handshake failed",
     }
 }
 

@@ -1,7 +1,11 @@
 //! Delivered on the first try, with the headers and signatures of the wire contract.
 
+use std::sync::Arc;
+
 use flock_delivery::{DeliveryConfig, DeliveryState, ErrorKind, USER_AGENT};
 use flock_signing::{DEFAULT_TOLERANCE, verify_flock_signature, verify_standard};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
 use crate::receiver::Receiver;
@@ -97,6 +101,66 @@ async fn an_https_webhook_is_sent_over_tls() {
     let attempt = &view.attempts[0];
     assert_eq!(attempt.error_kind, Some(ErrorKind::Connect), "{attempt:?}");
     assert_eq!(attempt.status_code, None);
+}
+
+#[tokio::test]
+async fn a_receiver_whose_certificate_is_not_trusted_is_a_connect_error_that_says_so() {
+    // A TLS receiver on loopback with a self-signed certificate for localhost and 127.0.0.1
+    // (a fixture that no operating system trusts, made for this test with `openssl req -x509`,
+    // P-256, CA:FALSE, valid for 100 years): the handshake reaches the certificate and stops
+    // there, and the attempt names why without naming an address.
+    let certs = vec![CertificateDer::from_pem_slice(include_bytes!("tls/test-cert.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("tls/test-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut tls = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        // The client gives up on the certificate, so the handshake ends in an error here.
+        while tls.is_handshaking() {
+            if tls.complete_io(&mut socket).is_err() {
+                break;
+            }
+        }
+        tls.is_handshaking()
+    });
+    let harness = Harness::start(DeliveryConfig {
+        retry: flock_retry::RetryPolicy {
+            max_retries: 0,
+            ..test_config().retry
+        },
+        ..test_config()
+    });
+    let id = harness
+        .enqueue(delivery(
+            &format!("https://localhost:{port}/hook"),
+            Some(WHSEC),
+        ))
+        .await;
+    let view = harness.finished(id).await;
+    assert!(server.join().unwrap(), "the handshake never completed");
+    assert_eq!(view.state, DeliveryState::Failed);
+    let attempt = &view.attempts[0];
+    assert_eq!(attempt.error_kind, Some(ErrorKind::Connect), "{attempt:?}");
+    // Which check refuses it depends on the machine's trusted roots (an unknown issuer, or a
+    // root of the same name whose key does not fit); either way it is the certificate.
+    let error = attempt.error.as_deref().unwrap();
+    assert!(
+        error.starts_with("could not connect: the receiver's TLS certificate "),
+        "{error}"
+    );
+    assert!(
+        !error.contains("127.0.0.1") && !error.contains("localhost"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
