@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use flock_delivery::{DeliveryConfig, DeliveryState, ErrorKind, USER_AGENT};
+use flock_delivery::{DeliveryState, ErrorKind, USER_AGENT};
 use flock_signing::{DEFAULT_TOLERANCE, verify_flock_signature, verify_standard};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
 use crate::receiver::Receiver;
-use crate::{Harness, delivery, test_config};
+use crate::{Harness, delivery, one_attempt_config, test_config};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -84,13 +84,7 @@ async fn an_https_webhook_is_sent_over_tls() {
         std::io::Read::read_exact(&mut stream, &mut head).unwrap();
         head
     });
-    let harness = Harness::start(DeliveryConfig {
-        retry: flock_retry::RetryPolicy {
-            max_retries: 0,
-            ..test_config().retry
-        },
-        ..test_config()
-    });
+    let harness = Harness::start(one_attempt_config());
     let url = format!("https://127.0.0.1:{port}/hook");
     let id = harness.enqueue(delivery(&url, Some(WHSEC))).await;
     let view = harness.finished(id).await;
@@ -132,13 +126,7 @@ async fn a_receiver_whose_certificate_is_not_trusted_is_a_connect_error_that_say
         }
         tls.is_handshaking()
     });
-    let harness = Harness::start(DeliveryConfig {
-        retry: flock_retry::RetryPolicy {
-            max_retries: 0,
-            ..test_config().retry
-        },
-        ..test_config()
-    });
+    let harness = Harness::start(one_attempt_config());
     let id = harness
         .enqueue(delivery(
             &format!("https://localhost:{port}/hook"),

@@ -40,6 +40,17 @@ pub(crate) fn test_config() -> DeliveryConfig {
     }
 }
 
+/// [`test_config`] with one attempt per delivery: a failure is final at once.
+pub(crate) fn one_attempt_config() -> DeliveryConfig {
+    DeliveryConfig {
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..test_config().retry
+        },
+        ..test_config()
+    }
+}
+
 /// An artifact of workflow `correlation_id`.
 pub(crate) fn artifact(correlation_id: Uuid, n: u64) -> Artifact {
     let payload = json!({"n": n, "text": "hello"});

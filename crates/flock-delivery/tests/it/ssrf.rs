@@ -5,7 +5,7 @@
 use flock_delivery::{DeliveryConfig, DeliveryState, ErrorKind, GiveUp};
 
 use crate::receiver::Receiver;
-use crate::{Harness, delivery, test_config};
+use crate::{Harness, delivery, one_attempt_config, test_config};
 
 #[tokio::test]
 async fn refused_destinations_fail_at_once_and_nothing_reaches_the_receiver() {
@@ -76,13 +76,7 @@ async fn failed_connections_are_recorded_by_class_without_the_address() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let harness = Harness::start(DeliveryConfig {
-        retry: flock_retry::RetryPolicy {
-            max_retries: 0,
-            ..test_config().retry
-        },
-        ..test_config()
-    });
+    let harness = Harness::start(one_attempt_config());
     let id = harness
         .enqueue(delivery(&format!("http://localhost:{port}/hook"), None))
         .await;
