@@ -188,8 +188,21 @@ function debounce(fn, ms) {
 
 let current = { leave() {} };
 
+// Each route() is a visit. A page shows itself only while its visit is the current one, so a
+// render that ends after the reader moved on (a fetch in flight, a debounced refresh from the
+// stream) cannot cover the page they moved to.
+let visit = 0;
+
 function show(title, ...children) {
   main.replaceChildren(h("h1", {}, title), ...children);
+}
+
+// `show` for the visit under way when a page starts.
+function shower() {
+  const mine = visit;
+  return (title, ...children) => {
+    if (mine === visit) show(title, ...children);
+  };
 }
 
 function fail(error) {
@@ -221,6 +234,7 @@ function summaryOf(deliveries) {
 // Recent workflows: the newest first, one row per workflow (its first, external artifact),
 // paged by the list route's cursor; each row's status and deliveries read as it is shown.
 async function workflowsPage(cursor) {
+  const display = shower();
   const query = new URLSearchParams({ produced_by: "external", order: "newest_first", limit: String(PAGE) });
   if (cursor) query.set("cursor", cursor);
   const page = await api(`/api/v1/artifacts?${query}`);
@@ -255,7 +269,7 @@ async function workflowsPage(cursor) {
     count.textContent = `${total}${exact ? "" : "+"} workflows`;
   };
   recount();
-  show(
+  display(
     "Recent workflows",
     h(
       "div",
@@ -309,6 +323,7 @@ async function workflowsPage(cursor) {
 // One workflow: its artifacts as a timeline (who produced what from what), its deliveries
 // with their attempts and a redeliver button for failed ones; read again on its events.
 async function workflowPage(id) {
+  const display = shower();
   const render = async () => {
     const [status, artifacts, hooks, agents] = await Promise.all([
       api(`/api/v1/correlations/${id}/status`),
@@ -375,7 +390,7 @@ async function workflowPage(id) {
         ),
       ),
     );
-    show(
+    display(
       `Workflow ${id}`,
       h("p", {}, state(status.state), ` \u00b7 ${status.artifact_count} artifacts \u00b7 ${status.error_count} errors \u00b7 started ${when(status.started_at)}`),
       h("p", { id: "action", role: "status", "aria-live": "polite", class: "muted" }, ""),
@@ -419,6 +434,7 @@ function localInput(date) {
 
 // Failed deliveries across workflows since a time, and "redeliver all since ...".
 async function failedPage(sinceParam) {
+  const display = shower();
   const since = sinceParam ? new Date(sinceParam) : new Date(Date.now() - 24 * 3600 * 1000);
   const input = h("input", { type: "datetime-local", id: "since", value: localInput(since), step: "1" });
   const result = h("p", { id: "bulk-result", role: "status", "aria-live": "polite" }, "");
@@ -467,7 +483,7 @@ async function failedPage(sinceParam) {
     },
     "Redeliver all since \u2026",
   );
-  show(
+  display(
     "Failed deliveries",
     h(
       "div",
@@ -491,8 +507,9 @@ async function failedPage(sinceParam) {
 }
 
 async function agentsPage() {
+  const display = shower();
   const { agents } = await api("/api/v1/agents");
-  show(
+  display(
     "Agents",
     agents.length
       ? h(
@@ -528,6 +545,8 @@ function navigate(hash) {
 async function route() {
   current.leave();
   current = { leave() {} };
+  visit += 1;
+  const mine = visit;
   const [path, search] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(search || "");
   for (const link of document.querySelectorAll("nav a")) {
@@ -536,13 +555,20 @@ async function route() {
     if (target === (path || "/") || (target === "/" && path.startsWith("/w/"))) link.setAttribute("aria-current", "page");
   }
   try {
-    if (path.startsWith("/w/")) current = await workflowPage(path.slice(3));
-    else if (path === "/failed") current = await failedPage(params.get("since"));
-    else if (path === "/agents") current = await agentsPage();
-    else current = await workflowsPage(params.get("after"));
+    let page;
+    if (path.startsWith("/w/")) page = await workflowPage(path.slice(3));
+    else if (path === "/failed") page = await failedPage(params.get("since"));
+    else if (path === "/agents") page = await agentsPage();
+    else page = await workflowsPage(params.get("after"));
+    if (mine !== visit) {
+      // Moved on while it loaded.
+      page.leave();
+      return;
+    }
+    current = page;
     main.focus({ preventScroll: true });
   } catch (error) {
-    fail(error);
+    if (mine === visit) fail(error);
   }
 }
 
