@@ -55,6 +55,7 @@ use flock_delivery::{
 };
 use flock_models::{Artifact, NewDelivery, TenantId, TypeName, WebhookUrl};
 use flock_orchestrator::{ArtifactQuery, ArtifactStore, Component, Flow};
+use metrics::Counter;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -179,7 +180,7 @@ impl Event {
                 json["delivery"] = serde_json::json!({
                     "id": a.id,
                     "artifact_id": a.artifact_id,
-                    "artifact_type": self.what.type_name,
+                    "artifact_type": self.what.type_name.as_deref(),
                     "sequence": a.sequence,
                     "url": a.url.for_logs(),
                     "state": a.state.as_str(),
@@ -248,8 +249,9 @@ struct Draft {
     kind: EventKind,
     tenant: TenantId,
     correlation_id: Uuid,
-    /// The type of the artifact it concerns (`None` for `workflow.idle`).
-    type_name: Option<String>,
+    /// The type of the artifact it concerns (`None` for `workflow.idle`), shared by the events
+    /// of one attempt.
+    type_name: Option<Arc<str>>,
     /// When it happened (an event that waited for its artifact's is recorded later).
     at: OffsetDateTime,
     data: Data,
@@ -267,15 +269,18 @@ const MAX_WAITING: usize = 64;
 /// What one call recorded, counted in the metrics and logged once the hub's lock is released.
 #[derive(Default)]
 struct Emitted {
-    kinds: Vec<EventKind>,
+    /// Events recorded, by kind (in the order of [`EventKind::ALL`]).
+    kinds: [u64; EventKind::ALL.len()],
     overflowed: usize,
     open: usize,
 }
 
 impl Emitted {
-    fn report(self) {
-        for kind in self.kinds {
-            metrics::counter!("flock_events_total", "kind" => kind.as_str()).increment(1);
+    fn report(self, counters: &[Counter; EventKind::ALL.len()]) {
+        for (counter, n) in counters.iter().zip(self.kinds) {
+            if n > 0 {
+                counter.increment(n);
+            }
         }
         if self.overflowed > 0 {
             metrics::counter!("flock_events_overflows_total").increment(self.overflowed as u64);
@@ -292,6 +297,9 @@ impl Emitted {
 pub(crate) struct EventHub {
     inner: Mutex<Inner>,
     settings: EventSettings,
+    /// `flock_events_total` by kind (in the order of [`EventKind::ALL`]), registered once:
+    /// the recorder is installed before the hub is made.
+    counters: [Counter; EventKind::ALL.len()],
     /// A workflow's tenant, from its first artifact until it goes idle (so that the idle event
     /// can carry it without a read); bounded, with the store asked for the rest.
     tenants: Mutex<HashMap<Uuid, TenantId>>,
@@ -345,6 +353,8 @@ impl EventHub {
                 staged_order: VecDeque::new(),
             }),
             settings,
+            counters: EventKind::ALL
+                .map(|kind| metrics::counter!("flock_events_total", "kind" => kind.as_str())),
             tenants: Mutex::new(HashMap::new()),
             store,
         })
@@ -436,7 +446,7 @@ impl EventHub {
         self.unstage_old(&mut inner, Instant::now(), keep, &mut out);
         f(&mut inner, &mut out);
         drop(inner);
-        out.report();
+        out.report(&self.counters);
     }
 
     /// Stages `artifact_id`, stored with deliveries: until its published event, the events of
@@ -458,13 +468,15 @@ impl EventHub {
         });
     }
 
-    /// Emits an event of `artifact_id`'s deliveries, or keeps it for the artifact's published
-    /// event when the artifact is staged.
-    fn attempted(&self, artifact_id: Uuid, event: Draft) {
+    /// Emits the events of one attempt of `artifact_id`'s deliveries, in order and under one
+    /// lock, or keeps each for the artifact's published event when the artifact is staged.
+    fn attempted(&self, artifact_id: Uuid, events: impl IntoIterator<Item = Draft>) {
         self.locked(MAX_STAGED, |inner, out| {
-            match inner.staged.get_mut(&artifact_id) {
-                Some(waiting) if waiting.len() < MAX_WAITING => waiting.push(event),
-                _ => self.record(inner, event, out),
+            for event in events {
+                match inner.staged.get_mut(&artifact_id) {
+                    Some(waiting) if waiting.len() < MAX_WAITING => waiting.push(event),
+                    _ => self.record(inner, event, out),
+                }
             }
         });
     }
@@ -527,7 +539,9 @@ impl EventHub {
         for sub_id in dropped {
             inner.subscribers.remove(&sub_id);
         }
-        out.kinds.push(kind);
+        if let Some(i) = EventKind::ALL.iter().position(|k| *k == kind) {
+            out.kinds[i] += 1;
+        }
         out.open = inner.subscribers.len();
     }
 
@@ -641,7 +655,7 @@ impl Component for EventsComponent {
             kind: EventKind::ArtifactPublished,
             tenant: artifact.tenant.clone(),
             correlation_id: artifact.correlation_id,
-            type_name: Some(artifact.type_name.as_str().to_owned()),
+            type_name: Some(Arc::from(artifact.type_name.as_str())),
             at: OffsetDateTime::now_utc(),
             data: Data::Published(Arc::clone(artifact)),
         };
@@ -700,24 +714,25 @@ impl AttemptObserver for EventsObserver {
             Resolution::Failed(_) => Some(EventKind::DeliveryFailed),
             Resolution::RetryAt(_) => None,
         };
-        for kind in std::iter::once(EventKind::DeliveryAttempted).chain(settled) {
-            let event = Draft {
+        let at = OffsetDateTime::now_utc();
+        let events = std::iter::once(EventKind::DeliveryAttempted)
+            .chain(settled)
+            .map(|kind| Draft {
                 kind,
                 tenant: delivery.tenant.clone(),
                 correlation_id: delivery.correlation_id,
                 type_name: type_name.clone(),
-                at: OffsetDateTime::now_utc(),
+                at,
                 data: Data::Attempt(Arc::clone(&attempted)),
-            };
-            self.hub.attempted(delivery.artifact_id, event);
-        }
+            });
+        self.hub.attempted(delivery.artifact_id, events);
     }
 }
 
 /// The artifact type a webhook body announces. The body is rendered by this project in a fixed
 /// order (`{"event_type":..,"correlation_id":..,"sequence":..,"artifact":{"id":..,"type":"..."`),
 /// so the type is found near its start without parsing the payload; any other body is parsed.
-fn artifact_type_of(body: &[u8]) -> Option<String> {
+fn artifact_type_of(body: &[u8]) -> Option<Arc<str>> {
     const MARK: &[u8] = b"\"type\":\"";
     let head = &body[..body.len().min(256)];
     let artifact = head.windows(12).position(|w| w == b"\"artifact\":{")?;
@@ -728,7 +743,7 @@ fn artifact_type_of(body: &[u8]) -> Option<String> {
             && let Ok(text) = std::str::from_utf8(&name[..end])
             && TypeName::new(text).is_ok()
         {
-            return Some(text.to_owned());
+            return Some(Arc::from(text));
         }
     }
     #[derive(serde::Deserialize)]
@@ -742,7 +757,7 @@ fn artifact_type_of(body: &[u8]) -> Option<String> {
     }
     serde_json::from_slice::<Body>(body)
         .ok()
-        .map(|b| b.artifact.type_name)
+        .map(|b| Arc::from(b.artifact.type_name))
 }
 
 #[cfg(test)]
@@ -786,10 +801,10 @@ mod tests {
         let (staged, other) = (Uuid::now_v7(), Uuid::now_v7());
         hub.stage(staged);
         // The dispatcher finished before the publishing task ran its hook.
-        hub.attempted(staged, draft(EventKind::DeliveryAttempted));
-        hub.attempted(staged, draft(EventKind::DeliveryDelivered));
+        hub.attempted(staged, [draft(EventKind::DeliveryAttempted)]);
+        hub.attempted(staged, [draft(EventKind::DeliveryDelivered)]);
         // An artifact that is not staged (published earlier, or elsewhere) is not held up.
-        hub.attempted(other, draft(EventKind::DeliveryFailed));
+        hub.attempted(other, [draft(EventKind::DeliveryFailed)]);
         assert_eq!(kept(&hub), [EventKind::DeliveryFailed]);
         hub.published(staged, draft(EventKind::ArtifactPublished));
         assert_eq!(
@@ -802,7 +817,7 @@ mod tests {
             ]
         );
         // Published, it is no longer staged: its next attempts go out at once.
-        hub.attempted(staged, draft(EventKind::DeliveryAttempted));
+        hub.attempted(staged, [draft(EventKind::DeliveryAttempted)]);
         assert_eq!(kept(&hub).len(), 5);
         assert!(hub.lock().staged.is_empty());
     }
@@ -812,7 +827,7 @@ mod tests {
         let hub = hub();
         let lost = Uuid::now_v7();
         hub.stage(lost);
-        hub.attempted(lost, draft(EventKind::DeliveryAttempted));
+        hub.attempted(lost, [draft(EventKind::DeliveryAttempted)]);
         assert!(kept(&hub).is_empty());
         {
             let mut inner = hub.lock();
@@ -829,7 +844,7 @@ mod tests {
         // Staging more than the bound unstages the oldest, emitting what waited for it.
         let first = Uuid::now_v7();
         hub.stage(first);
-        hub.attempted(first, draft(EventKind::DeliveryDelivered));
+        hub.attempted(first, [draft(EventKind::DeliveryDelivered)]);
         for _ in 0..MAX_STAGED {
             hub.stage(Uuid::now_v7());
         }
@@ -848,7 +863,7 @@ mod tests {
         hub.stage(busy);
         let before = kept(&hub).len();
         for _ in 0..=MAX_WAITING {
-            hub.attempted(busy, draft(EventKind::DeliveryAttempted));
+            hub.attempted(busy, [draft(EventKind::DeliveryAttempted)]);
         }
         assert_eq!(kept(&hub).len(), before + 1);
     }

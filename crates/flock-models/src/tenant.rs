@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -13,8 +14,10 @@ use crate::ValidationError;
 ///
 /// Requests served without a key (a server listening on loopback only, or in open mode) act as
 /// [`TenantId::default_tenant`], named `default`.
+///
+/// Cloning it shares the name: every artifact, delivery and event of a tenant carries one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TenantId(Box<str>);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// The longest tenant name accepted, in characters.
@@ -47,7 +50,7 @@ impl TenantId {
                  are allowed"
             )));
         }
-        Ok(TenantId(name.into_boxed_str()))
+        Ok(TenantId(Arc::from(name)))
     }
 
     /// The tenant of requests served without a key: `default`.
