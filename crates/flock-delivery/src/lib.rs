@@ -12,6 +12,7 @@ mod memory;
 pub mod metrics;
 mod observer;
 mod outbox;
+mod pool;
 mod secrets;
 mod sender;
 mod ssrf;

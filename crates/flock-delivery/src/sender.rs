@@ -11,10 +11,8 @@ use http::header::{self, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_platform_verifier::BuilderVerifierExt as _;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -23,6 +21,7 @@ use flock_context::{Refused, SsrfGuard};
 
 use crate::config::{ConfigError, DeliveryConfig};
 use crate::outbox::MAX_ERROR_CHARS;
+use crate::pool::{InUse, Pool, SendError};
 use crate::secrets::TenantSecrets;
 use crate::ssrf::{GuardedResolver, Unresolved};
 
@@ -33,19 +32,12 @@ pub const USER_AGENT: &str = concat!("flock-webhooks/", env!("CARGO_PKG_VERSION"
 /// body closes the connection instead.
 const MAX_DRAINED_BODY: usize = 64 * 1024;
 
-/// How long an unused pooled connection is kept (as long as a browser would).
-const POOL_IDLE: Duration = Duration::from_secs(90);
-
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const FLOCK_USER_AGENT: HeaderValue = HeaderValue::from_static(USER_AGENT);
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 const FLOCK_SIGNATURE: HeaderName = HeaderName::from_static("x-flock-signature");
-
-/// The pooled client every attempt goes through: HTTP/1.1, TLS by rustls for `https`, names
-/// resolved through the guard.
-type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 /// What one attempt came to: its [`Outcome`], the one word everything else is derived from
 /// (the retry decision, the attempt record's status code and error kind, the metrics), and what
@@ -75,7 +67,7 @@ impl Sent {
 /// webhook secrets for deliveries without a secret of their own.
 #[derive(Clone)]
 pub(crate) struct Sender {
-    client: HttpClient,
+    pool: Pool,
     request_timeout: Duration,
     guard: SsrfGuard,
     pub(crate) secrets: Option<Arc<dyn TenantSecrets>>,
@@ -91,12 +83,12 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Sender {
-    /// The shared client for `config`: hyper's pooled HTTP/1.1 client (at most
+    /// The shared client for `config`: HTTP/1.1 over the connections of a [`Pool`] (at most
     /// `max_idle_per_host` idle connections a destination, each kept 90 s), TLS by rustls with
     /// the operating system's certificate verifier, the connect timeout, names resolved through
     /// the guard; no redirects followed, no proxy (a proxy would connect on our behalf, past the
-    /// guard). The client resends a request only when its pooled connection closed before a
-    /// byte of it was written, so every request that reaches a receiver is an attempt we record.
+    /// guard). A request is sent again only when a kept connection closed before a byte of it
+    /// was written, so every request that reaches a receiver is an attempt we record.
     ///
     /// # Errors
     /// The operating system's certificate verifier could not be set up.
@@ -110,13 +102,8 @@ impl Sender {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .build(connector);
         Ok(Sender {
-            client,
+            pool: Pool::new(connector, config.max_idle_per_host),
             request_timeout: config.request_timeout,
             guard,
             secrets: None,
@@ -133,19 +120,22 @@ impl Sender {
             Ok(headers) => headers,
             Err(failure) => return failure,
         };
-        let Some(uri) = request_uri(&delivery.url) else {
+        let mut request = Request::new(Full::new(delivery.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.headers_mut() = headers;
+        let prepared = request_uri(&delivery.url).and_then(|uri| {
+            *request.uri_mut() = uri;
+            Pool::prepare(request)
+        });
+        let Some(prepared) = prepared else {
             return Sent::failed(
                 Outcome::OtherError,
                 "the URL could not be made into a request",
             );
         };
-        let mut request = Request::new(Full::new(delivery.body.clone()));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
         let deadline = Instant::now() + self.request_timeout;
-        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-            Ok(Ok(response)) => answered(response, deadline).await,
+        match tokio::time::timeout_at(deadline, self.pool.send(prepared)).await {
+            Ok(Ok((response, connection))) => answered(response, connection, deadline).await,
             Ok(Err(error)) => failed(&error),
             Err(_) => Sent::failed(Outcome::Timeout, "timed out"),
         }
@@ -238,8 +228,8 @@ fn header_value(text: String) -> Result<HeaderValue, Sent> {
 }
 
 /// The receiver answered: classify the status, read `Retry-After` on 429/503, and drain a
-/// small body (until `deadline`) so the connection goes back to the pool.
-async fn answered(response: Response<Incoming>, deadline: Instant) -> Sent {
+/// small body (until `deadline`); the connection goes back to the pool when the body ended.
+async fn answered(response: Response<Incoming>, connection: InUse, deadline: Instant) -> Sent {
     let status = response.status();
     let code = status.as_u16();
     let retry_after = if matches!(code, 429 | 503) {
@@ -256,7 +246,11 @@ async fn answered(response: Response<Incoming>, deadline: Instant) -> Sent {
     while drained <= MAX_DRAINED_BODY {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => drained += frame.data_ref().map_or(0, Bytes::len),
-            Ok(None | Some(Err(_))) | Err(_) => break,
+            Ok(None) => {
+                connection.release();
+                break;
+            }
+            Ok(Some(Err(_))) | Err(_) => break,
         }
     }
     let outcome = Outcome::Status { code, retry_after };
@@ -274,12 +268,12 @@ async fn answered(response: Response<Incoming>, deadline: Instant) -> Sent {
 /// be many, and API callers read them): never the URL (its query may hold tokens) nor an
 /// address a name resolved to, which would map the internal network for whoever chose the
 /// URL. The whole error, address included, is logged at `debug` for the operator.
-fn failed(error: &hyper_util::client::legacy::Error) -> Sent {
+fn failed(error: &SendError) -> Sent {
     tracing::debug!(error = %error_chain(error), "webhook attempt failed");
     if let Some(refused) = find_source::<Refused>(error) {
         return Sent::blocked(refused);
     }
-    if error.is_connect() {
+    if matches!(error, SendError::Connect(_)) {
         if find_source::<std::io::Error>(error).map(std::io::Error::kind)
             == Some(std::io::ErrorKind::TimedOut)
         {

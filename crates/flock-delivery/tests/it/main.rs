@@ -2,6 +2,7 @@
 //! webhook component against real HTTP receivers on 127.0.0.1.
 
 mod component;
+mod connections;
 mod delivery;
 mod orchestrator;
 mod receiver;
