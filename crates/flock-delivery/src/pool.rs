@@ -155,12 +155,15 @@ impl Pool {
             _ => return None,
         };
         let authority = uri.authority()?.clone();
-        let host = uri.host()?;
+        // The authority is the host and any port; a scheme's default port is left out.
         let host = match uri.port_u16() {
-            Some(port) if port != if https { 443 } else { 80 } => format!("{host}:{port}"),
-            _ => host.to_owned(),
+            Some(port) if port == if https { 443 } else { 80 } => uri.host()?,
+            _ => authority.as_str(),
         };
-        let host = HeaderValue::try_from(host).ok()?;
+        if host.contains('@') {
+            return None;
+        }
+        let host = HeaderValue::from_str(host).ok()?;
         let connect_to = uri.clone();
         let path = uri
             .path_and_query()
@@ -369,8 +372,12 @@ mod tests {
     }
 
     #[test]
-    fn only_http_and_https_with_a_host_are_sent() {
-        for url in ["ftp://hooks.example/x", "/just/a/path"] {
+    fn only_http_and_https_with_a_host_and_no_user_info_are_sent() {
+        for url in [
+            "ftp://hooks.example/x",
+            "/just/a/path",
+            "http://user:password@hooks.example/x",
+        ] {
             let request = Request::post(url)
                 .body(Full::new(Bytes::new()))
                 .expect("a request");
