@@ -12,6 +12,7 @@ pub(crate) mod idempotency;
 pub mod keys_cli;
 mod limits;
 pub mod listen;
+mod log_lines;
 mod openapi;
 mod quota;
 mod routes;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use flock_api::config::Settings;
 use flock_api::keys_cli::{self, CreateOptions, ListOptions, RevokeOptions};
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let file = Settings::file_from(config, |key| std::env::var(key).ok());
     let settings = Settings::load(file.as_deref(), std::env::vars())?;
-    let _log = telemetry::setup_tracing(&settings.log);
+    let _log = telemetry::setup_tracing(&settings.log).context("starting the log writer")?;
     let app = Application::build(settings).await?;
     app.run_until(shutdown_signal()).await?;
     Ok(())

@@ -1,29 +1,29 @@
 //! Logs and metrics: `tracing-subscriber` set up from the configuration (with `RUST_LOG` winning)
 //! and the Prometheus recorder behind `GET /metrics`.
 
-use std::io::{BufWriter, IsTerminal as _};
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
-
-/// Lines the log writer holds before a caller that logs waits for it to catch up.
-const LOG_LINES: usize = 8_192;
+pub use crate::log_lines::LogGuard;
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` when set, else `settings.level`; pretty
 /// or JSON lines on standard error, with colours only when it is a terminal. A second call
 /// (tests start several servers) keeps the first.
 ///
-/// Lines are formatted where they are logged and written by a thread of their own, many to a
-/// `write`, so a request's log line costs no system call on the request's thread (measured by
-/// `flock-bench --only logging`). Nothing is dropped: when `LOG_LINES` lines wait, a caller that
-/// logs waits for the writer, as it would for standard error itself. The lines still waiting
-/// are written when the returned guard drops: hold it until the process ends.
-#[must_use = "the log lines still waiting are written when the guard drops"]
-pub fn setup_tracing(settings: &LogSettings) -> WorkerGuard {
+/// Lines are formatted where they are logged and written in batches by a thread of their own
+/// (at most 20 ms after they were logged), so a request's log line costs no system call and
+/// no wake-up of another thread (measured by `flock-bench --only logging`). Nothing is dropped:
+/// when 4 MiB of lines wait, a caller that logs waits for the writer, as it would for standard
+/// error itself. The lines still waiting are written when the returned guard drops: hold it
+/// until the process ends.
+///
+/// # Errors
+/// The writing thread could not be started.
+pub fn setup_tracing(settings: &LogSettings) -> std::io::Result<LogGuard> {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.is_empty())
@@ -31,11 +31,7 @@ pub fn setup_tracing(settings: &LogSettings) -> WorkerGuard {
         .unwrap_or_else(|| {
             EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"))
         });
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_LINES)
-        .lossy(false)
-        .thread_name("flock-log")
-        .finish(BufWriter::new(std::io::stderr()));
+    let (writer, guard) = crate::log_lines::start(std::io::stderr())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -44,7 +40,7 @@ pub fn setup_tracing(settings: &LogSettings) -> WorkerGuard {
         LogFormat::Pretty => builder.with_target(true).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    guard
+    Ok(guard)
 }
 
 /// Latency buckets in seconds, from 100 µs to 30 s.
