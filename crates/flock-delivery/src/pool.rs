@@ -144,11 +144,10 @@ impl Pool {
         }
     }
 
-    /// `request` (its URI absolute: `http` or `https`, with a host) made ready to send: its URI
-    /// origin-form, with a `Host` header unless it has one. `None` for a URI without a scheme
-    /// this pool speaks or without a host.
-    pub(crate) fn prepare(mut request: Request<Full<Bytes>>) -> Option<Prepared> {
-        let uri = request.uri();
+    /// `request` made ready to send to `uri` (absolute: `http` or `https`, with a host): the
+    /// request's URI origin-form, with a `Host` header unless it has one. `None` for a URI
+    /// without a scheme this pool speaks, without a host, or with user info.
+    pub(crate) fn prepare(mut request: Request<Full<Bytes>>, uri: Uri) -> Option<Prepared> {
         let https = match uri.scheme() {
             Some(s) if *s == Scheme::HTTPS => true,
             Some(s) if *s == Scheme::HTTP => false,
@@ -164,7 +163,6 @@ impl Pool {
             return None;
         }
         let host = HeaderValue::from_str(host).ok()?;
-        let connect_to = uri.clone();
         let path = uri
             .path_and_query()
             .cloned()
@@ -174,7 +172,7 @@ impl Pool {
         Some(Prepared {
             request,
             key: Key { https, authority },
-            connect_to,
+            connect_to: uri,
         })
     }
 
@@ -262,6 +260,8 @@ impl Shared {
         let mut closed = Vec::new();
         let found = {
             let mut idle = self.lock();
+            // A destination whose list runs empty keeps it (its next connection comes back
+            // to it); the sweep removes empty lists.
             let parked = idle.by_key.get_mut(key)?;
             let mut found = None;
             while let Some(p) = parked.pop() {
@@ -270,9 +270,6 @@ impl Shared {
                     break;
                 }
                 closed.push(p);
-            }
-            if parked.is_empty() {
-                idle.by_key.remove(key);
             }
             found
         };
@@ -302,7 +299,8 @@ impl Shared {
         }
     }
 
-    /// Closes the idle connections that are too old or were closed by their receivers.
+    /// Closes the idle connections that are too old or were closed by their receivers, and
+    /// forgets the destinations left with none.
     fn sweep(&self) {
         let now = Instant::now();
         let mut closed = Vec::new();
@@ -338,10 +336,11 @@ mod tests {
     use super::*;
 
     fn prepared(url: &str) -> Prepared {
-        let request = Request::post(url)
-            .body(Full::new(Bytes::new()))
-            .expect("a request");
-        Pool::prepare(request).expect("prepared")
+        Pool::prepare(
+            Request::new(Full::new(Bytes::new())),
+            Uri::try_from(url).unwrap(),
+        )
+        .expect("prepared")
     }
 
     #[test]
@@ -363,11 +362,12 @@ mod tests {
 
     #[test]
     fn a_host_header_of_the_request_is_kept() {
-        let request = Request::post("http://127.0.0.1:9000/hook")
+        let request = Request::post("/")
             .header(HOST, "receiver.example")
             .body(Full::new(Bytes::new()))
             .expect("a request");
-        let p = Pool::prepare(request).expect("prepared");
+        let uri = Uri::from_static("http://127.0.0.1:9000/hook");
+        let p = Pool::prepare(request, uri).expect("prepared");
         assert_eq!(p.request.headers()[HOST], "receiver.example");
     }
 
@@ -378,10 +378,9 @@ mod tests {
             "/just/a/path",
             "http://user:password@hooks.example/x",
         ] {
-            let request = Request::post(url)
-                .body(Full::new(Bytes::new()))
-                .expect("a request");
-            assert!(Pool::prepare(request).is_none(), "{url}");
+            let uri = Uri::try_from(url).unwrap();
+            let request = Request::new(Full::new(Bytes::new()));
+            assert!(Pool::prepare(request, uri).is_none(), "{url}");
         }
     }
 }

@@ -127,11 +127,8 @@ impl Sender {
         let mut request = Request::new(Full::new(delivery.body.clone()));
         *request.method_mut() = Method::POST;
         *request.headers_mut() = headers;
-        let prepared = request_uri(&delivery.url).and_then(|uri| {
-            *request.uri_mut() = uri;
-            Pool::prepare(request)
-        });
-        let Some(prepared) = prepared else {
+        let Some(prepared) = request_uri(&delivery.url).and_then(|uri| Pool::prepare(request, uri))
+        else {
             return Sent::failed(
                 Outcome::OtherError,
                 "the URL could not be made into a request",
