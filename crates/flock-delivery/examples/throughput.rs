@@ -1,5 +1,6 @@
 //! Deliveries per second to a loopback receiver, beside the ceiling: hyper-util's pooled client
-//! (the one the dispatcher sends with) posting the same bodies with the same concurrency, bare.
+//! (a plain client, not the dispatcher's own pool) posting the same bodies with the same
+//! concurrency, bare.
 //! A program that prints numbers.
 //!
 //! `cargo run --release -p flock-delivery --example throughput [COUNT]`
