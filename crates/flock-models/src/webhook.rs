@@ -1,5 +1,7 @@
 //! Webhook configuration (where to send, how to sign) and the payload every delivery carries.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -150,10 +152,19 @@ impl WebhookUrl {
     /// A URL that is too long, not absolute, not `http`/`https`, without a host, with
     /// user-info, or otherwise outside [`WebhookUrl::PATTERN`].
     pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        if let Some(url) = PARSED.with_borrow(|parsed| parsed.get(text).cloned()) {
+            return Ok(WebhookUrl(url));
+        }
         let url = Self::from_stored(text)?;
         if !url_pattern().is_match(text) {
             return Err(ValidationError::whole(outside_pattern(text)));
         }
+        PARSED.with_borrow_mut(|parsed| {
+            if parsed.len() >= PARSED_PER_THREAD {
+                parsed.clear();
+            }
+            parsed.insert(text.into(), url.0.clone());
+        });
         Ok(url)
     }
 
@@ -207,6 +218,20 @@ impl WebhookUrl {
         url.set_fragment(None);
         url.into()
     }
+}
+
+/// How many URLs that passed [`WebhookUrl::parse`] each thread keeps, by their text, and
+/// forgets all at once when it holds this many. A client names the same webhook URL in publish
+/// after publish, and parsing it (the URL parser, then [`WebhookUrl::PATTERN`]) was most of
+/// the work a webhook adds to a publish. Each is at most [`MAX_URL_BYTES`] long, twice (the
+/// text and the parsed URL): at most 256 KiB a thread.
+const PARSED_PER_THREAD: usize = 64;
+
+thread_local! {
+    /// The URLs [`WebhookUrl::parse`] accepted lately on this thread ([`PARSED_PER_THREAD`]).
+    /// Parsing is a pure function of the text, so an entry is what parsing again would give;
+    /// a URL it refused is never kept, and is parsed again to say why.
+    static PARSED: RefCell<HashMap<Box<str>, Url>> = RefCell::new(HashMap::new());
 }
 
 /// [`WebhookUrl::PATTERN`], compiled once.
@@ -606,6 +631,50 @@ impl WebhookArtifact {
             correlation_id,
             tags: self.tags,
             created_at: self.created_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(text: &str) -> bool {
+        PARSED.with_borrow(|parsed| parsed.contains_key(text))
+    }
+
+    #[test]
+    fn a_url_parsed_again_is_the_same_url_kept_from_the_first_time() {
+        let text = "https://receiver.example/hooks/1?tag=a";
+        let first = WebhookUrl::parse(text).unwrap();
+        assert!(kept(text));
+        let again = WebhookUrl::parse(text).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(again.url(), &Url::parse(text).unwrap());
+        assert_eq!(again.as_str(), text);
+    }
+
+    #[test]
+    fn a_refused_url_is_not_kept_and_is_refused_again_with_its_reason() {
+        WebhookUrl::parse("https://receiver.example/ok").unwrap();
+        for bad in [
+            "ftp://receiver.example/",
+            "https://user:pw@receiver.example/",
+            "https://re ceiver/",
+        ] {
+            let first = WebhookUrl::parse(bad).unwrap_err().to_string();
+            assert!(!kept(bad), "{bad}");
+            assert_eq!(WebhookUrl::parse(bad).unwrap_err().to_string(), first);
+        }
+    }
+
+    #[test]
+    fn a_thread_keeps_at_most_its_bound_of_urls() {
+        for i in 0..PARSED_PER_THREAD * 3 + 1 {
+            let text = format!("https://receiver.example/hooks/{i}");
+            assert_eq!(WebhookUrl::parse(&text).unwrap().as_str(), text);
+            assert!(PARSED.with_borrow(HashMap::len) <= PARSED_PER_THREAD);
+            assert!(kept(&text));
         }
     }
 }
