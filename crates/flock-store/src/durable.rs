@@ -376,8 +376,9 @@ impl Durable {
 }
 
 /// One writer: takes every write queued (at least one, up to [`MAX_BATCH`]), applies them in
-/// one transaction, answers each, and starts over. There is no waiting to fill a batch: under
-/// load, writes queue up while a batch commits and form the next.
+/// one transaction, answers each, and starts over. Under load, writes queue up while a batch
+/// commits and form the next; when that one is under half the last, the writer waits up to
+/// [`Backend::linger`] for more to join it.
 async fn writer(
     backend: Arc<dyn Backend>,
     receiver: Arc<Mutex<mpsc::Receiver<Message>>>,

@@ -50,7 +50,13 @@ impl Dialect for Sqlite {
     const PRUNE: &'static str = write::PRUNE;
     const SKIP_LOCKED: &'static str = "";
     const WRITERS: usize = 1;
-    const LINGER: Duration = Duration::ZERO;
+    // A commit costs no disk flush here, but each one writes every page it changed to the WAL
+    // again (the tables' and indexes' last pages, each time), and each batch runs its whole
+    // statement text: under load (the last batch large), a millisecond's wait for more writes
+    // measured 0.84 to 1.02 of the CPU per delivery without it (median about 0.96, six runs).
+    // A writer waits only when its batch is under half its last one, so at low load (batches of
+    // one or two writes) no write waits.
+    const LINGER: Duration = Duration::from_millis(1);
 
     async fn batch(
         conn: &mut SqliteConnection,
