@@ -224,7 +224,7 @@ impl WebhookUrl {
 /// forgets all at once when it holds this many. A client names the same webhook URL in publish
 /// after publish, and parsing it (the URL parser, then [`WebhookUrl::PATTERN`]) was most of
 /// the work a webhook adds to a publish. Each is at most [`MAX_URL_BYTES`] long, twice (the
-/// text and the parsed URL): at most 256 KiB a thread.
+/// text and the parsed URL): at most 256 KiB per thread.
 const PARSED_PER_THREAD: usize = 64;
 
 thread_local! {
