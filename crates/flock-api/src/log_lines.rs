@@ -8,7 +8,9 @@
 //!
 //! Nothing is dropped. When [`MAX_WAITING_BYTES`] wait, a caller that logs waits for the
 //! writer, as it would for standard error itself. Once the [`LogGuard`] drops, the lines still
-//! waiting are written, and a line logged later is written by its caller.
+//! waiting are written, and a line logged later is written by its caller. The guard waits at
+//! most [`CLOSE_WAIT`] for that last write: a process whose standard error is stuck (a pipe
+//! nobody reads) still ends.
 //!
 //! It replaced `tracing-appender`'s non-blocking writer, which woke its thread for every line
 //! (one futex wake-up and one `write` a request at the default log level): `flock-bench --only
@@ -16,8 +18,8 @@
 //! of the path had become cheaper (docs/benchmarks.md, "Log lines in batches").
 
 use std::io::Write;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -30,6 +32,9 @@ const WRITE_AT_BYTES: usize = 256 * 1024;
 
 /// A caller that logs waits while this many bytes wait to be written.
 const MAX_WAITING_BYTES: usize = 4 * 1024 * 1024;
+
+/// The longest a dropped [`LogGuard`] waits for the lines still waiting to be written.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 struct Waiting {
     bytes: Vec<u8>,
@@ -118,12 +123,13 @@ pub(crate) struct LogLines {
     shared: Arc<Shared>,
 }
 
-/// Keeps the writing thread; dropping it writes the lines still waiting and ends the thread.
-/// Hold it until the process ends.
+/// Keeps the writing thread; dropping it writes the lines still waiting and ends the thread
+/// (waiting at most [`CLOSE_WAIT`] for it). Hold it until the process ends.
 #[must_use = "the log lines still waiting are written when the guard drops"]
 pub struct LogGuard {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// Answers once the writing thread has written its last lines.
+    finished: Receiver<()>,
 }
 
 impl std::fmt::Debug for LogGuard {
@@ -137,9 +143,7 @@ impl Drop for LogGuard {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
         self.shared.room.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.finished.recv_timeout(CLOSE_WAIT);
     }
 }
 
@@ -158,17 +162,18 @@ pub(crate) fn start(mut out: impl Write + Send + 'static) -> std::io::Result<(Lo
         room: Condvar::new(),
     });
     let writer = Arc::clone(&shared);
-    let thread = std::thread::Builder::new()
+    let (finish, finished) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
         .name("flock-log".to_owned())
-        .spawn(move || writer.write_batches(&mut out))?;
+        .spawn(move || {
+            writer.write_batches(&mut out);
+            let _ = finish.send(());
+        })?;
     Ok((
         LogLines {
             shared: Arc::clone(&shared),
         },
-        LogGuard {
-            shared,
-            thread: Some(thread),
-        },
+        LogGuard { shared, finished },
     ))
 }
 
@@ -322,5 +327,54 @@ mod tests {
         logger.join().unwrap();
         drop(guard);
         assert_eq!(*written.lock().unwrap(), total * 1024, "no line dropped");
+    }
+
+    #[test]
+    fn a_dropped_guard_does_not_wait_forever_for_a_stuck_output() {
+        /// A sink whose first write never returns until the test lets it go.
+        struct Stuck {
+            gate: Arc<(Mutex<bool>, Condvar)>,
+            entered: Arc<Mutex<bool>>,
+        }
+        impl Write for Stuck {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                *self.entered.lock().unwrap() = true;
+                let (open, cv) = &*self.gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let entered = Arc::new(Mutex::new(false));
+        let (lines, guard) = start(Stuck {
+            gate: Arc::clone(&gate),
+            entered: Arc::clone(&entered),
+        })
+        .unwrap();
+        lines.make_writer().write_all(b"a line\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !*entered.lock().unwrap() {
+            assert!(Instant::now() < deadline, "the writer never wrote");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lines.make_writer().write_all(b"another line\n").unwrap();
+        let dropper = std::thread::spawn(move || drop(guard));
+        let deadline = Instant::now() + 10 * CLOSE_WAIT;
+        while !dropper.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the guard still waits for a stuck output"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        dropper.join().unwrap();
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
     }
 }

@@ -18,8 +18,9 @@ pub use crate::log_lines::LogGuard;
 /// (at most 20 ms after they were logged), so a request's log line costs no system call and
 /// no wake-up of another thread (measured by `flock-bench --only logging`). Nothing is dropped:
 /// when 4 MiB of lines wait, a caller that logs waits for the writer, as it would for standard
-/// error itself. The lines still waiting are written when the returned guard drops: hold it
-/// until the process ends.
+/// error itself. The lines still waiting are written when the returned guard drops (which
+/// waits at most 1 s for them, so a stuck standard error cannot keep the process from
+/// ending): hold it until the process ends.
 ///
 /// # Errors
 /// The writing thread could not be started.
