@@ -124,7 +124,7 @@ pub(crate) struct LogLines {
 }
 
 /// Keeps the writing thread; dropping it writes the lines still waiting and ends the thread
-/// (waiting at most [`CLOSE_WAIT`] for it). Hold it until the process ends.
+/// (waiting at most 1 s for it). Hold it until the process ends.
 #[must_use = "the log lines still waiting are written when the guard drops"]
 pub struct LogGuard {
     shared: Arc<Shared>,
