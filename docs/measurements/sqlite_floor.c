@@ -12,7 +12,7 @@
 //   minimal  the same without the attempt rows, on a schema without four of its indexes
 //            (give it such a schema: see below)
 //   json     the store's own batch text (the argument after the schema), its rows given as
-//            JSON arrays as the server gives them
+//            JSON arrays of positional rows, as the server gives them
 //   single   one publish per transaction, alternately with and without its delivery
 //            (the publish latency's share of the database)
 //
@@ -216,24 +216,16 @@ static void json_write(unsigned char ids[][3][16], unsigned char previous[][16],
         hex_id(cid, ids[i][1]);
         hex_id(did, ids[i][2]);
         memcpy(bodies + at - 1, payload, PAYLOAD);
-        a += sprintf(a, "%s{\"id\":\"%s\",\"type_name\":\"Bench\",\"payload_at\":%d,"
-                        "\"payload_len\":%d,\"produced_by\":\"external\",\"correlation_id\":\"%s\","
-                        "\"tenant\":\"default\",\"tags\":\"[]\",\"created_at\":%lld}",
+        a += sprintf(a, "%s[\"%s\",\"Bench\",%d,%d,\"external\",\"%s\",\"default\",\"[]\",%lld]",
                      i ? "," : "", aid, at, PAYLOAD, cid, us);
         at += PAYLOAD;
         memcpy(bodies + at - 1, body, BODY);
-        d += sprintf(d, "%s{\"id\":\"%s\",\"correlation_id\":\"%s\",\"tenant\":\"default\","
-                        "\"artifact_id\":\"%s\",\"sequence\":1,\"url\":\"%s\",\"secret\":\"%s\","
-                        "\"body_at\":%d,\"body_len\":%d,\"artifact_created_at\":%lld,"
-                        "\"leased\":true}",
+        d += sprintf(d, "%s[\"%s\",\"%s\",\"default\",\"%s\",1,\"%s\",\"%s\",%d,%d,%lld,true]",
                      i ? "," : "", did, cid, aid, url, secret, at, BODY, us);
         at += BODY;
         if (have_previous) {
             hex_id(prev, previous[i]);
-            r += sprintf(r, "%s{\"id\":\"%s\",\"token\":1,\"state\":\"delivered\",\"due_at\":null,"
-                            "\"failure\":null,\"completed_at\":%lld,\"number\":1,"
-                            "\"started_at\":%lld,\"status_code\":200,\"error_kind\":null,"
-                            "\"error\":null,\"duration_ms\":1}",
+            r += sprintf(r, "%s[\"%s\",1,\"delivered\",null,null,%lld,1,%lld,200,null,null,1]",
                          i ? "," : "", prev, us, us);
         }
     }

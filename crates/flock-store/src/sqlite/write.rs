@@ -16,16 +16,16 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 
 /// A batch's writes, statement after statement:
 ///
-/// 1. the artifacts of `$1` (their columns by name, each payload `payload_len` bytes at
+/// 1. the artifacts of `$1` (each an [`ArtifactRow`]; each payload `payload_len` bytes at
 ///    `payload_at` (from 1) of the blob `$2`: a payload escaped inside the JSON would be
 ///    escaped, parsed and unescaped again);
-/// 2. the deliveries of `$4`, created and due at `$3` (those marked `leased`: leased with
-///    token `$13` until `$14`), each body `body_len` bytes at `body_at`
+/// 2. the deliveries of `$4` (each a [`DeliveryRow`]), created and due at `$3` (those marked
+///    leased: leased with token `$13` until `$14`), each body `body_len` bytes at `body_at`
 ///    (from 1) of the blob `$2`, then the webhook options of those that have any (`$10`: a
 ///    webhook other than the first, ordered, custom headers), so that the common delivery
 ///    carries none of them through the JSON;
-/// 3. of the records of `$5`, the deliveries whose lease is still the record's token: the
-///    answer of `kind` 1;
+/// 3. of the records of `$5` (each a [`RecordRow`]), the deliveries whose lease is still the
+///    record's token: the answer of `kind` 1;
 /// 4. their attempts;
 /// 5. what they do to their deliveries;
 /// 6. the due ordered deliveries that an earlier delivery of their webhook still waits
@@ -43,45 +43,45 @@ const BATCH: &str = "\
 WITH a AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($1)) \
 INSERT INTO artifacts (id, type_name, payload, produced_by, correlation_id, tenant, tags, \
                        created_at) \
-    SELECT unhex(a.v ->> 'id', '-'), a.v ->> 'type_name', \
-           CAST(substr($2, a.v ->> 'payload_at', a.v ->> 'payload_len') AS TEXT), \
-           a.v ->> 'produced_by', unhex(a.v ->> 'correlation_id', '-'), \
-           a.v ->> 'tenant', a.v ->> 'tags', a.v ->> 'created_at' \
+    SELECT unhex(a.v ->> 0, '-'), a.v ->> 1, \
+           CAST(substr($2, a.v ->> 2, a.v ->> 3) AS TEXT), \
+           a.v ->> 4, unhex(a.v ->> 5, '-'), \
+           a.v ->> 6, a.v ->> 7, a.v ->> 8 \
     FROM a ORDER BY a.key; \
 WITH d AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($4)) \
 INSERT INTO deliveries (id, correlation_id, tenant, artifact_id, sequence, url, secret, body, \
                         artifact_created_at, state, due_at, created_at, lease_token) \
-    SELECT unhex(d.v ->> 'id', '-'), unhex(d.v ->> 'correlation_id', '-'), \
-           d.v ->> 'tenant', \
-           unhex(d.v ->> 'artifact_id', '-'), d.v ->> 'sequence', d.v ->> 'url', \
-           d.v ->> 'secret', substr($2, d.v ->> 'body_at', d.v ->> 'body_len'), \
-           d.v ->> 'artifact_created_at', 'pending', \
-           iif(d.v ->> 'leased', $14, $3), $3, iif(d.v ->> 'leased', $13, NULL) \
+    SELECT unhex(d.v ->> 0, '-'), unhex(d.v ->> 1, '-'), \
+           d.v ->> 2, \
+           unhex(d.v ->> 3, '-'), d.v ->> 4, d.v ->> 5, \
+           d.v ->> 6, substr($2, d.v ->> 7, d.v ->> 8), \
+           d.v ->> 9, 'pending', \
+           iif(d.v ->> 10, $14, $3), $3, iif(d.v ->> 10, $13, NULL) \
     FROM d ORDER BY d.key; \
 WITH o AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($10)) \
-UPDATE deliveries SET webhook = o.v ->> 'webhook', ordered = o.v ->> 'ordered', \
-        header_names = o.v ->> 'header_names', headers = o.v ->> 'headers' \
-    FROM o WHERE deliveries.id = unhex(o.v ->> 'id', '-'); \
+UPDATE deliveries SET webhook = o.v ->> 1, ordered = o.v ->> 2, \
+        header_names = o.v ->> 3, headers = o.v ->> 4 \
+    FROM o WHERE deliveries.id = unhex(o.v ->> 0, '-'); \
 WITH r AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($5)) \
 SELECT 1 AS kind, json_group_array(lower(hex(d.id))) AS answer \
-    FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 'id', '-') \
-    WHERE d.lease_token = r.v ->> 'token' AND d.state = 'pending'; \
+    FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 0, '-') \
+    WHERE d.lease_token = r.v ->> 1 AND d.state = 'pending'; \
 WITH r AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($5)) \
 INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, \
                       duration_ms) \
-    SELECT d.id, r.v ->> 'number', r.v ->> 'started_at', r.v ->> 'status_code', \
-           r.v ->> 'error_kind', r.v ->> 'error', r.v ->> 'duration_ms' \
-    FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 'id', '-') \
-    WHERE d.lease_token = r.v ->> 'token' AND d.state = 'pending'; \
+    SELECT d.id, r.v ->> 6, r.v ->> 7, r.v ->> 8, \
+           r.v ->> 9, r.v ->> 10, r.v ->> 11 \
+    FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 0, '-') \
+    WHERE d.lease_token = r.v ->> 1 AND d.state = 'pending'; \
 WITH j AS MATERIALIZED (SELECT jsonb(value) AS v FROM json_each($5)) \
 UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.state, \
         due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
         body = CASE WHEN r.state = 'delivered' THEN NULL ELSE body END, \
         secret = CASE WHEN r.state = 'delivered' THEN NULL ELSE secret END, \
         headers = CASE WHEN r.state = 'delivered' THEN NULL ELSE headers END \
-    FROM (SELECT unhex(v ->> 'id', '-') AS id, v ->> 'token' AS token, \
-                 v ->> 'state' AS state, v ->> 'due_at' AS due_at, \
-                 v ->> 'failure' AS failure, v ->> 'completed_at' AS completed_at \
+    FROM (SELECT unhex(v ->> 0, '-') AS id, v ->> 1 AS token, \
+                 v ->> 2 AS state, v ->> 3 AS due_at, \
+                 v ->> 4 AS failure, v ->> 5 AS completed_at \
           FROM j) AS r \
     WHERE deliveries.id = r.id AND deliveries.lease_token = r.token \
       AND deliveries.state = 'pending'; \
@@ -137,64 +137,62 @@ DELETE FROM deliveries WHERE id IN ( \
     ORDER BY completed_at, id LIMIT $2); \
 SELECT changes()";
 
-/// A delivery's webhook options in the `$10` array: only deliveries that have any.
-#[derive(Serialize)]
-struct OptionsJson {
-    id: Uuid,
-    webhook: u8,
-    ordered: u8,
-    header_names: Option<String>,
-    headers: Option<String>,
-}
+// The rows of the batch's JSON arrays are arrays themselves, read by position (`v ->> 0`):
+// SQLite finds an element by its index without comparing keys, and parses a shorter text. The
+// positions are those of these tuples, and [`BATCH`] reads each by its number.
 
-/// An artifact in the `$1` array.
-#[derive(Serialize)]
-struct ArtifactJson<'a> {
-    id: Uuid,
-    type_name: &'a str,
-    payload_at: usize,
-    payload_len: usize,
-    produced_by: &'a str,
-    correlation_id: Uuid,
-    tenant: &'a str,
-    tags: &'a str,
-    created_at: i64,
-}
+/// A delivery's webhook options in the `$10` array (only deliveries that have any): 0 id,
+/// 1 webhook, 2 ordered (0 or 1), 3 header names, 4 headers.
+type OptionsRow = (Uuid, u8, u8, Option<String>, Option<String>);
 
-/// A delivery in the `$4` array.
-#[derive(Serialize)]
-struct DeliveryJson<'a> {
-    id: Uuid,
-    correlation_id: Uuid,
-    tenant: &'a str,
-    artifact_id: Uuid,
-    sequence: i64,
-    url: &'a str,
-    secret: Option<&'a str>,
-    body_at: usize,
-    body_len: usize,
-    artifact_created_at: i64,
-    /// Written leased for the publishing process's dispatcher (absent: not).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    leased: bool,
-}
+/// An artifact in the `$1` array: 0 id, 1 type, 2 `payload_at`, 3 `payload_len`,
+/// 4 `produced_by`, 5 correlation id, 6 tenant, 7 tags, 8 `created_at`.
+type ArtifactRow<'a> = (
+    Uuid,
+    &'a str,
+    usize,
+    usize,
+    &'a str,
+    Uuid,
+    &'a str,
+    &'a str,
+    i64,
+);
 
-/// A record in the `$5` array: the lease, the delivery's new state, and the attempt.
-#[derive(Serialize)]
-struct RecordJson<'a> {
-    id: Uuid,
-    token: i64,
-    state: &'static str,
-    due_at: Option<i64>,
-    failure: Option<&'static str>,
-    completed_at: Option<i64>,
-    number: u32,
-    started_at: i64,
-    status_code: Option<u16>,
-    error_kind: Option<&'static str>,
-    error: Option<&'a str>,
-    duration_ms: i64,
-}
+/// A delivery in the `$4` array: 0 id, 1 correlation id, 2 tenant, 3 artifact id, 4 sequence,
+/// 5 url, 6 secret, 7 `body_at`, 8 `body_len`, 9 `artifact_created_at`, 10 whether it is
+/// written leased for the publishing process's dispatcher.
+type DeliveryRow<'a> = (
+    Uuid,
+    Uuid,
+    &'a str,
+    Uuid,
+    i64,
+    &'a str,
+    Option<&'a str>,
+    usize,
+    usize,
+    i64,
+    bool,
+);
+
+/// A record in the `$5` array, the lease, the delivery's new state, and the attempt: 0 id,
+/// 1 token, 2 state, 3 `due_at`, 4 failure, 5 `completed_at`, 6 number, 7 `started_at`,
+/// 8 status code, 9 error kind, 10 error, 11 `duration_ms`.
+type RecordRow<'a> = (
+    Uuid,
+    i64,
+    &'static str,
+    Option<i64>,
+    Option<&'static str>,
+    Option<i64>,
+    u32,
+    i64,
+    Option<u16>,
+    Option<&'static str>,
+    Option<&'a str>,
+    i64,
+);
 
 /// Runs [`BATCH`] over `batch` (in a transaction of its own when `alone`).
 pub(super) async fn batch(
@@ -203,64 +201,68 @@ pub(super) async fn batch(
     alone: bool,
 ) -> Result<Answer, sqlx::Error> {
     let mut bodies: Vec<u8> = Vec::new();
-    let artifacts: Vec<ArtifactJson<'_>> = (batch.artifacts.iter())
+    let artifacts: Vec<ArtifactRow<'_>> = (batch.artifacts.iter())
         .map(|a| {
             let at = bodies.len() + 1;
             bodies.extend_from_slice(a.payload.as_bytes());
-            ArtifactJson {
-                id: a.id,
-                type_name: &a.type_name,
-                payload_at: at,
-                payload_len: a.payload.len(),
-                produced_by: &a.produced_by,
-                correlation_id: a.correlation_id,
-                tenant: &a.tenant,
-                tags: &a.tags,
-                created_at: micros(a.created_at),
-            }
+            (
+                a.id,
+                &*a.type_name,
+                at,
+                a.payload.len(),
+                &*a.produced_by,
+                a.correlation_id,
+                &*a.tenant,
+                &*a.tags,
+                micros(a.created_at),
+            )
         })
         .collect();
     let mut deliveries = Vec::with_capacity(batch.deliveries.len());
     let mut options = Vec::new();
     for (d, leased) in batch.deliveries.iter().zip(&batch.leased) {
         if d.webhook != 0 || d.ordered || d.headers.is_some() {
-            options.push(OptionsJson {
-                id: d.id,
-                webhook: d.webhook,
-                ordered: u8::from(d.ordered),
-                header_names: header_names(d)?,
-                headers: header_pairs(d)?,
-            });
+            let row: OptionsRow = (
+                d.id,
+                d.webhook,
+                u8::from(d.ordered),
+                header_names(d)?,
+                header_pairs(d)?,
+            );
+            options.push(row);
         }
-        deliveries.push(DeliveryJson {
-            id: d.id,
-            correlation_id: d.correlation_id,
-            tenant: d.tenant.as_str(),
-            artifact_id: d.artifact_id,
-            sequence: int(d.sequence),
-            url: d.url.as_str(),
-            secret: d.secret.as_ref().map(Secret::expose),
-            body_at: bodies.len() + 1,
-            body_len: d.body.len(),
-            artifact_created_at: micros(d.artifact_created_at),
-            leased: *leased,
-        });
+        let row: DeliveryRow<'_> = (
+            d.id,
+            d.correlation_id,
+            d.tenant.as_str(),
+            d.artifact_id,
+            int(d.sequence),
+            d.url.as_str(),
+            d.secret.as_ref().map(Secret::expose),
+            bodies.len() + 1,
+            d.body.len(),
+            micros(d.artifact_created_at),
+            *leased,
+        );
+        deliveries.push(row);
         bodies.extend_from_slice(&d.body);
     }
-    let records: Vec<RecordJson<'_>> = (batch.records.iter())
-        .map(|r| RecordJson {
-            id: r.id,
-            token: r.token,
-            state: r.state,
-            due_at: r.due_at.map(micros),
-            failure: r.failure,
-            completed_at: r.completed_at.map(micros),
-            number: r.attempt.number,
-            started_at: micros(r.attempt.started_at),
-            status_code: r.attempt.status_code,
-            error_kind: r.error_kind,
-            error: r.attempt.error.as_deref(),
-            duration_ms: int(r.attempt.duration_ms),
+    let records: Vec<RecordRow<'_>> = (batch.records.iter())
+        .map(|r| {
+            (
+                r.id,
+                r.token,
+                r.state,
+                r.due_at.map(micros),
+                r.failure,
+                r.completed_at.map(micros),
+                r.attempt.number,
+                micros(r.attempt.started_at),
+                r.attempt.status_code,
+                r.error_kind,
+                r.attempt.error.as_deref(),
+                int(r.attempt.duration_ms),
+            )
         })
         .collect();
     let claim = batch.claim;
