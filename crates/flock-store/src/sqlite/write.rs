@@ -24,10 +24,12 @@ use crate::sql::rows::{bad, from_micros, int, micros};
 ///    (from 1) of the blob `$2`, then the webhook options of those that have any (`$10`: a
 ///    webhook other than the first, ordered, custom headers), so that the common delivery
 ///    carries none of them through the JSON;
-/// 3. of the records of `$5` (each a [`RecordRow`]), the deliveries whose lease is still the
-///    record's token: the answer of `kind` 1;
-/// 4. their attempts;
-/// 5. what they do to their deliveries;
+/// 3. the attempts of the records of `$5` (each a [`RecordRow`]) whose delivery's lease is
+///    still the record's token;
+/// 4. those deliveries, the answer of `kind` 1: `all` when every one of the `$15` records
+///    wrote its attempt (as `changes()` counts them), so that the common batch reads its
+///    records no third time; else their ids, a JSON array;
+/// 5. what the records do to their deliveries;
 /// 6. the due ordered deliveries that an earlier delivery of their webhook still waits
 ///    before, parked ([`PARK`]);
 /// 7. up to `$7` deliveries due at `$6` (or whose lease expired by then), and not before `$11`,
@@ -63,16 +65,16 @@ UPDATE deliveries SET webhook = o.v ->> 1, ordered = o.v ->> 2, \
         header_names = o.v ->> 3, headers = o.v ->> 4 \
     FROM o WHERE deliveries.id = unhex(o.v ->> 0, '-'); \
 WITH r AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($5)) \
-SELECT 1 AS kind, json_group_array(lower(hex(d.id))) AS answer \
-    FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 0, '-') \
-    WHERE d.lease_token = r.v ->> 1 AND d.state = 'pending'; \
-WITH r AS MATERIALIZED (SELECT key, jsonb(value) AS v FROM json_each($5)) \
 INSERT INTO attempts (delivery_id, number, started_at, status_code, error_kind, error, \
                       duration_ms) \
     SELECT d.id, r.v ->> 6, r.v ->> 7, r.v ->> 8, \
            r.v ->> 9, r.v ->> 10, r.v ->> 11 \
     FROM r JOIN deliveries AS d ON d.id = unhex(r.v ->> 0, '-') \
     WHERE d.lease_token = r.v ->> 1 AND d.state = 'pending'; \
+SELECT 1 AS kind, iif(changes() = $15, 'all', ( \
+        SELECT json_group_array(lower(hex(d.id))) FROM json_each($5) AS r \
+        JOIN deliveries AS d ON d.id = unhex(r.value ->> 0, '-') \
+        WHERE d.lease_token = r.value ->> 1 AND d.state = 'pending')) AS answer; \
 WITH j AS MATERIALIZED (SELECT jsonb(value) AS v FROM json_each($5)) \
 UPDATE deliveries SET attempts = attempts + 1, lease_token = NULL, state = r.state, \
         due_at = r.due_at, failure = r.failure, completed_at = r.completed_at, \
@@ -281,24 +283,28 @@ pub(super) async fn batch(
         .bind(batch.past.map(json).transpose()?)
         .bind(batch.fresh.token)
         .bind(micros(batch.fresh.expires_at))
+        .bind(int(records.len()))
         .fetch_all(&mut *conn)
         .await;
     if rows.is_err() && alone {
         // The text began a transaction; leave none open (ignore errors: there may be none).
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
-    Ok(answer(&rows?))
+    Ok(answer(&rows?, &records))
 }
 
 /// [`BATCH`]'s answer: one row of each kind, in JSON (a row per claimed delivery would cost a
-/// trip through the connection's thread each).
-fn answer(rows: &[SqliteRow]) -> Answer {
+/// trip through the connection's thread each); `all` records applied are those of `records`.
+fn answer(rows: &[SqliteRow], records: &[RecordRow<'_>]) -> Answer {
     let json = |kind: i64| -> Result<String, sqlx::Error> {
         let row = rows.iter().find(|r| r.try_get("kind").ok() == Some(kind));
         row.ok_or(sqlx::Error::RowNotFound)?.try_get("answer")
     };
     Answer {
-        applied: json(1).and_then(|ids| parse(&ids)),
+        applied: json(1).and_then(|ids| match ids.as_str() {
+            "all" => Ok(records.iter().map(|r| r.0).collect()),
+            ids => parse(ids),
+        }),
         claimed: json(2).and_then(|found| {
             let found: Vec<ClaimedJson> = parse(&found)?;
             found.into_iter().map(ClaimedJson::read).collect()

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flock_delivery::{DeliveryState, GiveUp, OutboxCounts, OutboxError, Resolution};
+use flock_delivery::{DeliveryState, GiveUp, Lease, OutboxCounts, OutboxError, Resolution};
 use flock_orchestrator::{ArtifactQuery, StoreError};
 use flock_store::{Pruner, Retention, Storage};
 use uuid::Uuid;
@@ -365,6 +365,68 @@ async fn records_from_many_slots_at_once_each_land(store: &Storage) {
     );
 }
 on_every_backend!(records_from_many_slots_at_once_each_land);
+
+/// Records at once, some under leases since lost: each current one lands and each stale one is
+/// refused, whichever of them share a batch (a batch that applies only some of its records
+/// answers which).
+async fn records_at_once_under_current_and_lost_leases_each_get_their_own_answer(store: &Storage) {
+    let outbox = store.outbox();
+    let cid = Uuid::now_v7();
+    let a = artifact(cid, "Idea");
+    outbox
+        .enqueue((1..=64).map(|s| delivery(&a, s)).collect())
+        .await
+        .unwrap();
+    let old = outbox.claim(later(now(), 1), 64, LEASE).await.unwrap();
+    assert_eq!(old.len(), 64);
+    let expired = old[0].lease.expires_at;
+    let new = outbox.claim(expired, 64, LEASE).await.unwrap();
+    assert_eq!(new.len(), 64);
+    // Even sequences under their current lease, odd ones under the lost one.
+    let leases: Vec<(Lease, bool)> = (new.iter().zip(&old))
+        .map(|(n, o)| {
+            assert_eq!(n.delivery.id, o.delivery.id);
+            match n.delivery.sequence % 2 {
+                0 => (n.lease, true),
+                _ => (o.lease, false),
+            }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        leases
+            .iter()
+            .map(|(lease, _)| outbox.record(lease, attempt(1), Resolution::Delivered)),
+    )
+    .await;
+    for ((lease, current), answer) in leases.iter().zip(answers) {
+        match current {
+            true => assert_eq!(answer, Ok(()), "{}", lease.delivery_id),
+            false => assert_eq!(answer, Err(OutboxError::LeaseLost(lease.delivery_id))),
+        }
+    }
+    let views = outbox.deliveries(cid).await.unwrap();
+    for view in &views {
+        let (state, attempts) = match view.sequence % 2 {
+            0 => (DeliveryState::Delivered, 1),
+            _ => (DeliveryState::Pending, 0),
+        };
+        assert_eq!(
+            (view.state, view.attempts.len()),
+            (state, attempts),
+            "{}",
+            view.id
+        );
+    }
+    assert_eq!(
+        outbox.counts().await.unwrap(),
+        OutboxCounts {
+            pending: 0,
+            in_flight: 32
+        },
+        "the deliveries of the lost leases are still in flight under their current ones"
+    );
+}
+on_every_backend!(records_at_once_under_current_and_lost_leases_each_get_their_own_answer);
 
 async fn views_never_hold_the_secret_or_the_query(store: &Storage) {
     let outbox = store.outbox();
