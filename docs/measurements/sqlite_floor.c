@@ -248,6 +248,7 @@ static void json_write(unsigned char ids[][3][16], unsigned char previous[][16],
             case 11: sqlite3_bind_int64(st, k, 0); break;
             case 12: sqlite3_bind_null(st, k); break;
             case 13: sqlite3_bind_int64(st, k, 1); break;
+            case 15: sqlite3_bind_int64(st, k, have_previous ? PER_BATCH : 0); break;
             }
         }
         run(st);
