@@ -274,34 +274,42 @@ mod tests {
         assert_eq!(&*sink.bytes.lock().unwrap(), b"one line\n");
     }
 
+    /// A sink that holds every write until the test opens its gate, noting that a write came
+    /// and how many bytes it took.
+    #[derive(Clone, Default)]
+    struct Gated {
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        entered: Arc<Mutex<bool>>,
+        bytes: Arc<Mutex<usize>>,
+    }
+
+    impl Gated {
+        fn open(&self) {
+            *self.gate.0.lock().unwrap() = true;
+            self.gate.1.notify_all();
+        }
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            *self.entered.lock().unwrap() = true;
+            let (open, cv) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            *self.bytes.lock().unwrap() += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn a_caller_waits_for_room_instead_of_growing_the_buffer_or_dropping_lines() {
-        /// A sink that holds every write until the test lets it go.
-        struct Slow {
-            gate: Arc<(Mutex<bool>, Condvar)>,
-            bytes: Arc<Mutex<usize>>,
-        }
-        impl Write for Slow {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                let (open, cv) = &*self.gate;
-                let mut open = open.lock().unwrap();
-                while !*open {
-                    open = cv.wait(open).unwrap();
-                }
-                *self.bytes.lock().unwrap() += bytes.len();
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let written = Arc::new(Mutex::new(0));
-        let (lines, guard) = start(Slow {
-            gate: Arc::clone(&gate),
-            bytes: Arc::clone(&written),
-        })
-        .unwrap();
+        let sink = Gated::default();
+        let (lines, guard) = start(sink.clone()).unwrap();
         let line = vec![b'x'; 1024];
         let total = 3 * MAX_WAITING_BYTES / 1024;
         let logger = {
@@ -322,44 +330,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(!logger.is_finished(), "the caller waits for room");
         assert!(lines.shared.lock().bytes.len() < MAX_WAITING_BYTES + 1024);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        sink.open();
         logger.join().unwrap();
         drop(guard);
-        assert_eq!(*written.lock().unwrap(), total * 1024, "no line dropped");
+        assert_eq!(*sink.bytes.lock().unwrap(), total * 1024, "no line dropped");
     }
 
     #[test]
     fn a_dropped_guard_does_not_wait_forever_for_a_stuck_output() {
-        /// A sink whose first write never returns until the test lets it go.
-        struct Stuck {
-            gate: Arc<(Mutex<bool>, Condvar)>,
-            entered: Arc<Mutex<bool>>,
-        }
-        impl Write for Stuck {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                *self.entered.lock().unwrap() = true;
-                let (open, cv) = &*self.gate;
-                let mut open = open.lock().unwrap();
-                while !*open {
-                    open = cv.wait(open).unwrap();
-                }
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let entered = Arc::new(Mutex::new(false));
-        let (lines, guard) = start(Stuck {
-            gate: Arc::clone(&gate),
-            entered: Arc::clone(&entered),
-        })
-        .unwrap();
+        let sink = Gated::default();
+        let (lines, guard) = start(sink.clone()).unwrap();
         lines.make_writer().write_all(b"a line\n").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !*entered.lock().unwrap() {
+        while !*sink.entered.lock().unwrap() {
             assert!(Instant::now() < deadline, "the writer never wrote");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -374,7 +357,6 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         dropper.join().unwrap();
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        sink.open();
     }
 }
